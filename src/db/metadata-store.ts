@@ -1,0 +1,149 @@
+// The interface every metadata backend (SQLite now, PostgreSQL later) implements: caches, their signing
+// keys, tokens, uploaded NARs and store paths. Values are plain records; validation of Nix formats happens
+// above this layer, so a backend stores and returns exactly what it was given.
+
+export type Permission = 'pull' | 'push' | 'delete' | 'cache-admin' | 'server-admin';
+export const PERMISSIONS: readonly Permission[] = ['pull', 'push', 'delete', 'cache-admin', 'server-admin'];
+
+export interface CacheRecord {
+  readonly id: number;
+  readonly name: string;
+  readonly isPublic: boolean;
+  readonly priority: number;
+  readonly storeDir: string;
+  readonly createdAt: Date;
+}
+
+export interface NewCache {
+  readonly name: string;
+  readonly isPublic: boolean;
+  readonly priority: number;
+  readonly storeDir: string;
+}
+
+export interface SigningKeyRecord {
+  readonly id: number;
+  readonly cacheId: number;
+  /** The key name, e.g. `example.org-1`. Unique per cache. */
+  readonly name: string;
+  /** `name:base64(64 bytes)`, as written by `nix-store --generate-binary-cache-key`. */
+  readonly secretKey: string;
+  /** `name:base64(32 bytes)`. */
+  readonly publicKey: string;
+  readonly createdAt: Date;
+  /** Set when the key no longer signs new paths. */
+  readonly retiredAt: Date | undefined;
+}
+
+export interface NewSigningKey {
+  readonly name: string;
+  readonly secretKey: string;
+  readonly publicKey: string;
+}
+
+export interface TokenScope {
+  /** A cache name or a pattern with `*` wildcards. */
+  readonly cachePattern: string;
+  readonly permissions: readonly Permission[];
+}
+
+export interface TokenRecord {
+  readonly id: number;
+  readonly description: string;
+  /** Hex SHA-256 of the secret token; the token itself is never stored. */
+  readonly tokenHash: string;
+  readonly scopes: readonly TokenScope[];
+  readonly createdAt: Date;
+  readonly expiresAt: Date | undefined;
+  readonly revokedAt: Date | undefined;
+}
+
+export interface NewToken {
+  readonly description: string;
+  readonly tokenHash: string;
+  readonly scopes: readonly TokenScope[];
+  readonly expiresAt: Date | undefined;
+}
+
+/** A verified, stored NAR file. Shared by all caches that hold it (content-addressed by fileHash). */
+export interface NarRecord {
+  /** nix32 SHA-256 of the file as stored (compressed). */
+  readonly fileHash: string;
+  readonly fileSize: number;
+  /** `xz`, `zstd`, `bzip2`, `br` or `none`. */
+  readonly compression: string;
+  /** nix32 SHA-256 of the uncompressed NAR. */
+  readonly narHash: string;
+  readonly narSize: number;
+  /** The blob key under which the file is stored. */
+  readonly blobKey: string;
+}
+
+/** A store path in a cache: what its narinfo says, minus the parts derived from its NAR. */
+export interface PathRecord {
+  /** The 32-character nix32 hash part; the lookup key. */
+  readonly hashPart: string;
+  /** The full store path, e.g. `/nix/store/<hash>-<name>`. */
+  readonly storePath: string;
+  /** The NAR file holding the contents (references NarRecord.fileHash). */
+  readonly fileHash: string;
+  /** nix32 SHA-256 of the uncompressed NAR (copied from the NAR record for fast reads). */
+  readonly narHash: string;
+  readonly narSize: number;
+  /** Base names (`<hash>-<name>`), sorted, may include the path itself. */
+  readonly references: readonly string[];
+  /** Base name of the deriver, if known. */
+  readonly deriver: string | undefined;
+  readonly ca: string | undefined;
+  /** `keyname:base64` signatures, in order. */
+  readonly signatures: readonly string[];
+  readonly createdAt: Date;
+}
+
+/** A path with the NAR it points to, as needed to render a narinfo. */
+export interface PathWithNar {
+  readonly path: PathRecord;
+  readonly nar: NarRecord;
+}
+
+export type AddPathOutcome =
+  | { readonly status: 'added' }
+  /** The hash part is already taken; nothing was changed. */
+  | { readonly status: 'exists'; readonly existing: PathRecord };
+
+export interface MetadataStore {
+  close(): Promise<void>;
+
+  createCache(cache: NewCache): Promise<CacheRecord>; // throws ConflictError('CACHE_EXISTS')
+  getCache(name: string): Promise<CacheRecord | undefined>;
+  listCaches(): Promise<CacheRecord[]>;
+
+  addSigningKey(cacheId: number, key: NewSigningKey): Promise<SigningKeyRecord>;
+  /** All keys of the cache, oldest first, retired ones included. */
+  listSigningKeys(cacheId: number): Promise<SigningKeyRecord[]>;
+
+  createToken(token: NewToken): Promise<TokenRecord>;
+  findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined>;
+  listTokens(): Promise<TokenRecord[]>;
+  /** Returns false if no such (unrevoked) token exists. */
+  revokeToken(id: number, at: Date): Promise<boolean>;
+
+  /**
+   * Records a verified NAR file (once, globally) and attaches it to the cache as an upload awaiting its
+   * narinfo. Must be called only after the blob is durable.
+   */
+  recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<void>;
+  /** The NAR if it is attached to the cache (uploaded to it, or referenced by one of its paths). */
+  getNar(cacheId: number, fileHash: string): Promise<NarRecord | undefined>;
+
+  getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined>;
+  /** The subset of `hashParts` present in the cache. */
+  findPresentPaths(cacheId: number, hashParts: readonly string[]): Promise<Set<string>>;
+  /**
+   * Atomically adds the path unless its hash part is taken, and detaches the pending upload of its NAR.
+   * The NAR must have been recorded (recordNarUpload) first.
+   */
+  addPath(cacheId: number, path: PathRecord): Promise<AddPathOutcome>;
+  /** Appends signatures not yet present to an existing path. */
+  addSignatures(cacheId: number, hashPart: string, signatures: readonly string[]): Promise<void>;
+}

@@ -1,0 +1,88 @@
+// The SQLite schema, as an ordered list of migrations. Migration i (0-based) takes a database from
+// `PRAGMA user_version` i to i + 1; each runs in its own transaction together with that bump, so a crash
+// leaves the schema at a whole version. Never edit a shipped migration: append a new one.
+//
+// The shape is meant to carry over to PostgreSQL unchanged: dates are integer milliseconds since the epoch,
+// booleans are 0/1 integers, lists of strings (references, signatures, permissions) are JSON arrays in
+// text columns. Tables are STRICT so SQLite enforces the declared types as PostgreSQL would.
+
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE caches (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    is_public INTEGER NOT NULL CHECK (is_public IN (0, 1)),
+    priority INTEGER NOT NULL,
+    store_dir TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE TABLE signing_keys (
+    id INTEGER PRIMARY KEY,
+    cache_id INTEGER NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    secret_key TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER,
+    UNIQUE (cache_id, name)
+  ) STRICT;
+
+  CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+  ) STRICT;
+
+  -- position keeps the scopes in the order they were given.
+  CREATE TABLE token_scopes (
+    token_id INTEGER NOT NULL REFERENCES tokens (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    cache_pattern TEXT NOT NULL,
+    permissions TEXT NOT NULL,
+    PRIMARY KEY (token_id, position)
+  ) STRICT, WITHOUT ROWID;
+
+  -- One row per stored NAR file, shared by every cache that holds it.
+  CREATE TABLE nars (
+    file_hash TEXT PRIMARY KEY,
+    file_size INTEGER NOT NULL,
+    compression TEXT NOT NULL,
+    nar_hash TEXT NOT NULL,
+    nar_size INTEGER NOT NULL,
+    blob_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  ) STRICT, WITHOUT ROWID;
+
+  -- NARs uploaded to a cache whose narinfo has not arrived yet.
+  CREATE TABLE nar_uploads (
+    cache_id INTEGER NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    file_hash TEXT NOT NULL REFERENCES nars (file_hash),
+    uploaded_at INTEGER NOT NULL,
+    PRIMARY KEY (cache_id, file_hash)
+  ) STRICT, WITHOUT ROWID;
+  -- Serves the foreign key (deleting a NAR) and GC's "is this NAR still used anywhere".
+  CREATE INDEX nar_uploads_file_hash ON nar_uploads (file_hash);
+
+  -- "references" is an SQL keyword, hence refs.
+  CREATE TABLE paths (
+    cache_id INTEGER NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    hash_part TEXT NOT NULL,
+    store_path TEXT NOT NULL,
+    file_hash TEXT NOT NULL REFERENCES nars (file_hash),
+    nar_hash TEXT NOT NULL,
+    nar_size INTEGER NOT NULL,
+    refs TEXT NOT NULL,
+    deriver TEXT,
+    ca TEXT,
+    signatures TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (cache_id, hash_part)
+  ) STRICT;
+  -- Serves getNar (is the NAR referenced by a path of this cache), the foreign key and GC.
+  CREATE INDEX paths_file_hash ON paths (file_hash, cache_id);
+  `,
+];

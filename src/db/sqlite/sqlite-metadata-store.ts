@@ -1,0 +1,653 @@
+// The MetadataStore on one SQLite file (better-sqlite3), for single-host deployments. Every statement is
+// prepared once at open; methods are async to match the interface (PostgreSQL needs it) but do their work
+// synchronously, so a method's effects are complete, and durable (WAL, synchronous = FULL), when it resolves.
+// Write transactions are IMMEDIATE: a deferred one that reads and then writes can fail with SQLITE_BUSY under
+// WAL without the busy timeout ever being consulted.
+import Database from 'better-sqlite3';
+
+import {
+  ConfigError,
+  ConflictError,
+  DatabaseError,
+  InvalidInputError,
+  isNicheError,
+  NotFoundError,
+} from '../../errors.js';
+import {
+  PERMISSIONS,
+  type AddPathOutcome,
+  type CacheRecord,
+  type MetadataStore,
+  type NarRecord,
+  type NewCache,
+  type NewSigningKey,
+  type NewToken,
+  type PathRecord,
+  type PathWithNar,
+  type Permission,
+  type SigningKeyRecord,
+  type TokenRecord,
+  type TokenScope,
+} from '../metadata-store.js';
+import { MIGRATIONS } from './migrations.js';
+
+const BUSY_TIMEOUT_MS = 5000;
+
+interface CacheRow {
+  id: number;
+  name: string;
+  is_public: number;
+  priority: number;
+  store_dir: string;
+  created_at: number;
+}
+
+interface SigningKeyRow {
+  id: number;
+  cache_id: number;
+  name: string;
+  secret_key: string;
+  public_key: string;
+  created_at: number;
+  retired_at: number | null;
+}
+
+interface TokenRow {
+  id: number;
+  description: string;
+  token_hash: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+interface ScopeRow {
+  token_id: number;
+  cache_pattern: string;
+  permissions: string;
+}
+
+interface NarRow {
+  file_hash: string;
+  file_size: number;
+  compression: string;
+  nar_hash: string;
+  nar_size: number;
+  blob_key: string;
+}
+
+interface PathNarRow {
+  hash_part: string;
+  store_path: string;
+  file_hash: string;
+  nar_hash: string;
+  nar_size: number;
+  refs: string;
+  deriver: string | null;
+  ca: string | null;
+  signatures: string;
+  created_at: number;
+  n_file_size: number;
+  n_compression: string;
+  n_nar_hash: string;
+  n_nar_size: number;
+  n_blob_key: string;
+}
+
+interface CacheKey {
+  cacheId: number;
+  fileHash: string;
+}
+
+interface PathKey {
+  cacheId: number;
+  hashPart: string;
+}
+
+const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob_key';
+
+/** The narinfo lookup, the hottest query in the server: one primary-key probe on paths, one on nars. */
+export const PATH_WITH_NAR_SQL = `
+  SELECT p.hash_part, p.store_path, p.file_hash, p.nar_hash, p.nar_size, p.refs, p.deriver, p.ca,
+         p.signatures, p.created_at, n.file_size AS n_file_size, n.compression AS n_compression,
+         n.nar_hash AS n_nar_hash, n.nar_size AS n_nar_size, n.blob_key AS n_blob_key
+  FROM paths AS p JOIN nars AS n ON n.file_hash = p.file_hash
+  WHERE p.cache_id = @cacheId AND p.hash_part = @hashPart`;
+
+/**
+ * The batch presence check, with the hash parts bound as one JSON array (no limit on host parameters, one
+ * prepared statement for any count). CROSS JOIN makes SQLite walk the list and probe the primary key once
+ * per element instead of scanning the cache's paths.
+ */
+export const PRESENT_PATHS_SQL = `
+  SELECT p.hash_part FROM json_each(@hashParts) AS j CROSS JOIN paths AS p
+  WHERE p.cache_id = @cacheId AND p.hash_part = j.value`;
+
+function prepareStatements(db: Database.Database) {
+  return {
+    insertCache: db.prepare<
+      { name: string; isPublic: number; priority: number; storeDir: string; createdAt: number },
+      CacheRow
+    >(
+      `INSERT INTO caches (name, is_public, priority, store_dir, created_at)
+       VALUES (@name, @isPublic, @priority, @storeDir, @createdAt) RETURNING *`,
+    ),
+    cacheByName: db.prepare<[string], CacheRow>('SELECT * FROM caches WHERE name = ?'),
+    allCaches: db.prepare<[], CacheRow>('SELECT * FROM caches ORDER BY name'),
+
+    insertSigningKey: db.prepare<
+      { cacheId: number; name: string; secretKey: string; publicKey: string; createdAt: number },
+      SigningKeyRow
+    >(
+      `INSERT INTO signing_keys (cache_id, name, secret_key, public_key, created_at)
+       VALUES (@cacheId, @name, @secretKey, @publicKey, @createdAt) RETURNING *`,
+    ),
+    signingKeysOfCache: db.prepare<[number], SigningKeyRow>(
+      'SELECT * FROM signing_keys WHERE cache_id = ? ORDER BY created_at, id',
+    ),
+
+    insertToken: db.prepare<
+      { description: string; tokenHash: string; createdAt: number; expiresAt: number | null },
+      TokenRow
+    >(
+      `INSERT INTO tokens (description, token_hash, created_at, expires_at)
+       VALUES (@description, @tokenHash, @createdAt, @expiresAt) RETURNING *`,
+    ),
+    insertScope: db.prepare<
+      { tokenId: number; position: number; cachePattern: string; permissions: string },
+      ScopeRow
+    >(
+      `INSERT INTO token_scopes (token_id, position, cache_pattern, permissions)
+       VALUES (@tokenId, @position, @cachePattern, @permissions)`,
+    ),
+    tokenByHash: db.prepare<[string], TokenRow>('SELECT * FROM tokens WHERE token_hash = ?'),
+    scopesOfToken: db.prepare<[number], ScopeRow>(
+      'SELECT token_id, cache_pattern, permissions FROM token_scopes WHERE token_id = ? ORDER BY position',
+    ),
+    allTokens: db.prepare<[], TokenRow>('SELECT * FROM tokens ORDER BY id'),
+    allScopes: db.prepare<[], ScopeRow>(
+      'SELECT token_id, cache_pattern, permissions FROM token_scopes ORDER BY token_id, position',
+    ),
+    revokeToken: db.prepare<{ id: number; at: number }>(
+      'UPDATE tokens SET revoked_at = @at WHERE id = @id AND revoked_at IS NULL',
+    ),
+
+    insertNar: db.prepare<NarRow & { createdAt: number }>(
+      `INSERT INTO nars (${NAR_COLUMNS}, created_at)
+       VALUES (@file_hash, @file_size, @compression, @nar_hash, @nar_size, @blob_key, @createdAt)
+       ON CONFLICT (file_hash) DO NOTHING`,
+    ),
+    narByHash: db.prepare<[string], NarRow>(`SELECT ${NAR_COLUMNS} FROM nars WHERE file_hash = ?`),
+    upsertUpload: db.prepare<CacheKey & { at: number }>(
+      `INSERT INTO nar_uploads (cache_id, file_hash, uploaded_at) VALUES (@cacheId, @fileHash, @at)
+       ON CONFLICT (cache_id, file_hash) DO UPDATE SET uploaded_at = excluded.uploaded_at`,
+    ),
+    deleteUpload: db.prepare<CacheKey>(
+      'DELETE FROM nar_uploads WHERE cache_id = @cacheId AND file_hash = @fileHash',
+    ),
+    narInCache: db.prepare<CacheKey, NarRow>(
+      `SELECT ${NAR_COLUMNS} FROM nars AS n
+       WHERE n.file_hash = @fileHash
+         AND (EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.cache_id = @cacheId AND u.file_hash = @fileHash)
+           OR EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = @fileHash AND p.cache_id = @cacheId))`,
+    ),
+
+    pathWithNar: db.prepare<PathKey, PathNarRow>(PATH_WITH_NAR_SQL),
+    presentPaths: db.prepare<{ cacheId: number; hashParts: string }, string>(PRESENT_PATHS_SQL).pluck(),
+    insertPath: db.prepare<{
+      cacheId: number;
+      hashPart: string;
+      storePath: string;
+      fileHash: string;
+      narHash: string;
+      narSize: number;
+      refs: string;
+      deriver: string | null;
+      ca: string | null;
+      signatures: string;
+      createdAt: number;
+    }>(
+      `INSERT INTO paths (cache_id, hash_part, store_path, file_hash, nar_hash, nar_size, refs, deriver, ca,
+                          signatures, created_at)
+       VALUES (@cacheId, @hashPart, @storePath, @fileHash, @narHash, @narSize, @refs, @deriver, @ca,
+               @signatures, @createdAt)`,
+    ),
+    signaturesOfPath: db
+      .prepare<PathKey, string>(
+        'SELECT signatures FROM paths WHERE cache_id = @cacheId AND hash_part = @hashPart',
+      )
+      .pluck(),
+    updateSignatures: db.prepare<PathKey & { signatures: string }>(
+      'UPDATE paths SET signatures = @signatures WHERE cache_id = @cacheId AND hash_part = @hashPart',
+    ),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+export class SqliteMetadataStore implements MetadataStore {
+  readonly #db: Database.Database;
+  readonly #sql: Statements;
+
+  private constructor(db: Database.Database, statements: Statements) {
+    this.#db = db;
+    this.#sql = statements;
+  }
+
+  /**
+   * Opens (creating if needed) the database file and brings its schema up to date. Throws
+   * ConfigError('DATA_DIR_UNUSABLE') if the file cannot be used or was written by a newer niche. Async only
+   * for symmetry with backends that connect over the network; the work is synchronous.
+   */
+  static open(file: string): Promise<SqliteMetadataStore> {
+    try {
+      return Promise.resolve(SqliteMetadataStore.#openSync(file));
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  static #openSync(file: string): SqliteMetadataStore {
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
+      const journalMode = db.pragma('journal_mode = WAL', { simple: true });
+      if (journalMode !== 'wal' && !db.memory)
+        throw new Error(`journal_mode is ${String(journalMode)}, not wal`);
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      if (db.pragma('foreign_keys', { simple: true }) !== 1)
+        throw new Error('foreign keys cannot be enabled');
+      migrate(db);
+      return new SqliteMetadataStore(db, prepareStatements(db));
+    } catch (error) {
+      db?.close();
+      if (isNicheError(error)) throw error;
+      throw new ConfigError('DATA_DIR_UNUSABLE', `cannot open the database ${file}: ${describe(error)}`, {
+        cause: error,
+      });
+    }
+  }
+
+  close(): Promise<void> {
+    if (this.#db.open) this.#db.close();
+    return Promise.resolve();
+  }
+
+  createCache(cache: NewCache): Promise<CacheRecord> {
+    return this.#run('createCache', () => {
+      try {
+        const row = this.#sql.insertCache.get({
+          name: cache.name,
+          isPublic: cache.isPublic ? 1 : 0,
+          priority: cache.priority,
+          storeDir: cache.storeDir,
+          createdAt: Date.now(),
+        });
+        return toCache(required(row, 'INSERT … RETURNING'));
+      } catch (error) {
+        if (constraint(error) === 'SQLITE_CONSTRAINT_UNIQUE') {
+          throw new ConflictError('CACHE_EXISTS', `a cache named ${cache.name} already exists`);
+        }
+        throw error;
+      }
+    });
+  }
+
+  getCache(name: string): Promise<CacheRecord | undefined> {
+    return this.#run('getCache', () => {
+      const row = this.#sql.cacheByName.get(name);
+      return row === undefined ? undefined : toCache(row);
+    });
+  }
+
+  listCaches(): Promise<CacheRecord[]> {
+    return this.#run('listCaches', () => this.#sql.allCaches.all().map(toCache));
+  }
+
+  addSigningKey(cacheId: number, key: NewSigningKey): Promise<SigningKeyRecord> {
+    return this.#run('addSigningKey', () => {
+      try {
+        const row = this.#sql.insertSigningKey.get({ cacheId, ...key, createdAt: Date.now() });
+        return toSigningKey(required(row, 'INSERT … RETURNING'));
+      } catch (error) {
+        const code = constraint(error);
+        if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noSuchCache(cacheId);
+        if (code === 'SQLITE_CONSTRAINT_UNIQUE') {
+          // No conflict code fits a duplicate key name (see errors.ts); KEY_INVALID still reads as a 400.
+          throw new InvalidInputError('KEY_INVALID', `the cache already has a signing key named ${key.name}`);
+        }
+        throw error;
+      }
+    });
+  }
+
+  listSigningKeys(cacheId: number): Promise<SigningKeyRecord[]> {
+    return this.#run('listSigningKeys', () => this.#sql.signingKeysOfCache.all(cacheId).map(toSigningKey));
+  }
+
+  createToken(token: NewToken): Promise<TokenRecord> {
+    return this.#run('createToken', () =>
+      this.#db
+        .transaction(() => {
+          const row = required(
+            this.#sql.insertToken.get({
+              description: token.description,
+              tokenHash: token.tokenHash,
+              createdAt: Date.now(),
+              expiresAt: token.expiresAt?.getTime() ?? null,
+            }),
+            'INSERT … RETURNING',
+          );
+          token.scopes.forEach((scope, position) => {
+            this.#sql.insertScope.run({
+              tokenId: row.id,
+              position,
+              cachePattern: scope.cachePattern,
+              permissions: JSON.stringify(scope.permissions),
+            });
+          });
+          return toToken(row, this.#sql.scopesOfToken.all(row.id));
+        })
+        .immediate(),
+    );
+  }
+
+  findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined> {
+    return this.#run('findTokenByHash', () => {
+      const row = this.#sql.tokenByHash.get(tokenHash);
+      return row === undefined ? undefined : toToken(row, this.#sql.scopesOfToken.all(row.id));
+    });
+  }
+
+  listTokens(): Promise<TokenRecord[]> {
+    return this.#run('listTokens', () =>
+      this.#db.transaction(() => {
+        const scopes = new Map<number, ScopeRow[]>();
+        for (const scope of this.#sql.allScopes.iterate()) {
+          const list = scopes.get(scope.token_id);
+          if (list === undefined) scopes.set(scope.token_id, [scope]);
+          else list.push(scope);
+        }
+        return this.#sql.allTokens.all().map((row) => toToken(row, scopes.get(row.id) ?? []));
+      })(),
+    );
+  }
+
+  revokeToken(id: number, at: Date): Promise<boolean> {
+    return this.#run('revokeToken', () => this.#sql.revokeToken.run({ id, at: at.getTime() }).changes > 0);
+  }
+
+  recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<void> {
+    return this.#run('recordNarUpload', () => {
+      try {
+        this.#db
+          .transaction(() => {
+            const inserted =
+              this.#sql.insertNar.run({ ...narToRow(nar), createdAt: at.getTime() }).changes > 0;
+            if (!inserted) {
+              const existing = required(this.#sql.narByHash.get(nar.fileHash), 'existing NAR');
+              if (
+                existing.file_size !== nar.fileSize ||
+                existing.compression !== nar.compression ||
+                existing.nar_hash !== nar.narHash ||
+                existing.nar_size !== nar.narSize
+              ) {
+                // Same file hash, different facts: a bug above (or a SHA-256 collision); keep the first.
+                throw new DatabaseError(`NAR ${nar.fileHash} is already recorded with different metadata`);
+              }
+            }
+            this.#sql.upsertUpload.run({ cacheId, fileHash: nar.fileHash, at: at.getTime() });
+          })
+          .immediate();
+      } catch (error) {
+        if (constraint(error) === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noSuchCache(cacheId);
+        throw error;
+      }
+    });
+  }
+
+  getNar(cacheId: number, fileHash: string): Promise<NarRecord | undefined> {
+    return this.#run('getNar', () => {
+      const row = this.#sql.narInCache.get({ cacheId, fileHash });
+      return row === undefined ? undefined : toNar(row);
+    });
+  }
+
+  getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined> {
+    return this.#run('getPath', () => {
+      const row = this.#sql.pathWithNar.get({ cacheId, hashPart });
+      return row === undefined ? undefined : toPathWithNar(row);
+    });
+  }
+
+  findPresentPaths(cacheId: number, hashParts: readonly string[]): Promise<Set<string>> {
+    return this.#run('findPresentPaths', () => {
+      const present = new Set<string>();
+      if (hashParts.length === 0) return present;
+      for (const hashPart of this.#sql.presentPaths.iterate({
+        cacheId,
+        hashParts: JSON.stringify(hashParts),
+      })) {
+        present.add(hashPart);
+      }
+      return present;
+    });
+  }
+
+  addPath(cacheId: number, path: PathRecord): Promise<AddPathOutcome> {
+    return this.#run('addPath', () =>
+      this.#db
+        .transaction((): AddPathOutcome => {
+          const existing = this.#sql.pathWithNar.get({ cacheId, hashPart: path.hashPart });
+          if (existing !== undefined) return { status: 'exists', existing: toPathWithNar(existing).path };
+          // Checked here, in the transaction, so an upload expired by GC meanwhile cannot slip through.
+          if (this.#sql.narInCache.get({ cacheId, fileHash: path.fileHash }) === undefined) {
+            throw new NotFoundError(
+              'NAR_NOT_UPLOADED',
+              `NAR ${path.fileHash} has not been uploaded to this cache`,
+            );
+          }
+          this.#sql.insertPath.run({
+            cacheId,
+            hashPart: path.hashPart,
+            storePath: path.storePath,
+            fileHash: path.fileHash,
+            narHash: path.narHash,
+            narSize: path.narSize,
+            refs: JSON.stringify(path.references),
+            deriver: path.deriver ?? null,
+            ca: path.ca ?? null,
+            signatures: JSON.stringify(path.signatures),
+            createdAt: path.createdAt.getTime(),
+          });
+          this.#sql.deleteUpload.run({ cacheId, fileHash: path.fileHash });
+          return { status: 'added' };
+        })
+        .immediate(),
+    );
+  }
+
+  addSignatures(cacheId: number, hashPart: string, signatures: readonly string[]): Promise<void> {
+    return this.#run('addSignatures', () => {
+      this.#db
+        .transaction(() => {
+          const stored = this.#sql.signaturesOfPath.get({ cacheId, hashPart });
+          if (stored === undefined) throw new NotFoundError('NOT_FOUND', `no path ${hashPart} in this cache`);
+          const current = parseStrings(stored, 'signatures');
+          const merged = [...new Set([...current, ...signatures])];
+          if (merged.length !== current.length) {
+            this.#sql.updateSignatures.run({ cacheId, hashPart, signatures: JSON.stringify(merged) });
+          }
+        })
+        .immediate();
+    });
+  }
+
+  /** Runs synchronous work as a settled promise; failures that are not ours become DatabaseErrors. */
+  #run<T>(operation: string, work: () => T): Promise<T> {
+    try {
+      if (!this.#db.open) throw new DatabaseError('the metadata store is closed');
+      return Promise.resolve(work());
+    } catch (error) {
+      return Promise.reject(
+        isNicheError(error)
+          ? error
+          : new DatabaseError(`${operation} failed: ${describe(error)}`, { cause: error }),
+      );
+    }
+  }
+}
+
+/** Applies pending migrations, each in its own IMMEDIATE transaction (safe if two processes open at once). */
+function migrate(db: Database.Database): void {
+  const version = (): number => {
+    const value = db.pragma('user_version', { simple: true });
+    if (typeof value !== 'number') throw new Error('cannot read user_version');
+    return value;
+  };
+  if (version() === MIGRATIONS.length) return;
+  const step = db.transaction((): boolean => {
+    const current = version();
+    if (current > MIGRATIONS.length) {
+      throw new ConfigError(
+        'DATA_DIR_UNUSABLE',
+        `the database ${db.name} has schema version ${current}, newer than this niche knows (${MIGRATIONS.length})`,
+      );
+    }
+    const sql = MIGRATIONS[current];
+    if (sql === undefined) return false;
+    db.exec(sql);
+    db.pragma(`user_version = ${current + 1}`);
+    return true;
+  });
+  while (step.immediate()) {
+    // one migration per transaction
+  }
+}
+
+function toCache(row: CacheRow): CacheRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    isPublic: row.is_public === 1,
+    priority: row.priority,
+    storeDir: row.store_dir,
+    createdAt: new Date(row.created_at),
+  };
+}
+
+function toSigningKey(row: SigningKeyRow): SigningKeyRecord {
+  return {
+    id: row.id,
+    cacheId: row.cache_id,
+    name: row.name,
+    secretKey: row.secret_key,
+    publicKey: row.public_key,
+    createdAt: new Date(row.created_at),
+    retiredAt: optionalDate(row.retired_at),
+  };
+}
+
+function toToken(row: TokenRow, scopes: readonly ScopeRow[]): TokenRecord {
+  return {
+    id: row.id,
+    description: row.description,
+    tokenHash: row.token_hash,
+    scopes: scopes.map(toScope),
+    createdAt: new Date(row.created_at),
+    expiresAt: optionalDate(row.expires_at),
+    revokedAt: optionalDate(row.revoked_at),
+  };
+}
+
+function toScope(row: ScopeRow): TokenScope {
+  const permissions = parseStrings(row.permissions, 'permissions');
+  if (!permissions.every(isPermission)) {
+    throw new DatabaseError(`token ${row.token_id} has an unknown permission in ${row.permissions}`);
+  }
+  return { cachePattern: row.cache_pattern, permissions };
+}
+
+function isPermission(value: string): value is Permission {
+  return (PERMISSIONS as readonly string[]).includes(value);
+}
+
+function narToRow(nar: NarRecord): NarRow {
+  return {
+    file_hash: nar.fileHash,
+    file_size: nar.fileSize,
+    compression: nar.compression,
+    nar_hash: nar.narHash,
+    nar_size: nar.narSize,
+    blob_key: nar.blobKey,
+  };
+}
+
+function toNar(row: NarRow): NarRecord {
+  return {
+    fileHash: row.file_hash,
+    fileSize: row.file_size,
+    compression: row.compression,
+    narHash: row.nar_hash,
+    narSize: row.nar_size,
+    blobKey: row.blob_key,
+  };
+}
+
+function toPathWithNar(row: PathNarRow): PathWithNar {
+  return {
+    path: {
+      hashPart: row.hash_part,
+      storePath: row.store_path,
+      fileHash: row.file_hash,
+      narHash: row.nar_hash,
+      narSize: row.nar_size,
+      references: parseStrings(row.refs, 'references'),
+      deriver: row.deriver ?? undefined,
+      ca: row.ca ?? undefined,
+      signatures: parseStrings(row.signatures, 'signatures'),
+      createdAt: new Date(row.created_at),
+    },
+    nar: {
+      fileHash: row.file_hash,
+      fileSize: row.n_file_size,
+      compression: row.n_compression,
+      narHash: row.n_nar_hash,
+      narSize: row.n_nar_size,
+      blobKey: row.n_blob_key,
+    },
+  };
+}
+
+function parseStrings(text: string, what: string): string[] {
+  const value: unknown = JSON.parse(text);
+  if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) {
+    throw new DatabaseError(`stored ${what} are not a JSON list of strings: ${text.slice(0, 100)}`);
+  }
+  return value;
+}
+
+function optionalDate(ms: number | null): Date | undefined {
+  return ms === null ? undefined : new Date(ms);
+}
+
+function required<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new DatabaseError(`${what} returned no row`);
+  return value;
+}
+
+function constraint(error: unknown): string | undefined {
+  return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_CONSTRAINT')
+    ? error.code
+    : undefined;
+}
+
+function noSuchCache(cacheId: number): NotFoundError {
+  return new NotFoundError('CACHE_NOT_FOUND', `no cache with id ${cacheId}`);
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,72 @@
+// The interface every blob backend (local filesystem now, S3 later) implements. Blobs are immutable byte
+// strings addressed by a key such as `nar/<nix32 file hash>`; niche never rewrites one in place.
+import type { Readable } from 'node:stream';
+
+/** An inclusive byte range, as in HTTP `Range: bytes=start-end`. */
+export interface BlobRange {
+  readonly start: number;
+  readonly end: number;
+}
+
+export interface PutOptions {
+  /** Aborting rejects the put and leaves nothing behind. */
+  readonly signal?: AbortSignal;
+  /** If set, the put fails (and commits nothing) unless exactly this many bytes arrive. */
+  readonly expectedSize?: number;
+  /** If set, the put fails (and commits nothing) unless the bytes hash to this SHA-256 digest. */
+  readonly expectedSha256?: Buffer;
+  /** The put fails (and commits nothing) as soon as more than this many bytes arrive. */
+  readonly maxSize?: number;
+}
+
+export interface PutResult {
+  readonly size: number;
+  readonly sha256: Buffer;
+}
+
+export interface BlobReadResult {
+  /** The requested bytes (the whole blob, or the range). */
+  readonly stream: Readable;
+  /** The size of the whole blob. */
+  readonly size: number;
+  /** The range being streamed, if one was asked for. */
+  readonly range?: BlobRange;
+}
+
+export interface BlobStat {
+  readonly size: number;
+}
+
+export interface BlobStore {
+  /**
+   * Streams `source` into the blob `key`. Resolves only once the blob is durable and visible under `key`;
+   * rejects (leaving no partial blob visible) if the source errors, the signal aborts, or a check in
+   * `options` fails. Writing a key that already exists replaces it atomically (callers only do so with
+   * identical content, since keys are content addresses).
+   */
+  put(key: string, source: Readable, options?: PutOptions): Promise<PutResult>;
+  /**
+   * Opens the blob for reading. Resolves to undefined if it does not exist, so callers can answer 404
+   * before sending any header. The range must lie within the blob (callers check against `head`).
+   */
+  get(key: string, options?: { readonly range?: BlobRange }): Promise<BlobReadResult | undefined>;
+  head(key: string): Promise<BlobStat | undefined>;
+  /** Deletes the blob. A blob that is already gone is success. */
+  delete(key: string): Promise<void>;
+  /** Lists keys starting with `prefix`, in no particular order. */
+  list(prefix: string): AsyncIterable<string>;
+  close(): Promise<void>;
+}
+
+const KEY_PATTERN = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
+
+/** Keys are chosen by niche, never by clients; this guards the backends against a bug upstream. */
+export function assertValidBlobKey(key: string): void {
+  if (
+    !KEY_PATTERN.test(key) ||
+    key.length > 512 ||
+    key.split('/').some((part) => part === '..' || part === '.')
+  ) {
+    throw new Error(`invalid blob key: ${JSON.stringify(key)}`);
+  }
+}

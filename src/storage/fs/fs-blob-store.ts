@@ -1,0 +1,395 @@
+// The BlobStore for a local directory: one file per blob at `<root>/<key>`. Writes go to a temp file on the
+// same filesystem, are hashed and counted as they stream, checked, fsynced and renamed into place, so a
+// reader (or a crash) sees either the whole blob or nothing. Temp files live in `<root>/.tmp/`, a name no
+// valid key can take (keys start with [a-z0-9]), and are wiped at open since only a crash leaves them.
+// One process per root: a second FsBlobStore opened on the same root would wipe the first one's temp files.
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, opendir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
+
+import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
+import { BlobCheckError } from '../blob-check-error.js';
+import {
+  assertValidBlobKey,
+  type BlobRange,
+  type BlobReadResult,
+  type BlobStat,
+  type BlobStore,
+  type PutOptions,
+  type PutResult,
+} from '../blob-store.js';
+
+/** Where puts stage their temp files, under the root. Exported so tests can check nothing is left there. */
+export const FS_BLOB_TMP_DIR = '.tmp';
+/** Bytes gathered before one writev; one batch may be on its way to disk while the next one fills. */
+const WRITE_BATCH_BYTES = 1 << 20;
+const READ_CHUNK_BYTES = 1 << 20;
+
+export class FsBlobStore implements BlobStore {
+  readonly root: string;
+  readonly #tmpDir: string;
+  /** Directories whose own entry (and every ancestor's, up to root) is known to be durable. */
+  readonly #durableDirs = new Set<string>();
+  readonly #puts = new Set<Promise<unknown>>();
+  #closed = false;
+
+  private constructor(root: string) {
+    this.root = root;
+    this.#tmpDir = join(root, FS_BLOB_TMP_DIR);
+    this.#durableDirs.add(root);
+  }
+
+  /**
+   * Creates the directory if needed, wipes temp files left by a crash and proves the directory is writable
+   * (write, fsync, remove a probe file; fsync a directory). Throws ConfigError('DATA_DIR_UNUSABLE') if not.
+   */
+  static async open(root: string): Promise<FsBlobStore> {
+    const absolute = resolve(root);
+    const tmpDir = join(absolute, FS_BLOB_TMP_DIR);
+    try {
+      await mkdir(absolute, { recursive: true });
+      await rm(tmpDir, { recursive: true, force: true });
+      await mkdir(tmpDir);
+      const probe = join(tmpDir, `probe-${randomBytes(8).toString('hex')}`);
+      const handle = await open(probe, 'wx');
+      try {
+        await handle.writeFile('niche write probe\n');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await unlink(probe);
+      await fsyncDir(tmpDir);
+    } catch (error) {
+      throw new ConfigError(
+        'DATA_DIR_UNUSABLE',
+        `blob store directory ${absolute} is not usable (it must be a writable directory): ${describe(error)}`,
+        { cause: error },
+      );
+    }
+    return new FsBlobStore(absolute);
+  }
+
+  async put(key: string, source: Readable, options: PutOptions = {}): Promise<PutResult> {
+    const operation = this.#put(key, source, options);
+    this.#puts.add(operation);
+    try {
+      return await operation;
+    } finally {
+      this.#puts.delete(operation);
+    }
+  }
+
+  async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
+    const { signal, expectedSize, expectedSha256, maxSize } = options;
+    const onAbort = (): void => {
+      source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('put aborted'));
+    };
+    const tmpPath = join(this.#tmpDir, randomBytes(16).toString('hex'));
+    let handle: FileHandle | undefined;
+    let writer: BatchWriter | undefined;
+    let renamed = false;
+    try {
+      this.#assertOpen();
+      assertValidBlobKey(key);
+      signal?.throwIfAborted();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const target = this.#path(key);
+
+      handle = await fsStep('create a temp file', open(tmpPath, 'wx'));
+      writer = new BatchWriter(handle);
+      const hash = createHash('sha256');
+      let size = 0;
+      for await (const chunk of source as AsyncIterable<unknown>) {
+        const bytes = asBuffer(chunk);
+        size += bytes.length;
+        // Checked as bytes arrive, so an oversized body is refused without reading (or storing) the rest.
+        if (maxSize !== undefined && size > maxSize) throw new BlobCheckError('max-size', maxSize, size);
+        if (expectedSize !== undefined && size > expectedSize) {
+          throw new BlobCheckError('size', expectedSize, size);
+        }
+        hash.update(bytes);
+        await writer.push(bytes);
+      }
+      signal?.throwIfAborted();
+      const sha256 = hash.digest();
+      if (expectedSize !== undefined && size !== expectedSize) {
+        throw new BlobCheckError('size', expectedSize, size);
+      }
+      if (expectedSha256 !== undefined && !sha256.equals(expectedSha256)) {
+        throw new BlobCheckError('sha256', expectedSha256.toString('hex'), sha256.toString('hex'));
+      }
+
+      await writer.flush();
+      await fsStep('fsync a temp file', handle.sync());
+      const closing = handle;
+      handle = undefined;
+      await fsStep('close a temp file', closing.close());
+      await this.#ensureDir(dirname(target));
+      signal?.throwIfAborted();
+      await fsStep(`rename a temp file to ${target}`, rename(tmpPath, target));
+      renamed = true;
+      await fsStep(`fsync ${dirname(target)}`, fsyncDir(dirname(target)));
+      return { size, sha256 };
+    } catch (error) {
+      await writer?.settle();
+      await handle?.close().catch(ignore);
+      // After the rename the blob may replace an earlier, identical one: removing it would lose that one.
+      if (!renamed) await unlink(tmpPath).catch(ignore);
+      if (!source.destroyed) source.destroy();
+      if (signal?.aborted === true && !renamed) signal.throwIfAborted();
+      throw error;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Creates `dir` if needed and makes its entry durable in every new ancestor, once per process. */
+  async #ensureDir(dir: string): Promise<void> {
+    if (this.#durableDirs.has(dir)) return;
+    await fsStep(`create ${dir}`, mkdir(dir, { recursive: true }));
+    for (let parent = dirname(dir); ; parent = dirname(parent)) {
+      await fsStep(`fsync ${parent}`, fsyncDir(parent));
+      if (parent === this.root || parent === dirname(parent)) break;
+    }
+    this.#durableDirs.add(dir);
+  }
+
+  async get(key: string, options: { readonly range?: BlobRange } = {}): Promise<BlobReadResult | undefined> {
+    this.#assertOpen();
+    assertValidBlobKey(key);
+    let handle: FileHandle;
+    try {
+      handle = await open(this.#path(key), 'r');
+    } catch (error) {
+      if (isAbsent(error)) return undefined;
+      throw new StorageError(`cannot open blob ${key}: ${describe(error)}`, { cause: error });
+    }
+    try {
+      const info = await handle.stat();
+      if (!info.isFile()) {
+        await handle.close();
+        return undefined;
+      }
+      const { range } = options;
+      if (range !== undefined && !(range.start >= 0 && range.start <= range.end && range.end < info.size)) {
+        throw new RangeNotSatisfiableError(
+          info.size,
+          `range ${range.start}-${range.end} is outside blob ${key} of ${info.size} bytes`,
+        );
+      }
+      // The stream owns the handle from here: it closes it at the end, on error, and when destroyed early.
+      const stream = createReadStream(this.#path(key), {
+        fd: handle,
+        start: range?.start ?? 0,
+        ...(range === undefined ? {} : { end: range.end }),
+        highWaterMark: READ_CHUNK_BYTES,
+        autoClose: true,
+      });
+      return range === undefined ? { stream, size: info.size } : { stream, size: info.size, range };
+    } catch (error) {
+      await handle.close().catch(ignore);
+      if (isNicheError(error)) throw error;
+      throw new StorageError(`cannot read blob ${key}: ${describe(error)}`, { cause: error });
+    }
+  }
+
+  async head(key: string): Promise<BlobStat | undefined> {
+    this.#assertOpen();
+    assertValidBlobKey(key);
+    try {
+      const info = await stat(this.#path(key));
+      return info.isFile() ? { size: info.size } : undefined;
+    } catch (error) {
+      if (isAbsent(error)) return undefined;
+      throw new StorageError(`cannot stat blob ${key}: ${describe(error)}`, { cause: error });
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    this.#assertOpen();
+    assertValidBlobKey(key);
+    try {
+      // No directory fsync: a delete undone by a crash leaves an orphan blob, which GC removes again.
+      await unlink(this.#path(key));
+    } catch (error) {
+      // EISDIR: the key names a directory of other keys, so no blob by that name exists.
+      if (isAbsent(error) || errorCode(error) === 'EISDIR') return;
+      throw new StorageError(`cannot delete blob ${key}: ${describe(error)}`, { cause: error });
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<string> {
+    this.#assertOpen();
+    // Start at the deepest directory the prefix names; no valid key lies under an invalid directory part.
+    const slash = prefix.lastIndexOf('/');
+    const dirKey = slash < 0 ? '' : prefix.slice(0, slash);
+    if (dirKey !== '' && !isValidKey(dirKey)) return;
+    yield* this.#walk(dirKey, prefix);
+  }
+
+  async *#walk(dirKey: string, prefix: string): AsyncGenerator<string> {
+    const path = dirKey === '' ? this.root : this.#path(dirKey);
+    try {
+      const dir = await opendir(path, { bufferSize: 256 });
+      for await (const entry of dir) {
+        // Skips `.tmp` and anything else that cannot be a key.
+        if (entry.name.startsWith('.')) continue;
+        const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
+        if (entry.isDirectory()) {
+          const under = `${key}/`;
+          if (under.startsWith(prefix) || prefix.startsWith(under)) yield* this.#walk(key, prefix);
+        } else if (entry.isFile() && key.startsWith(prefix)) {
+          yield key;
+        }
+      }
+    } catch (error) {
+      if (isAbsent(error)) return;
+      if (isNicheError(error)) throw error;
+      throw new StorageError(`cannot list ${path}: ${describe(error)}`, { cause: error });
+    }
+  }
+
+  /** Refuses new work and waits for puts in progress; read streams already handed out stay usable. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.allSettled([...this.#puts]);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new StorageError(`blob store ${this.root} is closed`);
+  }
+
+  #path(key: string): string {
+    return join(this.root, key);
+  }
+}
+
+/**
+ * Writes batches of chunks with one writev each, keeping at most one batch in flight so the next one can
+ * fill from the network meanwhile. Memory stays within about two batches; chunks are never copied.
+ */
+class BatchWriter {
+  readonly #handle: FileHandle;
+  #batch: Buffer[] = [];
+  #batchBytes = 0;
+  #inFlight: Promise<void> = Promise.resolve();
+  #failure: StorageError | undefined;
+
+  constructor(handle: FileHandle) {
+    this.#handle = handle;
+  }
+
+  async push(chunk: Buffer): Promise<void> {
+    if (chunk.length === 0) return;
+    this.#batch.push(chunk);
+    this.#batchBytes += chunk.length;
+    if (this.#batchBytes >= WRITE_BATCH_BYTES) await this.#send();
+  }
+
+  /** Resolves once every pushed byte is written (not yet fsynced). */
+  async flush(): Promise<void> {
+    await this.#send();
+    await this.#wait();
+  }
+
+  /** Waits for the write in flight, ignoring its outcome (for cleanup after a failure). */
+  async settle(): Promise<void> {
+    await this.#inFlight;
+  }
+
+  async #send(): Promise<void> {
+    await this.#wait();
+    if (this.#batch.length === 0) return;
+    const batch = this.#batch;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    // Never rejects, so it needs no handler while the loop reads on; the failure surfaces at the next wait.
+    this.#inFlight = writeFully(this.#handle, batch).catch((error: unknown) => {
+      this.#failure = new StorageError(`cannot write a temp file: ${describe(error)}`, { cause: error });
+    });
+  }
+
+  async #wait(): Promise<void> {
+    await this.#inFlight;
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+}
+
+async function writeFully(handle: FileHandle, buffers: Buffer[]): Promise<void> {
+  let rest = buffers;
+  while (rest.length > 0) {
+    const { bytesWritten } = await handle.writev(rest);
+    if (bytesWritten === 0) throw new Error('writev wrote nothing');
+    rest = dropBytes(rest, bytesWritten);
+  }
+}
+
+/** The buffers minus their first `count` bytes, sharing memory with the originals. */
+function dropBytes(buffers: Buffer[], count: number): Buffer[] {
+  let index = 0;
+  let left = count;
+  while (index < buffers.length) {
+    const first = buffers[index];
+    if (first === undefined || first.length > left) break;
+    left -= first.length;
+    index += 1;
+  }
+  const rest = buffers.slice(index);
+  const first = rest[0];
+  if (first !== undefined && left > 0) rest[0] = first.subarray(left);
+  return rest;
+}
+
+function asBuffer(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Runs one filesystem step of a put, turning its failure into a StorageError that says which step. */
+async function fsStep<T>(what: string, step: Promise<T>): Promise<T> {
+  try {
+    return await step;
+  } catch (error) {
+    throw new StorageError(`cannot ${what}: ${describe(error)}`, { cause: error });
+  }
+}
+
+function isValidKey(key: string): boolean {
+  try {
+    assertValidBlobKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function errorCode(error: unknown): unknown {
+  return typeof error === 'object' && error !== null && 'code' in error ? error.code : undefined;
+}
+
+/** ENOTDIR: a parent of the path is a file (say `nar` is a blob and `nar/x` is asked for). */
+function isAbsent(error: unknown): boolean {
+  const code = errorCode(error);
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function ignore(): void {
+  // Cleanup after a failure is best effort; the failure itself is what the caller hears about.
+}

@@ -1,0 +1,428 @@
+// What every MetadataStore backend must do, written once and run against each (SQLite now, PostgreSQL
+// later). A backend's own test file calls metadataStoreConformance with a factory that hands out a fresh,
+// empty store per test. Where the interface leaves an error open, this suite pins the code niche expects.
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+
+import type { MetadataStore, NarRecord, NewToken, PathRecord } from '../../src/db/metadata-store.js';
+import { ConflictError, isNicheError, type ErrorCode } from '../../src/errors.js';
+
+export interface MetadataStoreFixture {
+  readonly store: MetadataStore;
+  cleanup(): Promise<void>;
+}
+
+/** A distinct nix32-looking string of the given length for each number. */
+export function fakeHash(seed: number | string, length: number): string {
+  const alphabet = '0123456789abcdfghijklmnpqrsvwxyz';
+  let value = 7;
+  if (typeof seed === 'number') value = seed;
+  else
+    for (let index = 0; index < seed.length; index += 1)
+      value = (value * 31 + seed.charCodeAt(index)) % 2 ** 48;
+  let out = '';
+  for (let index = 0; index < length; index += 1) {
+    out += alphabet[value % 32] ?? '0';
+    value = Math.floor(value / 32);
+  }
+  return out;
+}
+
+export function narRecord(seed: number | string): NarRecord {
+  const fileHash = fakeHash(seed, 52);
+  return {
+    fileHash,
+    fileSize: 123_456_789_012,
+    compression: 'zstd',
+    narHash: fakeHash(`nar-${seed}`, 52),
+    narSize: 987_654_321_098,
+    blobKey: `nar/${fileHash}`,
+  };
+}
+
+export function pathRecord(
+  seed: number | string,
+  nar: NarRecord,
+  overrides: Partial<PathRecord> = {},
+): PathRecord {
+  const hashPart = fakeHash(seed, 32);
+  return {
+    hashPart,
+    storePath: `/nix/store/${hashPart}-hello-2.12`,
+    fileHash: nar.fileHash,
+    narHash: nar.narHash,
+    narSize: nar.narSize,
+    references: [
+      `${fakeHash('zlib', 32)}-zlib-1.3`,
+      `${hashPart}-hello-2.12`,
+      `${fakeHash('glibc', 32)}-glibc-2.39`,
+    ],
+    deriver: `${fakeHash(`drv-${seed}`, 32)}-hello-2.12.drv`,
+    ca: undefined,
+    signatures: ['cache.example.org-1:c2lnbmF0dXJl'],
+    createdAt: new Date(1_700_000_000_123),
+    ...overrides,
+  };
+}
+
+async function assertCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(isNicheError(error), `expected a NicheError, got ${String(error)}`);
+    assert.equal(error.code, code);
+    return true;
+  });
+}
+
+function assertRecent(date: Date, before: number): void {
+  assert.ok(date instanceof Date);
+  assert.ok(date.getTime() >= before && date.getTime() <= Date.now(), `${date.toISOString()} is not recent`);
+}
+
+export function metadataStoreConformance(name: string, factory: () => Promise<MetadataStoreFixture>): void {
+  void describe(`MetadataStore conformance: ${name}`, () => {
+    let fixture: MetadataStoreFixture | undefined;
+    const store = (): MetadataStore => {
+      if (fixture === undefined) throw new Error('no store: beforeEach did not run');
+      return fixture.store;
+    };
+
+    beforeEach(async () => {
+      fixture = await factory();
+    });
+    afterEach(async () => {
+      await fixture?.cleanup();
+      fixture = undefined;
+    });
+
+    async function cache(cacheName: string, isPublic = true): Promise<number> {
+      return (await store().createCache({ name: cacheName, isPublic, priority: 40, storeDir: '/nix/store' }))
+        .id;
+    }
+
+    void describe('caches', () => {
+      void it('creates, gets and lists caches', async () => {
+        const before = Date.now();
+        const created = await store().createCache({
+          name: 'main',
+          isPublic: true,
+          priority: 30,
+          storeDir: '/nix/store',
+        });
+        assert.equal(typeof created.id, 'number');
+        assert.deepEqual(
+          { ...created, createdAt: undefined },
+          {
+            id: created.id,
+            name: 'main',
+            isPublic: true,
+            priority: 30,
+            storeDir: '/nix/store',
+            createdAt: undefined,
+          },
+        );
+        assertRecent(created.createdAt, before);
+        const other = await store().createCache({
+          name: 'private',
+          isPublic: false,
+          priority: 50,
+          storeDir: '/gnu/store',
+        });
+        assert.notEqual(other.id, created.id);
+        assert.deepEqual(await store().getCache('main'), created);
+        assert.deepEqual(await store().getCache('private'), other);
+        assert.equal(await store().getCache('missing'), undefined);
+        const listed = await store().listCaches();
+        assert.deepEqual(
+          [...listed].sort((a, b) => a.id - b.id),
+          [created, other].sort((a, b) => a.id - b.id),
+        );
+      });
+
+      void it('rejects a duplicate cache name with CACHE_EXISTS', async () => {
+        await cache('main');
+        await assert.rejects(
+          store().createCache({ name: 'main', isPublic: false, priority: 1, storeDir: '/nix/store' }),
+          (error: unknown) => error instanceof ConflictError && error.code === 'CACHE_EXISTS',
+        );
+        assert.equal((await store().listCaches()).length, 1);
+        assert.equal((await store().getCache('main'))?.isPublic, true);
+      });
+    });
+
+    void describe('signing keys', () => {
+      void it('adds keys and lists them oldest first, per cache', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const before = Date.now();
+        const first = await store().addSigningKey(a, {
+          name: 'a-1',
+          secretKey: 'a-1:c2VjcmV0MQ==',
+          publicKey: 'a-1:cHViMQ==',
+        });
+        const second = await store().addSigningKey(a, {
+          name: 'a-2',
+          secretKey: 'a-2:c2VjcmV0Mg==',
+          publicKey: 'a-2:cHViMg==',
+        });
+        assert.deepEqual(
+          { ...first, id: 0, createdAt: undefined },
+          {
+            id: 0,
+            cacheId: a,
+            name: 'a-1',
+            secretKey: 'a-1:c2VjcmV0MQ==',
+            publicKey: 'a-1:cHViMQ==',
+            createdAt: undefined,
+            retiredAt: undefined,
+          },
+        );
+        assertRecent(first.createdAt, before);
+        assert.deepEqual(await store().listSigningKeys(a), [first, second]);
+        assert.deepEqual(await store().listSigningKeys(b), []);
+      });
+
+      void it('allows a key name once per cache', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const key = { name: 'shared-1', secretKey: 'shared-1:cw==', publicKey: 'shared-1:cA==' };
+        await store().addSigningKey(a, key);
+        await assert.rejects(store().addSigningKey(a, key));
+        await store().addSigningKey(b, key);
+        assert.equal((await store().listSigningKeys(a)).length, 1);
+        assert.equal((await store().listSigningKeys(b)).length, 1);
+      });
+
+      void it('rejects a key for a missing cache with CACHE_NOT_FOUND', async () => {
+        await assertCode(
+          store().addSigningKey(999_999, { name: 'k', secretKey: 'k:cw==', publicKey: 'k:cA==' }),
+          'CACHE_NOT_FOUND',
+        );
+      });
+    });
+
+    void describe('tokens', () => {
+      const token: NewToken = {
+        description: 'CI for the main cache',
+        tokenHash: 'a'.repeat(64),
+        scopes: [
+          { cachePattern: 'main', permissions: ['pull', 'push'] },
+          { cachePattern: 'team-*', permissions: ['pull'] },
+          { cachePattern: '*', permissions: ['server-admin', 'cache-admin', 'delete'] },
+        ],
+        expiresAt: new Date(1_900_000_000_777),
+      };
+
+      void it('creates a token and finds it by hash with scopes in order', async () => {
+        const before = Date.now();
+        const created = await store().createToken(token);
+        assert.equal(typeof created.id, 'number');
+        assert.equal(created.description, token.description);
+        assert.equal(created.tokenHash, token.tokenHash);
+        assert.deepEqual(created.scopes, token.scopes);
+        assert.deepEqual(created.expiresAt, token.expiresAt);
+        assert.equal(created.revokedAt, undefined);
+        assertRecent(created.createdAt, before);
+        assert.deepEqual(await store().findTokenByHash(token.tokenHash), created);
+        assert.equal(await store().findTokenByHash('b'.repeat(64)), undefined);
+      });
+
+      void it('stores a token without expiry or scopes', async () => {
+        const created = await store().createToken({
+          description: '',
+          tokenHash: 'c'.repeat(64),
+          scopes: [],
+          expiresAt: undefined,
+        });
+        const found = await store().findTokenByHash('c'.repeat(64));
+        assert.deepEqual(found, created);
+        assert.equal(found.expiresAt, undefined);
+        assert.deepEqual(found.scopes, []);
+      });
+
+      void it('lists tokens with their own scopes', async () => {
+        const first = await store().createToken(token);
+        const second = await store().createToken({
+          description: 'read only',
+          tokenHash: 'd'.repeat(64),
+          scopes: [{ cachePattern: 'other', permissions: ['pull'] }],
+          expiresAt: undefined,
+        });
+        const listed = await store().listTokens();
+        assert.deepEqual(
+          [...listed].sort((x, y) => x.id - y.id),
+          [first, second],
+        );
+      });
+
+      void it('revokes a token once', async () => {
+        const created = await store().createToken(token);
+        const at = new Date(1_800_000_000_001);
+        assert.equal(await store().revokeToken(created.id, at), true);
+        assert.deepEqual((await store().findTokenByHash(token.tokenHash))?.revokedAt, at);
+        assert.equal(await store().revokeToken(created.id, new Date()), false);
+        assert.deepEqual((await store().findTokenByHash(token.tokenHash))?.revokedAt, at);
+        assert.equal(await store().revokeToken(created.id + 1000, at), false);
+      });
+    });
+
+    void describe('NAR uploads', () => {
+      void it('shows a NAR only in the caches it was uploaded to', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        assert.deepEqual(await store().getNar(a, nar.fileHash), nar);
+        assert.equal(await store().getNar(b, nar.fileHash), undefined);
+        assert.equal(await store().getNar(a, narRecord(2).fileHash), undefined);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        assert.deepEqual(await store().getNar(b, nar.fileHash), nar);
+      });
+
+      void it('rejects an upload to a missing cache with CACHE_NOT_FOUND', async () => {
+        await assertCode(store().recordNarUpload(999_999, narRecord(1), new Date()), 'CACHE_NOT_FOUND');
+      });
+    });
+
+    void describe('paths', () => {
+      void it('adds a path and returns exactly what was stored', async () => {
+        const a = await cache('a');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        const path = pathRecord(1, nar, {
+          references: ['zzz-last-but-given-first', 'aaa-first'],
+          signatures: ['k2:b', 'k1:a'],
+        });
+        assert.deepEqual(await store().addPath(a, path), { status: 'added' });
+        assert.deepEqual(await store().getPath(a, path.hashPart), { path, nar });
+      });
+
+      void it('returns undefined, not null, for a missing deriver and ca, and keeps empty lists', async () => {
+        const a = await cache('a');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        const bare = pathRecord(1, nar, {
+          deriver: undefined,
+          ca: undefined,
+          references: [],
+          signatures: [],
+        });
+        await store().addPath(a, bare);
+        const got = await store().getPath(a, bare.hashPart);
+        assert.ok(got);
+        // Strict deep equality also tells a missing key, or null, from a key holding undefined.
+        assert.deepEqual(got.path, bare);
+        assert.ok(Object.hasOwn(got.path, 'deriver') && got.path.deriver === undefined);
+        assert.ok(Object.hasOwn(got.path, 'ca') && got.path.ca === undefined);
+
+        const nar2 = narRecord(2);
+        await store().recordNarUpload(a, nar2, new Date());
+        const withCa = pathRecord(2, nar2, {
+          ca: `fixed:r:sha256:${fakeHash('ca', 52)}`,
+          deriver: undefined,
+        });
+        await store().addPath(a, withCa);
+        assert.deepEqual((await store().getPath(a, withCa.hashPart))?.path, withCa);
+      });
+
+      void it('keeps the first path for a hash part and reports it', async () => {
+        const a = await cache('a');
+        const nar = narRecord(1);
+        const nar2 = narRecord(2);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(a, nar2, new Date());
+        const path = pathRecord(1, nar);
+        await store().addPath(a, path);
+        const rival = pathRecord(1, nar2, { signatures: [] });
+        assert.deepEqual(await store().addPath(a, rival), { status: 'exists', existing: path });
+        assert.deepEqual(await store().getPath(a, path.hashPart), { path, nar });
+      });
+
+      void it('scopes paths to their cache', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        const path = pathRecord(1, nar);
+        await store().addPath(a, path);
+        assert.equal(await store().getPath(b, path.hashPart), undefined);
+        const inB = pathRecord(1, nar, { signatures: ['b-1:c2ln'] });
+        assert.deepEqual(await store().addPath(b, inB), { status: 'added' });
+        assert.deepEqual((await store().getPath(a, path.hashPart))?.path, path);
+        assert.deepEqual((await store().getPath(b, path.hashPart))?.path, inB);
+      });
+
+      void it('keeps a NAR visible through its path once the upload is detached', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().addPath(a, pathRecord(1, nar));
+        assert.deepEqual(await store().getNar(a, nar.fileHash), nar);
+        assert.equal(await store().getNar(b, nar.fileHash), undefined);
+        // A second path with the same NAR: the upload is gone, but the first path still attaches it.
+        assert.deepEqual(await store().addPath(a, pathRecord(2, nar)), { status: 'added' });
+      });
+
+      void it('refuses a path whose NAR was not uploaded to the cache with NAR_NOT_UPLOADED', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await assertCode(store().addPath(b, pathRecord(1, nar)), 'NAR_NOT_UPLOADED');
+        await assertCode(store().addPath(a, pathRecord(2, narRecord(99))), 'NAR_NOT_UPLOADED');
+        assert.equal(await store().getPath(b, pathRecord(1, nar).hashPart), undefined);
+        assert.equal(await store().getPath(a, pathRecord(2, nar).hashPart), undefined);
+      });
+
+      void it('finds which of 5000 hash parts are present', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        const present = new Set<string>();
+        for (let index = 0; index < 5000; index += 97) {
+          const path = pathRecord(index, nar);
+          await store().addPath(a, path);
+          present.add(path.hashPart);
+        }
+        await store().addPath(b, pathRecord(100_000, nar));
+        const queried = Array.from({ length: 5000 }, (_, index) => fakeHash(index, 32));
+        queried.push(fakeHash(100_000, 32), fakeHash(0, 32));
+        assert.equal(present.size, 52);
+        assert.deepEqual(await store().findPresentPaths(a, queried), present);
+        assert.deepEqual(await store().findPresentPaths(b, queried), new Set([fakeHash(100_000, 32)]));
+        assert.deepEqual(await store().findPresentPaths(a, []), new Set());
+      });
+
+      void it('appends only new signatures, in order', async () => {
+        const a = await cache('a');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        const path = pathRecord(1, nar, { signatures: ['k1:a'] });
+        await store().addPath(a, path);
+        await store().addSignatures(a, path.hashPart, ['k1:a', 'k2:b', 'k2:b']);
+        assert.deepEqual((await store().getPath(a, path.hashPart))?.path.signatures, ['k1:a', 'k2:b']);
+        await store().addSignatures(a, path.hashPart, ['k3:c', 'k1:a']);
+        assert.deepEqual((await store().getPath(a, path.hashPart))?.path.signatures, [
+          'k1:a',
+          'k2:b',
+          'k3:c',
+        ]);
+        await store().addSignatures(a, path.hashPart, []);
+        assert.deepEqual((await store().getPath(a, path.hashPart))?.path.signatures, [
+          'k1:a',
+          'k2:b',
+          'k3:c',
+        ]);
+      });
+
+      void it('rejects signatures for a missing path with NOT_FOUND', async () => {
+        const a = await cache('a');
+        await assertCode(store().addSignatures(a, fakeHash(1, 32), ['k:a']), 'NOT_FOUND');
+      });
+    });
+  });
+}

@@ -1,0 +1,223 @@
+// Runs the MetadataStore conformance suite against SqliteMetadataStore on a real file, plus what only the
+// SQLite backend can promise: data and schema survive a reopen, migrations run once, a database from a
+// newer niche is refused, and the file is in WAL mode.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import Database from 'better-sqlite3';
+
+import { MIGRATIONS } from '../../src/db/sqlite/migrations.js';
+import {
+  PATH_WITH_NAR_SQL,
+  PRESENT_PATHS_SQL,
+  SqliteMetadataStore,
+} from '../../src/db/sqlite/sqlite-metadata-store.js';
+import { ConfigError } from '../../src/errors.js';
+import { makeTempDir } from '../helpers/tmp.js';
+import { metadataStoreConformance, narRecord, pathRecord } from './metadata-store.conformance.js';
+
+metadataStoreConformance('SqliteMetadataStore', async () => {
+  const dir = await makeTempDir('sqlite');
+  const store = await SqliteMetadataStore.open(join(dir.path, 'niche.sqlite'));
+  return {
+    store,
+    async cleanup() {
+      await store.close();
+      await dir.cleanup();
+    },
+  };
+});
+
+async function withFile(test: (file: string) => Promise<void>): Promise<void> {
+  const dir = await makeTempDir('sqlite');
+  try {
+    await test(join(dir.path, 'niche.sqlite'));
+  } finally {
+    await dir.cleanup();
+  }
+}
+
+/** Reads the file with a second, independent connection, as another process would. */
+function inspect<T>(file: string, query: (db: Database.Database) => T): T {
+  const db = new Database(file, { readonly: true });
+  try {
+    return query(db);
+  } finally {
+    db.close();
+  }
+}
+
+void describe('SqliteMetadataStore', () => {
+  void it('keeps everything across a close and reopen', async () => {
+    await withFile(async (file) => {
+      const first = await SqliteMetadataStore.open(file);
+      const cache = await first.createCache({
+        name: 'main',
+        isPublic: true,
+        priority: 40,
+        storeDir: '/nix/store',
+      });
+      const key = await first.addSigningKey(cache.id, {
+        name: 'main-1',
+        secretKey: 'main-1:cw==',
+        publicKey: 'main-1:cA==',
+      });
+      const token = await first.createToken({
+        description: 'ci',
+        tokenHash: 'e'.repeat(64),
+        scopes: [{ cachePattern: 'main', permissions: ['push'] }],
+        expiresAt: undefined,
+      });
+      const nar = narRecord(1);
+      const pending = narRecord(2);
+      await first.recordNarUpload(cache.id, nar, new Date());
+      await first.recordNarUpload(cache.id, pending, new Date());
+      const path = pathRecord(1, nar);
+      await first.addPath(cache.id, path);
+      await first.close();
+
+      const second = await SqliteMetadataStore.open(file);
+      try {
+        assert.deepEqual(await second.getCache('main'), cache);
+        assert.deepEqual(await second.listSigningKeys(cache.id), [key]);
+        assert.deepEqual(await second.findTokenByHash(token.tokenHash), token);
+        assert.deepEqual(await second.getPath(cache.id, path.hashPart), { path, nar });
+        assert.deepEqual(await second.getNar(cache.id, pending.fileHash), pending);
+      } finally {
+        await second.close();
+      }
+    });
+  });
+
+  void it('runs each migration once and records the schema version', async () => {
+    await withFile(async (file) => {
+      await (await SqliteMetadataStore.open(file)).close();
+      const schema = (): unknown =>
+        inspect(file, (db) => db.prepare('SELECT type, name, sql FROM sqlite_schema ORDER BY name').all());
+      const before = schema();
+      await (await SqliteMetadataStore.open(file)).close();
+      await (await SqliteMetadataStore.open(file)).close();
+      assert.deepEqual(schema(), before);
+      assert.equal(
+        inspect(file, (db) => db.pragma('user_version', { simple: true })),
+        MIGRATIONS.length,
+      );
+    });
+  });
+
+  void it('puts the file in WAL mode', async () => {
+    await withFile(async (file) => {
+      await (await SqliteMetadataStore.open(file)).close();
+      assert.equal(
+        inspect(file, (db) => db.pragma('journal_mode', { simple: true })),
+        'wal',
+      );
+    });
+  });
+
+  void it('refuses a database written by a newer niche', async () => {
+    await withFile(async (file) => {
+      await (await SqliteMetadataStore.open(file)).close();
+      const db = new Database(file);
+      db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
+      db.close();
+      await assert.rejects(SqliteMetadataStore.open(file), (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.equal(error.code, 'DATA_DIR_UNUSABLE');
+        assert.match(error.message, /newer/);
+        return true;
+      });
+    });
+  });
+
+  void it('fails to open in a missing directory with a clear error', async () => {
+    await withFile(async (file) => {
+      await assert.rejects(SqliteMetadataStore.open(join(file, 'no', 'such', 'dir.sqlite')), {
+        code: 'DATA_DIR_UNUSABLE',
+      });
+    });
+  });
+
+  void it('detaches the upload row when a path takes the NAR', async () => {
+    await withFile(async (file) => {
+      const store = await SqliteMetadataStore.open(file);
+      try {
+        const cache = await store.createCache({
+          name: 'main',
+          isPublic: true,
+          priority: 40,
+          storeDir: '/nix/store',
+        });
+        const nar = narRecord(1);
+        await store.recordNarUpload(cache.id, nar, new Date(5));
+        const uploads = (): unknown =>
+          inspect(file, (db) => db.prepare('SELECT cache_id, file_hash, uploaded_at FROM nar_uploads').all());
+        assert.deepEqual(uploads(), [{ cache_id: cache.id, file_hash: nar.fileHash, uploaded_at: 5 }]);
+        await store.recordNarUpload(cache.id, nar, new Date(9));
+        assert.deepEqual(uploads(), [{ cache_id: cache.id, file_hash: nar.fileHash, uploaded_at: 9 }]);
+        await store.addPath(cache.id, pathRecord(1, nar));
+        assert.deepEqual(uploads(), []);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+
+  void it('refuses to record a NAR again with different facts', async () => {
+    await withFile(async (file) => {
+      const store = await SqliteMetadataStore.open(file);
+      try {
+        const cache = await store.createCache({
+          name: 'main',
+          isPublic: true,
+          priority: 40,
+          storeDir: '/nix/store',
+        });
+        const nar = narRecord(1);
+        await store.recordNarUpload(cache.id, nar, new Date());
+        await assert.rejects(store.recordNarUpload(cache.id, { ...nar, narSize: 1 }, new Date()), {
+          code: 'DATABASE_FAILURE',
+        });
+        assert.deepEqual(await store.getNar(cache.id, nar.fileHash), nar);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+
+  void it('answers getPath and findPresentPaths with primary-key probes', async () => {
+    await withFile(async (file) => {
+      await (await SqliteMetadataStore.open(file)).close();
+      const plan = (sql: string): string =>
+        inspect(file, (db) =>
+          db
+            .prepare<{ cacheId: number; hashPart: string; hashParts: string }, { detail: string }>(
+              `EXPLAIN QUERY PLAN ${sql}`,
+            )
+            .all({ cacheId: 1, hashPart: 'x', hashParts: '[]' })
+            .map((row) => row.detail)
+            .join('\n'),
+        );
+      const getPath = plan(PATH_WITH_NAR_SQL);
+      assert.match(getPath, /SEARCH p USING INDEX sqlite_autoindex_paths_1 \(cache_id=\? AND hash_part=\?\)/);
+      assert.match(getPath, /SEARCH n USING PRIMARY KEY \(file_hash=\?\)/);
+      assert.doesNotMatch(getPath, /SCAN/);
+      const present = plan(PRESENT_PATHS_SQL);
+      assert.match(
+        present,
+        /SEARCH p USING (COVERING )?INDEX sqlite_autoindex_paths_1 \(cache_id=\? AND hash_part=\?\)/,
+      );
+      assert.doesNotMatch(present, /SCAN p/);
+    });
+  });
+
+  void it('rejects calls after close with DATABASE_FAILURE', async () => {
+    await withFile(async (file) => {
+      const store = await SqliteMetadataStore.open(file);
+      await store.close();
+      await store.close();
+      await assert.rejects(store.getCache('main'), { code: 'DATABASE_FAILURE' });
+    });
+  });
+});
