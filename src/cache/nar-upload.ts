@@ -1,0 +1,198 @@
+// Receives one NAR file upload and proves it before anything becomes visible. The body is streamed once:
+// every chunk goes to the blob store (which hashes it and checks the FileHash named by the URL) and to a
+// decompressor feeding the NarHash/NarSize hasher and the NAR validator. The blob store only sees the end
+// of its input after the NAR has been fully validated, so an invalid NAR is never committed.
+// Memory is bounded by the stream high-water marks, whatever the NAR size.
+import { createHash } from 'node:crypto';
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { InvalidInputError, NicheError, TooLargeError } from '../errors.js';
+import type { Compression } from '../nix/compression.js';
+import { Hash } from '../nix/hash.js';
+import { NarParser } from '../nix/nar-parser.js';
+import { encodeNix32 } from '../nix/nix32.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import { BlobCheckError } from '../storage/blob-check-error.js';
+import { createDecompressor } from '../util/compression.js';
+
+const CHUNK = 1 << 20;
+
+export interface ReceiveNarOptions {
+  readonly body: Readable;
+  readonly compression: Compression;
+  readonly blobs: BlobStore;
+  readonly blobKey: string;
+  /** The FileHash the URL names (`nar/<nix32>.nar…`); the body must hash to it. */
+  readonly expectedFileHash: Hash;
+  /** The Content-Length, if the client sent one. */
+  readonly contentLength: number | undefined;
+  readonly maxFileSize: number;
+  readonly maxNarSize: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface ReceivedNar {
+  readonly fileHash: Hash;
+  readonly fileSize: number;
+  readonly narHash: Hash;
+  readonly narSize: number;
+}
+
+/** Hashes, counts and validates the decompressed NAR bytes. */
+class NarVerifier extends Writable {
+  readonly #hash = createHash('sha256');
+  readonly #parser = new NarParser();
+  readonly #maxSize: number;
+  size = 0;
+  digest: Buffer | undefined;
+
+  constructor(maxSize: number) {
+    super({ highWaterMark: CHUNK });
+    this.#maxSize = maxSize;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    try {
+      this.size += chunk.length;
+      if (this.size > this.#maxSize)
+        throw new TooLargeError(`NAR is larger than the limit of ${this.#maxSize} bytes`);
+      this.#hash.update(chunk);
+      this.#parser.update(chunk);
+      callback();
+    } catch (error) {
+      callback(error as Error);
+    }
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    try {
+      this.#parser.end();
+      this.digest = this.#hash.digest();
+      callback();
+    } catch (error) {
+      callback(error as Error);
+    }
+  }
+}
+
+/**
+ * Writes with back-pressure. Stream errors are deliberately not listened for here: they surface, already
+ * translated, through `failure`, which rejects whenever either consumer fails.
+ */
+async function write(stream: Writable, chunk: Buffer, failure: Promise<never>): Promise<void> {
+  if (stream.write(chunk)) return;
+  let onDrain = (): void => undefined;
+  const drained = new Promise<void>((resolve) => {
+    onDrain = resolve;
+    stream.once('drain', onDrain);
+  });
+  try {
+    await Promise.race([drained, failure]);
+  } finally {
+    stream.off('drain', onDrain);
+  }
+}
+
+function decompressionError(compression: Compression, error: unknown): NicheError {
+  if (error instanceof NicheError) return error;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new InvalidInputError(
+    'COMPRESSION_INVALID',
+    `the NAR file is not valid ${compression} data (or is truncated): ${reason}`,
+    { cause: error },
+  );
+}
+
+export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNar> {
+  const { body, compression, contentLength, maxFileSize } = options;
+  if (contentLength !== undefined && contentLength > maxFileSize) {
+    throw new TooLargeError(`NAR file of ${contentLength} bytes exceeds the limit of ${maxFileSize} bytes`);
+  }
+  const abort = new AbortController();
+  const onOuterAbort = (): void => {
+    abort.abort(options.signal?.reason);
+  };
+  options.signal?.addEventListener('abort', onOuterAbort, { once: true });
+
+  const blobInput = new PassThrough({ highWaterMark: CHUNK });
+  const narInput = new PassThrough({ highWaterMark: CHUNK });
+  const verifier = new NarVerifier(options.maxNarSize);
+  // These are internal streams whose failures surface through narDone/blobDone; a consumer that destroys
+  // one with an error after its promise settled must not turn into an unhandled 'error' event.
+  for (const stream of [blobInput, narInput]) stream.on('error', () => undefined);
+
+  const narDone = pipeline(narInput, createDecompressor(compression), verifier, { signal: abort.signal });
+  const blobDone = options.blobs.put(options.blobKey, blobInput, {
+    signal: abort.signal,
+    expectedSha256: options.expectedFileHash.bytes,
+    maxSize: maxFileSize,
+    ...(contentLength === undefined ? {} : { expectedSize: contentLength }),
+  });
+  // Whichever side fails first stops the feeding loop; both promises are always awaited below.
+  const failure = new Promise<never>((_resolve, reject) => {
+    narDone.catch((error: unknown) => {
+      reject(decompressionError(compression, error));
+    });
+    blobDone.catch(reject);
+  });
+  failure.catch(() => undefined);
+
+  let fileSize = 0;
+  try {
+    // Not destroyed on early exit: the HTTP layer still has to answer on this connection.
+    for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+      fileSize += chunk.length;
+      if (fileSize > maxFileSize) {
+        throw new TooLargeError(`NAR file exceeds the limit of ${maxFileSize} bytes`);
+      }
+      await write(narInput, chunk, failure);
+      await write(blobInput, chunk, failure);
+    }
+    if (contentLength !== undefined && fileSize !== contentLength) {
+      throw new InvalidInputError(
+        'UPLOAD_INCOMPLETE',
+        `upload ended after ${fileSize} of ${contentLength} bytes`,
+      );
+    }
+    narInput.end();
+    await narDone.catch((error: unknown) => {
+      throw decompressionError(compression, error);
+    });
+    blobInput.end();
+    const stored = await Promise.race([blobDone, failure]);
+    const digest = verifier.digest;
+    if (digest === undefined) throw new Error('NAR verifier finished without a digest');
+    return {
+      fileHash: new Hash('sha256', stored.sha256),
+      fileSize: stored.size,
+      narHash: new Hash('sha256', digest),
+      narSize: verifier.size,
+    };
+  } catch (error) {
+    abort.abort(error);
+    blobInput.destroy();
+    narInput.destroy();
+    await Promise.allSettled([narDone, blobDone]);
+    throw translate(error, options.expectedFileHash);
+  } finally {
+    options.signal?.removeEventListener('abort', onOuterAbort);
+  }
+}
+
+function translate(error: unknown, expected: Hash): unknown {
+  if (error instanceof BlobCheckError) {
+    if (error.check === 'sha256') {
+      return new InvalidInputError(
+        'FILE_HASH_MISMATCH',
+        `the uploaded file hashes to sha256:${typeof error.actual === 'string' ? encodeNix32(Buffer.from(error.actual, 'hex')) : '?'}, ` +
+          `but its URL names sha256:${expected.toNix32()}`,
+      );
+    }
+    if (error.check === 'max-size') return new TooLargeError(error.message);
+    return new InvalidInputError('UPLOAD_INCOMPLETE', error.message);
+  }
+  if (error instanceof Error && 'code' in error && error.code === 'ECONNRESET') {
+    return new InvalidInputError('UPLOAD_INCOMPLETE', 'the client closed the connection during the upload');
+  }
+  return error;
+}

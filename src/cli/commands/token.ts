@@ -1,0 +1,156 @@
+// `niche token create|list|revoke`: manage access tokens directly in the data directory (operator side).
+import type { Command } from 'commander';
+import { openMetadata } from '../../app/data-dir.js';
+import { loadDataDir } from '../../config.js';
+import type { Permission, TokenRecord } from '../../db/metadata-store.js';
+import { InvalidInputError, NotFoundError } from '../../errors.js';
+import { generateToken, hashToken } from '../../cache/tokens.js';
+import { print, type CliIo } from '../io.js';
+
+interface CreateOptions {
+  readonly data?: string;
+  readonly cache: string[];
+  readonly pull?: boolean;
+  readonly push?: boolean;
+  readonly delete?: boolean;
+  readonly cacheAdmin?: boolean;
+  readonly serverAdmin?: boolean;
+  readonly expires?: string;
+  readonly description?: string;
+}
+
+const CACHE_PATTERN = /^[a-z0-9*](?:[a-z0-9*-]{0,62})$/;
+
+/** `30d`, `12h`, `45m`, or an ISO date. */
+export function parseExpiry(text: string, now: Date): Date {
+  const relative = /^(\d+)([dhm])$/.exec(text);
+  if (relative !== null) {
+    const unit = { d: 86_400_000, h: 3_600_000, m: 60_000 }[relative[2] as 'd' | 'h' | 'm'];
+    return new Date(now.getTime() + Number(relative[1]) * unit);
+  }
+  const date = new Date(text);
+  if (Number.isNaN(date.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(text)) {
+    throw new InvalidInputError(
+      'BAD_REQUEST',
+      `invalid expiry ${JSON.stringify(text)}: use e.g. 30d, 12h or 2027-01-31`,
+    );
+  }
+  return date;
+}
+
+function permissionsOf(options: CreateOptions): Permission[] {
+  const permissions: Permission[] = ['pull'];
+  if (options.push === true) permissions.push('push');
+  if (options.delete === true) permissions.push('delete');
+  if (options.cacheAdmin === true) permissions.push('cache-admin');
+  if (options.serverAdmin === true) permissions.push('server-admin');
+  return permissions;
+}
+
+function describe(token: TokenRecord, now: Date): string {
+  const status =
+    token.revokedAt !== undefined
+      ? 'revoked'
+      : token.expiresAt !== undefined && token.expiresAt <= now
+        ? 'expired'
+        : 'active';
+  const scopes = token.scopes
+    .map((scope) => `${scope.cachePattern}:${scope.permissions.join('+')}`)
+    .join(' ');
+  const expires = token.expiresAt === undefined ? 'never' : token.expiresAt.toISOString();
+  return `${token.id}\t${status}\t${scopes}\texpires ${expires}\t${token.description}`;
+}
+
+export function registerToken(
+  program: Command,
+  io: CliIo,
+  run: (action: () => Promise<number>) => Promise<void>,
+): void {
+  const token = program.command('token').description('manage access tokens');
+
+  token
+    .command('create')
+    .description('create a token and print it (shown only once)')
+    .requiredOption('--cache <pattern...>', 'cache name or pattern with * wildcards (repeatable)')
+    .option('--pull', 'may read private caches (always granted)')
+    .option('--push', 'may upload paths')
+    .option('--delete', 'may delete paths')
+    .option('--cache-admin', 'may configure the cache')
+    .option('--server-admin', 'may manage caches and tokens')
+    .option('--expires <when>', 'expiry: 30d, 12h, 45m or a date such as 2027-01-31')
+    .option('--description <text>', 'what the token is for', '')
+    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
+    .action((options: CreateOptions) =>
+      run(async () => {
+        for (const pattern of options.cache) {
+          if (!CACHE_PATTERN.test(pattern)) {
+            throw new InvalidInputError(
+              'CACHE_NAME_INVALID',
+              `invalid cache name or pattern ${JSON.stringify(pattern)}`,
+            );
+          }
+        }
+        const now = new Date();
+        const expiresAt = options.expires === undefined ? undefined : parseExpiry(options.expires, now);
+        const db = await openMetadata(loadDataDir(options.data, io.env));
+        try {
+          for (const pattern of options.cache) {
+            if (!pattern.includes('*') && (await db.getCache(pattern)) === undefined) {
+              print(io.stderr, `warning: there is no cache named ${pattern} (yet)`);
+            }
+          }
+          const secret = generateToken();
+          const permissions = permissionsOf(options);
+          await db.createToken({
+            description: options.description ?? '',
+            tokenHash: hashToken(secret),
+            scopes: options.cache.map((cachePattern) => ({ cachePattern, permissions })),
+            expiresAt,
+          });
+          print(io.stdout, secret);
+        } finally {
+          await db.close();
+        }
+        return 0;
+      }),
+    );
+
+  token
+    .command('list')
+    .description('list tokens (id, status, scopes, expiry, description); secrets are never shown')
+    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
+    .action((options: { data?: string }) =>
+      run(async () => {
+        const db = await openMetadata(loadDataDir(options.data, io.env));
+        try {
+          const now = new Date();
+          for (const record of await db.listTokens()) print(io.stdout, describe(record, now));
+        } finally {
+          await db.close();
+        }
+        return 0;
+      }),
+    );
+
+  token
+    .command('revoke')
+    .description('revoke a token by id; effective immediately')
+    .argument('<id>', 'token id, as shown by `niche token list`')
+    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
+    .action((id: string, options: { data?: string }) =>
+      run(async () => {
+        if (!/^\d+$/.test(id))
+          throw new InvalidInputError('BAD_REQUEST', `invalid token id ${JSON.stringify(id)}`);
+        const db = await openMetadata(loadDataDir(options.data, io.env));
+        try {
+          if (!(await db.revokeToken(Number(id), new Date()))) {
+            throw new NotFoundError('NOT_FOUND', `no active token with id ${id}`);
+          }
+          print(io.stderr, `revoked token ${id}`);
+        } finally {
+          await db.close();
+        }
+        return 0;
+      }),
+    );
+}

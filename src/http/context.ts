@@ -1,0 +1,36 @@
+// What every route needs: the cache service, the authenticator, and the per-request principal (resolved
+// at most once per request, and only by routes that need it).
+import type { FastifyRequest } from 'fastify';
+import type { Authenticator, Principal } from '../cache/auth.js';
+import type { CacheService } from '../cache/cache-service.js';
+import type { CacheRecord, Permission } from '../db/metadata-store.js';
+
+export interface HttpContext {
+  readonly service: CacheService;
+  readonly authenticator: Authenticator;
+}
+
+const principals = new WeakMap<FastifyRequest, Promise<Principal>>();
+
+export function principalOf(context: HttpContext, request: FastifyRequest): Promise<Principal> {
+  let principal = principals.get(request);
+  if (principal === undefined) {
+    principal = context.authenticator.authenticate(request.headers.authorization);
+    principals.set(request, principal);
+  }
+  return principal;
+}
+
+export async function openCache(
+  context: HttpContext,
+  request: FastifyRequest,
+  name: string,
+  needed: Permission,
+): Promise<CacheRecord> {
+  return context.service.open(name, await principalOf(context, request), needed);
+}
+
+/** The URL clients should use for this server, as seen in the request. */
+export function baseUrlOf(request: FastifyRequest): string {
+  return `${request.protocol}://${request.host}`;
+}

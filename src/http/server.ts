@@ -1,0 +1,62 @@
+// Builds the HTTP front end: a fastify instance with every route, raw request bodies (routes stream or
+// bound them themselves), and the one error handler. Listening and shutdown belong to the caller.
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { NotFoundError } from '../errors.js';
+import type { HttpContext } from './context.js';
+import { sendError } from './error-mapping.js';
+import { registerApiRoutes } from './routes/api.js';
+import { registerCacheInfoRoutes } from './routes/cache-info.js';
+import { registerLandingRoute } from './routes/landing.js';
+import { registerNarRoutes } from './routes/nar.js';
+import { registerNarInfoRoutes } from './routes/narinfo.js';
+import { registerUnsupportedRoutes } from './routes/unsupported.js';
+
+export interface HttpServerOptions {
+  readonly logger: Logger;
+  /** How long keep-alive connections may idle. */
+  readonly keepAliveTimeoutMs?: number;
+}
+
+export function buildHttpServer(context: HttpContext, options: HttpServerOptions): FastifyInstance {
+  const loggerInstance: FastifyBaseLogger = options.logger;
+  const app = Fastify({
+    loggerInstance,
+    // Per-request logs would be the noisiest thing on the hot path; errors are logged where handled.
+    logController: new LogController({ disableRequestLogging: true }),
+    exposeHeadRoutes: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    keepAliveTimeout: options.keepAliveTimeoutMs ?? 65_000,
+    // Uploads of many GB may take long; a stalled client is cut off by the socket timeout instead.
+    requestTimeout: 0,
+    connectionTimeout: 0,
+    routerOptions: { maxParamLength: 200 },
+    trustProxy: false,
+  });
+
+  // Bodies are never parsed by fastify: NAR uploads stream, small bodies are read with a limit.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, _payload, done) => {
+    done(null, undefined);
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    sendError(error, request, reply);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    sendError(
+      new NotFoundError('NOT_FOUND', `no route for ${request.method} ${request.url.slice(0, 200)}`),
+      request,
+      reply,
+    );
+  });
+
+  registerLandingRoute(app, context);
+  registerApiRoutes(app, context);
+  registerCacheInfoRoutes(app, context);
+  registerNarRoutes(app, context);
+  registerNarInfoRoutes(app, context);
+  registerUnsupportedRoutes(app, context);
+  return app;
+}
