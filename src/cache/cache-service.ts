@@ -5,8 +5,9 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { CacheRecord, MetadataStore, NarRecord, PathRecord, Permission } from '../db/metadata-store.js';
-import { ConflictError, InvalidInputError, NotFoundError, TooLargeError } from '../errors.js';
+import { ConflictError, InvalidInputError, TooLargeError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
+import { formatContentAddress, parseContentAddress } from '../nix/content-address.js';
 import { parseNarFileName } from '../nix/compression.js';
 import { Hash } from '../nix/hash.js';
 import { narInfoFingerprint, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
@@ -51,8 +52,6 @@ export interface NarDownload extends BlobReadResult {
 export interface PutNarInfoResult {
   readonly status: 'added' | 'unchanged';
 }
-
-const CA_PATTERN = /^(?:text:|fixed:(?:r:)?)((?:md5|sha1|sha256|sha512):[0-9a-zA-Z+/=]+)$/;
 
 export class CacheService {
   readonly db: MetadataStore;
@@ -290,13 +289,6 @@ export class CacheService {
       );
     }
   }
-
-  /** Throws NotFoundError unless the path exists (for front ends that need an error, not undefined). */
-  async requirePath(cache: CacheRecord, hashPart: string): Promise<string> {
-    const text = await this.getNarInfo(cache, hashPart);
-    if (text === undefined) throw new NotFoundError('NOT_FOUND', `${hashPart} is not in cache ${cache.name}`);
-    return text;
-  }
 }
 
 function checkAgainstNar(info: NarInfo, nar: NarRecord): void {
@@ -334,18 +326,16 @@ function checkAgainstNar(info: NarInfo, nar: NarRecord): void {
     mismatch('NAR_SIZE_MISMATCH', 'NarSize', String(info.narSize), String(nar.narSize));
 }
 
-/** Accepts only content addresses Nix 2.8 can parse, normalised to nix32. */
-function checkCa(ca: string): string {
-  const match = CA_PATTERN.exec(ca);
-  const hashText = match?.[1];
-  if (hashText === undefined) {
+/** Accepts only content addresses every supported Nix can parse, normalised to nix32. */
+function checkCa(text: string): string {
+  const ca = parseContentAddress(text);
+  if (ca.method === 'git') {
     throw new InvalidInputError(
       'NARINFO_INVALID',
-      `unsupported content address ${JSON.stringify(ca.slice(0, 120))}`,
+      'fixed:git: content addresses are refused: Nix 2.8 clients cannot parse a narinfo that contains one',
     );
   }
-  const hash = Hash.parsePrefixed(hashText);
-  return ca.slice(0, ca.length - hashText.length) + hash.toString();
+  return formatContentAddress(ca);
 }
 
 function compareBytes(a: string, b: string): number {

@@ -2,16 +2,12 @@
 // It works directly from the stored strings because it runs on every narinfo GET; the round trip through
 // the strict parser in src/nix is covered by tests.
 import type { PathWithNar } from '../db/metadata-store.js';
-import { narFileExtension, type Compression } from '../nix/compression.js';
-
-export function narFileName(fileHash: string, compression: string): string {
-  return `${fileHash}.nar${narFileExtension(compression as Compression)}`;
-}
+import { narFileName, parseCompression } from '../nix/compression.js';
 
 export function renderNarInfo({ path, nar }: PathWithNar): string {
   let text =
     `StorePath: ${path.storePath}\n` +
-    `URL: nar/${narFileName(nar.fileHash, nar.compression)}\n` +
+    `URL: nar/${narFileName(nar.fileHash, parseCompression(nar.compression))}\n` +
     `Compression: ${nar.compression}\n` +
     `FileHash: sha256:${nar.fileHash}\n` +
     `FileSize: ${nar.fileSize}\n` +

@@ -137,6 +137,11 @@ export interface MetadataStore {
   getNar(cacheId: number, fileHash: string): Promise<NarRecord | undefined>;
 
   getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined>;
+  /** A page of the cache's paths ordered by hash part, starting after `after` (exclusive). */
+  listPaths(
+    cacheId: number,
+    options: { readonly after?: string; readonly limit: number },
+  ): Promise<PathWithNar[]>;
   /** The subset of `hashParts` present in the cache. */
   findPresentPaths(cacheId: number, hashParts: readonly string[]): Promise<Set<string>>;
   /**

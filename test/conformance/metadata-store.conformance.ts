@@ -397,6 +397,34 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.deepEqual(await store().findPresentPaths(a, []), new Set());
       });
 
+      void it("lists a cache's paths in pages ordered by hash part", async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        const expected: string[] = [];
+        for (let index = 0; index < 25; index += 1) {
+          const path = pathRecord(index, nar);
+          await store().addPath(a, path);
+          expected.push(path.hashPart);
+        }
+        await store().addPath(b, pathRecord(1000, nar));
+        expected.sort();
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await store().listPaths(a, after === undefined ? { limit: 10 } : { after, limit: 10 });
+          if (page.length === 0) break;
+          assert.ok(page.length <= 10);
+          for (const entry of page) assert.deepEqual(entry.nar, nar);
+          seen.push(...page.map((entry) => entry.path.hashPart));
+          after = page.at(-1)?.path.hashPart;
+        }
+        assert.deepEqual(seen, expected);
+        assert.equal((await store().listPaths(b, { limit: 100 })).length, 1);
+      });
+
       void it('appends only new signatures, in order', async () => {
         const a = await cache('a');
         const nar = narRecord(1);

@@ -107,11 +107,13 @@ interface PathKey {
 const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob_key';
 
 /** The narinfo lookup, the hottest query in the server: one primary-key probe on paths, one on nars. */
-export const PATH_WITH_NAR_SQL = `
+const PATH_WITH_NAR_SELECT = `
   SELECT p.hash_part, p.store_path, p.file_hash, p.nar_hash, p.nar_size, p.refs, p.deriver, p.ca,
          p.signatures, p.created_at, n.file_size AS n_file_size, n.compression AS n_compression,
          n.nar_hash AS n_nar_hash, n.nar_size AS n_nar_size, n.blob_key AS n_blob_key
-  FROM paths AS p JOIN nars AS n ON n.file_hash = p.file_hash
+  FROM paths AS p JOIN nars AS n ON n.file_hash = p.file_hash`;
+
+export const PATH_WITH_NAR_SQL = `${PATH_WITH_NAR_SELECT}
   WHERE p.cache_id = @cacheId AND p.hash_part = @hashPart`;
 
 /**
@@ -193,6 +195,10 @@ function prepareStatements(db: Database.Database) {
     ),
 
     pathWithNar: db.prepare<PathKey, PathNarRow>(PATH_WITH_NAR_SQL),
+    pathPage: db.prepare<{ cacheId: number; after: string; limit: number }, PathNarRow>(
+      `${PATH_WITH_NAR_SELECT}
+       WHERE p.cache_id = @cacheId AND p.hash_part > @after ORDER BY p.hash_part LIMIT @limit`,
+    ),
     presentPaths: db.prepare<{ cacheId: number; hashParts: string }, string>(PRESENT_PATHS_SQL).pluck(),
     insertPath: db.prepare<{
       cacheId: number;
@@ -420,6 +426,17 @@ export class SqliteMetadataStore implements MetadataStore {
       const row = this.#sql.pathWithNar.get({ cacheId, hashPart });
       return row === undefined ? undefined : toPathWithNar(row);
     });
+  }
+
+  listPaths(
+    cacheId: number,
+    options: { readonly after?: string; readonly limit: number },
+  ): Promise<PathWithNar[]> {
+    return this.#run('listPaths', () =>
+      this.#sql.pathPage
+        .all({ cacheId, after: options.after ?? '', limit: options.limit })
+        .map(toPathWithNar),
+    );
   }
 
   findPresentPaths(cacheId: number, hashParts: readonly string[]): Promise<Set<string>> {
