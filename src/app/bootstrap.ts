@@ -8,6 +8,10 @@ import { SecretKey } from '../nix/signing.js';
 import { parseCacheName } from '../cache/cache-name.js';
 
 export const DEFAULT_PRIORITY = 40;
+/** Paths signed by cache.nixos.org need not be pushed to a private cache. */
+export const DEFAULT_UPSTREAM_KEYS: readonly string[] = [
+  'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=',
+];
 
 /** `<host>-<cache>-1`: key names are lookup keys in nix.conf, so they should be unique per server. */
 export function defaultKeyName(cacheName: string, host: string = hostname()): string {
@@ -47,6 +51,7 @@ export interface CreateCacheOptions {
   readonly name: string;
   readonly isPublic: boolean;
   readonly priority: number;
+  readonly upstreamKeys?: readonly string[];
   /** The key to sign with; a new one is generated if absent. */
   readonly key?: SecretKey;
 }
@@ -61,6 +66,7 @@ export async function createCacheWithKey(
     isPublic: options.isPublic,
     priority: options.priority,
     storeDir: DEFAULT_STORE_DIR,
+    upstreamKeys: options.upstreamKeys ?? DEFAULT_UPSTREAM_KEYS,
   });
   const key = options.key ?? SecretKey.generate(defaultKeyName(name));
   await db.addSigningKey(cache.id, {

@@ -11,6 +11,8 @@ export interface CacheRecord {
   readonly isPublic: boolean;
   readonly priority: number;
   readonly storeDir: string;
+  /** Public keys (`name:base64`) of upstream caches: paths they signed need not be pushed here. */
+  readonly upstreamKeys: readonly string[];
   readonly createdAt: Date;
 }
 
@@ -19,6 +21,13 @@ export interface NewCache {
   readonly isPublic: boolean;
   readonly priority: number;
   readonly storeDir: string;
+  readonly upstreamKeys: readonly string[];
+}
+
+export interface CacheChanges {
+  readonly isPublic?: boolean;
+  readonly priority?: number;
+  readonly upstreamKeys?: readonly string[];
 }
 
 export interface SigningKeyRecord {
@@ -117,10 +126,19 @@ export interface MetadataStore {
   createCache(cache: NewCache): Promise<CacheRecord>; // throws ConflictError('CACHE_EXISTS')
   getCache(name: string): Promise<CacheRecord | undefined>;
   listCaches(): Promise<CacheRecord[]>;
+  /** Returns the updated record; throws NotFoundError('CACHE_NOT_FOUND') if there is no such cache. */
+  updateCache(cacheId: number, changes: CacheChanges): Promise<CacheRecord>;
+  /**
+   * Deletes the cache with its keys, paths and pending uploads (the NAR records and blobs stay for GC).
+   * Returns false if there was no such cache.
+   */
+  deleteCache(cacheId: number): Promise<boolean>;
 
   addSigningKey(cacheId: number, key: NewSigningKey): Promise<SigningKeyRecord>;
   /** All keys of the cache, oldest first, retired ones included. */
   listSigningKeys(cacheId: number): Promise<SigningKeyRecord[]>;
+  /** Stops the key from signing. Returns false if the cache has no unretired key of that name. */
+  retireSigningKey(cacheId: number, name: string, at: Date): Promise<boolean>;
 
   createToken(token: NewToken): Promise<TokenRecord>;
   findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined>;
@@ -130,9 +148,10 @@ export interface MetadataStore {
 
   /**
    * Records a verified NAR file (once, globally) and attaches it to the cache as an upload awaiting its
-   * narinfo. Must be called only after the blob is durable.
+   * narinfo. Must be called only after the blob is durable. Returns the NAR as recorded: if the file hash
+   * was already known, the earlier record (whose blobKey may differ from the one given).
    */
-  recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<void>;
+  recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<NarRecord>;
   /** The NAR if it is attached to the cache (uploaded to it, or referenced by one of its paths). */
   getNar(cacheId: number, fileHash: string): Promise<NarRecord | undefined>;
 
@@ -151,4 +170,8 @@ export interface MetadataStore {
   addPath(cacheId: number, path: PathRecord): Promise<AddPathOutcome>;
   /** Appends signatures not yet present to an existing path. */
   addSignatures(cacheId: number, hashPart: string, signatures: readonly string[]): Promise<void>;
+  /** Hash parts of up to `limit` paths of the cache that reference `hashPart` (itself excluded). */
+  findReferrers(cacheId: number, hashPart: string, limit: number): Promise<string[]>;
+  /** Removes the path (its NAR record and blob stay for GC). Returns false if it was not there. */
+  deletePath(cacheId: number, hashPart: string): Promise<boolean>;
 }

@@ -65,6 +65,10 @@ export function pathRecord(
   };
 }
 
+function pathBaseName(path: PathRecord): string {
+  return path.storePath.slice(path.storePath.lastIndexOf('/') + 1);
+}
+
 async function assertCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
   await assert.rejects(promise, (error: unknown) => {
     assert.ok(isNicheError(error), `expected a NicheError, got ${String(error)}`);
@@ -95,8 +99,15 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
     });
 
     async function cache(cacheName: string, isPublic = true): Promise<number> {
-      return (await store().createCache({ name: cacheName, isPublic, priority: 40, storeDir: '/nix/store' }))
-        .id;
+      return (
+        await store().createCache({
+          name: cacheName,
+          isPublic,
+          priority: 40,
+          storeDir: '/nix/store',
+          upstreamKeys: [],
+        })
+      ).id;
     }
 
     void describe('caches', () => {
@@ -107,6 +118,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
           isPublic: true,
           priority: 30,
           storeDir: '/nix/store',
+          upstreamKeys: [],
         });
         assert.equal(typeof created.id, 'number');
         assert.deepEqual(
@@ -117,6 +129,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
             isPublic: true,
             priority: 30,
             storeDir: '/nix/store',
+            upstreamKeys: [],
             createdAt: undefined,
           },
         );
@@ -126,6 +139,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
           isPublic: false,
           priority: 50,
           storeDir: '/gnu/store',
+          upstreamKeys: ['cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='],
         });
         assert.notEqual(other.id, created.id);
         assert.deepEqual(await store().getCache('main'), created);
@@ -138,10 +152,43 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         );
       });
 
+      void it('updates only the given fields, and deletes a cache with its paths and keys', async () => {
+        const id = await cache('main');
+        const other = await cache('other');
+        const updated = await store().updateCache(id, { priority: 10, upstreamKeys: ['k-1:AAAA'] });
+        assert.equal(updated.priority, 10);
+        assert.deepEqual(updated.upstreamKeys, ['k-1:AAAA']);
+        assert.equal(updated.isPublic, true);
+        assert.deepEqual(await store().getCache('main'), updated);
+        const privatised = await store().updateCache(id, { isPublic: false });
+        assert.equal(privatised.isPublic, false);
+        assert.equal(privatised.priority, 10);
+        await assertCode(store().updateCache(999_999, { priority: 1 }), 'CACHE_NOT_FOUND');
+
+        await store().addSigningKey(id, { name: 'k-1', secretKey: 'k-1:AAAA', publicKey: 'k-1:BBBB' });
+        const nar = narRecord(7);
+        await store().recordNarUpload(id, nar, new Date());
+        await store().recordNarUpload(other, nar, new Date());
+        await store().addPath(id, pathRecord(7, nar));
+        await store().addPath(other, pathRecord(7, nar));
+        assert.equal(await store().deleteCache(id), true);
+        assert.equal(await store().deleteCache(id), false);
+        assert.equal(await store().getCache('main'), undefined);
+        assert.deepEqual(await store().listSigningKeys(id), []);
+        // The other cache, and the NAR it shares, are untouched.
+        assert.deepEqual((await store().getPath(other, pathRecord(7, nar).hashPart))?.nar, nar);
+      });
+
       void it('rejects a duplicate cache name with CACHE_EXISTS', async () => {
         await cache('main');
         await assert.rejects(
-          store().createCache({ name: 'main', isPublic: false, priority: 1, storeDir: '/nix/store' }),
+          store().createCache({
+            name: 'main',
+            isPublic: false,
+            priority: 1,
+            storeDir: '/nix/store',
+            upstreamKeys: [],
+          }),
           (error: unknown) => error instanceof ConflictError && error.code === 'CACHE_EXISTS',
         );
         assert.equal((await store().listCaches()).length, 1);
@@ -423,6 +470,42 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         }
         assert.deepEqual(seen, expected);
         assert.equal((await store().listPaths(b, { limit: 100 })).length, 1);
+      });
+
+      void it('finds referrers and deletes paths', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        const dep = pathRecord(1, nar);
+        const top = {
+          ...pathRecord(2, nar),
+          references: [pathBaseName(dep), pathBaseName(pathRecord(2, nar))],
+        };
+        const sibling = { ...pathRecord(3, nar), references: [pathBaseName(dep)] };
+        for (const path of [dep, top, sibling]) await store().addPath(a, path);
+        await store().addPath(b, { ...pathRecord(4, nar), references: [pathBaseName(dep)] });
+        assert.deepEqual(
+          await store().findReferrers(a, dep.hashPart, 10),
+          [top.hashPart, sibling.hashPart].sort(),
+        );
+        assert.deepEqual((await store().findReferrers(a, dep.hashPart, 1)).length, 1);
+        assert.deepEqual(await store().findReferrers(a, top.hashPart, 10), []); // self-reference excluded
+        assert.equal(await store().deletePath(a, top.hashPart), true);
+        assert.equal(await store().deletePath(a, top.hashPart), false);
+        assert.equal(await store().getPath(a, top.hashPart), undefined);
+        assert.deepEqual(await store().findReferrers(a, dep.hashPart, 10), [sibling.hashPart]);
+        // The NAR stays recorded (GC's job) and reachable through the remaining paths.
+        assert.deepEqual(await store().getNar(a, nar.fileHash), nar);
+      });
+
+      void it('returns the earlier record when a NAR is recorded twice', async () => {
+        const a = await cache('a');
+        const first = narRecord(5);
+        assert.deepEqual(await store().recordNarUpload(a, first, new Date()), first);
+        const again = { ...first, blobKey: 'nar/elsewhere' };
+        assert.deepEqual(await store().recordNarUpload(a, again, new Date()), first);
       });
 
       void it('appends only new signatures, in order', async () => {

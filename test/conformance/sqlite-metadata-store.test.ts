@@ -57,6 +57,7 @@ void describe('SqliteMetadataStore', () => {
         isPublic: true,
         priority: 40,
         storeDir: '/nix/store',
+        upstreamKeys: [],
       });
       const key = await first.addSigningKey(cache.id, {
         name: 'main-1',
@@ -148,6 +149,7 @@ void describe('SqliteMetadataStore', () => {
           isPublic: true,
           priority: 40,
           storeDir: '/nix/store',
+          upstreamKeys: [],
         });
         const nar = narRecord(1);
         await store.recordNarUpload(cache.id, nar, new Date(5));
@@ -173,6 +175,7 @@ void describe('SqliteMetadataStore', () => {
           isPublic: true,
           priority: 40,
           storeDir: '/nix/store',
+          upstreamKeys: [],
         });
         const nar = narRecord(1);
         await store.recordNarUpload(cache.id, nar, new Date());
@@ -218,6 +221,62 @@ void describe('SqliteMetadataStore', () => {
       await store.close();
       await store.close();
       await assert.rejects(store.getCache('main'), { code: 'DATABASE_FAILURE' });
+    });
+  });
+});
+
+void describe('SqliteMetadataStore migrations', () => {
+  void it('upgrades a version-1 database and backfills the reverse references', async () => {
+    await withFile(async (file) => {
+      const raw = new Database(file);
+      raw.exec(MIGRATIONS[0] ?? '');
+      raw.pragma('user_version = 1');
+      const now = Date.now();
+      raw
+        .prepare(
+          "INSERT INTO caches (id, name, is_public, priority, store_dir, created_at) VALUES (1, 'main', 1, 40, '/nix/store', ?)",
+        )
+        .run(now);
+      const nar = narRecord(1);
+      raw
+        .prepare(
+          'INSERT INTO nars (file_hash, file_size, compression, nar_hash, nar_size, blob_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        )
+        .run(nar.fileHash, nar.fileSize, nar.compression, nar.narHash, nar.narSize, nar.blobKey, now);
+      const dep = pathRecord(1, nar, { references: [] });
+      const top = pathRecord(2, nar, {
+        references: [dep.storePath.slice(11), pathRecord(2, nar).storePath.slice(11)],
+      });
+      for (const path of [dep, top]) {
+        raw
+          .prepare(
+            'INSERT INTO paths (cache_id, hash_part, store_path, file_hash, nar_hash, nar_size, refs, signatures, created_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)',
+          )
+          .run(
+            path.hashPart,
+            path.storePath,
+            nar.fileHash,
+            nar.narHash,
+            nar.narSize,
+            JSON.stringify(path.references),
+            '[]',
+            now,
+          );
+      }
+      raw.close();
+
+      const store = await SqliteMetadataStore.open(file);
+      try {
+        assert.deepEqual((await store.getCache('main'))?.upstreamKeys, []);
+        assert.deepEqual(await store.findReferrers(1, dep.hashPart, 10), [top.hashPart]);
+        assert.deepEqual(await store.findReferrers(1, top.hashPart, 10), []);
+      } finally {
+        await store.close();
+      }
+      assert.equal(
+        inspect(file, (db) => db.pragma('user_version', { simple: true })),
+        MIGRATIONS.length,
+      );
     });
   });
 });

@@ -85,4 +85,23 @@ export const MIGRATIONS: readonly string[] = [
   -- Serves getNar (is the NAR referenced by a path of this cache), the foreign key and GC.
   CREATE INDEX paths_file_hash ON paths (file_hash, cache_id);
   `,
+  `
+  -- Upstream caches' public keys (JSON array): paths they signed need not be pushed here.
+  ALTER TABLE caches ADD COLUMN upstream_keys TEXT NOT NULL DEFAULT '[]';
+
+  -- Reverse references, for "who references this path" (refusing deletes that break closures, GC).
+  CREATE TABLE path_refs (
+    cache_id INTEGER NOT NULL,
+    ref_hash TEXT NOT NULL,
+    hash_part TEXT NOT NULL,
+    PRIMARY KEY (cache_id, ref_hash, hash_part),
+    FOREIGN KEY (cache_id, hash_part) REFERENCES paths (cache_id, hash_part) ON DELETE CASCADE
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX path_refs_referrer ON path_refs (cache_id, hash_part);
+
+  INSERT INTO path_refs (cache_id, ref_hash, hash_part)
+    SELECT DISTINCT p.cache_id, substr(j.value, 1, 32), p.hash_part
+    FROM paths AS p, json_each(p.refs) AS j
+    WHERE substr(j.value, 1, 32) <> p.hash_part;
+  `,
 ];

@@ -16,6 +16,7 @@ import {
 import {
   PERMISSIONS,
   type AddPathOutcome,
+  type CacheChanges,
   type CacheRecord,
   type MetadataStore,
   type NarRecord,
@@ -39,6 +40,7 @@ interface CacheRow {
   is_public: number;
   priority: number;
   store_dir: string;
+  upstream_keys: string;
   created_at: number;
 }
 
@@ -128,12 +130,41 @@ export const PRESENT_PATHS_SQL = `
 function prepareStatements(db: Database.Database) {
   return {
     insertCache: db.prepare<
-      { name: string; isPublic: number; priority: number; storeDir: string; createdAt: number },
+      {
+        name: string;
+        isPublic: number;
+        priority: number;
+        storeDir: string;
+        upstreamKeys: string;
+        createdAt: number;
+      },
       CacheRow
     >(
-      `INSERT INTO caches (name, is_public, priority, store_dir, created_at)
-       VALUES (@name, @isPublic, @priority, @storeDir, @createdAt) RETURNING *`,
+      `INSERT INTO caches (name, is_public, priority, store_dir, upstream_keys, created_at)
+       VALUES (@name, @isPublic, @priority, @storeDir, @upstreamKeys, @createdAt) RETURNING *`,
     ),
+    updateCache: db.prepare<
+      { id: number; isPublic: number | null; priority: number | null; upstreamKeys: string | null },
+      CacheRow
+    >(
+      `UPDATE caches SET is_public = coalesce(@isPublic, is_public), priority = coalesce(@priority, priority),
+              upstream_keys = coalesce(@upstreamKeys, upstream_keys)
+       WHERE id = @id RETURNING *`,
+    ),
+    deleteCache: db.prepare<[number]>('DELETE FROM caches WHERE id = ?'),
+    retireSigningKey: db.prepare<{ cacheId: number; name: string; at: number }>(
+      'UPDATE signing_keys SET retired_at = @at WHERE cache_id = @cacheId AND name = @name AND retired_at IS NULL',
+    ),
+    insertRef: db.prepare<{ cacheId: number; refHash: string; hashPart: string }>(
+      'INSERT OR IGNORE INTO path_refs (cache_id, ref_hash, hash_part) VALUES (@cacheId, @refHash, @hashPart)',
+    ),
+    referrers: db
+      .prepare<{ cacheId: number; hashPart: string; limit: number }, string>(
+        `SELECT hash_part FROM path_refs WHERE cache_id = @cacheId AND ref_hash = @hashPart
+         ORDER BY hash_part LIMIT @limit`,
+      )
+      .pluck(),
+    deletePath: db.prepare<PathKey>('DELETE FROM paths WHERE cache_id = @cacheId AND hash_part = @hashPart'),
     cacheByName: db.prepare<[string], CacheRow>('SELECT * FROM caches WHERE name = ?'),
     allCaches: db.prepare<[], CacheRow>('SELECT * FROM caches ORDER BY name'),
 
@@ -289,6 +320,7 @@ export class SqliteMetadataStore implements MetadataStore {
           isPublic: cache.isPublic ? 1 : 0,
           priority: cache.priority,
           storeDir: cache.storeDir,
+          upstreamKeys: JSON.stringify(cache.upstreamKeys),
           createdAt: Date.now(),
         });
         return toCache(required(row, 'INSERT … RETURNING'));
@@ -310,6 +342,38 @@ export class SqliteMetadataStore implements MetadataStore {
 
   listCaches(): Promise<CacheRecord[]> {
     return this.#run('listCaches', () => this.#sql.allCaches.all().map(toCache));
+  }
+
+  updateCache(cacheId: number, changes: CacheChanges): Promise<CacheRecord> {
+    return this.#run('updateCache', () => {
+      const row = this.#sql.updateCache.get({
+        id: cacheId,
+        isPublic: changes.isPublic === undefined ? null : changes.isPublic ? 1 : 0,
+        priority: changes.priority ?? null,
+        upstreamKeys: changes.upstreamKeys === undefined ? null : JSON.stringify(changes.upstreamKeys),
+      });
+      if (row === undefined) throw noSuchCache(cacheId);
+      return toCache(row);
+    });
+  }
+
+  deleteCache(cacheId: number): Promise<boolean> {
+    return this.#run('deleteCache', () => this.#sql.deleteCache.run(cacheId).changes > 0);
+  }
+
+  retireSigningKey(cacheId: number, name: string, at: Date): Promise<boolean> {
+    return this.#run(
+      'retireSigningKey',
+      () => this.#sql.retireSigningKey.run({ cacheId, name, at: at.getTime() }).changes > 0,
+    );
+  }
+
+  findReferrers(cacheId: number, hashPart: string, limit: number): Promise<string[]> {
+    return this.#run('findReferrers', () => this.#sql.referrers.all({ cacheId, hashPart, limit }));
+  }
+
+  deletePath(cacheId: number, hashPart: string): Promise<boolean> {
+    return this.#run('deletePath', () => this.#sql.deletePath.run({ cacheId, hashPart }).changes > 0);
   }
 
   addSigningKey(cacheId: number, key: NewSigningKey): Promise<SigningKeyRecord> {
@@ -385,26 +449,29 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#run('revokeToken', () => this.#sql.revokeToken.run({ id, at: at.getTime() }).changes > 0);
   }
 
-  recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<void> {
+  recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<NarRecord> {
     return this.#run('recordNarUpload', () => {
       try {
-        this.#db
-          .transaction(() => {
+        return this.#db
+          .transaction((): NarRecord => {
             const inserted =
               this.#sql.insertNar.run({ ...narToRow(nar), createdAt: at.getTime() }).changes > 0;
-            if (!inserted) {
-              const existing = required(this.#sql.narByHash.get(nar.fileHash), 'existing NAR');
-              if (
-                existing.file_size !== nar.fileSize ||
-                existing.compression !== nar.compression ||
-                existing.nar_hash !== nar.narHash ||
-                existing.nar_size !== nar.narSize
-              ) {
-                // Same file hash, different facts: a bug above (or a SHA-256 collision); keep the first.
-                throw new DatabaseError(`NAR ${nar.fileHash} is already recorded with different metadata`);
-              }
+            if (inserted) {
+              this.#sql.upsertUpload.run({ cacheId, fileHash: nar.fileHash, at: at.getTime() });
+              return nar;
+            }
+            const existing = required(this.#sql.narByHash.get(nar.fileHash), 'existing NAR');
+            if (
+              existing.file_size !== nar.fileSize ||
+              existing.compression !== nar.compression ||
+              existing.nar_hash !== nar.narHash ||
+              existing.nar_size !== nar.narSize
+            ) {
+              // Same file hash, different facts: a bug above (or a SHA-256 collision); keep the first.
+              throw new DatabaseError(`NAR ${nar.fileHash} is already recorded with different metadata`);
             }
             this.#sql.upsertUpload.run({ cacheId, fileHash: nar.fileHash, at: at.getTime() });
+            return toNar(existing);
           })
           .immediate();
       } catch (error) {
@@ -479,6 +546,11 @@ export class SqliteMetadataStore implements MetadataStore {
             signatures: JSON.stringify(path.signatures),
             createdAt: path.createdAt.getTime(),
           });
+          for (const reference of path.references) {
+            const refHash = reference.slice(0, 32);
+            if (refHash !== path.hashPart)
+              this.#sql.insertRef.run({ cacheId, refHash, hashPart: path.hashPart });
+          }
           this.#sql.deleteUpload.run({ cacheId, fileHash: path.fileHash });
           return { status: 'added' };
         })
@@ -551,6 +623,7 @@ function toCache(row: CacheRow): CacheRecord {
     isPublic: row.is_public === 1,
     priority: row.priority,
     storeDir: row.store_dir,
+    upstreamKeys: parseStrings(row.upstream_keys, 'upstream keys'),
     createdAt: new Date(row.created_at),
   };
 }
