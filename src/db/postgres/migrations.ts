@@ -1,0 +1,112 @@
+// The PostgreSQL schema, as an ordered list of migrations. Migration i (0-based) takes a database from
+// version i to i + 1 (the highest row of niche_schema_migrations); the runner applies each in its own
+// transaction together with that row, under an advisory lock, so replicas starting at once do not race
+// and a crash leaves the schema at a whole version. Never edit a shipped migration: append a new one.
+//
+// The shape mirrors the SQLite schema (src/db/sqlite/migrations.ts) at its latest version, so the store
+// code and any data copied between the two line up column for column:
+// - dates are BIGINT milliseconds since the epoch, sizes and ids BIGINT (read back as JS numbers, which the
+//   store checks are safe integers);
+// - lists of strings (references, signatures, permissions, upstream keys) are JSONB arrays: the server
+//   rejects anything that is not a JSON array (the CHECKs), arrays keep their order and duplicates, and
+//   they stay queryable in SQL (jsonb_array_elements_text, as a backfill like SQLite's path_refs one or an
+//   ad-hoc GC query needs). Their text form (jsonb::text) is the JSON the SQLite store keeps;
+// - lookup keys (cache names, token hashes, file hashes, hash parts) are COLLATE "C": byte order, as in
+//   SQLite and JavaScript's default sort, so listPaths pages the same way on both, independent of the
+//   database's locale, and comparisons in the primary-key indexes skip locale rules.
+//
+// PostgreSQL has had no shipped version yet, so the SQLite history (upstream_keys and path_refs added by
+// its second migration) is folded into the first.
+
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE caches (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name TEXT COLLATE "C" NOT NULL CONSTRAINT caches_name_key UNIQUE,
+    is_public BOOLEAN NOT NULL,
+    priority INTEGER NOT NULL,
+    store_dir TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    -- Upstream caches' public keys: paths they signed need not be pushed here.
+    upstream_keys JSONB NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(upstream_keys) = 'array')
+  );
+
+  CREATE TABLE signing_keys (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    cache_id BIGINT NOT NULL CONSTRAINT signing_keys_cache_fkey REFERENCES caches (id) ON DELETE CASCADE,
+    name TEXT COLLATE "C" NOT NULL,
+    secret_key TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    retired_at BIGINT,
+    CONSTRAINT signing_keys_name_key UNIQUE (cache_id, name)
+  );
+
+  CREATE TABLE tokens (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    description TEXT NOT NULL,
+    token_hash TEXT COLLATE "C" NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    revoked_at BIGINT
+  );
+
+  -- position keeps the scopes in the order they were given.
+  CREATE TABLE token_scopes (
+    token_id BIGINT NOT NULL REFERENCES tokens (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    cache_pattern TEXT NOT NULL,
+    permissions JSONB NOT NULL CHECK (jsonb_typeof(permissions) = 'array'),
+    PRIMARY KEY (token_id, position)
+  );
+
+  -- One row per stored NAR file, shared by every cache that holds it.
+  CREATE TABLE nars (
+    file_hash TEXT COLLATE "C" PRIMARY KEY,
+    file_size BIGINT NOT NULL CHECK (file_size >= 0),
+    compression TEXT NOT NULL,
+    nar_hash TEXT NOT NULL,
+    nar_size BIGINT NOT NULL CHECK (nar_size >= 0),
+    blob_key TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+
+  -- NARs uploaded to a cache whose narinfo has not arrived yet.
+  CREATE TABLE nar_uploads (
+    cache_id BIGINT NOT NULL CONSTRAINT nar_uploads_cache_fkey REFERENCES caches (id) ON DELETE CASCADE,
+    file_hash TEXT COLLATE "C" NOT NULL REFERENCES nars (file_hash),
+    uploaded_at BIGINT NOT NULL,
+    PRIMARY KEY (cache_id, file_hash)
+  );
+  -- Serves the foreign key (deleting a NAR) and GC's "is this NAR still used anywhere".
+  CREATE INDEX nar_uploads_file_hash ON nar_uploads (file_hash);
+
+  -- "references" is an SQL keyword, hence refs.
+  CREATE TABLE paths (
+    cache_id BIGINT NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    hash_part TEXT COLLATE "C" NOT NULL,
+    store_path TEXT NOT NULL,
+    file_hash TEXT COLLATE "C" NOT NULL REFERENCES nars (file_hash),
+    nar_hash TEXT NOT NULL,
+    nar_size BIGINT NOT NULL CHECK (nar_size >= 0),
+    refs JSONB NOT NULL CHECK (jsonb_typeof(refs) = 'array'),
+    deriver TEXT,
+    ca TEXT,
+    signatures JSONB NOT NULL CHECK (jsonb_typeof(signatures) = 'array'),
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (cache_id, hash_part)
+  );
+  -- Serves getNar (is the NAR referenced by a path of this cache), the foreign key and GC.
+  CREATE INDEX paths_file_hash ON paths (file_hash, cache_id);
+
+  -- Reverse references, for "who references this path" (refusing deletes that break closures, GC).
+  CREATE TABLE path_refs (
+    cache_id BIGINT NOT NULL,
+    ref_hash TEXT COLLATE "C" NOT NULL,
+    hash_part TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (cache_id, ref_hash, hash_part),
+    FOREIGN KEY (cache_id, hash_part) REFERENCES paths (cache_id, hash_part) ON DELETE CASCADE
+  );
+  CREATE INDEX path_refs_referrer ON path_refs (cache_id, hash_part);
+  `,
+];
