@@ -1,27 +1,60 @@
 // Configuration: defaults beside the schema, validated once, every problem reported at once, result frozen.
 // This is the only module that reads process.env.
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { DEFAULT_LIMITS } from './cache/cache-service.js';
+import { localStoreSchema, type LocalStoreConfig } from './localstore/local-store-config.js';
 
 export interface ListenAddress {
   readonly host: string;
   readonly port: number;
 }
 
+/** Where NAR files live. */
+export type StorageConfig =
+  /** Local files under `path` (default `<data-dir>/blobs`). */
+  | { readonly type: 'fs'; readonly path: string }
+  | {
+      readonly type: 's3';
+      readonly bucket: string;
+      /** For S3-compatible services (MinIO, R2, Garage…); AWS when absent. */
+      readonly endpoint: string | undefined;
+      readonly region: string | undefined;
+      readonly forcePathStyle: boolean;
+      /** Prepended to every object key, e.g. `niche/`. */
+      readonly prefix: string;
+      readonly partSize: number;
+      readonly partsInFlight: number;
+    };
+
+/** Where metadata lives. */
+export type DatabaseConfig =
+  /** SQLite file at `path` (default `<data-dir>/niche.sqlite`). */
+  | { readonly type: 'sqlite'; readonly path: string }
+  | { readonly type: 'postgres'; readonly url: string; readonly maxConnections: number };
+
 export interface ServeConfig {
   readonly dataDir: string;
-  readonly listen: ListenAddress;
+  /** One or more addresses, all serving the same thing. */
+  readonly listen: readonly ListenAddress[];
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Name of the cache created on first start. */
   readonly defaultCache: string;
   /** A key file (`nix-store --generate-binary-cache-key` format) the default cache signs with. */
   readonly signingKeyFile: string | undefined;
+  readonly storage: StorageConfig;
+  readonly database: DatabaseConfig;
   readonly limits: {
     readonly maxNarFileSize: number;
     readonly maxNarSize: number;
     readonly maxNarInfoSize: number;
   };
+  /** Serve the host's own Nix store too (`--local-store`); undefined when off. */
+  readonly localStore: LocalStoreConfig | undefined;
 }
 
 export const DEFAULT_DATA_DIR = './niche-data';
@@ -29,11 +62,20 @@ export const DEFAULT_LISTEN = '127.0.0.1:5000';
 
 /** Flags as given on the command line (undefined = not given). */
 export interface ServeFlags {
+  readonly config?: string | undefined;
   readonly data?: string | undefined;
-  readonly listen?: string | undefined;
+  readonly listen?: readonly string[] | string | undefined;
   readonly logLevel?: string | undefined;
   readonly signingKeyFile?: string | undefined;
   readonly maxNarSize?: string | undefined;
+  // The local store (src/localstore/local-store-config.ts).
+  readonly localStore?: boolean | undefined;
+  readonly localStoreRoot?: boolean | undefined;
+  readonly localStorePath?: string | undefined;
+  readonly storeDir?: string | undefined;
+  readonly nixDb?: string | undefined;
+  readonly nixLogDir?: string | undefined;
+  readonly localStoreKeyFiles?: readonly string[] | undefined;
 }
 
 export function parseListen(text: string): ListenAddress {
@@ -55,58 +97,301 @@ export function parseSize(text: string): number {
   return Number(match[1]) * factor;
 }
 
-const schema = z.strictObject({
-  dataDir: z.string().min(1),
-  listen: z.string().transform((text, ctx) => {
+function parsing<T>(parse: (text: string) => T) {
+  return (text: string, ctx: z.RefinementCtx): T => {
     try {
-      return parseListen(text);
+      return parse(text);
     } catch (error) {
       ctx.addIssue({ code: 'custom', message: (error as Error).message });
       return z.NEVER;
     }
-  }),
+  };
+}
+
+const size = z.union([z.number().int().nonnegative(), z.string().transform(parsing(parseSize))]);
+const booleanish = z.union([z.boolean(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'boolean') return value;
+  const text = value.trim().toLowerCase();
+  if (['1', 'true', 'yes'].includes(text)) return true;
+  if (['', '0', 'false', 'no'].includes(text)) return false;
+  ctx.addIssue({ code: 'custom', message: `expected true or false, got ${JSON.stringify(value)}` });
+  return z.NEVER;
+});
+const positiveInt = z
+  .union([z.number(), z.string().regex(/^\d+$/).transform(Number)])
+  .pipe(z.number().int().positive());
+
+/**
+ * Every setting as it may come from the config file, the environment or a flag (camelCase; the file's
+ * kebab-case keys are converted first). Unknown keys are errors.
+ */
+const rawSchema = z.strictObject({
+  dataDir: z.string().min(1),
+  listen: z.union([z.string(), z.array(z.string()).min(1)]),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   defaultCache: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, 'invalid cache name'),
   signingKeyFile: z.string().min(1).optional(),
-  maxNarSize: z.string().transform((text, ctx) => {
-    try {
-      return parseSize(text);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: (error as Error).message });
-      return z.NEVER;
-    }
-  }),
+  limits: z.strictObject({ maxNarSize: size.optional(), maxNarinfoSize: size.optional() }).optional(),
+  storage: z
+    .strictObject({
+      type: z.enum(['fs', 's3']).optional(),
+      path: z.string().min(1).optional(),
+      bucket: z.string().min(1).optional(),
+      endpoint: z.url().optional(),
+      region: z.string().min(1).optional(),
+      forcePathStyle: booleanish.optional(),
+      prefix: z.string().optional(),
+      partSize: size.optional(),
+      partsInFlight: positiveInt.optional(),
+    })
+    .optional(),
+  database: z
+    .strictObject({
+      type: z.enum(['sqlite', 'postgres']).optional(),
+      path: z.string().min(1).optional(),
+      url: z.string().min(1).optional(),
+      maxConnections: positiveInt.optional(),
+    })
+    .optional(),
+  localStore: localStoreSchema,
 });
 
-export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env): ServeConfig {
-  const raw = {
-    dataDir: flags.data ?? env.NICHE_DATA ?? DEFAULT_DATA_DIR,
-    listen: flags.listen ?? env.NICHE_LISTEN ?? DEFAULT_LISTEN,
-    logLevel: flags.logLevel ?? env.NICHE_LOG_LEVEL ?? 'info',
-    defaultCache: env.NICHE_DEFAULT_CACHE ?? 'main',
-    signingKeyFile: flags.signingKeyFile ?? env.NICHE_SIGNING_KEY_FILE,
-    maxNarSize: flags.maxNarSize ?? env.NICHE_MAX_NAR_SIZE ?? String(DEFAULT_LIMITS.maxNarSize),
-  };
-  const parsed = schema.safeParse(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)));
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map(
-      (issue) => `  ${issue.path.join('.') || '(config)'}: ${issue.message}`,
+type Raw = z.input<typeof rawSchema>;
+
+function kebabToCamel(key: string): string {
+  return key.replace(/-([a-z0-9])/g, (_match, letter: string) => letter.toUpperCase());
+}
+
+function camelKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(camelKeys);
+  if (value !== null && typeof value === 'object' && !(value instanceof Date)) {
+    return Object.fromEntries(
+      Object.entries(value).map(([key, inner]) => [kebabToCamel(key), camelKeys(inner)]),
     );
-    throw new ConfigError('CONFIG_INVALID', `invalid configuration:\n${problems.join('\n')}`);
   }
-  const value = parsed.data;
+  return value;
+}
+
+/** Reads a TOML config file (see README) into raw settings. */
+export function parseConfigFile(text: string, file: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = parseToml(text);
+  } catch (error) {
+    throw new ConfigError('CONFIG_INVALID', `cannot parse ${file}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return camelKeys(parsed) as Record<string, unknown>;
+}
+
+function defined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, inner]) => inner !== undefined)) as Partial<T>;
+}
+
+/** Later layers win, key by key, one level deep into sections. */
+function merge(...layers: Record<string, unknown>[]): Record<string, unknown> {
+  const result: Record<string, unknown> = {};
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer)) {
+      if (value === undefined) continue;
+      const current = result[key];
+      const isSection = (v: unknown): v is Record<string, unknown> =>
+        v !== null && typeof v === 'object' && !Array.isArray(v);
+      result[key] = isSection(current) && isSection(value) ? { ...current, ...defined(value) } : value;
+    }
+  }
+  return result;
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const list = (text: string | undefined): string[] | undefined =>
+    text
+      ?.split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== '');
+  return {
+    dataDir: env.NICHE_DATA,
+    listen: list(env.NICHE_LISTEN),
+    logLevel: env.NICHE_LOG_LEVEL,
+    defaultCache: env.NICHE_DEFAULT_CACHE,
+    signingKeyFile: env.NICHE_SIGNING_KEY_FILE,
+    limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE }),
+    storage: defined({
+      type: env.NICHE_STORAGE,
+      path: env.NICHE_STORAGE_PATH,
+      bucket: env.NICHE_S3_BUCKET,
+      endpoint: env.NICHE_S3_ENDPOINT,
+      region: env.NICHE_S3_REGION,
+      forcePathStyle: env.NICHE_S3_FORCE_PATH_STYLE,
+      prefix: env.NICHE_S3_PREFIX,
+    }),
+    database: defined({
+      type: env.NICHE_DATABASE,
+      url: env.NICHE_DATABASE_URL,
+      maxConnections: env.NICHE_DATABASE_MAX_CONNECTIONS,
+    }),
+    localStore: defined({
+      enabled: env.NICHE_LOCAL_STORE,
+      root: env.NICHE_LOCAL_STORE_ROOT,
+      mountPath: env.NICHE_LOCAL_STORE_PATH,
+      storeDir: env.NICHE_STORE_DIR,
+      nixDb: env.NICHE_NIX_DB,
+      logDir: env.NICHE_NIX_LOG_DIR,
+      keyFiles: list(env.NICHE_LOCAL_STORE_KEY_FILES),
+    }),
+  };
+}
+
+function flagLayer(flags: ServeFlags): Record<string, unknown> {
+  return {
+    dataDir: flags.data,
+    listen: flags.listen,
+    logLevel: flags.logLevel,
+    signingKeyFile: flags.signingKeyFile,
+    limits: defined({ maxNarSize: flags.maxNarSize }),
+    localStore: defined({
+      enabled: flags.localStore,
+      root: flags.localStoreRoot,
+      mountPath: flags.localStorePath,
+      storeDir: flags.storeDir,
+      nixDb: flags.nixDb,
+      logDir: flags.nixLogDir,
+      keyFiles: flags.localStoreKeyFiles,
+    }),
+  };
+}
+
+const DEFAULTS: Raw = {
+  dataDir: DEFAULT_DATA_DIR,
+  listen: DEFAULT_LISTEN,
+  logLevel: 'info',
+  defaultCache: 'main',
+  localStore: {},
+};
+
+/**
+ * The server configuration: defaults, then the config file (`--config`, env NICHE_CONFIG), then the
+ * environment, then flags. Every problem is reported at once.
+ */
+export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env): ServeConfig {
+  const file = flags.config ?? env.NICHE_CONFIG;
+  let fileLayer: Record<string, unknown> = {};
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new ConfigError('CONFIG_INVALID', `cannot read config file ${file}: ${(error as Error).message}`);
+    }
+    fileLayer = parseConfigFile(text, file);
+  }
+  const merged = merge(DEFAULTS as Record<string, unknown>, fileLayer, envLayer(env), flagLayer(flags));
+  const parsed = rawSchema.safeParse(merged);
+  const problems: string[] = parsed.success
+    ? []
+    : parsed.error.issues.map(
+        (issue) => `${issue.path.map((part) => String(part)).join('.') || '(config)'}: ${issue.message}`,
+      );
+  const value = parsed.success ? parsed.data : undefined;
+
+  const listen: ListenAddress[] = [];
+  const listenTexts =
+    value === undefined ? [] : typeof value.listen === 'string' ? [value.listen] : value.listen;
+  for (const text of listenTexts) {
+    try {
+      listen.push(parseListen(text));
+    } catch (error) {
+      problems.push(`listen: ${(error as Error).message}`);
+    }
+  }
+  const storage = value === undefined ? undefined : storageOf(value, problems);
+  const database = value === undefined ? undefined : databaseOf(value, problems);
+  if (problems.length > 0 || value === undefined || storage === undefined || database === undefined) {
+    const where = file === undefined ? '' : ` (config file ${file}, environment and flags)`;
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `invalid configuration${where}:\n${problems.map((p) => `  ${p}`).join('\n')}`,
+    );
+  }
+  const maxNarSize = value.limits?.maxNarSize ?? DEFAULT_LIMITS.maxNarSize;
   return Object.freeze({
     dataDir: value.dataDir,
-    listen: Object.freeze(value.listen),
+    listen: Object.freeze(listen.map((address) => Object.freeze(address))),
     logLevel: value.logLevel,
     defaultCache: value.defaultCache,
     signingKeyFile: value.signingKeyFile,
+    storage,
+    database,
     limits: Object.freeze({
       // Compressed files of incompressible NARs are slightly larger than the NAR itself.
-      maxNarFileSize: value.maxNarSize + Math.ceil(value.maxNarSize / 64) + 2 ** 20,
-      maxNarSize: value.maxNarSize,
-      maxNarInfoSize: DEFAULT_LIMITS.maxNarInfoSize,
+      maxNarFileSize: maxNarSize + Math.ceil(maxNarSize / 64) + 2 ** 20,
+      maxNarSize,
+      maxNarInfoSize: value.limits?.maxNarinfoSize ?? DEFAULT_LIMITS.maxNarInfoSize,
     }),
+    localStore: value.localStore,
+  });
+}
+
+type Parsed = z.output<typeof rawSchema>;
+
+function storageOf(value: Parsed, problems: string[]): StorageConfig | undefined {
+  const storage = value.storage ?? {};
+  if ((storage.type ?? 'fs') === 'fs') {
+    for (const key of [
+      'bucket',
+      'endpoint',
+      'region',
+      'forcePathStyle',
+      'prefix',
+      'partSize',
+      'partsInFlight',
+    ] as const) {
+      if (storage[key] !== undefined) problems.push(`storage.${key}: only applies to storage type "s3"`);
+    }
+    return Object.freeze({ type: 'fs', path: storage.path ?? join(value.dataDir, 'blobs') });
+  }
+  if (storage.path !== undefined) problems.push('storage.path: only applies to storage type "fs"');
+  if (storage.bucket === undefined) {
+    problems.push('storage.bucket: required for storage type "s3" (env NICHE_S3_BUCKET)');
+    return undefined;
+  }
+  const partSize = storage.partSize ?? 16 * 2 ** 20;
+  if (partSize < 5 * 2 ** 20) problems.push('storage.part-size: S3 needs at least 5M');
+  return Object.freeze({
+    type: 's3',
+    bucket: storage.bucket,
+    endpoint: storage.endpoint,
+    region: storage.region,
+    forcePathStyle: storage.forcePathStyle ?? storage.endpoint !== undefined,
+    prefix: storage.prefix ?? '',
+    partSize,
+    partsInFlight: storage.partsInFlight ?? 4,
+  });
+}
+
+function databaseOf(value: Parsed, problems: string[]): DatabaseConfig | undefined {
+  const database = value.database ?? {};
+  const type = database.type ?? (database.url === undefined ? 'sqlite' : 'postgres');
+  if (type === 'sqlite') {
+    if (database.url !== undefined) problems.push('database.url: only applies to database type "postgres"');
+    if (database.maxConnections !== undefined) {
+      problems.push('database.max-connections: only applies to database type "postgres"');
+    }
+    return Object.freeze({ type: 'sqlite', path: database.path ?? join(value.dataDir, 'niche.sqlite') });
+  }
+  if (database.path !== undefined) problems.push('database.path: only applies to database type "sqlite"');
+  if (database.url === undefined) {
+    problems.push('database.url: required for database type "postgres" (env NICHE_DATABASE_URL)');
+    return undefined;
+  }
+  if (!/^postgres(?:ql)?:\/\//.test(database.url)) {
+    problems.push('database.url: expected a postgres:// or postgresql:// URL');
+  }
+  return Object.freeze({
+    type: 'postgres',
+    url: database.url,
+    maxConnections: database.maxConnections ?? 10,
   });
 }
 
@@ -118,4 +403,35 @@ export function loadDataDir(flag: string | undefined, env: NodeJS.ProcessEnv = p
 /** The token the client commands use, if given through the environment (for CI). */
 export function envToken(env: NodeJS.ProcessEnv = process.env): string | undefined {
   return env.NICHE_TOKEN;
+}
+
+/** Where the client commands keep and find their files, from the environment (NICHE_*, XDG, Nix's own). */
+export interface ClientPaths {
+  /** `$NICHE_CONFIG_DIR/config.json`, else `$XDG_CONFIG_HOME/niche/config.json`, else `~/.config/niche/config.json`. */
+  readonly configFile: string;
+  /** The nix.conf Nix reads for this user: the first of `$NIX_USER_CONF_FILES`, else `$XDG_CONFIG_HOME/nix/nix.conf`. */
+  readonly userNixConf: string;
+  /** `$XDG_CONFIG_HOME/nix/netrc` (`~/.config/nix/netrc`). */
+  readonly userNetrc: string;
+  /** `$NIX_CONF_DIR/nix.conf` (`/etc/nix/nix.conf`), what `--system` edits. */
+  readonly systemNixConf: string;
+  /** `$NIX_CONF_DIR/netrc` (`/etc/nix/netrc`), also Nix's default `netrc-file`. */
+  readonly systemNetrc: string;
+}
+
+export function loadClientPaths(env: NodeJS.ProcessEnv = process.env): ClientPaths {
+  const nonEmpty = (value: string | undefined): string | undefined =>
+    value === undefined || value === '' ? undefined : value;
+  const home = nonEmpty(env.HOME) ?? homedir();
+  const xdgConfig = nonEmpty(env.XDG_CONFIG_HOME) ?? join(home, '.config');
+  const nicheDir = nonEmpty(env.NICHE_CONFIG_DIR) ?? join(xdgConfig, 'niche');
+  const userConfFiles = (env.NIX_USER_CONF_FILES ?? '').split(':').filter((file) => file !== '');
+  const nixConfDir = nonEmpty(env.NIX_CONF_DIR) ?? '/etc/nix';
+  return Object.freeze({
+    configFile: join(nicheDir, 'config.json'),
+    userNixConf: userConfFiles[0] ?? join(xdgConfig, 'nix', 'nix.conf'),
+    userNetrc: join(xdgConfig, 'nix', 'netrc'),
+    systemNixConf: join(nixConfDir, 'nix.conf'),
+    systemNetrc: join(nixConfDir, 'netrc'),
+  });
 }

@@ -36,6 +36,7 @@ export type ErrorCode =
   | 'REFERENCE_MISSING'
   | 'STORE_PATH_MISMATCH'
   | 'PATH_CONFLICT'
+  | 'PATH_REFERENCED'
   | 'UPLOAD_INCOMPLETE'
   | 'BODY_TOO_LARGE'
   // requests and auth
@@ -46,6 +47,7 @@ export type ErrorCode =
   | 'CACHE_NOT_FOUND'
   | 'CACHE_NAME_INVALID'
   | 'CACHE_EXISTS'
+  | 'KEY_EXISTS'
   | 'TOKEN_MISSING'
   | 'TOKEN_INVALID'
   | 'PERMISSION_DENIED'
@@ -58,7 +60,17 @@ export type ErrorCode =
   | 'STORAGE_FAILURE'
   | 'DATABASE_FAILURE'
   | 'SHUTTING_DOWN'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  // the client commands (src/client)
+  | 'SERVER_UNKNOWN'
+  | 'CLIENT_CONFIG_INVALID'
+  | 'SERVER_ERROR'
+  | 'NETWORK_ERROR'
+  | 'RESPONSE_INVALID'
+  | 'NIX_UNAVAILABLE'
+  | 'NIX_COMMAND_FAILED'
+  | 'FILE_NOT_WRITABLE'
+  | 'PUSH_FAILED';
 
 export interface ErrorOptions {
   readonly cause?: unknown;
@@ -106,7 +118,7 @@ export class NotFoundError extends NicheError {
 }
 
 export class ConflictError extends NicheError {
-  constructor(code: 'PATH_CONFLICT' | 'CACHE_EXISTS', message: string) {
+  constructor(code: 'PATH_CONFLICT' | 'PATH_REFERENCED' | 'CACHE_EXISTS' | 'KEY_EXISTS', message: string) {
     super('conflict', code, message);
   }
 }

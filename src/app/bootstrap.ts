@@ -1,27 +1,9 @@
 // First-start set-up: a cache to push to and a key to sign with, so `niche serve` is useful at once.
 import { readFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import type { CacheRecord, MetadataStore } from '../db/metadata-store.js';
-import { ConfigError } from '../errors.js';
-import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
+import { ConfigError, ConflictError } from '../errors.js';
 import { SecretKey } from '../nix/signing.js';
-import { parseCacheName } from '../cache/cache-name.js';
-
-export const DEFAULT_PRIORITY = 40;
-/** Paths signed by cache.nixos.org need not be pushed to a private cache. */
-export const DEFAULT_UPSTREAM_KEYS: readonly string[] = [
-  'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=',
-];
-
-/** `<host>-<cache>-1`: key names are lookup keys in nix.conf, so they should be unique per server. */
-export function defaultKeyName(cacheName: string, host: string = hostname()): string {
-  const safeHost =
-    host
-      .toLowerCase()
-      .replace(/[^a-z0-9.-]+/g, '-')
-      .replace(/^[-.]+|[-.]+$/g, '') || 'niche';
-  return `${safeHost}-${cacheName}-1`;
-}
+import { createCacheWithKey, DEFAULT_PRIORITY } from '../cache/admin-service.js';
 
 export async function readKeyFile(file: string): Promise<SecretKey> {
   let text: string;
@@ -45,36 +27,6 @@ export async function readKeyFile(file: string): Promise<SecretKey> {
       { cause: error },
     );
   }
-}
-
-export interface CreateCacheOptions {
-  readonly name: string;
-  readonly isPublic: boolean;
-  readonly priority: number;
-  readonly upstreamKeys?: readonly string[];
-  /** The key to sign with; a new one is generated if absent. */
-  readonly key?: SecretKey;
-}
-
-export async function createCacheWithKey(
-  db: MetadataStore,
-  options: CreateCacheOptions,
-): Promise<CacheRecord> {
-  const name = parseCacheName(options.name);
-  const cache = await db.createCache({
-    name,
-    isPublic: options.isPublic,
-    priority: options.priority,
-    storeDir: DEFAULT_STORE_DIR,
-    upstreamKeys: options.upstreamKeys ?? DEFAULT_UPSTREAM_KEYS,
-  });
-  const key = options.key ?? SecretKey.generate(defaultKeyName(name));
-  await db.addSigningKey(cache.id, {
-    name: key.name,
-    secretKey: key.toString(),
-    publicKey: key.publicKey.toString(),
-  });
-  return cache;
 }
 
 export interface BootstrapResult {
@@ -112,11 +64,22 @@ export async function bootstrap(
     return { cache: existing, created: false };
   }
   if ((await db.listCaches()).length > 0) return undefined;
-  const cache = await createCacheWithKey(db, {
-    name: options.defaultCache,
-    isPublic: true,
-    priority: DEFAULT_PRIORITY,
-    ...(key === undefined ? {} : { key }),
-  });
-  return { cache, created: true };
+  try {
+    const cache = await createCacheWithKey(db, {
+      name: options.defaultCache,
+      isPublic: true,
+      priority: DEFAULT_PRIORITY,
+      ...(key === undefined ? {} : { key }),
+    });
+    return { cache, created: true };
+  } catch (error) {
+    // Another replica starting at the same moment created it first (with its key, atomically).
+    if (!(error instanceof ConflictError && error.code === 'CACHE_EXISTS')) throw error;
+    const cache = await db.getCache(options.defaultCache);
+    if (cache === undefined) throw error;
+    return { cache, created: false };
+  }
 }
+
+/** Re-exported for callers that bootstrap caches (tests, tools). */
+export { createCacheWithKey } from '../cache/admin-service.js';

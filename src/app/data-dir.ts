@@ -1,46 +1,78 @@
-// The embedded deployment's data directory: SQLite metadata and NAR blobs side by side.
+// Opens the configured backends: blob storage (local files or S3) and metadata (SQLite or PostgreSQL).
+// The embedded default keeps both in the data directory:
 //   <data>/niche.sqlite   metadata (WAL mode)
 //   <data>/blobs/         blob store (temp files in blobs/.tmp/, wiped at open)
+// A backend that cannot be opened stops the start with a ConfigError naming it.
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import type { DatabaseConfig, StorageConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
-import { SqliteMetadataStore } from '../db/sqlite/sqlite-metadata-store.js';
-import { FsBlobStore } from '../storage/fs/fs-blob-store.js';
 import type { MetadataStore } from '../db/metadata-store.js';
+import { PostgresMetadataStore } from '../db/postgres/postgres-metadata-store.js';
+import { SqliteMetadataStore } from '../db/sqlite/sqlite-metadata-store.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { FsBlobStore } from '../storage/fs/fs-blob-store.js';
+import { S3BlobStore } from '../storage/s3/s3-blob-store.js';
 
 export interface Stores {
   readonly db: MetadataStore;
   readonly blobs: BlobStore;
 }
 
-async function ensureDataDir(dataDir: string): Promise<string> {
-  const dir = resolve(dataDir);
+async function ensureDir(dir: string, what: string): Promise<string> {
+  const absolute = resolve(dir);
   try {
-    await mkdir(dir, { recursive: true });
+    await mkdir(absolute, { recursive: true });
   } catch (error) {
     throw new ConfigError(
       'DATA_DIR_UNUSABLE',
-      `cannot create data directory ${dir}: ${(error as Error).message}`,
+      `cannot create ${what} ${absolute}: ${(error as Error).message}`,
       {
         cause: error,
       },
     );
   }
-  return dir;
+  return absolute;
 }
 
-/** Opens only the metadata store (for CLI commands that manage caches and tokens). */
+export async function openDatabase(config: DatabaseConfig): Promise<MetadataStore> {
+  if (config.type === 'postgres') {
+    return PostgresMetadataStore.open({
+      connectionString: config.url,
+      maxConnections: config.maxConnections,
+    });
+  }
+  await ensureDir(join(config.path, '..'), 'data directory');
+  return SqliteMetadataStore.open(config.path); // throws ConfigError itself
+}
+
+export async function openStorage(config: StorageConfig): Promise<BlobStore> {
+  if (config.type === 's3') {
+    return S3BlobStore.open({
+      bucket: config.bucket,
+      ...(config.endpoint === undefined ? {} : { endpoint: config.endpoint }),
+      ...(config.region === undefined ? {} : { region: config.region }),
+      forcePathStyle: config.forcePathStyle,
+      prefix: config.prefix,
+      partSize: config.partSize,
+      queueSize: config.partsInFlight,
+    });
+  }
+  return FsBlobStore.open(await ensureDir(config.path, 'blob directory')); // throws ConfigError itself
+}
+
+/** Opens only the metadata store of the embedded layout (for CLI commands on a data directory). */
 export async function openMetadata(dataDir: string): Promise<MetadataStore> {
-  const dir = await ensureDataDir(dataDir);
-  return SqliteMetadataStore.open(join(dir, 'niche.sqlite')); // throws ConfigError itself
+  return openDatabase({ type: 'sqlite', path: join(dataDir, 'niche.sqlite') });
 }
 
-export async function openStores(dataDir: string): Promise<Stores> {
-  const dir = await ensureDataDir(dataDir);
-  const blobs: BlobStore = await FsBlobStore.open(join(dir, 'blobs')); // throws ConfigError itself
+export async function openStores(config: {
+  storage: StorageConfig;
+  database: DatabaseConfig;
+}): Promise<Stores> {
+  const blobs = await openStorage(config.storage);
   try {
-    return { db: await openMetadata(dir), blobs };
+    return { db: await openDatabase(config.database), blobs };
   } catch (error) {
     await blobs.close();
     throw error;

@@ -3,11 +3,14 @@
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
+import { AdminService, defaultKeyName } from '../cache/admin-service.js';
 import { Authenticator } from '../cache/auth.js';
 import { CacheService } from '../cache/cache-service.js';
-import type { ServeConfig } from '../config.js';
+import type { ListenAddress, ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { buildHttpServer } from '../http/server.js';
+import { checkMountPath } from '../localstore/local-store-config.js';
+import { LocalStore } from '../localstore/local-store.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { openStores, type Stores } from './data-dir.js';
 
@@ -18,6 +21,8 @@ export interface RunningServer {
   readonly service: CacheService;
   readonly http: FastifyInstance;
   readonly bootstrapped: BootstrapResult | undefined;
+  /** The host's own Nix store, when served (`--local-store`). */
+  readonly localStore: LocalStore | undefined;
   /** Stops accepting connections, finishes in-flight requests, closes the stores. */
   close(): Promise<void>;
 }
@@ -26,62 +31,91 @@ export interface StartOptions {
   readonly logger?: Logger;
 }
 
+function listenError(address: ListenAddress, error: unknown): ConfigError {
+  const code = (error as NodeJS.ErrnoException).code;
+  const reason =
+    code === 'EADDRINUSE'
+      ? 'the address is already in use (is another server running?)'
+      : code === 'EACCES'
+        ? 'permission denied (ports below 1024 need privileges)'
+        : code === 'EADDRNOTAVAIL'
+          ? 'the address is not available on this machine'
+          : (error as Error).message;
+  return new ConfigError('LISTEN_FAILED', `cannot listen on ${address.host}:${address.port}: ${reason}`, {
+    cause: error,
+  });
+}
+
 export async function startServer(config: ServeConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? pino({ level: config.logLevel });
-  const stores = await openStores(config.dataDir);
-  let http: FastifyInstance | undefined;
+  const stores = await openStores(config);
+  const servers: FastifyInstance[] = [];
+  let localStore: LocalStore | undefined;
+  const closeAll = async (): Promise<void> => {
+    // Every listener stops accepting at once; each finishes its own in-flight requests.
+    await Promise.all(servers.map((server) => server.close()));
+    localStore?.close();
+    await stores.db.close();
+    await stores.blobs.close();
+  };
   try {
     const bootstrapped = await bootstrap(stores.db, config);
     const service = new CacheService({ db: stores.db, blobs: stores.blobs, logger, limits: config.limits });
     // Parse every cache's keys now: a corrupt key stops the start instead of failing requests later.
     for (const cache of await stores.db.listCaches()) await service.keys(cache);
     const authenticator = new Authenticator(stores.db);
-    http = buildHttpServer({ service, authenticator }, { logger });
-    try {
-      await http.listen({ host: config.listen.host, port: config.listen.port });
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      const reason =
-        code === 'EADDRINUSE'
-          ? 'the address is already in use (is another server running?)'
-          : code === 'EACCES'
-            ? 'permission denied (ports below 1024 need privileges)'
-            : code === 'EADDRNOTAVAIL'
-              ? 'the address is not available on this machine'
-              : (error as Error).message;
-      throw new ConfigError(
-        'LISTEN_FAILED',
-        `cannot listen on ${config.listen.host}:${config.listen.port}: ${reason}`,
-        {
-          cause: error,
-        },
+    const admin = new AdminService(stores.db, service);
+    if (config.localStore !== undefined) {
+      checkMountPath(
+        config.localStore,
+        (await stores.db.listCaches()).map((cache) => cache.name),
       );
+      localStore = await LocalStore.open(config.localStore, {
+        dataDir: config.dataDir,
+        keyName: defaultKeyName('local'),
+      });
     }
-    const address = http.server.address() as AddressInfo;
+    const localStoreMount =
+      localStore === undefined
+        ? undefined
+        : {
+            store: localStore,
+            mountPath: localStore.config.mountPath,
+            mountAtRoot: localStore.config.mountAtRoot,
+          };
+    // One fastify instance per address (a Node server listens once), all sharing the same services.
+    for (const address of config.listen) {
+      const http = buildHttpServer(
+        { service, admin, authenticator },
+        { logger, localStore: localStoreMount },
+      );
+      servers.push(http);
+      try {
+        await http.listen({ host: address.host, port: address.port });
+      } catch (error) {
+        throw listenError(address, error);
+      }
+    }
+    const first = servers[0];
+    if (first === undefined) throw new ConfigError('CONFIG_INVALID', 'no listen address configured');
+    const address = first.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    const url = `http://${host}:${address.port}`;
-    const server = http;
     let closing: Promise<void> | undefined;
     return {
-      url,
+      url: `http://${host}:${address.port}`,
       port: address.port,
       stores,
       service,
-      http,
+      http: first,
       bootstrapped,
+      localStore,
       close: () => {
-        closing ??= (async () => {
-          await server.close();
-          await stores.db.close();
-          await stores.blobs.close();
-        })();
+        closing ??= closeAll();
         return closing;
       },
     };
   } catch (error) {
-    await http?.close();
-    await stores.db.close();
-    await stores.blobs.close();
+    await closeAll();
     throw error;
   }
 }

@@ -16,6 +16,7 @@ const RESERVED = new Set([
   'ui',
   'favicon.ico',
   'nix-cache-info',
+  'local', // the local store's default mount (src/localstore)
 ]);
 
 export function isCacheName(text: string): text is CacheName {

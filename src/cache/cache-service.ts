@@ -2,17 +2,18 @@
 // NARs; writes verify an upload completely (NAR hashes and structure while it streams, then the narinfo
 // against what was measured and against the cache's contents) before anything becomes visible, and sign
 // what they accept with the cache's keys.
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { CacheRecord, MetadataStore, NarRecord, PathRecord, Permission } from '../db/metadata-store.js';
-import { ConflictError, InvalidInputError, TooLargeError } from '../errors.js';
+import { ConflictError, InvalidInputError, NicheError, NotFoundError, TooLargeError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
 import { formatContentAddress, parseContentAddress } from '../nix/content-address.js';
-import { parseNarFileName } from '../nix/compression.js';
+import { isCompression, parseNarFileName, type Compression } from '../nix/compression.js';
 import { Hash } from '../nix/hash.js';
 import { narInfoFingerprint, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { parseSignature } from '../nix/signing.js';
-import { isStorePathHash, type StorePathHash } from '../nix/store-path.js';
+import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
 import { authorize, type Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
@@ -165,20 +166,14 @@ export class CacheService {
       maxNarSize: this.limits.maxNarSize,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
-    const nar: NarRecord = {
+    return this.#recordNar(cache, {
       fileHash: received.fileHash.toNix32(),
       fileSize: received.fileSize,
       compression: parsed.compression,
       narHash: received.narHash.toNix32(),
       narSize: received.narSize,
       blobKey,
-    };
-    await this.db.recordNarUpload(cache.id, nar, this.#now());
-    this.#logger.info(
-      { cache: cache.name, fileHash: nar.fileHash, fileSize: nar.fileSize, narSize: nar.narSize },
-      'NAR received',
-    );
-    return nar;
+    });
   }
 
   /**
@@ -189,41 +184,142 @@ export class CacheService {
     if (Buffer.byteLength(text) > this.limits.maxNarInfoSize) {
       throw new TooLargeError(`narinfo exceeds the limit of ${this.limits.maxNarInfoSize} bytes`);
     }
-    if (!isStorePathHash(hashPart)) {
-      throw new InvalidInputError(
-        'STORE_PATH_INVALID',
-        `invalid store path hash ${JSON.stringify(hashPart)}`,
-      );
-    }
+    const hash = requireHashPart(hashPart);
     const info = parseNarInfo(text, { storeDir: cache.storeDir });
-    if (info.storePath.hash !== hashPart) {
-      throw new InvalidInputError(
-        'STORE_PATH_MISMATCH',
-        `narinfo for ${info.storePath.baseName} uploaded as ${hashPart}.narinfo`,
-      );
-    }
+    checkClaimedPath(info.storePath, hash, `${hashPart}.narinfo`);
     const nar = await this.#narOf(cache, info);
     checkAgainstNar(info, nar);
-    const ca = info.ca === undefined ? undefined : checkCa(info.ca);
-    await this.#checkReferences(cache, info, hashPart);
+    return this.#publish(cache, info, nar);
+  }
+
+  /**
+   * Adopts a path from an existing binary cache (`niche import`): its narinfo, and its NAR file opened only
+   * if the path is not here yet. The NAR is verified against the narinfo like any upload; the narinfo's
+   * signatures are kept and the cache's own are added. Returns 'unchanged' for a path already present.
+   */
+  async importPath(
+    cache: CacheRecord,
+    narInfoText: string,
+    openNar: (url: string) => Promise<Readable>,
+  ): Promise<PutNarInfoResult> {
+    const info = parseNarInfo(narInfoText, { storeDir: cache.storeDir });
+    const existing = await this.db.getPath(cache.id, info.storePath.hash);
+    if (existing !== undefined) {
+      if (existing.path.narHash !== info.narHash.toNix32() || existing.path.narSize !== info.narSize) {
+        throw conflict(cache, existing.path);
+      }
+      return this.#publish(cache, info, existing.nar);
+    }
+    await this.#checkReferences(cache, info, info.storePath.hash);
+    const compression = parseImportCompression(info.compression);
+    const fileHash = info.fileHash?.algorithm === 'sha256' ? info.fileHash : undefined;
+    const blobKey = fileHash === undefined ? `nar/u-${randomUUID()}` : `nar/${fileHash.toNix32()}`;
+    const received = await receiveNar({
+      body: await openNar(info.url),
+      compression,
+      blobs: this.blobs,
+      blobKey,
+      expectedFileHash: fileHash,
+      expectedNar: { hash: info.narHash, size: info.narSize },
+      contentLength: info.fileSize,
+      maxFileSize: this.limits.maxNarFileSize,
+      maxNarSize: this.limits.maxNarSize,
+    });
+    const recorded = await this.#recordNar(cache, {
+      fileHash: received.fileHash.toNix32(),
+      fileSize: received.fileSize,
+      compression,
+      narHash: received.narHash.toNix32(),
+      narSize: received.narSize,
+      blobKey,
+    });
+    return this.#publish(cache, info, recorded);
+  }
+
+  /**
+   * The one-request upload of the JSON API: the path's metadata, then its NAR, verified while it streams
+   * and published at once. Refuses early (before reading the NAR) what it can.
+   */
+  async uploadPath(
+    cache: CacheRecord,
+    hashPart: string,
+    upload: PathUploadClaim,
+    body: Readable,
+    options: { contentLength: number | undefined; signal?: AbortSignal },
+  ): Promise<PutNarInfoResult> {
+    const hash = requireHashPart(hashPart);
+    const claim = parseClaim(upload, cache.storeDir);
+    checkClaimedPath(claim.storePath, hash, hashPart);
+    if (claim.narHash.algorithm !== 'sha256') {
+      throw new InvalidInputError('HASH_INVALID', 'narHash must be a sha256 hash');
+    }
+    await this.#checkReferences(cache, claim, hash);
+    const existing = await this.db.getPath(cache.id, hash);
+    if (existing !== undefined) {
+      // Decided without reading the NAR (the HTTP layer closes the connection on the unread body).
+      if (existing.path.narHash !== claim.narHash.toNix32() || existing.path.narSize !== claim.narSize) {
+        throw conflict(cache, existing.path);
+      }
+      return this.#publish(cache, claim, existing.nar);
+    }
+    const blobKey = `nar/u-${randomUUID()}`;
+    const received = await receiveNar({
+      body,
+      compression: upload.compression,
+      blobs: this.blobs,
+      blobKey,
+      expectedFileHash: undefined,
+      expectedNar: { hash: claim.narHash, size: claim.narSize },
+      contentLength: undefined,
+      maxFileSize: this.limits.maxNarFileSize,
+      maxNarSize: this.limits.maxNarSize,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const recorded = await this.#recordNar(cache, {
+      fileHash: received.fileHash.toNix32(),
+      fileSize: received.fileSize,
+      compression: upload.compression,
+      narHash: received.narHash.toNix32(),
+      narSize: received.narSize,
+      blobKey,
+    });
+    return this.#publish(cache, claim, recorded);
+  }
+
+  /** Records a received NAR; if the same file was already stored under another key, drops this copy. */
+  async #recordNar(cache: CacheRecord, nar: NarRecord): Promise<NarRecord> {
+    const recorded = await this.db.recordNarUpload(cache.id, nar, this.#now());
+    if (recorded.blobKey !== nar.blobKey) await this.blobs.delete(nar.blobKey);
+    this.#logger.info(
+      { cache: cache.name, fileHash: nar.fileHash, fileSize: nar.fileSize, narSize: nar.narSize },
+      'NAR received',
+    );
+    return recorded;
+  }
+
+  /** Checks what only the cache can check, signs, and inserts (or confirms) the path. */
+  async #publish(cache: CacheRecord, claim: PathClaim, nar: NarRecord): Promise<PutNarInfoResult> {
+    const hashPart = claim.storePath.hash;
+    const ca = claim.ca === undefined ? undefined : checkCa(claim.ca);
+    await this.#checkReferences(cache, claim, hashPart);
 
     const keys = await this.keys(cache);
     const ours = new Set(keys.signing.map((key) => key.name));
-    const clientSignatures = info.signatures.filter(
+    const clientSignatures = claim.signatures.filter(
       (signature) => !ours.has(parseSignature(signature).keyName),
     );
-    const fingerprint = narInfoFingerprint(info, cache.storeDir);
+    const fingerprint = narInfoFingerprint(claim, cache.storeDir);
     const signatures = [...clientSignatures, ...keys.signing.map((key) => key.sign(fingerprint))];
-    const references = info.references.map((reference) => reference.baseName).sort(compareBytes);
+    const references = claim.references.map((reference) => reference.baseName).sort(compareBytes);
 
     const record: PathRecord = {
       hashPart,
-      storePath: info.storePath.toString(cache.storeDir),
+      storePath: claim.storePath.toString(cache.storeDir),
       fileHash: nar.fileHash,
       narHash: nar.narHash,
       narSize: nar.narSize,
       references,
-      deriver: info.deriver,
+      deriver: claim.deriver,
       ca,
       signatures,
       createdAt: this.#now(),
@@ -239,16 +335,48 @@ export class CacheService {
       existing.narHash === record.narHash &&
       existing.narSize === record.narSize &&
       existing.references.join(' ') === record.references.join(' ');
-    if (!same) {
-      throw new ConflictError(
-        'PATH_CONFLICT',
-        `${existing.storePath} is already in cache ${cache.name} with different contents ` +
-          `(NarHash sha256:${existing.narHash}); it is never replaced`,
-      );
-    }
+    if (!same) throw conflict(cache, existing);
     const missing = clientSignatures.filter((signature) => !existing.signatures.includes(signature));
     if (missing.length > 0) await this.db.addSignatures(cache.id, hashPart, missing);
     return { status: 'unchanged' };
+  }
+
+  /** The subset of `paths` (full store paths or base names) that the cache does not have. */
+  async missingPaths(cache: CacheRecord, paths: readonly string[]): Promise<string[]> {
+    const hashes = paths.map((text) => {
+      try {
+        return text.startsWith('/')
+          ? StorePath.parse(text, cache.storeDir).hash
+          : StorePath.parseBaseName(text).hash;
+      } catch (error) {
+        throw new InvalidInputError(
+          'STORE_PATH_INVALID',
+          `invalid store path ${JSON.stringify(text.slice(0, 200))}`,
+          {
+            cause: error,
+          },
+        );
+      }
+    });
+    const present = await this.db.findPresentPaths(cache.id, [...new Set(hashes)]);
+    return paths.filter((_path, index) => !present.has(hashes[index] ?? ''));
+  }
+
+  /** Deletes a path that nothing else in the cache references. */
+  async deletePath(cache: CacheRecord, hashPart: string): Promise<void> {
+    const hash = requireHashPart(hashPart);
+    const referrers = await this.db.findReferrers(cache.id, hash, 6);
+    if (referrers.length > 0) {
+      throw new ConflictError(
+        'PATH_REFERENCED',
+        `${hash} is referenced by ${referrers.slice(0, 5).join(', ')}${referrers.length > 5 ? ' and more' : ''} ` +
+          `in cache ${cache.name}; delete those first`,
+      );
+    }
+    if (!(await this.db.deletePath(cache.id, hash))) {
+      throw new NotFoundError('NOT_FOUND', `${hash} is not in cache ${cache.name}`);
+    }
+    this.#logger.info({ cache: cache.name, hashPart: hash }, 'path deleted');
   }
 
   async #narOf(cache: CacheRecord, info: NarInfo): Promise<NarRecord> {
@@ -270,7 +398,7 @@ export class CacheService {
     return nar;
   }
 
-  async #checkReferences(cache: CacheRecord, info: NarInfo, self: StorePathHash): Promise<void> {
+  async #checkReferences(cache: CacheRecord, info: PathClaim, self: StorePathHash): Promise<void> {
     const wanted = [
       ...new Set(info.references.map((reference) => reference.hash).filter((hash) => hash !== self)),
     ];
@@ -288,6 +416,94 @@ export class CacheService {
           '; upload them first',
       );
     }
+  }
+}
+
+/** What a client claims about a path, whichever way it was uploaded (the signed fields and the rest). */
+export type PathClaim = Pick<
+  NarInfo,
+  'storePath' | 'narHash' | 'narSize' | 'references' | 'deriver' | 'signatures' | 'ca'
+>;
+
+/** The metadata line of a JSON-API upload, as validated by the HTTP layer's schema. */
+export interface PathUploadClaim {
+  readonly storePath: string;
+  readonly narHash: string;
+  readonly narSize: number;
+  readonly references: readonly string[];
+  readonly deriver?: string | undefined;
+  readonly signatures: readonly string[];
+  readonly ca?: string | undefined;
+  readonly compression: Exclude<Compression, 'bzip2'>;
+}
+
+function parseClaim(upload: PathUploadClaim, storeDir: string): PathClaim {
+  const field = <T>(name: string, parse: () => T): T => {
+    try {
+      return parse();
+    } catch (error) {
+      if (error instanceof NicheError) {
+        throw new InvalidInputError(error.code, `invalid ${name}: ${error.message}`, { cause: error });
+      }
+      throw error;
+    }
+  };
+  const storePath = field('storePath', () => StorePath.parse(upload.storePath, storeDir));
+  return {
+    storePath,
+    narHash: field('narHash', () => Hash.parsePrefixed(upload.narHash)),
+    narSize: upload.narSize,
+    references: field('references', () =>
+      upload.references.map((reference) => StorePath.parseBaseName(reference)),
+    ),
+    deriver:
+      upload.deriver === undefined
+        ? undefined
+        : field('deriver', () => StorePath.parseBaseName(upload.deriver ?? '').baseName),
+    signatures: field('signatures', () =>
+      upload.signatures.map((signature) => {
+        parseSignature(signature);
+        return signature;
+      }),
+    ),
+    ca: upload.ca,
+  };
+}
+
+function conflict(cache: CacheRecord, existing: PathRecord): ConflictError {
+  return new ConflictError(
+    'PATH_CONFLICT',
+    `${existing.storePath} is already in cache ${cache.name} with different contents ` +
+      `(NarHash sha256:${existing.narHash}); it is never replaced`,
+  );
+}
+
+function parseImportCompression(name: string): Compression {
+  if (!isCompression(name)) {
+    throw new InvalidInputError(
+      'COMPRESSION_INVALID',
+      `NAR compression ${JSON.stringify(name)} is not one niche accepts (xz, zstd, bzip2, br, none)`,
+    );
+  }
+  return name;
+}
+
+function requireHashPart(text: string): StorePathHash {
+  if (!isStorePathHash(text)) {
+    throw new InvalidInputError(
+      'STORE_PATH_INVALID',
+      `invalid store path hash ${JSON.stringify(text.slice(0, 100))}`,
+    );
+  }
+  return text;
+}
+
+function checkClaimedPath(storePath: StorePath, hash: StorePathHash, uploadedAs: string): void {
+  if (storePath.hash !== hash) {
+    throw new InvalidInputError(
+      'STORE_PATH_MISMATCH',
+      `metadata for ${storePath.baseName} uploaded as ${uploadedAs}`,
+    );
   }
 }
 

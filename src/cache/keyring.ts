@@ -36,21 +36,26 @@ export function loadCacheKeys(cache: CacheRecord, records: readonly SigningKeyRe
   return { signing, verifying, publicKeys: verifying.map((key) => key.toString()) };
 }
 
+/** Key changes made elsewhere (the CLI, another replica) are picked up after this long. */
+export const KEYRING_TTL_MS = 30_000;
+
 export class Keyring {
   readonly #db: MetadataStore;
-  readonly #byCache = new Map<number, Promise<CacheKeys>>();
+  readonly #ttlMs: number;
+  readonly #byCache = new Map<number, { keys: Promise<CacheKeys>; expires: number }>();
 
-  constructor(db: MetadataStore) {
+  constructor(db: MetadataStore, ttlMs: number = KEYRING_TTL_MS) {
     this.#db = db;
+    this.#ttlMs = ttlMs;
   }
 
   forCache(cache: CacheRecord): Promise<CacheKeys> {
-    let keys = this.#byCache.get(cache.id);
-    if (keys === undefined) {
-      keys = this.#db.listSigningKeys(cache.id).then((records) => loadCacheKeys(cache, records));
-      keys.catch(() => this.#byCache.delete(cache.id));
-      this.#byCache.set(cache.id, keys);
-    }
+    const now = Date.now();
+    const hit = this.#byCache.get(cache.id);
+    if (hit !== undefined && hit.expires > now) return hit.keys;
+    const keys = this.#db.listSigningKeys(cache.id).then((records) => loadCacheKeys(cache, records));
+    keys.catch(() => this.#byCache.delete(cache.id));
+    this.#byCache.set(cache.id, { keys, expires: now + this.#ttlMs });
     return keys;
   }
 

@@ -22,8 +22,10 @@ export interface ReceiveNarOptions {
   readonly compression: Compression;
   readonly blobs: BlobStore;
   readonly blobKey: string;
-  /** The FileHash the URL names (`nar/<nix32>.nar…`); the body must hash to it. */
-  readonly expectedFileHash: Hash;
+  /** The FileHash the URL names (`nar/<nix32>.nar…`), if known in advance; the body must hash to it. */
+  readonly expectedFileHash: Hash | undefined;
+  /** The NarHash/NarSize the client declared, if known in advance; checked before the blob commits. */
+  readonly expectedNar?: { readonly hash: Hash; readonly size: number };
   /** The Content-Length, if the client sent one. */
   readonly contentLength: number | undefined;
   readonly maxFileSize: number;
@@ -124,7 +126,7 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
   const narDone = pipeline(narInput, createDecompressor(compression), verifier, { signal: abort.signal });
   const blobDone = options.blobs.put(options.blobKey, blobInput, {
     signal: abort.signal,
-    expectedSha256: options.expectedFileHash.bytes,
+    ...(options.expectedFileHash === undefined ? {} : { expectedSha256: options.expectedFileHash.bytes }),
     maxSize: maxFileSize,
     ...(contentLength === undefined ? {} : { expectedSize: contentLength }),
   });
@@ -158,14 +160,28 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
     await narDone.catch((error: unknown) => {
       throw decompressionError(compression, error);
     });
-    blobInput.end();
-    const stored = await Promise.race([blobDone, failure]);
     const digest = verifier.digest;
     if (digest === undefined) throw new Error('NAR verifier finished without a digest');
+    const narHash = new Hash('sha256', digest);
+    const expectedNar = options.expectedNar;
+    if (expectedNar !== undefined && expectedNar.size !== verifier.size) {
+      throw new InvalidInputError(
+        'NAR_SIZE_MISMATCH',
+        `the uploaded NAR has ${verifier.size} bytes, but narSize says ${expectedNar.size}`,
+      );
+    }
+    if (expectedNar !== undefined && !expectedNar.hash.equals(narHash)) {
+      throw new InvalidInputError(
+        'NAR_HASH_MISMATCH',
+        `the uploaded NAR hashes to ${narHash.toString()}, but narHash says ${expectedNar.hash.toString()}`,
+      );
+    }
+    blobInput.end();
+    const stored = await Promise.race([blobDone, failure]);
     return {
       fileHash: new Hash('sha256', stored.sha256),
       fileSize: stored.size,
-      narHash: new Hash('sha256', digest),
+      narHash,
       narSize: verifier.size,
     };
   } catch (error) {
@@ -179,13 +195,13 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
   }
 }
 
-function translate(error: unknown, expected: Hash): unknown {
+function translate(error: unknown, expected: Hash | undefined): unknown {
   if (error instanceof BlobCheckError) {
     if (error.check === 'sha256') {
       return new InvalidInputError(
         'FILE_HASH_MISMATCH',
         `the uploaded file hashes to sha256:${typeof error.actual === 'string' ? encodeNix32(Buffer.from(error.actual, 'hex')) : '?'}, ` +
-          `but its URL names sha256:${expected.toNix32()}`,
+          `but its URL names sha256:${expected?.toNix32() ?? '?'}`,
       );
     }
     if (error.check === 'max-size') return new TooLargeError(error.message);

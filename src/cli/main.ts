@@ -2,6 +2,7 @@
 // Commands write only to the injected streams and return an exit code; nothing here calls process.exit.
 import { Command, CommanderError } from 'commander';
 import { registerCache } from './commands/cache.js';
+import { registerKey } from './commands/key.js';
 import { registerServe } from './commands/serve.js';
 import { registerToken } from './commands/token.js';
 import { describeError, exitCodeOf, EXIT_USAGE } from './exit-codes.js';
@@ -31,6 +32,7 @@ export async function main(argv: readonly string[], io: CliIo = process): Promis
   registerServe(program, io, run);
   registerToken(program, io, run);
   registerCache(program, io, run);
+  registerKey(program, io, run);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -22,6 +22,8 @@ export interface NewCache {
   readonly priority: number;
   readonly storeDir: string;
   readonly upstreamKeys: readonly string[];
+  /** Stored in the same transaction, so no one ever sees the cache without a key to sign with. */
+  readonly initialKey?: NewSigningKey;
 }
 
 export interface CacheChanges {

@@ -2,11 +2,13 @@
 // at most once per request, and only by routes that need it).
 import type { FastifyRequest } from 'fastify';
 import type { Authenticator, Principal } from '../cache/auth.js';
+import type { AdminService } from '../cache/admin-service.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRecord, Permission } from '../db/metadata-store.js';
 
 export interface HttpContext {
   readonly service: CacheService;
+  readonly admin: AdminService;
   readonly authenticator: Authenticator;
 }
 

@@ -5,9 +5,14 @@ import type { Logger } from 'pino';
 import { NotFoundError } from '../errors.js';
 import type { HttpContext } from './context.js';
 import { sendError } from './error-mapping.js';
-import { registerApiRoutes } from './routes/api.js';
+import { registerApiRoutes } from './routes/api/index.js';
 import { registerCacheInfoRoutes } from './routes/cache-info.js';
 import { registerLandingRoute } from './routes/landing.js';
+import {
+  localStoreRootRewrite,
+  registerLocalStoreRoutes,
+  type LocalStoreMount,
+} from './routes/local-store.js';
 import { registerNarRoutes } from './routes/nar.js';
 import { registerNarInfoRoutes } from './routes/narinfo.js';
 import { registerUnsupportedRoutes } from './routes/unsupported.js';
@@ -16,6 +21,8 @@ export interface HttpServerOptions {
   readonly logger: Logger;
   /** How long keep-alive connections may idle. */
   readonly keepAliveTimeoutMs?: number;
+  /** Also serve the host's own Nix store (`niche serve --local-store`). */
+  readonly localStore?: LocalStoreMount | undefined;
 }
 
 export function buildHttpServer(context: HttpContext, options: HttpServerOptions): FastifyInstance {
@@ -33,12 +40,28 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     connectionTimeout: 0,
     routerOptions: { maxParamLength: 200 },
     trustProxy: false,
+    // The local store's root mount (/nix-cache-info, /<hash>.narinfo, /nar/…) is a rewrite to its prefix.
+    ...(options.localStore?.mountAtRoot === true
+      ? { rewriteUrl: localStoreRootRewrite(options.localStore.mountPath) }
+      : {}),
   });
 
   // Bodies are never parsed by fastify: NAR uploads stream, small bodies are read with a limit.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => {
     done(null, undefined);
+  });
+
+  // During shutdown, responses tell clients not to reuse the connection; otherwise a client that keeps
+  // connections alive (Nix's curl does) would hold the server open until its keep-alive timeout.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) reply.header('connection', 'close');
+    done(null, payload);
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -58,5 +81,6 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   registerNarRoutes(app, context);
   registerNarInfoRoutes(app, context);
   registerUnsupportedRoutes(app, context);
+  if (options.localStore !== undefined) registerLocalStoreRoutes(app, options.localStore);
   return app;
 }

@@ -179,6 +179,36 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.deepEqual((await store().getPath(other, pathRecord(7, nar).hashPart))?.nar, nar);
       });
 
+      void it('creates a cache together with its first key', async () => {
+        const initialKey = { name: 'first-1', secretKey: 'first-1:cw==', publicKey: 'first-1:cA==' };
+        const created = await store().createCache({
+          name: 'keyed',
+          isPublic: true,
+          priority: 40,
+          storeDir: '/nix/store',
+          upstreamKeys: [],
+          initialKey,
+        });
+        const keys = await store().listSigningKeys(created.id);
+        assert.deepEqual(
+          keys.map((key) => ({ name: key.name, secretKey: key.secretKey, publicKey: key.publicKey })),
+          [initialKey],
+        );
+        // A losing duplicate leaves no stray key behind.
+        await assertCode(
+          store().createCache({
+            name: 'keyed',
+            isPublic: true,
+            priority: 40,
+            storeDir: '/nix/store',
+            upstreamKeys: [],
+            initialKey: { ...initialKey, name: 'second-1' },
+          }),
+          'CACHE_EXISTS',
+        );
+        assert.equal((await store().listSigningKeys(created.id)).length, 1);
+      });
+
       void it('rejects a duplicate cache name with CACHE_EXISTS', async () => {
         await cache('main');
         await assert.rejects(
@@ -233,7 +263,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const b = await cache('b');
         const key = { name: 'shared-1', secretKey: 'shared-1:cw==', publicKey: 'shared-1:cA==' };
         await store().addSigningKey(a, key);
-        await assert.rejects(store().addSigningKey(a, key));
+        await assertCode(store().addSigningKey(a, key), 'KEY_EXISTS');
         await store().addSigningKey(b, key);
         assert.equal((await store().listSigningKeys(a)).length, 1);
         assert.equal((await store().listSigningKeys(b)).length, 1);

@@ -1,39 +1,162 @@
-// Configuration: flags over environment over defaults, every problem reported at once.
+// Configuration: defaults, then the TOML file, then the environment, then flags; every problem at once.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
 import { loadServeConfig, parseListen, parseSize } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'niche-config-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function configFile(text: string): Promise<string> {
+  const file = join(dir, `config-${Math.random().toString(36).slice(2)}.toml`);
+  await writeFile(file, text);
+  return file;
+}
+
+function problemsOf(load: () => unknown): string {
+  try {
+    load();
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    assert.equal(error.code, 'CONFIG_INVALID');
+    return error.message;
+  }
+  assert.fail('expected a ConfigError');
+}
 
 describe('config', () => {
   it('uses defaults, then the environment, then flags', () => {
     const defaults = loadServeConfig({}, {});
     assert.equal(defaults.dataDir, './niche-data');
-    assert.deepEqual(defaults.listen, { host: '127.0.0.1', port: 5000 });
+    assert.deepEqual(defaults.listen, [{ host: '127.0.0.1', port: 5000 }]);
     assert.equal(defaults.limits.maxNarSize, 64 * 2 ** 30);
+    assert.deepEqual(defaults.storage, { type: 'fs', path: 'niche-data/blobs' });
+    assert.deepEqual(defaults.database, { type: 'sqlite', path: 'niche-data/niche.sqlite' });
     const fromEnv = loadServeConfig(
       {},
-      { NICHE_DATA: '/srv/niche', NICHE_LISTEN: '[::1]:8080', NICHE_MAX_NAR_SIZE: '1G' },
+      { NICHE_DATA: '/srv/niche', NICHE_LISTEN: '[::1]:8080,127.0.0.1:8081', NICHE_MAX_NAR_SIZE: '1G' },
     );
     assert.equal(fromEnv.dataDir, '/srv/niche');
-    assert.deepEqual(fromEnv.listen, { host: '::1', port: 8080 });
+    assert.deepEqual(fromEnv.listen, [
+      { host: '::1', port: 8080 },
+      { host: '127.0.0.1', port: 8081 },
+    ]);
     assert.equal(fromEnv.limits.maxNarSize, 2 ** 30);
+    assert.deepEqual(fromEnv.database, { type: 'sqlite', path: '/srv/niche/niche.sqlite' });
     const fromFlags = loadServeConfig({ data: '/x', listen: '9000' }, { NICHE_DATA: '/srv/niche' });
     assert.equal(fromFlags.dataDir, '/x');
-    assert.deepEqual(fromFlags.listen, { host: '127.0.0.1', port: 9000 });
+    assert.deepEqual(fromFlags.listen, [{ host: '127.0.0.1', port: 9000 }]);
     assert.ok(Object.isFrozen(fromFlags));
   });
-  it('reports every problem at once', () => {
-    try {
-      loadServeConfig({ listen: 'nowhere', logLevel: 'loud', maxNarSize: 'big' }, {});
-      assert.fail('expected a ConfigError');
-    } catch (error) {
-      assert.ok(error instanceof ConfigError);
-      assert.equal(error.code, 'CONFIG_INVALID');
-      assert.match(error.message, /listen/);
-      assert.match(error.message, /logLevel/);
-      assert.match(error.message, /maxNarSize/);
-    }
+
+  it('reads a TOML file, overridden by the environment and flags', async () => {
+    const file = await configFile(`
+data-dir = "/var/lib/niche"
+listen = ["0.0.0.0:5000", "[::]:5000"]
+log-level = "warn"
+
+[limits]
+max-nar-size = "2G"
+
+[storage]
+type = "s3"
+bucket = "nix-cache"
+endpoint = "http://127.0.0.1:9000"
+part-size = "8M"
+
+[database]
+url = "postgres://niche@127.0.0.1/niche"
+max-connections = 20
+`);
+    const config = loadServeConfig({ config: file, logLevel: 'debug' }, { NICHE_S3_PREFIX: 'niche/' });
+    assert.equal(config.dataDir, '/var/lib/niche');
+    assert.deepEqual(config.listen, [
+      { host: '0.0.0.0', port: 5000 },
+      { host: '::', port: 5000 },
+    ]);
+    assert.equal(config.logLevel, 'debug');
+    assert.equal(config.limits.maxNarSize, 2 * 2 ** 30);
+    assert.deepEqual(config.storage, {
+      type: 's3',
+      bucket: 'nix-cache',
+      endpoint: 'http://127.0.0.1:9000',
+      region: undefined,
+      forcePathStyle: true,
+      prefix: 'niche/',
+      partSize: 8 * 2 ** 20,
+      partsInFlight: 4,
+    });
+    assert.deepEqual(config.database, {
+      type: 'postgres',
+      url: 'postgres://niche@127.0.0.1/niche',
+      maxConnections: 20,
+    });
+    const fromEnvFile = loadServeConfig(
+      {},
+      { NICHE_CONFIG: file, NICHE_DATABASE_URL: 'postgres://other@db/x' },
+    );
+    assert.equal(fromEnvFile.storage.type, 's3');
+    assert.deepEqual(fromEnvFile.database, {
+      type: 'postgres',
+      url: 'postgres://other@db/x',
+      maxConnections: 20,
+    });
+    // Switching the type without dropping the file's URL is a contradiction, reported as such.
+    assert.match(
+      problemsOf(() => loadServeConfig({}, { NICHE_CONFIG: file, NICHE_DATABASE: 'sqlite' })),
+      /database.url: only applies/,
+    );
   });
+
+  it('reports every problem at once, from every source', async () => {
+    const file = await configFile(`
+listen = "nowhere"
+unknown-key = 1
+[storage]
+type = "s3"
+part-size = "1M"
+[database]
+type = "postgres"
+path = "/x.sqlite"
+`);
+    const message = problemsOf(() =>
+      loadServeConfig({ config: file, logLevel: 'loud' }, { NICHE_MAX_NAR_SIZE: 'big' }),
+    );
+    for (const expected of [/unknownKey|unknown-key|Unrecognized key/, /logLevel/, /maxNarSize/])
+      assert.match(message, expected);
+    const semantic = problemsOf(() =>
+      loadServeConfig({}, { NICHE_STORAGE: 's3', NICHE_DATABASE: 'postgres', NICHE_LISTEN: 'host:99999' }),
+    );
+    for (const expected of [
+      /storage.bucket: required/,
+      /database.url: required/,
+      /listen: expected HOST:PORT/,
+    ]) {
+      assert.match(semantic, expected);
+    }
+    assert.match(
+      problemsOf(() => loadServeConfig({}, { NICHE_S3_BUCKET: 'b' })),
+      /only applies to storage type "s3"/,
+    );
+    assert.match(
+      problemsOf(() => loadServeConfig({ config: join(dir, 'missing.toml') }, {})),
+      /cannot read config file/,
+    );
+    const broken = await configFile('listen = [');
+    assert.match(
+      problemsOf(() => loadServeConfig({ config: broken }, {})),
+      /cannot parse/,
+    );
+  });
+
   it('parses listen addresses and sizes', () => {
     assert.deepEqual(parseListen('0.0.0.0:80'), { host: '0.0.0.0', port: 80 });
     assert.deepEqual(parseListen(':5000'), { host: '127.0.0.1', port: 5000 });

@@ -1,9 +1,8 @@
-// `niche cache create|list|show`: manage caches directly in the data directory (operator side).
+// `niche cache create|update|delete|list|show`: manage caches directly in the data directory (operator side).
 import type { Command } from 'commander';
-import { createCacheWithKey, DEFAULT_PRIORITY } from '../../app/bootstrap.js';
-import { openMetadata } from '../../app/data-dir.js';
+import { createCacheWithKey, DEFAULT_PRIORITY, parseUpstreamKeys } from '../../cache/admin-service.js';
+import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, openMetadataFor } from '../backends.js';
 import { parseCacheName } from '../../cache/cache-name.js';
-import { loadDataDir } from '../../config.js';
 import { InvalidInputError, NotFoundError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
 
@@ -24,22 +23,140 @@ export function registerCache(
       'substituter priority advertised to Nix (lower is tried first)',
       String(DEFAULT_PRIORITY),
     )
-    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
-    .action((name: string, options: { private?: boolean; priority: string; data?: string }) =>
+    .option('--upstream-key <key...>', 'public keys of upstream caches (default: cache.nixos.org-1)')
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action(
+      (
+        name: string,
+        options: {
+          private?: boolean;
+          priority: string;
+          upstreamKey?: string[];
+          data?: string;
+          config?: string;
+        },
+      ) =>
+        run(async () => {
+          const cacheName = parseCacheName(name);
+          if (!/^\d{1,4}$/.test(options.priority)) {
+            throw new InvalidInputError(
+              'BAD_REQUEST',
+              `invalid priority ${JSON.stringify(options.priority)}`,
+            );
+          }
+          const db = await openMetadataFor(io, { data: options.data, config: options.config });
+          try {
+            const created = await createCacheWithKey(db, {
+              name: cacheName,
+              isPublic: options.private !== true,
+              priority: Number(options.priority),
+              ...(options.upstreamKey === undefined ? {} : { upstreamKeys: options.upstreamKey }),
+            });
+            const keys = await db.listSigningKeys(created.id);
+            print(io.stdout, keys.map((key) => key.publicKey).join('\n'));
+          } finally {
+            await db.close();
+          }
+          return 0;
+        }),
+    );
+
+  cache
+    .command('update')
+    .description('change the visibility, priority or upstream keys of a cache')
+    .argument('<name>')
+    .option('--public', 'anyone may read')
+    .option('--private', 'reads need a token with pull permission')
+    .option('--priority <n>', 'substituter priority advertised to Nix (lower is tried first)')
+    .option(
+      '--upstream-key <key...>',
+      'public keys of upstream caches whose paths need not be pushed (replaces the list)',
+    )
+    .option('--no-upstream-keys', 'clear the upstream keys')
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action(
+      (
+        name: string,
+        options: {
+          public?: boolean;
+          private?: boolean;
+          priority?: string;
+          upstreamKey?: string[];
+          upstreamKeys?: boolean;
+          data?: string;
+          config?: string;
+        },
+      ) =>
+        run(async () => {
+          if (options.public === true && options.private === true) {
+            throw new InvalidInputError('BAD_REQUEST', '--public and --private contradict each other');
+          }
+          if (options.priority !== undefined && !/^\d{1,4}$/.test(options.priority)) {
+            throw new InvalidInputError(
+              'BAD_REQUEST',
+              `invalid priority ${JSON.stringify(options.priority)}`,
+            );
+          }
+          const upstreamKeys =
+            options.upstreamKeys === false
+              ? []
+              : options.upstreamKey === undefined
+                ? undefined
+                : parseUpstreamKeys(options.upstreamKey);
+          const db = await openMetadataFor(io, { data: options.data, config: options.config });
+          try {
+            const record = await db.getCache(name);
+            if (record === undefined) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${name}`);
+            const updated = await db.updateCache(record.id, {
+              ...(options.public === true
+                ? { isPublic: true }
+                : options.private === true
+                  ? { isPublic: false }
+                  : {}),
+              ...(options.priority === undefined ? {} : { priority: Number(options.priority) }),
+              ...(upstreamKeys === undefined ? {} : { upstreamKeys }),
+            });
+            print(
+              io.stdout,
+              `${updated.name}\t${updated.isPublic ? 'public' : 'private'}\tpriority ${updated.priority}`,
+            );
+          } finally {
+            await db.close();
+          }
+          return 0;
+        }),
+    );
+
+  cache
+    .command('delete')
+    .description('delete a cache with all its paths and keys (reports only, unless --yes)')
+    .argument('<name>')
+    .option('--yes', 'really delete')
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action((name: string, options: { yes?: boolean; data?: string; config?: string }) =>
       run(async () => {
-        const cacheName = parseCacheName(name);
-        if (!/^\d{1,4}$/.test(options.priority)) {
-          throw new InvalidInputError('BAD_REQUEST', `invalid priority ${JSON.stringify(options.priority)}`);
-        }
-        const db = await openMetadata(loadDataDir(options.data, io.env));
+        const db = await openMetadataFor(io, { data: options.data, config: options.config });
         try {
-          const created = await createCacheWithKey(db, {
-            name: cacheName,
-            isPublic: options.private !== true,
-            priority: Number(options.priority),
-          });
-          const keys = await db.listSigningKeys(created.id);
-          print(io.stdout, keys.map((key) => key.publicKey).join('\n'));
+          const record = await db.getCache(name);
+          if (record === undefined) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${name}`);
+          let paths = 0;
+          for (let page = await db.listPaths(record.id, { limit: 1000 }); page.length > 0;) {
+            paths += page.length;
+            const last = page.at(-1)?.path.hashPart;
+            page = last === undefined ? [] : await db.listPaths(record.id, { after: last, limit: 1000 });
+          }
+          if (options.yes !== true) {
+            print(io.stderr, `would delete cache ${name} with ${paths} paths; run again with --yes to do it`);
+            return 0;
+          }
+          await db.deleteCache(record.id);
+          print(
+            io.stderr,
+            `deleted cache ${name} (${paths} paths); unreferenced NAR files are removed by GC`,
+          );
         } finally {
           await db.close();
         }
@@ -50,10 +167,11 @@ export function registerCache(
   cache
     .command('list')
     .description('list caches')
-    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
-    .action((options: { data?: string }) =>
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action((options: { data?: string; config?: string }) =>
       run(async () => {
-        const db = await openMetadata(loadDataDir(options.data, io.env));
+        const db = await openMetadataFor(io, { data: options.data, config: options.config });
         try {
           for (const record of await db.listCaches()) {
             print(
@@ -72,10 +190,11 @@ export function registerCache(
     .command('show')
     .description('show a cache and its public keys')
     .argument('<name>')
-    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
-    .action((name: string, options: { data?: string }) =>
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action((name: string, options: { data?: string; config?: string }) =>
       run(async () => {
-        const db = await openMetadata(loadDataDir(options.data, io.env));
+        const db = await openMetadataFor(io, { data: options.data, config: options.config });
         try {
           const record = await db.getCache(name);
           if (record === undefined) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${name}`);
@@ -87,6 +206,7 @@ export function registerCache(
               `visibility: ${record.isPublic ? 'public' : 'private'}`,
               `priority: ${record.priority}`,
               `store-dir: ${record.storeDir}`,
+              ...record.upstreamKeys.map((key) => `upstream-key: ${key}`),
               ...keys.map(
                 (key) => `public-key: ${key.publicKey}${key.retiredAt === undefined ? '' : ' (retired)'}`,
               ),

@@ -1,7 +1,6 @@
 // `niche token create|list|revoke`: manage access tokens directly in the data directory (operator side).
 import type { Command } from 'commander';
-import { openMetadata } from '../../app/data-dir.js';
-import { loadDataDir } from '../../config.js';
+import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, openMetadataFor } from '../backends.js';
 import type { Permission, TokenRecord } from '../../db/metadata-store.js';
 import { InvalidInputError, NotFoundError } from '../../errors.js';
 import { generateToken, hashToken } from '../../cache/tokens.js';
@@ -9,6 +8,7 @@ import { print, type CliIo } from '../io.js';
 
 interface CreateOptions {
   readonly data?: string;
+  config?: string;
   readonly cache: string[];
   readonly pull?: boolean;
   readonly push?: boolean;
@@ -79,7 +79,8 @@ export function registerToken(
     .option('--server-admin', 'may manage caches and tokens')
     .option('--expires <when>', 'expiry: 30d, 12h, 45m or a date such as 2027-01-31')
     .option('--description <text>', 'what the token is for', '')
-    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
     .action((options: CreateOptions) =>
       run(async () => {
         for (const pattern of options.cache) {
@@ -92,7 +93,7 @@ export function registerToken(
         }
         const now = new Date();
         const expiresAt = options.expires === undefined ? undefined : parseExpiry(options.expires, now);
-        const db = await openMetadata(loadDataDir(options.data, io.env));
+        const db = await openMetadataFor(io, { data: options.data, config: options.config });
         try {
           for (const pattern of options.cache) {
             if (!pattern.includes('*') && (await db.getCache(pattern)) === undefined) {
@@ -118,10 +119,11 @@ export function registerToken(
   token
     .command('list')
     .description('list tokens (id, status, scopes, expiry, description); secrets are never shown')
-    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
-    .action((options: { data?: string }) =>
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action((options: { data?: string; config?: string }) =>
       run(async () => {
-        const db = await openMetadata(loadDataDir(options.data, io.env));
+        const db = await openMetadataFor(io, { data: options.data, config: options.config });
         try {
           const now = new Date();
           for (const record of await db.listTokens()) print(io.stdout, describe(record, now));
@@ -136,12 +138,13 @@ export function registerToken(
     .command('revoke')
     .description('revoke a token by id; effective immediately')
     .argument('<id>', 'token id, as shown by `niche token list`')
-    .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
-    .action((id: string, options: { data?: string }) =>
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action((id: string, options: { data?: string; config?: string }) =>
       run(async () => {
         if (!/^\d+$/.test(id))
           throw new InvalidInputError('BAD_REQUEST', `invalid token id ${JSON.stringify(id)}`);
-        const db = await openMetadata(loadDataDir(options.data, io.env));
+        const db = await openMetadataFor(io, { data: options.data, config: options.config });
         try {
           if (!(await db.revokeToken(Number(id), new Date()))) {
             throw new NotFoundError('NOT_FOUND', `no active token with id ${id}`);

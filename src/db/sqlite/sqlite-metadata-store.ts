@@ -5,14 +5,7 @@
 // WAL without the busy timeout ever being consulted.
 import Database from 'better-sqlite3';
 
-import {
-  ConfigError,
-  ConflictError,
-  DatabaseError,
-  InvalidInputError,
-  isNicheError,
-  NotFoundError,
-} from '../../errors.js';
+import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError } from '../../errors.js';
 import {
   PERMISSIONS,
   type AddPathOutcome,
@@ -315,15 +308,24 @@ export class SqliteMetadataStore implements MetadataStore {
   createCache(cache: NewCache): Promise<CacheRecord> {
     return this.#run('createCache', () => {
       try {
-        const row = this.#sql.insertCache.get({
-          name: cache.name,
-          isPublic: cache.isPublic ? 1 : 0,
-          priority: cache.priority,
-          storeDir: cache.storeDir,
-          upstreamKeys: JSON.stringify(cache.upstreamKeys),
-          createdAt: Date.now(),
-        });
-        return toCache(required(row, 'INSERT … RETURNING'));
+        return this.#db
+          .transaction((): CacheRecord => {
+            const row = this.#sql.insertCache.get({
+              name: cache.name,
+              isPublic: cache.isPublic ? 1 : 0,
+              priority: cache.priority,
+              storeDir: cache.storeDir,
+              upstreamKeys: JSON.stringify(cache.upstreamKeys),
+              createdAt: Date.now(),
+            });
+            const created = toCache(required(row, 'INSERT … RETURNING'));
+            const key = cache.initialKey;
+            if (key !== undefined) {
+              this.#sql.insertSigningKey.get({ cacheId: created.id, ...key, createdAt: Date.now() });
+            }
+            return created;
+          })
+          .immediate();
       } catch (error) {
         if (constraint(error) === 'SQLITE_CONSTRAINT_UNIQUE') {
           throw new ConflictError('CACHE_EXISTS', `a cache named ${cache.name} already exists`);
@@ -385,8 +387,7 @@ export class SqliteMetadataStore implements MetadataStore {
         const code = constraint(error);
         if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noSuchCache(cacheId);
         if (code === 'SQLITE_CONSTRAINT_UNIQUE') {
-          // No conflict code fits a duplicate key name (see errors.ts); KEY_INVALID still reads as a 400.
-          throw new InvalidInputError('KEY_INVALID', `the cache already has a signing key named ${key.name}`);
+          throw new ConflictError('KEY_EXISTS', `the cache already has a signing key named ${key.name}`);
         }
         throw error;
       }

@@ -1,33 +1,60 @@
-// `/api/v1/...`: JSON for tools and remote admins. For now: cache information (what `niche use` and
-// humans need to trust a cache).
+// `/api/v1/caches[/<name>]`: list, create, show, configure and delete caches.
 import type { FastifyInstance } from 'fastify';
-import { openCache, baseUrlOf, type HttpContext } from '../context.js';
+import { API_PREFIX, createCacheSchema, updateCacheSchema, type CacheList } from '../../../api/v1.js';
+import { openCache, principalOf, type HttpContext } from '../../context.js';
+import { cacheInfo, readJson } from './json.js';
 
 interface Params {
   readonly name: string;
 }
 
-export interface CacheInfoResponse {
-  readonly name: string;
-  readonly public: boolean;
-  readonly priority: number;
-  readonly storeDir: string;
-  readonly url: string;
-  readonly publicKeys: readonly string[];
-}
+export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContext): void {
+  app.get(`${API_PREFIX}/caches`, async (request, reply) => {
+    const principal = await principalOf(context, request);
+    const caches = await context.admin.visibleCaches(principal);
+    const body: CacheList = { caches: [] };
+    for (const cache of caches) {
+      body.caches.push(cacheInfo(request, cache, (await context.service.keys(cache)).publicKeys));
+    }
+    return reply.header('cache-control', 'no-store').send(body);
+  });
 
-export function registerApiRoutes(app: FastifyInstance, context: HttpContext): void {
-  app.get<{ Params: Params }>('/api/v1/caches/:name', async (request, reply) => {
+  app.post(`${API_PREFIX}/caches`, async (request, reply) => {
+    const principal = await principalOf(context, request);
+    const body = await readJson(request, createCacheSchema);
+    const cache = await context.admin.createCache(principal, {
+      name: body.name,
+      isPublic: body.public,
+      priority: body.priority,
+      upstreamKeys: body.upstreamKeys,
+    });
+    const keys = await context.service.keys(cache);
+    return reply
+      .code(201)
+      .header('cache-control', 'no-store')
+      .send(cacheInfo(request, cache, keys.publicKeys));
+  });
+
+  app.get<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
     const cache = await openCache(context, request, request.params.name, 'pull');
     const keys = await context.service.keys(cache);
-    const body: CacheInfoResponse = {
-      name: cache.name,
-      public: cache.isPublic,
-      priority: cache.priority,
-      storeDir: cache.storeDir,
-      url: `${baseUrlOf(request)}/${cache.name}`,
-      publicKeys: keys.publicKeys,
-    };
-    return reply.header('cache-control', 'no-store').send(body);
+    return reply.header('cache-control', 'no-store').send(cacheInfo(request, cache, keys.publicKeys));
+  });
+
+  app.patch<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
+    const principal = await principalOf(context, request);
+    const body = await readJson(request, updateCacheSchema);
+    const cache = await context.admin.updateCache(principal, request.params.name, {
+      ...(body.public === undefined ? {} : { isPublic: body.public }),
+      ...(body.priority === undefined ? {} : { priority: body.priority }),
+      ...(body.upstreamKeys === undefined ? {} : { upstreamKeys: body.upstreamKeys }),
+    });
+    const keys = await context.service.keys(cache);
+    return reply.header('cache-control', 'no-store').send(cacheInfo(request, cache, keys.publicKeys));
+  });
+
+  app.delete<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
+    await context.admin.deleteCache(await principalOf(context, request), request.params.name);
+    return reply.code(204).send();
   });
 }

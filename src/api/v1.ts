@@ -1,0 +1,132 @@
+// The JSON API under /api/v1: request and response shapes, defined once and imported by both the server
+// (to validate what arrives) and the client commands (to validate what comes back).
+import { z } from 'zod';
+
+export const API_PREFIX = '/api/v1';
+
+export const permissionSchema = z.enum(['pull', 'push', 'delete', 'cache-admin', 'server-admin']);
+
+export const cacheInfoSchema = z.object({
+  name: z.string(),
+  public: z.boolean(),
+  priority: z.number().int(),
+  storeDir: z.string(),
+  /** Where Nix should substitute from (`<server>/<cache>`). */
+  url: z.string(),
+  /** Keys to put in trusted-public-keys (`name:base64`), retired ones included. */
+  publicKeys: z.array(z.string()),
+  /** Upstream caches' keys: paths they signed need not be pushed. */
+  upstreamKeys: z.array(z.string()),
+});
+export type CacheInfo = z.infer<typeof cacheInfoSchema>;
+
+export const cacheListSchema = z.object({ caches: z.array(cacheInfoSchema) });
+export type CacheList = z.infer<typeof cacheListSchema>;
+
+export const createCacheSchema = z.strictObject({
+  name: z.string(),
+  public: z.boolean().default(true),
+  priority: z.number().int().min(0).max(9999).default(40),
+  upstreamKeys: z.array(z.string()).max(64).optional(),
+});
+export type CreateCacheRequest = z.input<typeof createCacheSchema>;
+
+export const updateCacheSchema = z.strictObject({
+  public: z.boolean().optional(),
+  priority: z.number().int().min(0).max(9999).optional(),
+  upstreamKeys: z.array(z.string()).max(64).optional(),
+});
+export type UpdateCacheRequest = z.input<typeof updateCacheSchema>;
+
+export const keyInfoSchema = z.object({
+  name: z.string(),
+  publicKey: z.string(),
+  createdAt: z.string(),
+  retiredAt: z.string().nullable(),
+});
+export type KeyInfo = z.infer<typeof keyInfoSchema>;
+export const keyListSchema = z.object({ keys: z.array(keyInfoSchema) });
+
+/** Either generate a key (optionally naming it) or import a secret key file's contents. */
+export const addKeySchema = z.union([
+  z.strictObject({ generate: z.literal(true), name: z.string().min(1).max(200).optional() }),
+  z.strictObject({ secretKey: z.string().min(1).max(1000) }),
+]);
+export type AddKeyRequest = z.input<typeof addKeySchema>;
+
+/** At most this many paths per "which are missing" request. */
+export const MAX_MISSING_QUERY = 10_000;
+
+export const missingRequestSchema = z.strictObject({
+  /** Store paths, full (`/nix/store/<hash>-<name>`) or base names. */
+  paths: z.array(z.string().max(512)).max(MAX_MISSING_QUERY),
+});
+export type MissingRequest = z.input<typeof missingRequestSchema>;
+export const missingResponseSchema = z.object({
+  /** The subset of the request's paths (as given) that the cache does not have. */
+  missing: z.array(z.string()),
+});
+export type MissingResponse = z.infer<typeof missingResponseSchema>;
+
+/**
+ * `PUT /api/v1/caches/<cache>/paths/<hash>` uploads a path in one request: the body is one line of JSON
+ * (this shape, no raw newlines, at most MAX_UPLOAD_HEADER bytes) terminated by `\n`, followed by the NAR
+ * compressed as `compression` says. The server verifies the NAR against narHash/narSize while it streams.
+ */
+export const UPLOAD_CONTENT_TYPE = 'application/vnd.niche.path-upload';
+export const MAX_UPLOAD_HEADER = 1 << 20;
+
+export const pathUploadSchema = z.strictObject({
+  /** Full store path. */
+  storePath: z.string().max(512),
+  /** `sha256:<nix32|base16>` or SRI. */
+  narHash: z.string().max(200),
+  narSize: z.number().int().positive(),
+  /** Base names. */
+  references: z.array(z.string().max(512)).max(100_000),
+  deriver: z.string().max(512).optional(),
+  signatures: z.array(z.string().max(1000)).max(100).default([]),
+  ca: z.string().max(500).optional(),
+  compression: z.enum(['xz', 'zstd', 'br', 'none']),
+});
+export type PathUpload = z.input<typeof pathUploadSchema>;
+
+export const pathUploadResultSchema = z.object({
+  status: z.enum(['added', 'unchanged']),
+  storePath: z.string(),
+});
+export type PathUploadResult = z.infer<typeof pathUploadResultSchema>;
+
+export const tokenScopeSchema = z.strictObject({
+  /** Cache name or pattern with `*` wildcards. */
+  cache: z.string().min(1).max(63),
+  permissions: z.array(permissionSchema).min(1),
+});
+
+export const tokenInfoSchema = z.object({
+  id: z.number().int(),
+  description: z.string(),
+  scopes: z.array(tokenScopeSchema),
+  createdAt: z.string(),
+  expiresAt: z.string().nullable(),
+  revokedAt: z.string().nullable(),
+});
+export type TokenInfo = z.infer<typeof tokenInfoSchema>;
+export const tokenListSchema = z.object({ tokens: z.array(tokenInfoSchema) });
+
+export const createTokenSchema = z.strictObject({
+  description: z.string().max(500).default(''),
+  scopes: z.array(tokenScopeSchema).min(1).max(100),
+  /** ISO date. */
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+});
+export type CreateTokenRequest = z.input<typeof createTokenSchema>;
+export const createTokenResponseSchema = z.object({ token: z.string(), info: tokenInfoSchema });
+
+export const whoamiSchema = z.object({
+  /** null when the request carried no valid token. */
+  token: tokenInfoSchema.nullable(),
+});
+export type Whoami = z.infer<typeof whoamiSchema>;
+
+export const apiErrorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });

@@ -1,0 +1,265 @@
+// Managing caches, their signing keys and tokens: the operations behind the admin parts of the JSON API,
+// with their access rules. (The CLI runs the same storage operations directly against the data dir.)
+import { hostname } from 'node:os';
+import type {
+  CacheChanges,
+  CacheRecord,
+  MetadataStore,
+  Permission,
+  SigningKeyRecord,
+  TokenRecord,
+  TokenScope,
+} from '../db/metadata-store.js';
+import {
+  ConflictError,
+  ForbiddenError,
+  InvalidInputError,
+  NotFoundError,
+  UnauthenticatedError,
+} from '../errors.js';
+import { PublicKey, SecretKey } from '../nix/signing.js';
+import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
+import type { Principal } from './auth.js';
+import { parseCacheName } from './cache-name.js';
+import type { CacheService } from './cache-service.js';
+import { generateToken, hashToken, permissionsFor } from './tokens.js';
+
+export const DEFAULT_PRIORITY = 40;
+/** Paths signed by cache.nixos.org need not be pushed to a cache of ours. */
+export const DEFAULT_UPSTREAM_KEYS: readonly string[] = [
+  'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=',
+];
+
+/** `<host>-<cache>-<n>`: key names are lookup keys in nix.conf, so they should be unique per server. */
+export function defaultKeyName(cacheName: string, n = 1, host: string = hostname()): string {
+  const safeHost =
+    host
+      .toLowerCase()
+      .replace(/[^a-z0-9.-]+/g, '-')
+      .replace(/^[-.]+|[-.]+$/g, '') || 'niche';
+  return `${safeHost}-${cacheName}-${n}`;
+}
+
+export function parseUpstreamKeys(keys: readonly string[]): string[] {
+  return keys.map((key) => {
+    try {
+      return PublicKey.parse(key).toString();
+    } catch (error) {
+      throw new InvalidInputError(
+        'KEY_INVALID',
+        `invalid upstream key ${JSON.stringify(key.slice(0, 100))}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  });
+}
+
+export interface NewCacheOptions {
+  readonly name: string;
+  readonly isPublic: boolean;
+  readonly priority: number;
+  readonly upstreamKeys?: readonly string[];
+  /** The key to sign with; a new one is generated if absent. */
+  readonly key?: SecretKey;
+}
+
+/** Creates a cache and its first signing key (used by the API, the CLI and the first start). */
+export async function createCacheWithKey(db: MetadataStore, options: NewCacheOptions): Promise<CacheRecord> {
+  const name = parseCacheName(options.name);
+  const key = options.key ?? SecretKey.generate(defaultKeyName(name));
+  return db.createCache({
+    name,
+    isPublic: options.isPublic,
+    priority: options.priority,
+    storeDir: DEFAULT_STORE_DIR,
+    upstreamKeys: parseUpstreamKeys(options.upstreamKeys ?? DEFAULT_UPSTREAM_KEYS),
+    initialKey: { name: key.name, secretKey: key.toString(), publicKey: key.publicKey.toString() },
+  });
+}
+
+/** Adds a signing key (generated, or imported from a secret key file's text) to a cache. */
+export async function addCacheKey(
+  db: MetadataStore,
+  cache: CacheRecord,
+  source: { readonly generate: true; readonly name?: string | undefined } | { readonly secretKey: string },
+): Promise<SigningKeyRecord> {
+  const existing = await db.listSigningKeys(cache.id);
+  let key: SecretKey;
+  if ('secretKey' in source) {
+    key = SecretKey.parse(source.secretKey);
+  } else {
+    let name = source.name;
+    for (let n = existing.length + 1; name === undefined; n += 1) {
+      const candidate = defaultKeyName(cache.name, n);
+      if (!existing.some((record) => record.name === candidate)) name = candidate;
+    }
+    key = SecretKey.generate(name);
+  }
+  if (existing.some((record) => record.name === key.name)) {
+    throw new ConflictError('KEY_EXISTS', `cache ${cache.name} already has a key named ${key.name}`);
+  }
+  return db.addSigningKey(cache.id, {
+    name: key.name,
+    secretKey: key.toString(),
+    publicKey: key.publicKey.toString(),
+  });
+}
+
+/** Retires a key; the last active key cannot be retired (nothing would sign new paths). */
+export async function retireCacheKey(db: MetadataStore, cache: CacheRecord, name: string): Promise<void> {
+  const keys = await db.listSigningKeys(cache.id);
+  const active = keys.filter((key) => key.retiredAt === undefined);
+  if (!active.some((key) => key.name === name)) {
+    throw new NotFoundError('NOT_FOUND', `cache ${cache.name} has no active key named ${name}`);
+  }
+  if (active.length === 1) {
+    throw new ConflictError(
+      'KEY_EXISTS',
+      `${name} is the only active key of cache ${cache.name}; add another first`,
+    );
+  }
+  await db.retireSigningKey(cache.id, name, new Date());
+}
+
+/** Checks a permission on a cache name without looking the cache up (for creating caches, tokens). */
+export function requirePermission(principal: Principal, cacheName: string, needed: Permission): void {
+  if (principal.kind === 'anonymous') {
+    throw new UnauthenticatedError('TOKEN_MISSING', `authentication required (${needed})`);
+  }
+  if (principal.kind === 'invalid') {
+    throw new UnauthenticatedError('TOKEN_INVALID', `invalid credentials: ${principal.reason}`);
+  }
+  if (!permissionsFor(principal.token.scopes, cacheName).has(needed)) {
+    throw new ForbiddenError(`this token lacks the ${needed} permission on ${cacheName}`);
+  }
+}
+
+/** Token administration needs server-admin on every cache, i.e. on the pattern `*`. */
+function requireTokenAdmin(principal: Principal): void {
+  if (principal.kind === 'token' && !principal.token.scopes.some((scope) => scope.cachePattern === '*')) {
+    throw new ForbiddenError('managing tokens needs the server-admin permission on the cache pattern *');
+  }
+  requirePermission(principal, '*', 'server-admin');
+}
+
+export class AdminService {
+  readonly #db: MetadataStore;
+  readonly #caches: CacheService;
+
+  constructor(db: MetadataStore, caches: CacheService) {
+    this.#db = db;
+    this.#caches = caches;
+  }
+
+  /** Public caches and those the token has any permission on. */
+  async visibleCaches(principal: Principal): Promise<CacheRecord[]> {
+    const all = await this.#db.listCaches();
+    return all.filter(
+      (cache) =>
+        cache.isPublic ||
+        (principal.kind === 'token' && permissionsFor(principal.token.scopes, cache.name).size > 0),
+    );
+  }
+
+  async createCache(
+    principal: Principal,
+    request: {
+      name: string;
+      isPublic: boolean;
+      priority: number;
+      upstreamKeys?: readonly string[] | undefined;
+    },
+  ): Promise<CacheRecord> {
+    const name = parseCacheName(request.name);
+    requirePermission(principal, name, 'server-admin');
+    const cache = await createCacheWithKey(this.#db, {
+      name,
+      isPublic: request.isPublic,
+      priority: request.priority,
+      ...(request.upstreamKeys === undefined ? {} : { upstreamKeys: request.upstreamKeys }),
+    });
+    this.#caches.forgetCacheRecord(name);
+    return cache;
+  }
+
+  async updateCache(principal: Principal, name: string, changes: CacheChanges): Promise<CacheRecord> {
+    const cache = await this.#caches.open(name, principal, 'cache-admin');
+    const updated = await this.#db.updateCache(cache.id, {
+      ...changes,
+      ...(changes.upstreamKeys === undefined
+        ? {}
+        : { upstreamKeys: parseUpstreamKeys(changes.upstreamKeys) }),
+    });
+    this.#caches.forgetCacheRecord(name);
+    return updated;
+  }
+
+  async deleteCache(principal: Principal, name: string): Promise<void> {
+    const cache = await this.#caches.open(name, principal, 'server-admin');
+    await this.#db.deleteCache(cache.id);
+    this.#caches.forgetCacheRecord(name);
+    this.#caches.keyring.invalidate(cache.id);
+  }
+
+  async keys(principal: Principal, name: string): Promise<SigningKeyRecord[]> {
+    const cache = await this.#caches.open(name, principal, 'cache-admin');
+    return this.#db.listSigningKeys(cache.id);
+  }
+
+  async addKey(
+    principal: Principal,
+    name: string,
+    source: { readonly generate: true; readonly name?: string | undefined } | { readonly secretKey: string },
+  ): Promise<SigningKeyRecord> {
+    const cache = await this.#caches.open(name, principal, 'cache-admin');
+    const key = await addCacheKey(this.#db, cache, source);
+    this.#caches.keyring.invalidate(cache.id);
+    return key;
+  }
+
+  async retireKey(principal: Principal, name: string, keyName: string): Promise<SigningKeyRecord> {
+    const cache = await this.#caches.open(name, principal, 'cache-admin');
+    await retireCacheKey(this.#db, cache, keyName);
+    this.#caches.keyring.invalidate(cache.id);
+    const key = (await this.#db.listSigningKeys(cache.id)).find((record) => record.name === keyName);
+    if (key === undefined) throw new NotFoundError('NOT_FOUND', `cache ${name} has no key named ${keyName}`);
+    return key;
+  }
+
+  async tokens(principal: Principal): Promise<TokenRecord[]> {
+    requireTokenAdmin(principal);
+    return this.#db.listTokens();
+  }
+
+  async createToken(
+    principal: Principal,
+    request: { description: string; scopes: readonly TokenScope[]; expiresAt: Date | undefined },
+  ): Promise<{ secret: string; record: TokenRecord }> {
+    requireTokenAdmin(principal);
+    for (const scope of request.scopes) {
+      if (!/^[a-z0-9*](?:[a-z0-9*-]{0,62})$/.test(scope.cachePattern)) {
+        throw new InvalidInputError(
+          'CACHE_NAME_INVALID',
+          `invalid cache pattern ${JSON.stringify(scope.cachePattern)}`,
+        );
+      }
+    }
+    const secret = generateToken();
+    const record = await this.#db.createToken({
+      description: request.description,
+      tokenHash: hashToken(secret),
+      scopes: request.scopes,
+      expiresAt: request.expiresAt,
+    });
+    return { secret, record };
+  }
+
+  async revokeToken(principal: Principal, id: number): Promise<void> {
+    requireTokenAdmin(principal);
+    if (!(await this.#db.revokeToken(id, new Date()))) {
+      throw new NotFoundError('NOT_FOUND', `no active token with id ${id}`);
+    }
+  }
+}

@@ -1,0 +1,79 @@
+// Reading and writing JSON API bodies: bounded reads, schema validation with every problem named, and
+// the response shapes of src/api/v1.ts built from stored records.
+import type { FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import type { CacheInfo, KeyInfo, TokenInfo } from '../../../api/v1.js';
+import type { CacheRecord, SigningKeyRecord, TokenRecord } from '../../../db/metadata-store.js';
+import { InvalidInputError } from '../../../errors.js';
+import { contentLengthOf, readSmallBody } from '../../body.js';
+import { baseUrlOf } from '../../context.js';
+
+const MAX_JSON_BODY = 4 << 20;
+
+export async function readJson<S extends z.ZodType>(
+  request: FastifyRequest,
+  schema: S,
+): Promise<z.output<S>> {
+  const body = await readSmallBody(
+    request.raw,
+    MAX_JSON_BODY,
+    contentLengthOf(request.headers['content-length']),
+  );
+  let value: unknown;
+  try {
+    value = body.length === 0 ? {} : JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw new InvalidInputError(
+      'BAD_REQUEST',
+      `the request body is not valid JSON: ${(error as Error).message}`,
+    );
+  }
+  return validate(schema, value, 'request body');
+}
+
+export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map(
+      (issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`,
+    );
+    throw new InvalidInputError('BAD_REQUEST', `invalid ${what}: ${problems.join('; ')}`);
+  }
+  return parsed.data;
+}
+
+export function cacheInfo(
+  request: FastifyRequest,
+  cache: CacheRecord,
+  publicKeys: readonly string[],
+): CacheInfo {
+  return {
+    name: cache.name,
+    public: cache.isPublic,
+    priority: cache.priority,
+    storeDir: cache.storeDir,
+    url: `${baseUrlOf(request)}/${cache.name}`,
+    publicKeys: [...publicKeys],
+    upstreamKeys: [...cache.upstreamKeys],
+  };
+}
+
+export function keyInfo(key: SigningKeyRecord): KeyInfo {
+  return {
+    name: key.name,
+    publicKey: key.publicKey,
+    createdAt: key.createdAt.toISOString(),
+    retiredAt: key.retiredAt?.toISOString() ?? null,
+  };
+}
+
+export function tokenInfo(token: TokenRecord): TokenInfo {
+  return {
+    id: token.id,
+    description: token.description,
+    scopes: token.scopes.map((scope) => ({ cache: scope.cachePattern, permissions: [...scope.permissions] })),
+    createdAt: token.createdAt.toISOString(),
+    expiresAt: token.expiresAt?.toISOString() ?? null,
+    revokedAt: token.revokedAt?.toISOString() ?? null,
+  };
+}

@@ -1,0 +1,68 @@
+// `/api/v1/caches/<name>/missing` and `/api/v1/caches/<name>/paths/<hash>`: what the niche client needs
+// to push efficiently — a bulk presence check, a one-request upload (metadata line + NAR stream), and
+// deletion of a path.
+import type { FastifyInstance } from 'fastify';
+import {
+  API_PREFIX,
+  MAX_UPLOAD_HEADER,
+  missingRequestSchema,
+  pathUploadSchema,
+  type MissingResponse,
+  type PathUploadResult,
+} from '../../../api/v1.js';
+import { InvalidInputError } from '../../../errors.js';
+import { readHeaderLine } from '../../body.js';
+import { openCache, type HttpContext } from '../../context.js';
+import { readJson, validate } from './json.js';
+
+interface Params {
+  readonly name: string;
+  readonly hash: string;
+}
+
+export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext): void {
+  app.post<{ Params: { name: string } }>(`${API_PREFIX}/caches/:name/missing`, async (request, reply) => {
+    const cache = await openCache(context, request, request.params.name, 'pull');
+    const body = await readJson(request, missingRequestSchema);
+    const response: MissingResponse = { missing: await context.service.missingPaths(cache, body.paths) };
+    return reply.header('cache-control', 'no-store').send(response);
+  });
+
+  app.put<{ Params: Params }>(`${API_PREFIX}/caches/:name/paths/:hash`, async (request, reply) => {
+    const cache = await openCache(context, request, request.params.name, 'push');
+    const { line, rest } = await readHeaderLine(request.raw, MAX_UPLOAD_HEADER);
+    let metadata: unknown;
+    try {
+      metadata = JSON.parse(line);
+    } catch (error) {
+      throw new InvalidInputError(
+        'BAD_REQUEST',
+        `the metadata line is not valid JSON: ${(error as Error).message}`,
+      );
+    }
+    const upload = validate(pathUploadSchema, metadata, 'path metadata');
+    const abort = new AbortController();
+    const onClose = (): void => {
+      if (!request.raw.complete) abort.abort(new Error('client went away'));
+    };
+    request.raw.once('close', onClose);
+    try {
+      const result = await context.service.uploadPath(cache, request.params.hash, upload, rest, {
+        contentLength: undefined,
+        signal: abort.signal,
+      });
+      const body: PathUploadResult = { status: result.status, storePath: upload.storePath };
+      // An upload answered without reading its NAR (already present) must not leave the body half-read.
+      if (!request.raw.complete) reply.header('connection', 'close');
+      return await reply.code(result.status === 'added' ? 201 : 200).send(body);
+    } finally {
+      request.raw.off('close', onClose);
+    }
+  });
+
+  app.delete<{ Params: Params }>(`${API_PREFIX}/caches/:name/paths/:hash`, async (request, reply) => {
+    const cache = await openCache(context, request, request.params.name, 'delete');
+    await context.service.deletePath(cache, request.params.hash);
+    return reply.code(204).send();
+  });
+}

@@ -1,0 +1,150 @@
+// The host's own Nix store as a read-only binary cache: what nix-serve and harmonia do, inside niche. This
+// is the service the HTTP routes call; it knows the Nix database, the store directory, the log directory
+// and the signing keys, and nothing of HTTP. Every method takes validated values (StorePathHash, a
+// checked .drv base name), so nothing here is reached with a hash that was not checked at the edge.
+import type { Readable } from 'node:stream';
+import { NicheError, NixFormatError, NotFoundError } from '../errors.js';
+import { formatCacheInfo } from '../nix/cache-info.js';
+import type { SecretKey } from '../nix/signing.js';
+import type { StorePathHash } from '../nix/store-path.js';
+import { openBuildLog, type OpenedLog } from './build-log.js';
+import type { LocalStoreConfig } from './local-store-config.js';
+import { NarInfoSigner, renderLocalNarInfo } from './local-narinfo.js';
+import type { NarUrlTarget } from './nar-url.js';
+import { NixDatabase, type LocalPathInfo } from './nix-db.js';
+import { listPath } from './path-listing.js';
+import { loadLocalStoreKeys } from './signing-keys.js';
+import { browseStorePath, type BrowseResult } from './store-browse.js';
+import { openVerifiedNar, type ByteWindow } from './verified-nar.js';
+
+/** nix-serve's and harmonia's priority: tried before cache.nixos.org (40). */
+export const LOCAL_STORE_PRIORITY = 30;
+
+export interface OpenLocalStoreOptions {
+  readonly dataDir: string;
+  /** The name of a key generated when no key file is configured. */
+  readonly keyName: string;
+}
+
+function isGone(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * The store holding something a NAR cannot represent (a socket, a FIFO) is the server's problem, not a bad
+ * request: an internal error rather than the NixFormatError's 400.
+ */
+function unrepresentable(error: unknown): unknown {
+  return error instanceof NixFormatError
+    ? new NicheError('internal', error.code, error.message, { cause: error })
+    : error;
+}
+
+function notValid(hash: string): NotFoundError {
+  return new NotFoundError('NOT_FOUND', `${hash} is not a valid path in the local store`);
+}
+
+export class LocalStore {
+  private readonly cacheInfoText: string;
+  private readonly signer: NarInfoSigner;
+
+  private constructor(
+    readonly config: LocalStoreConfig,
+    private readonly db: NixDatabase,
+    private readonly keys: readonly SecretKey[],
+    /** The key file generated at this start, if any (to tell the operator). */
+    readonly generatedKeyFile: string | undefined,
+  ) {
+    this.signer = new NarInfoSigner(keys);
+    this.cacheInfoText = formatCacheInfo({
+      storeDir: config.storeDir,
+      wantMassQuery: true,
+      priority: LOCAL_STORE_PRIORITY,
+    });
+  }
+
+  /** Opens the database and loads (or generates) the keys. Throws ConfigError for anything unusable. */
+  static async open(config: LocalStoreConfig, options: OpenLocalStoreOptions): Promise<LocalStore> {
+    const { keys, generated } = await loadLocalStoreKeys(config.keyFiles, options.dataDir, options.keyName);
+    const db = NixDatabase.open(config.nixDb, config.storeDir);
+    return new LocalStore(config, db, keys, generated);
+  }
+
+  get storeDir(): string {
+    return this.config.storeDir;
+  }
+
+  /** `<name>:<base64>` of every signing key, for `trusted-public-keys`. */
+  get publicKeys(): string[] {
+    return this.keys.map((key) => key.publicKey.toString());
+  }
+
+  cacheInfo(): string {
+    return this.cacheInfoText;
+  }
+
+  /** The signed narinfo, or undefined if the path is not valid. */
+  async narInfo(hash: StorePathHash): Promise<string | undefined> {
+    const info = await this.db.queryPathInfo(hash);
+    return info === undefined ? undefined : renderLocalNarInfo(info, this.signer, this.storeDir);
+  }
+
+  /**
+   * The path a NAR URL names, if it is valid and (when the URL carries one) still has the NAR hash the URL
+   * was issued for. Throws NOT_FOUND otherwise.
+   */
+  async findNar(target: NarUrlTarget): Promise<LocalPathInfo> {
+    const info = await this.db.queryPathInfo(target.storeHash);
+    if (info === undefined) throw notValid(target.storeHash);
+    if (target.narHash !== undefined && info.narHash.toNix32() !== target.narHash) {
+      throw new NotFoundError(
+        'NOT_FOUND',
+        `${target.storeHash} no longer has the NAR hash ${target.narHash}`,
+      );
+    }
+    return info;
+  }
+
+  /**
+   * The verified NAR stream of `info` (or the bytes `window` of it), its first chunk already made: a path
+   * that vanished from disk is NOT_FOUND here, before the caller sends anything.
+   */
+  async openNar(info: LocalPathInfo, window?: ByteWindow): Promise<Readable> {
+    const path = info.storePath.toString(this.storeDir);
+    try {
+      return await openVerifiedNar({ path, narHash: info.narHash, narSize: info.narSize }, window);
+    } catch (error) {
+      if (isGone(error)) throw new NotFoundError('NOT_FOUND', `${path} is registered but not on disk`);
+      throw unrepresentable(error);
+    }
+  }
+
+  /** The `.ls` NAR listing, or undefined if the path is not valid. */
+  async listing(hash: StorePathHash): Promise<string | undefined> {
+    const info = await this.db.queryPathInfo(hash);
+    if (info === undefined) return undefined;
+    try {
+      return await listPath(info.storePath.toString(this.storeDir));
+    } catch (error) {
+      if (isGone(error)) return undefined;
+      throw unrepresentable(error);
+    }
+  }
+
+  /** The build log of a derivation (`<hash>-<name>.drv`, validated by the caller), if Nix kept one. */
+  openLog(drvBaseName: string): Promise<OpenedLog | undefined> {
+    return openBuildLog(this.config.logDir, drvBaseName);
+  }
+
+  /** A directory listing or an open file inside a valid store path (confined to it). */
+  async browse(hash: StorePathHash, segments: readonly string[]): Promise<BrowseResult> {
+    const info = await this.db.queryPathInfo(hash);
+    if (info === undefined) throw notValid(hash);
+    return browseStorePath(this.storeDir, info.storePath.baseName, segments);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

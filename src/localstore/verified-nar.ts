@@ -1,0 +1,135 @@
+// NARs of local store paths are made on the fly from the filesystem, so nothing guarantees that the tree
+// still matches what the Nix database recorded (a path modified behind Nix's back, a failing disk, a bug
+// in the writer). A client must never receive a complete, well-formed response carrying the wrong NAR:
+// this stream hashes and counts every byte, fails as soon as there are too many, and holds back the chunk
+// that completes the response until the NAR hash and size have been checked. A failure is an error on the
+// stream, which the HTTP layer turns into a broken connection, so the client sees a truncated download.
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { NicheError } from '../errors.js';
+import type { Hash } from '../nix/hash.js';
+import { narChunks } from '../nix/nar-writer.js';
+
+export interface ByteWindow {
+  /** First byte, inclusive. */
+  readonly start: number;
+  /** Last byte, inclusive. */
+  readonly end: number;
+}
+
+export interface ExpectedNar {
+  readonly path: string;
+  readonly narHash: Hash;
+  readonly narSize: number;
+}
+
+function mismatch(code: 'NAR_HASH_MISMATCH' | 'NAR_SIZE_MISMATCH', message: string): NicheError {
+  return new NicheError('internal', code, message);
+}
+
+/**
+ * The bytes `window` of the NAR of `expected.path` (all of it if undefined). The whole NAR is generated
+ * from its first byte either way (the writer cannot seek), so when the window reaches the end of the NAR,
+ * the hash of the entire NAR is checked before the last chunk is released. A window that ends earlier
+ * stops generating there: its bytes cannot be hash-checked, only that the NAR is long enough for them.
+ */
+export async function* verifiedNarChunks(
+  expected: ExpectedNar,
+  window?: ByteWindow,
+  chunkSize?: number,
+): AsyncGenerator<Buffer, void, undefined> {
+  const { narSize } = expected;
+  const start = window?.start ?? 0;
+  const end = window?.end ?? narSize - 1;
+  const toTheEnd = end === narSize - 1;
+  const hasher = createHash('sha256');
+  let offset = 0;
+  let held: Buffer | undefined;
+  const source = narChunks(expected.path, chunkSize === undefined ? {} : { chunkSize });
+  for await (const chunk of source) {
+    const chunkStart = offset;
+    offset += chunk.length;
+    if (offset > narSize) {
+      throw mismatch(
+        'NAR_SIZE_MISMATCH',
+        `the NAR of ${expected.path} is longer than the ${narSize} bytes the Nix database records`,
+      );
+    }
+    hasher.update(chunk);
+    const from = Math.max(start - chunkStart, 0);
+    const to = Math.min(end + 1 - chunkStart, chunk.length);
+    if (to > from) {
+      if (held !== undefined) yield held;
+      held = from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to);
+    }
+    if (!toTheEnd && offset > end) {
+      // Everything asked for is generated; the rest of the NAR is not needed (the source is closed on return).
+      if (held !== undefined) yield held;
+      return;
+    }
+  }
+  if (offset !== narSize) {
+    throw mismatch(
+      'NAR_SIZE_MISMATCH',
+      `the NAR of ${expected.path} has ${offset} bytes, the Nix database records ${narSize}`,
+    );
+  }
+  const actual = hasher.digest();
+  if (!actual.equals(expected.narHash.bytes)) {
+    throw mismatch(
+      'NAR_HASH_MISMATCH',
+      `the NAR of ${expected.path} does not hash to ${expected.narHash.toString()} as the Nix database records (the path was modified?)`,
+    );
+  }
+  if (held !== undefined) yield held;
+}
+
+/**
+ * `verifiedNarChunks` as a stream, with its first chunk already produced: a path that vanished or cannot
+ * be read (and a small NAR that fails its check) fails here, before any header is sent, so the caller can
+ * still answer with a clean status. Destroying the stream closes the files being read.
+ */
+export async function openVerifiedNar(
+  expected: ExpectedNar,
+  window?: ByteWindow,
+  chunkSize?: number,
+): Promise<Readable> {
+  const chunks = verifiedNarChunks(expected, window, chunkSize);
+  let first: IteratorResult<Buffer, void>;
+  try {
+    first = await chunks.next();
+  } catch (error) {
+    await chunks.return(undefined);
+    throw error;
+  }
+  let pending = false;
+  const stream = new Readable({
+    highWaterMark: 1 << 20,
+    read() {
+      if (pending) return;
+      pending = true;
+      chunks.next().then(
+        (next) => {
+          pending = false;
+          this.push(next.done === true ? null : next.value);
+        },
+        (error: unknown) => {
+          this.destroy(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    },
+    destroy(error, callback) {
+      // Waits for a read in flight, then runs the generators' finally blocks (closing open files).
+      chunks.return(undefined).then(
+        () => {
+          callback(error);
+        },
+        (returnError: unknown) => {
+          callback(error ?? (returnError as Error));
+        },
+      );
+    },
+  });
+  stream.push(first.done === true ? null : first.value);
+  return stream;
+}

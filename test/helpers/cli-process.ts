@@ -1,0 +1,198 @@
+// Runs the `niche` CLI as a real child process (from source, through tsx), for tests that need what an
+// in-process server cannot show: exit codes, stdout/stderr, signals, and a process that can be killed -9.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from './wait.js';
+
+/** The repository root, found from this file's location (test/helpers/ → ../..). */
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CLI_ENTRY = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+
+/** The parent's environment without NICHE_* settings, so only what a test passes reaches the CLI. */
+function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('NICHE_')));
+  return { ...env, ...extra };
+}
+
+function spawnCli(args: readonly string[], env?: NodeJS.ProcessEnv): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...args], {
+    cwd: REPO_ROOT,
+    env: cliEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs one CLI command to completion (killed after `timeoutMs`). */
+export function runCli(
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  const child = spawnCli(args, options.env);
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(stdout).toString('utf8'),
+        stderr: Buffer.concat(stderr).toString('utf8'),
+      });
+    });
+  });
+}
+
+/** A loopback port that was free a moment ago (bound to port 0, then released). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const address = server.address();
+  await new Promise<void>((resolve) => {
+    server.close(() => {
+      resolve();
+    });
+  });
+  if (address === null || typeof address === 'string') throw new Error('no port from a TCP server');
+  return address.port;
+}
+
+export interface ServeExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+export interface ServeProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly dataDir: string;
+  /** Everything the process wrote so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Settles when the process has exited (never rejects). */
+  readonly exited: Promise<ServeExit>;
+  /** Resolves once `nix-cache-info` of the default cache answers 200; rejects if the process exits first. */
+  ready(timeoutMs?: number): Promise<void>;
+  /** Resolves once stderr matches `pattern`; rejects if the process exits first. */
+  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Resolves with the exit once the process has exited; rejects if it is still running after `timeoutMs`. */
+  exitWithin(timeoutMs: number): Promise<ServeExit>;
+  /** Kills the process with SIGKILL unless it has exited, and waits for the exit. */
+  stop(): Promise<ServeExit>;
+}
+
+export interface ServeOptions {
+  readonly dataDir: string;
+  /** A free port is picked if absent. */
+  readonly port?: number;
+  /** Further `serve` arguments. */
+  readonly args?: readonly string[];
+  readonly logLevel?: string;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Starts `niche serve` as a child process; does not wait for it to listen (see `ready`). */
+export async function spawnServe(options: ServeOptions): Promise<ServeProcess> {
+  const port = options.port ?? (await freePort());
+  const child = spawnCli(
+    [
+      'serve',
+      '--data',
+      options.dataDir,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--log-level',
+      options.logLevel ?? 'warn',
+      ...(options.args ?? []),
+    ],
+    options.env,
+  );
+  let out = '';
+  let err = '';
+  child.stdout?.setEncoding('utf8').on('data', (text: string) => (out += text));
+  child.stderr?.setEncoding('utf8').on('data', (text: string) => (err += text));
+  let exit: ServeExit | undefined;
+  const exited = new Promise<ServeExit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exit = { code, signal };
+      resolve(exit);
+    });
+    child.once('error', () => {
+      exit ??= { code: null, signal: null };
+      resolve(exit);
+    });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const failFast = async <T>(
+    check: () => T | undefined | false | Promise<T | undefined | false>,
+    what: string,
+    timeoutMs: number,
+  ): Promise<T> => {
+    // An early exit is final: stop polling at once and report it with what the process said.
+    const abort = new AbortController();
+    const onExit = (e: ServeExit): void => {
+      abort.abort(
+        new Error(
+          `niche serve exited (${JSON.stringify(e)}) while waiting for ${what}; stderr:\n${err}\nstdout:\n${out}`,
+        ),
+      );
+    };
+    void exited.then(onExit);
+    return waitFor(check, { what, timeoutMs, signal: abort.signal });
+  };
+  return {
+    child,
+    port,
+    url,
+    dataDir: options.dataDir,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    async ready(timeoutMs = 30_000) {
+      await failFast(
+        async () => (await fetch(`${url}/main/nix-cache-info`)).status === 200,
+        `niche serve to answer on ${url}`,
+        timeoutMs,
+      );
+    },
+    async waitForStderr(pattern, timeoutMs = 30_000) {
+      await failFast(() => pattern.test(err), `stderr to match ${pattern}`, timeoutMs);
+    },
+    exitWithin(timeoutMs) {
+      return waitFor(() => exit, { what: 'niche serve to exit', timeoutMs });
+    },
+    async stop() {
+      if (exit === undefined) child.kill('SIGKILL');
+      return exited;
+    },
+  };
+}
+
+/** `spawnServe`, then waits until it answers. The process is killed if it does not come up. */
+export async function startServe(options: ServeOptions): Promise<ServeProcess> {
+  const server = await spawnServe(options);
+  try {
+    await server.ready();
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
+  return server;
+}

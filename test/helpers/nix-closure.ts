@@ -1,0 +1,181 @@
+// The real Nix client against a niche server, for the end-to-end tests: an isolated client (own HOME,
+// netrc, no narinfo caching between commands), and a freshly built closure of test paths
+// (e2e-closure.nix) that can be pushed, deleted locally and substituted back.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runNix, TEST_NIX_CONFIG } from './nix.js';
+
+const CLOSURE_NIX = fileURLToPath(new URL('./e2e-closure.nix', import.meta.url));
+
+export interface NixClient {
+  readonly home: string;
+  readonly netrcFile: string;
+  /** Puts `token` in the netrc for 127.0.0.1 (no credentials at all when undefined). */
+  setToken(token: string | undefined): Promise<void>;
+  run(cmd: string, args: readonly string[]): Promise<{ stdout: Buffer; stderr: string }>;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A nix client with its own HOME and netrc. Narinfo lookups are never cached (TTL 0), so one test's
+ * "not in the cache" does not hide the path from the next command.
+ */
+export async function nixClient(): Promise<NixClient> {
+  const home = await mkdtemp(join(tmpdir(), 'niche-e2e-nix-'));
+  const netrcFile = join(home, 'netrc');
+  await writeFile(netrcFile, '');
+  const nixConfig = [
+    TEST_NIX_CONFIG,
+    `netrc-file = ${netrcFile}`,
+    'narinfo-cache-negative-ttl = 0',
+    'narinfo-cache-positive-ttl = 0',
+  ].join('\n');
+  return {
+    home,
+    netrcFile,
+    async setToken(token) {
+      await writeFile(
+        netrcFile,
+        token === undefined ? '' : `machine 127.0.0.1 login niche password ${token}\n`,
+      );
+    },
+    run: (cmd, args) => runNix(cmd, args, { home, env: { NIX_CONFIG: nixConfig } }),
+    cleanup: () => rm(home, { recursive: true, force: true }),
+  };
+}
+
+/** What `nix path-info --json` says about a path (the fields the tests compare). */
+export interface PathInfo {
+  readonly path: string;
+  readonly narHash: string;
+  readonly narSize: number;
+  readonly references: readonly string[];
+}
+
+function isPathInfo(value: unknown): value is PathInfo {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return (
+    typeof v.path === 'string' &&
+    typeof v.narHash === 'string' &&
+    typeof v.narSize === 'number' &&
+    Array.isArray(v.references) &&
+    v.references.every((r) => typeof r === 'string')
+  );
+}
+
+/** `nix path-info --json -r` of `paths`: their closure, keyed by store path. */
+export async function pathInfos(client: NixClient, paths: readonly string[]): Promise<Map<string, PathInfo>> {
+  const { stdout } = await client.run('nix', ['path-info', '--json', '--recursive', ...paths]);
+  const parsed: unknown = JSON.parse(stdout.toString('utf8'));
+  if (!Array.isArray(parsed)) throw new Error('nix path-info --json did not print an array');
+  const infos = new Map<string, PathInfo>();
+  for (const entry of parsed) {
+    if (!isPathInfo(entry)) throw new Error(`unexpected nix path-info entry: ${JSON.stringify(entry)}`);
+    infos.set(entry.path, {
+      path: entry.path,
+      narHash: entry.narHash,
+      narSize: entry.narSize,
+      references: [...entry.references].sort(),
+    });
+  }
+  return infos;
+}
+
+export interface BuiltClosure {
+  /** The top output; everything else is in its closure. */
+  readonly top: string;
+  /** Every output in the closure, dependencies first. */
+  readonly paths: readonly string[];
+  /** The derivations that built them. */
+  readonly derivations: readonly string[];
+  /** `nix path-info` of every output, as built. */
+  readonly infos: ReadonlyMap<string, PathInfo>;
+  /** Deletes the outputs from the local store (so they can be substituted back). */
+  deleteOutputs(): Promise<void>;
+  /** Deletes the outputs and the derivations. */
+  cleanup(): Promise<void>;
+}
+
+function lines(output: Buffer): string[] {
+  return output
+    .toString('utf8')
+    .split('\n')
+    .filter((line) => line !== '');
+}
+
+/**
+ * Builds e2e-closure.nix with a random nonce (new store paths on every run). `bigBytes` is the size of
+ * the incompressible file in the leaf path.
+ */
+export async function buildClosure(
+  client: NixClient,
+  options: { bigBytes?: number; label?: string } = {},
+): Promise<BuiltClosure> {
+  const nonce = `${options.label ?? 'e2e'}-${Date.now()}-${randomBytes(8).toString('hex')}`;
+  const { stdout } = await client.run('nix-build', [
+    '--no-out-link',
+    CLOSURE_NIX,
+    '--argstr',
+    'nonce',
+    nonce,
+    '--arg',
+    'bigBytes',
+    String(options.bigBytes ?? 0),
+  ]);
+  const top = lines(stdout).at(-1);
+  if (top === undefined) throw new Error('nix-build printed no output path');
+  const paths = lines((await client.run('nix-store', ['--query', '--requisites', top])).stdout);
+  const derivations = lines((await client.run('nix-store', ['--query', '--deriver', ...paths])).stdout);
+  const infos = await pathInfos(client, [top]);
+  const deleteOutputs = async (): Promise<void> => {
+    await client.run('nix-store', ['--delete', ...paths]);
+  };
+  return {
+    top,
+    paths,
+    derivations,
+    infos,
+    deleteOutputs,
+    async cleanup() {
+      await deleteOutputs();
+      await client.run('nix-store', ['--delete', ...derivations]);
+    },
+  };
+}
+
+/** `nix-store -r` from the cache at `cacheUrl`, trusting only `publicKey`, with signatures required. */
+export function substitute(
+  client: NixClient,
+  cacheUrl: string,
+  paths: readonly string[],
+  publicKey: string,
+): Promise<{ stdout: Buffer; stderr: string }> {
+  return client.run('nix-store', [
+    '--realise',
+    ...paths,
+    '--option',
+    'substituters',
+    cacheUrl,
+    '--option',
+    'trusted-public-keys',
+    publicKey,
+    '--option',
+    'require-sigs',
+    'true',
+  ]);
+}
+
+/** A fresh key pair from `nix-store --generate-binary-cache-key`, as file paths and contents. */
+export async function generateNixKey(
+  client: NixClient,
+  name: string,
+): Promise<{ secretFile: string; publicKey: string }> {
+  const secretFile = join(client.home, `${name}.secret`);
+  const publicFile = join(client.home, `${name}.public`);
+  await client.run('nix-store', ['--generate-binary-cache-key', name, secretFile, publicFile]);
+  return { secretFile, publicKey: (await readFile(publicFile, 'utf8')).trim() };
+}

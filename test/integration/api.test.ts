@@ -1,0 +1,322 @@
+// The JSON API's behaviour: one-request uploads, the bulk presence check, deletion, key rotation,
+// private caches and token revocation.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { UPLOAD_CONTENT_TYPE, type CacheInfo, type PathUpload } from '../../src/api/v1.js';
+import { narInfoFingerprint, parseNarInfo } from '../../src/nix/narinfo.js';
+import { PublicKey } from '../../src/nix/signing.js';
+import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
+import { compress, fakeBaseName, narOfContents, sha256Nix32 } from '../helpers/nar-fixtures.js';
+
+let t: TestServer;
+let root: string;
+
+async function api(
+  method: string,
+  path: string,
+  body?: unknown,
+  token: string | null = root,
+): Promise<Response> {
+  return fetch(`${t.url}/api/v1${path}`, {
+    method,
+    headers: {
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+}
+
+interface Prepared {
+  readonly base: string;
+  readonly body: Buffer;
+  readonly meta: PathUpload;
+}
+
+async function prepare(
+  label: string,
+  references: string[] = [],
+  compression: 'zstd' | 'none' = 'zstd',
+): Promise<Prepared> {
+  const nar = await narOfContents(`contents of ${label}\n`);
+  const base = fakeBaseName(label);
+  const meta: PathUpload = {
+    storePath: `/nix/store/${base}`,
+    narHash: `sha256:${sha256Nix32(nar)}`,
+    narSize: nar.length,
+    references,
+    signatures: [],
+    compression,
+  };
+  const file = compression === 'none' ? nar : await compress(nar, compression);
+  return { base, meta, body: Buffer.concat([Buffer.from(`${JSON.stringify(meta)}\n`), file]) };
+}
+
+async function upload(
+  cache: string,
+  prepared: Prepared,
+  token: string = root,
+  body: Buffer = prepared.body,
+): Promise<Response> {
+  return fetch(`${t.url}/api/v1/caches/${cache}/paths/${prepared.base.slice(0, 32)}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${token}`, 'content-type': UPLOAD_CONTENT_TYPE },
+    body,
+  });
+}
+
+before(async () => {
+  t = await startTestServer();
+  root = await t.token(['*'], ['pull', 'push', 'delete', 'cache-admin', 'server-admin']);
+  const created = await api('POST', '/caches', { name: 'team', public: false });
+  assert.equal(created.status, 201, await created.text());
+});
+after(async () => {
+  await t.stop();
+});
+
+describe('caches', () => {
+  it('creates private caches with a key and default upstream keys, and lists what a token may see', async () => {
+    const info = (await (await api('GET', '/caches/team')).json()) as CacheInfo;
+    assert.equal(info.public, false);
+    assert.equal(info.publicKeys.length, 1);
+    assert.deepEqual(info.upstreamKeys, ['cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=']);
+    assert.equal(info.url, `${t.url}/team`);
+    const anonymous = (await (await api('GET', '/caches', undefined, null)).json()) as {
+      caches: CacheInfo[];
+    };
+    assert.deepEqual(
+      anonymous.caches.map((cache) => cache.name),
+      ['main'],
+    );
+    const all = (await (await api('GET', '/caches')).json()) as { caches: CacheInfo[] };
+    assert.deepEqual(all.caches.map((cache) => cache.name).sort(), ['main', 'team']);
+  });
+
+  it('validates names and settings', async () => {
+    for (const body of [
+      { name: '../x' },
+      { name: 'API' },
+      { name: 'api' },
+      { name: 'x', priority: -1 },
+      { name: 'x', extra: 1 },
+    ]) {
+      const response = await api('POST', '/caches', body);
+      assert.equal(response.status, 400, JSON.stringify(body));
+    }
+    assert.equal((await api('POST', '/caches', { name: 'team' })).status, 409);
+    const patched = await api('PATCH', '/caches/team', { priority: 10, upstreamKeys: [] });
+    assert.equal(patched.status, 200);
+    assert.equal(((await patched.json()) as CacheInfo).priority, 10);
+    assert.equal((await api('PATCH', '/caches/team', { upstreamKeys: ['garbage'] })).status, 400);
+    const info = await fetch(`${t.url}/team/nix-cache-info`, { headers: { authorization: basicAuth(root) } });
+    assert.match(await info.text(), /Priority: 10/);
+  });
+});
+
+describe('private caches', () => {
+  it('answer 401 with WWW-Authenticate, and revocation takes effect at once', async () => {
+    const pathless = await fetch(`${t.url}/team/nix-cache-info`);
+    assert.equal(pathless.status, 401);
+    assert.equal(pathless.headers.get('www-authenticate'), 'Basic realm="niche"');
+    const created = (await (
+      await api('POST', '/tokens', { scopes: [{ cache: 'team', permissions: ['pull'] }] })
+    ).json()) as {
+      token: string;
+      info: { id: number };
+    };
+    const auth = { authorization: basicAuth(created.token) };
+    assert.equal((await fetch(`${t.url}/team/nix-cache-info`, { headers: auth })).status, 200);
+    assert.equal((await api('DELETE', `/tokens/${created.info.id}`)).status, 204);
+    const after = await fetch(`${t.url}/team/nix-cache-info`, { headers: auth });
+    assert.equal(after.status, 401);
+    assert.match(await after.text(), /revoked/);
+  });
+});
+
+describe('one-request uploads', () => {
+  it('upload, publish and sign a path with its references; report what is missing', async () => {
+    const dep = await prepare('api-dep');
+    const topWithRef = await prepare('api-top2', []);
+    const missingBefore = (await (
+      await api('POST', '/caches/team/missing', { paths: [dep.meta.storePath, topWithRef.base] })
+    ).json()) as {
+      missing: string[];
+    };
+    assert.deepEqual(missingBefore.missing, [dep.meta.storePath, topWithRef.base]);
+
+    const response = await upload('team', dep);
+    assert.equal(response.status, 201, await response.text());
+    const again = await upload('team', dep);
+    assert.equal(again.status, 200);
+    assert.equal(((await again.json()) as { status: string }).status, 'unchanged');
+
+    const referrer = await prepare('api-referrer', [dep.base]);
+    assert.equal((await upload('team', referrer)).status, 201);
+    const missingAfter = (await (
+      await api('POST', '/caches/team/missing', {
+        paths: [dep.meta.storePath, referrer.base, topWithRef.base],
+      })
+    ).json()) as {
+      missing: string[];
+    };
+    assert.deepEqual(missingAfter.missing, [topWithRef.base]);
+
+    const narinfo = await fetch(`${t.url}/team/${referrer.base.slice(0, 32)}.narinfo`, {
+      headers: { authorization: basicAuth(root) },
+    });
+    const info = parseNarInfo(await narinfo.text());
+    assert.equal(info.compression, 'zstd');
+    assert.deepEqual(
+      info.references.map((reference) => reference.baseName),
+      [dep.base],
+    );
+    const keys = ((await (await api('GET', '/caches/team')).json()) as CacheInfo).publicKeys;
+    const key = PublicKey.parse(keys[0] ?? '');
+    assert.ok(info.signatures.some((signature) => key.verify(narInfoFingerprint(info), signature)));
+    const nar = await fetch(`${t.url}/team/${info.url}`, { headers: { authorization: basicAuth(root) } });
+    assert.equal(nar.status, 200);
+  });
+
+  it('refuses wrong hashes, sizes and absent references without storing anything', async () => {
+    const good = await prepare('api-bad');
+    const count = async (): Promise<number> => {
+      let n = 0;
+      for await (const key of t.server.stores.blobs.list('')) n += key.length > 0 ? 1 : 0;
+      return n;
+    };
+    const blobsBefore = await count();
+    const wrongHash = { ...good.meta, narHash: `sha256:${sha256Nix32(Buffer.from('other'))}` };
+    const nar = good.body.subarray(good.body.indexOf(0x0a) + 1);
+    let response = await upload(
+      'team',
+      good,
+      root,
+      Buffer.concat([Buffer.from(`${JSON.stringify(wrongHash)}\n`), nar]),
+    );
+    assert.equal(response.status, 400);
+    assert.match(await response.text(), /NAR_HASH_MISMATCH/);
+    const wrongSize = { ...good.meta, narSize: good.meta.narSize + 8 };
+    response = await upload(
+      'team',
+      good,
+      root,
+      Buffer.concat([Buffer.from(`${JSON.stringify(wrongSize)}\n`), nar]),
+    );
+    assert.match(await response.text(), /NAR_SIZE_MISMATCH/);
+    const orphan = await prepare('api-orphan', [fakeBaseName('not-there')]);
+    response = await upload('team', orphan);
+    assert.equal(response.status, 400);
+    assert.match(await response.text(), /REFERENCE_MISSING/);
+    response = await upload('team', good, root, Buffer.from('{"storePath": 1}\n'));
+    assert.equal(response.status, 400);
+    response = await upload('team', good, root, Buffer.from('no newline at all'));
+    assert.equal(response.status, 400);
+    assert.equal(await count(), blobsBefore);
+    assert.equal(
+      (
+        await fetch(`${t.url}/team/${good.base.slice(0, 32)}.narinfo`, {
+          headers: { authorization: basicAuth(root) },
+        })
+      ).status,
+      404,
+    );
+  });
+
+  it('refuses a different NAR for a path already present, without reading it', async () => {
+    const first = await prepare('api-conflict');
+    assert.equal((await upload('team', first)).status, 201);
+    const other = await narOfContents('different contents\n');
+    const meta = {
+      ...first.meta,
+      narHash: `sha256:${sha256Nix32(other)}`,
+      narSize: other.length,
+      compression: 'none',
+    };
+    const response = await upload(
+      'team',
+      first,
+      root,
+      Buffer.concat([Buffer.from(`${JSON.stringify(meta)}\n`), other]),
+    );
+    assert.equal(response.status, 409);
+  });
+});
+
+describe('deleting paths', () => {
+  it('refuses to break a closure, then deletes leaves first', async () => {
+    const dep = await prepare('del-dep');
+    const top = await prepare('del-top', [dep.base]);
+    assert.equal((await upload('team', dep)).status, 201);
+    assert.equal((await upload('team', top)).status, 201);
+    let response = await api('DELETE', `/caches/team/paths/${dep.base.slice(0, 32)}`);
+    assert.equal(response.status, 409);
+    assert.match(await response.text(), /PATH_REFERENCED/);
+    assert.equal((await api('DELETE', `/caches/team/paths/${top.base.slice(0, 32)}`)).status, 204);
+    assert.equal((await api('DELETE', `/caches/team/paths/${dep.base.slice(0, 32)}`)).status, 204);
+    response = await api('DELETE', `/caches/team/paths/${dep.base.slice(0, 32)}`);
+    assert.equal(response.status, 404);
+    const gone = await fetch(`${t.url}/team/${dep.base.slice(0, 32)}.narinfo`, {
+      headers: { authorization: basicAuth(root) },
+    });
+    assert.equal(gone.status, 404);
+  });
+});
+
+describe('key rotation', () => {
+  it('signs with every active key; a retired key stops signing but stays trusted', async () => {
+    const before = ((await (await api('GET', '/caches/team')).json()) as CacheInfo).publicKeys;
+    const added = await api('POST', '/caches/team/keys', { generate: true });
+    assert.equal(added.status, 201);
+    const newKey = (await added.json()) as { name: string; publicKey: string };
+    assert.equal((await api('POST', '/caches/team/keys', { generate: true, name: newKey.name })).status, 409);
+
+    const both = await prepare('rot-both');
+    assert.equal((await upload('team', both)).status, 201);
+    const sigs = async (base: string): Promise<string[]> =>
+      parseNarInfo(
+        await (
+          await fetch(`${t.url}/team/${base.slice(0, 32)}.narinfo`, {
+            headers: { authorization: basicAuth(root) },
+          })
+        ).text(),
+      ).signatures.map((signature) => signature.slice(0, signature.indexOf(':')));
+    const oldName = (before[0] ?? '').slice(0, (before[0] ?? '').indexOf(':'));
+    assert.deepEqual((await sigs(both.base)).sort(), [oldName, newKey.name].sort());
+
+    assert.equal((await api('POST', `/caches/team/keys/${oldName}/retire`)).status, 200);
+    const single = await prepare('rot-single');
+    assert.equal((await upload('team', single)).status, 201);
+    assert.deepEqual(await sigs(single.base), [newKey.name]);
+    const info = (await (await api('GET', '/caches/team')).json()) as CacheInfo;
+    assert.deepEqual(info.publicKeys, [...before, newKey.publicKey]);
+    // The last active key cannot be retired.
+    assert.equal((await api('POST', `/caches/team/keys/${newKey.name}/retire`)).status, 409);
+  });
+
+  it('imports a key file', async () => {
+    const secret =
+      'example.org-1:J8IhI+w5cc/Ook7oL/GmI6JdDo1fBbQe+O5okL+26k/+YMuALgd+IcCeEUheNJo/3JXqJurrx26ksqVmyWCTTg==';
+    const response = await api('POST', '/caches/team/keys', { secretKey: secret });
+    assert.equal(response.status, 201);
+    assert.equal(
+      ((await response.json()) as { publicKey: string }).publicKey,
+      'example.org-1:/mDLgC4HfiHAnhFIXjSaP9yV6ibq68dupLKlZslgk04=',
+    );
+    assert.equal((await api('POST', '/caches/team/keys', { secretKey: 'garbage' })).status, 400);
+  });
+});
+
+describe('deleting caches', () => {
+  it('removes the cache and its paths', async () => {
+    assert.equal((await api('POST', '/caches', { name: 'doomed' })).status, 201);
+    const path = await prepare('doomed-path');
+    assert.equal((await upload('doomed', path)).status, 201);
+    assert.equal((await api('DELETE', '/caches/doomed')).status, 204);
+    assert.equal((await api('GET', '/caches/doomed')).status, 404);
+    assert.equal((await fetch(`${t.url}/doomed/${path.base.slice(0, 32)}.narinfo`)).status, 401);
+    assert.equal((await api('POST', '/caches', { name: 'doomed' })).status, 201);
+    const fresh = await fetch(`${t.url}/doomed/${path.base.slice(0, 32)}.narinfo`);
+    assert.equal(fresh.status, 404);
+  });
+});

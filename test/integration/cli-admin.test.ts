@@ -1,0 +1,94 @@
+// The operator commands against a data directory, run in-process through main() with captured output.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { main } from '../../src/cli/main.js';
+
+let data: string;
+
+async function niche(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  stdout.on('data', (chunk: Buffer) => out.push(chunk));
+  stderr.on('data', (chunk: Buffer) => err.push(chunk));
+  const code = await main([...args, '--data', data], { stdout, stderr, env: {} });
+  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
+}
+
+before(async () => {
+  data = await mkdtemp(join(tmpdir(), 'niche-cli-'));
+});
+after(async () => {
+  await rm(data, { recursive: true, force: true });
+});
+
+describe('niche cache', () => {
+  it('creates, updates, shows, lists and deletes caches', async () => {
+    const created = await niche('cache', 'create', 'team', '--private', '--priority', '30');
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /^\S+-team-1:[A-Za-z0-9+/]{43}=\n$/);
+    assert.equal((await niche('cache', 'create', 'team')).code, 65);
+    assert.equal((await niche('cache', 'create', '../etc')).code, 65);
+
+    const updated = await niche(
+      'cache',
+      'update',
+      'team',
+      '--public',
+      '--priority',
+      '10',
+      '--no-upstream-keys',
+    );
+    assert.equal(updated.code, 0, updated.stderr);
+    assert.equal(updated.stdout, 'team\tpublic\tpriority 10\n');
+    assert.equal((await niche('cache', 'update', 'team', '--upstream-key', 'garbage')).code, 65);
+    assert.equal((await niche('cache', 'update', 'ghost', '--public')).code, 66);
+
+    const shown = await niche('cache', 'show', 'team');
+    assert.match(shown.stdout, /visibility: public\npriority: 10\n/);
+    assert.doesNotMatch(shown.stdout, /upstream-key/);
+    assert.match((await niche('cache', 'list')).stdout, /^team\tpublic\tpriority 10$/m);
+
+    const dry = await niche('cache', 'delete', 'team');
+    assert.equal(dry.code, 0);
+    assert.match(dry.stderr, /would delete cache team with 0 paths/);
+    assert.match((await niche('cache', 'list')).stdout, /team/);
+    assert.equal((await niche('cache', 'delete', 'team', '--yes')).code, 0);
+    assert.doesNotMatch((await niche('cache', 'list')).stdout, /team/);
+  });
+});
+
+describe('niche key', () => {
+  it('generates, imports, lists and retires keys, never the last one', async () => {
+    assert.equal((await niche('cache', 'create', 'keys')).code, 0);
+    const generated = await niche('key', 'generate', '--cache', 'keys', '--name', 'keys.example-2');
+    assert.equal(generated.code, 0, generated.stderr);
+    assert.match(generated.stdout, /^keys\.example-2:/);
+    const file = join(data, 'imported.sk');
+    await writeFile(
+      file,
+      'example.org-1:J8IhI+w5cc/Ook7oL/GmI6JdDo1fBbQe+O5okL+26k/+YMuALgd+IcCeEUheNJo/3JXqJurrx26ksqVmyWCTTg==',
+    );
+    const imported = await niche('key', 'import', file, '--cache', 'keys');
+    assert.equal(imported.stdout, 'example.org-1:/mDLgC4HfiHAnhFIXjSaP9yV6ibq68dupLKlZslgk04=\n');
+    assert.equal((await niche('key', 'import', file, '--cache', 'keys')).code, 65); // same name again
+    await writeFile(file, 'not a key');
+    assert.equal((await niche('key', 'import', file, '--cache', 'keys')).code, 65);
+
+    const listed = (await niche('key', 'list', '--cache', 'keys')).stdout.trim().split('\n');
+    assert.equal(listed.length, 3);
+    const first = listed[0]?.split('\t')[0] ?? '';
+    assert.equal((await niche('key', 'retire', first, '--cache', 'keys')).code, 0);
+    assert.equal((await niche('key', 'retire', 'keys.example-2', '--cache', 'keys')).code, 0);
+    const last = await niche('key', 'retire', 'example.org-1', '--cache', 'keys');
+    assert.equal(last.code, 65);
+    assert.match(last.stderr, /only active key/);
+    assert.match((await niche('key', 'list', '--cache', 'keys')).stdout, /^example\.org-1\tactive\t/m);
+    assert.equal((await niche('key', 'list', '--cache', 'nope')).code, 66);
+  });
+});
