@@ -76,6 +76,20 @@ export type MissingResponse = z.infer<typeof missingResponseSchema>;
 export const UPLOAD_CONTENT_TYPE = 'application/vnd.niche.path-upload';
 export const MAX_UPLOAD_HEADER = 1 << 20;
 
+/**
+ * A reference the cache need not hold because an upstream cache serves it: the path's signed fields and
+ * signatures. The server accepts it in place of the path when a signature verifies with one of the
+ * cache's upstream keys.
+ */
+export const upstreamReferenceSchema = z.strictObject({
+  storePath: z.string().max(512),
+  narHash: z.string().max(200),
+  narSize: z.number().int().positive(),
+  references: z.array(z.string().max(512)).max(100_000),
+  signatures: z.array(z.string().max(1000)).min(1).max(100),
+});
+export type UpstreamReference = z.infer<typeof upstreamReferenceSchema>;
+
 export const pathUploadSchema = z.strictObject({
   /** Full store path. */
   storePath: z.string().max(512),
@@ -88,6 +102,8 @@ export const pathUploadSchema = z.strictObject({
   signatures: z.array(z.string().max(1000)).max(100).default([]),
   ca: z.string().max(500).optional(),
   compression: z.enum(['xz', 'zstd', 'br', 'none']),
+  /** References signed upstream (see upstreamReferenceSchema), so they need not be pushed. */
+  upstreamReferences: z.array(upstreamReferenceSchema).max(10_000).default([]),
 });
 export type PathUpload = z.input<typeof pathUploadSchema>;
 

@@ -8,11 +8,10 @@ import { join, resolve } from 'node:path';
 import type { DatabaseConfig, StorageConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import type { MetadataStore } from '../db/metadata-store.js';
-import { PostgresMetadataStore } from '../db/postgres/postgres-metadata-store.js';
-import { SqliteMetadataStore } from '../db/sqlite/sqlite-metadata-store.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { FsBlobStore } from '../storage/fs/fs-blob-store.js';
-import { S3BlobStore } from '../storage/s3/s3-blob-store.js';
+
+// Backends are imported when configured, not before: the AWS SDK and pg cost start-up time that every
+// CLI command (and the embedded default) would otherwise pay.
 
 export interface Stores {
   readonly db: MetadataStore;
@@ -37,17 +36,20 @@ async function ensureDir(dir: string, what: string): Promise<string> {
 
 export async function openDatabase(config: DatabaseConfig): Promise<MetadataStore> {
   if (config.type === 'postgres') {
+    const { PostgresMetadataStore } = await import('../db/postgres/postgres-metadata-store.js');
     return PostgresMetadataStore.open({
       connectionString: config.url,
       maxConnections: config.maxConnections,
     });
   }
   await ensureDir(join(config.path, '..'), 'data directory');
+  const { SqliteMetadataStore } = await import('../db/sqlite/sqlite-metadata-store.js');
   return SqliteMetadataStore.open(config.path); // throws ConfigError itself
 }
 
 export async function openStorage(config: StorageConfig): Promise<BlobStore> {
   if (config.type === 's3') {
+    const { S3BlobStore } = await import('../storage/s3/s3-blob-store.js');
     return S3BlobStore.open({
       bucket: config.bucket,
       ...(config.endpoint === undefined ? {} : { endpoint: config.endpoint }),
@@ -58,6 +60,7 @@ export async function openStorage(config: StorageConfig): Promise<BlobStore> {
       queueSize: config.partsInFlight,
     });
   }
+  const { FsBlobStore } = await import('../storage/fs/fs-blob-store.js');
   return FsBlobStore.open(await ensureDir(config.path, 'blob directory')); // throws ConfigError itself
 }
 

@@ -12,7 +12,7 @@ import { formatContentAddress, parseContentAddress } from '../nix/content-addres
 import { isCompression, parseNarFileName, type Compression } from '../nix/compression.js';
 import { Hash } from '../nix/hash.js';
 import { narInfoFingerprint, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
-import { parseSignature } from '../nix/signing.js';
+import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
 import { authorize, type Principal } from './auth.js';
@@ -253,14 +253,15 @@ export class CacheService {
     if (claim.narHash.algorithm !== 'sha256') {
       throw new InvalidInputError('HASH_INVALID', 'narHash must be a sha256 hash');
     }
-    await this.#checkReferences(cache, claim, hash);
+    const upstream = verifiedUpstreamReferences(cache, upload.upstreamReferences ?? []);
+    await this.#checkReferences(cache, claim, hash, upstream);
     const existing = await this.db.getPath(cache.id, hash);
     if (existing !== undefined) {
       // Decided without reading the NAR (the HTTP layer closes the connection on the unread body).
       if (existing.path.narHash !== claim.narHash.toNix32() || existing.path.narSize !== claim.narSize) {
         throw conflict(cache, existing.path);
       }
-      return this.#publish(cache, claim, existing.nar);
+      return this.#publish(cache, claim, existing.nar, upstream);
     }
     const blobKey = `nar/u-${randomUUID()}`;
     const received = await receiveNar({
@@ -283,7 +284,7 @@ export class CacheService {
       narSize: received.narSize,
       blobKey,
     });
-    return this.#publish(cache, claim, recorded);
+    return this.#publish(cache, claim, recorded, upstream);
   }
 
   /** Records a received NAR; if the same file was already stored under another key, drops this copy. */
@@ -298,10 +299,15 @@ export class CacheService {
   }
 
   /** Checks what only the cache can check, signs, and inserts (or confirms) the path. */
-  async #publish(cache: CacheRecord, claim: PathClaim, nar: NarRecord): Promise<PutNarInfoResult> {
+  async #publish(
+    cache: CacheRecord,
+    claim: PathClaim,
+    nar: NarRecord,
+    upstream: ReadonlySet<string> = NO_UPSTREAM,
+  ): Promise<PutNarInfoResult> {
     const hashPart = claim.storePath.hash;
     const ca = claim.ca === undefined ? undefined : checkCa(claim.ca);
-    await this.#checkReferences(cache, claim, hashPart);
+    await this.#checkReferences(cache, claim, hashPart, upstream);
 
     const keys = await this.keys(cache);
     const ours = new Set(keys.signing.map((key) => key.name));
@@ -398,15 +404,19 @@ export class CacheService {
     return nar;
   }
 
-  async #checkReferences(cache: CacheRecord, info: PathClaim, self: StorePathHash): Promise<void> {
-    const wanted = [
-      ...new Set(info.references.map((reference) => reference.hash).filter((hash) => hash !== self)),
-    ];
+  /** Every reference must be in the cache, be the path itself, or be vouched for by an upstream key. */
+  async #checkReferences(
+    cache: CacheRecord,
+    info: PathClaim,
+    self: StorePathHash,
+    upstream: ReadonlySet<string> = NO_UPSTREAM,
+  ): Promise<void> {
+    const outside = (reference: StorePath): boolean =>
+      reference.hash !== self && !upstream.has(reference.baseName);
+    const wanted = [...new Set(info.references.filter(outside).map((reference) => reference.hash))];
     if (wanted.length === 0) return;
     const present = await this.db.findPresentPaths(cache.id, wanted);
-    const absent = info.references.filter(
-      (reference) => reference.hash !== self && !present.has(reference.hash),
-    );
+    const absent = info.references.filter((reference) => outside(reference) && !present.has(reference.hash));
     if (absent.length > 0) {
       const names = absent.slice(0, 5).map((reference) => reference.baseName);
       throw new InvalidInputError(
@@ -435,6 +445,13 @@ export interface PathUploadClaim {
   readonly signatures: readonly string[];
   readonly ca?: string | undefined;
   readonly compression: Exclude<Compression, 'bzip2'>;
+  readonly upstreamReferences?: readonly {
+    readonly storePath: string;
+    readonly narHash: string;
+    readonly narSize: number;
+    readonly references: readonly string[];
+    readonly signatures: readonly string[];
+  }[];
 }
 
 function parseClaim(upload: PathUploadClaim, storeDir: string): PathClaim {
@@ -468,6 +485,45 @@ function parseClaim(upload: PathUploadClaim, storeDir: string): PathClaim {
     ),
     ca: upload.ca,
   };
+}
+
+const NO_UPSTREAM: ReadonlySet<string> = new Set();
+
+/**
+ * The base names of the upstream references whose signed fields verify with one of the cache's upstream
+ * keys (entries that do not verify are simply not accepted; the reference check then names them).
+ */
+function verifiedUpstreamReferences(
+  cache: CacheRecord,
+  entries: NonNullable<PathUploadClaim['upstreamReferences']>,
+): ReadonlySet<string> {
+  if (entries.length === 0 || cache.upstreamKeys.length === 0) return NO_UPSTREAM;
+  const keys = cache.upstreamKeys.flatMap((text) => {
+    try {
+      return [PublicKey.parse(text)];
+    } catch {
+      return [];
+    }
+  });
+  const accepted = new Set<string>();
+  for (const entry of entries) {
+    try {
+      const info = {
+        storePath: StorePath.parse(entry.storePath, cache.storeDir),
+        narHash: Hash.parsePrefixed(entry.narHash),
+        narSize: entry.narSize,
+        references: entry.references.map((reference) => StorePath.parseBaseName(reference)),
+      };
+      const fingerprint = narInfoFingerprint(info, cache.storeDir);
+      if (entry.signatures.some((signature) => keys.some((key) => key.verify(fingerprint, signature)))) {
+        accepted.add(info.storePath.baseName);
+      }
+    } catch (error) {
+      if (!(error instanceof NicheError)) throw error;
+      // A malformed entry vouches for nothing.
+    }
+  }
+  return accepted;
 }
 
 function conflict(cache: CacheRecord, existing: PathRecord): ConflictError {

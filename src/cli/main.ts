@@ -3,8 +3,12 @@
 import { Command, CommanderError } from 'commander';
 import { registerCache } from './commands/cache.js';
 import { registerKey } from './commands/key.js';
+import { registerLogin } from './commands/login.js';
+import { registerPush } from './commands/push.js';
 import { registerServe } from './commands/serve.js';
 import { registerToken } from './commands/token.js';
+import { registerUse } from './commands/use.js';
+import { registerWatchStore } from './commands/watch-store.js';
 import { describeError, exitCodeOf, EXIT_USAGE } from './exit-codes.js';
 import { print, type CliIo } from './io.js';
 
@@ -33,6 +37,10 @@ export async function main(argv: readonly string[], io: CliIo = process): Promis
   registerToken(program, io, run);
   registerCache(program, io, run);
   registerKey(program, io, run);
+  registerLogin(program, io, run);
+  registerUse(program, io, run);
+  registerPush(program, io, run);
+  registerWatchStore(program, io, run);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { UPLOAD_CONTENT_TYPE, type CacheInfo, type PathUpload } from '../../src/api/v1.js';
 import { narInfoFingerprint, parseNarInfo } from '../../src/nix/narinfo.js';
-import { PublicKey } from '../../src/nix/signing.js';
+import { Hash } from '../../src/nix/hash.js';
+import { PublicKey, SecretKey } from '../../src/nix/signing.js';
+import { StorePath } from '../../src/nix/store-path.js';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
 import { compress, fakeBaseName, narOfContents, sha256Nix32 } from '../helpers/nar-fixtures.js';
 
@@ -318,5 +320,71 @@ describe('deleting caches', () => {
     assert.equal((await api('POST', '/caches', { name: 'doomed' })).status, 201);
     const fresh = await fetch(`${t.url}/doomed/${path.base.slice(0, 32)}.narinfo`);
     assert.equal(fresh.status, 404);
+  });
+});
+
+describe('references served upstream', () => {
+  it('are accepted on a valid upstream signature, and only then', async () => {
+    const upstreamKey = SecretKey.generate('upstream.example-1');
+    assert.equal(
+      (await api('POST', '/caches', { name: 'downstream', upstreamKeys: [upstreamKey.publicKey.toString()] }))
+        .status,
+      201,
+    );
+    const nar = await narOfContents('served upstream\n');
+    const base = fakeBaseName('upstream-dep');
+    const fields = {
+      storePath: StorePath.parse(`/nix/store/${base}`),
+      narHash: Hash.parsePrefixed(`sha256:${sha256Nix32(nar)}`),
+      narSize: nar.length,
+      references: [],
+    };
+    const entry = {
+      storePath: `/nix/store/${base}`,
+      narHash: fields.narHash.toString(),
+      narSize: nar.length,
+      references: [],
+      signatures: [upstreamKey.sign(narInfoFingerprint(fields))],
+    };
+    const forged = {
+      ...entry,
+      signatures: [SecretKey.generate('upstream.example-1').sign(narInfoFingerprint(fields))],
+    };
+    const withUpstream = async (label: string, upstreamReferences: unknown[]): Promise<Response> => {
+      const prepared = await prepare(label, [base]);
+      const meta = { ...prepared.meta, upstreamReferences };
+      const file = prepared.body.subarray(prepared.body.indexOf(0x0a) + 1);
+      return upload(
+        'downstream',
+        prepared,
+        root,
+        Buffer.concat([Buffer.from(`${JSON.stringify(meta)}\n`), file]),
+      );
+    };
+    let response = await withUpstream('upstream-forged', [forged]);
+    assert.equal(response.status, 400);
+    assert.match(await response.text(), /REFERENCE_MISSING/);
+    response = await withUpstream('upstream-none', []);
+    assert.equal(response.status, 400);
+    response = await withUpstream('upstream-valid', [entry]);
+    assert.equal(response.status, 201, await response.text());
+    // The dependency itself is not in the cache: clients fetch it from the upstream.
+    const missing = (await (await api('POST', '/caches/downstream/missing', { paths: [base] })).json()) as {
+      missing: string[];
+    };
+    assert.deepEqual(missing.missing, [base]);
+    // A cache that does not list the key accepts nothing on its signature.
+    const elsewhere = await prepare('upstream-elsewhere', [base]);
+    const meta = { ...elsewhere.meta, upstreamReferences: [entry] };
+    response = await upload(
+      'team',
+      elsewhere,
+      root,
+      Buffer.concat([
+        Buffer.from(`${JSON.stringify(meta)}\n`),
+        elsewhere.body.subarray(elsewhere.body.indexOf(0x0a) + 1),
+      ]),
+    );
+    assert.equal(response.status, 400);
   });
 });

@@ -1,6 +1,5 @@
 // `niche serve`: runs the HTTP cache server until SIGINT/SIGTERM, then finishes in-flight requests.
 import type { Command } from 'commander';
-import { startServer } from '../../app/server.js';
 import { loadServeConfig } from '../../config.js';
 import { print, type CliIo } from '../io.js';
 
@@ -87,6 +86,8 @@ export function registerServe(
           },
           io.env,
         );
+        // Loaded here so that client commands do not pay for the whole server at start-up.
+        const { startServer } = await import('../../app/server.js');
         const server = await startServer(config);
         const boot = server.bootstrapped;
         if (boot !== undefined) {

@@ -1,0 +1,101 @@
+// `niche use <alias>/<cache>|<url>`: configures Nix to substitute from a cache (extra-substituters and
+// extra-trusted-public-keys in nix.conf, plus netrc credentials for a private cache), or prints the NixOS
+// module that does the same (`--nixos`). Running it twice changes nothing. Says so when the daemon will
+// ignore the setting because the user is not trusted.
+import type { Command } from 'commander';
+import { errorText } from '../../client/progress.js';
+import { nixRunner } from '../../client/nix-command.js';
+import { currentUser, judgeTrust, readNixTrustSettings, usesLocalStore } from '../../client/nix-trust.js';
+import { connect, fetchCacheInfo, openSession } from '../../client/session.js';
+import { configureNix, netrcHost, nixosSnippet } from '../../client/use-cache.js';
+import { NixCommandError } from '../../client/errors.js';
+import { print, type CliIo } from '../io.js';
+
+interface UseOptions {
+  readonly system?: boolean;
+  readonly nixConf?: string;
+  readonly netrc?: string;
+  readonly nixos?: boolean;
+}
+
+export function registerUse(
+  program: Command,
+  io: CliIo,
+  run: (action: () => Promise<number>) => Promise<void>,
+): void {
+  program
+    .command('use')
+    .description('configure Nix to substitute from a cache (nix.conf, and netrc for a private cache)')
+    .argument('<cache>', '<alias>/<cache> (see niche login) or http(s)://host[:port]/<cache>')
+    .option('--system', 'edit /etc/nix/nix.conf and /etc/nix/netrc (as root) instead of your own')
+    .option('--nix-conf <file>', 'the nix.conf to edit')
+    .option('--netrc <file>', 'the netrc to write credentials to, unless nix.conf names one (netrc-file)')
+    .option('--nixos', 'print a NixOS module instead of editing files')
+    .action((spec: string, options: UseOptions) =>
+      run(async () => {
+        const session = await openSession(io.env);
+        const { target, client } = connect(session, spec);
+        const info = await fetchCacheInfo(client, target.cache);
+        const system = options.system === true;
+        if (options.nixos === true) {
+          print(io.stdout, nixosSnippet(info, options.netrc ?? session.paths.systemNetrc));
+          return 0;
+        }
+        const nixConf = options.nixConf ?? (system ? session.paths.systemNixConf : session.paths.userNixConf);
+        const defaultNetrc = options.netrc ?? (system ? session.paths.systemNetrc : session.paths.userNetrc);
+        const result = await configureNix(info, target.token, { nixConf, defaultNetrc });
+
+        const lines: string[] = [];
+        lines.push(
+          result.nixConf.changed
+            ? `${nixConf}: added ${info.url} to extra-substituters and its keys to extra-trusted-public-keys`
+            : `${nixConf}: already uses ${info.url}`,
+        );
+        if (result.netrc !== undefined) {
+          const host = netrcHost(info.url);
+          lines.push(
+            result.netrc.action === 'unchanged'
+              ? `${result.netrc.file}: already has the credentials for ${host}`
+              : `${result.netrc.file}: ${result.netrc.action} the credentials for ${host} (mode 0600)`,
+          );
+        }
+        print(io.stdout, lines.join('\n'));
+        if (result.netrc?.action === 'replaced') {
+          print(
+            io.stderr,
+            `note: netrc entries are per host (not per port), so ${netrcHost(info.url)} now uses this token for every server on it`,
+          );
+        }
+        if (system) {
+          print(
+            io.stderr,
+            'note: restart the nix-daemon (e.g. systemctl restart nix-daemon) so it reads the change',
+          );
+          return 0;
+        }
+        await explainTrust(io, info.url);
+        return 0;
+      }),
+    );
+}
+
+/** Tells the user if the daemon will ignore their substituter; never fails the command. */
+async function explainTrust(io: CliIo, url: string): Promise<void> {
+  try {
+    const settings = await readNixTrustSettings(nixRunner({ env: io.env }));
+    const verdict = judgeTrust(settings, await currentUser(), url, await usesLocalStore(settings));
+    if (verdict.kind === 'untrusted') print(io.stderr, `warning: ${verdict.why}`);
+  } catch (error) {
+    if (error instanceof NixCommandError && error.code === 'NIX_UNAVAILABLE') {
+      print(
+        io.stderr,
+        'note: nix is not installed (or not on PATH), so whether it will use the cache was not checked',
+      );
+    } else {
+      print(
+        io.stderr,
+        `note: could not check whether nix trusts you to add substituters: ${errorText(error)}`,
+      );
+    }
+  }
+}

@@ -1,0 +1,357 @@
+// The client side of the JSON API (src/api/v1.ts): every request the client commands make goes through
+// here, so the token, timeouts, response validation and the mapping of error answers to NicheErrors are
+// decided once. Error bodies (`apiErrorSchema`) keep the server's code and message: 401 becomes an
+// UnauthenticatedError, 403 a ForbiddenError, 404 a NotFoundError, and so on; 5xx, 429 and network
+// trouble become retryable errors (src/client/errors.ts). The token never appears in a message.
+import type { z } from 'zod';
+import { API_PREFIX, apiErrorSchema } from '../api/v1.js';
+import {
+  ConflictError,
+  type ErrorCode,
+  ForbiddenError,
+  InvalidInputError,
+  NotFoundError,
+  TooLargeError,
+  UnauthenticatedError,
+  UnsupportedError,
+} from '../errors.js';
+import { NetworkError, RemoteError, ResponseInvalidError } from './errors.js';
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** An upload that makes no progress (no body bytes taken, no answer) for this long is abandoned. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+/** JSON answers larger than this are refused (a 10 000-path "missing" answer is about 1 MiB). */
+const MAX_JSON_BYTES = 32 << 20;
+/** Only this much of an error body is read. */
+const MAX_ERROR_BYTES = 64 << 10;
+
+export type FetchFunction = typeof fetch;
+
+export interface HttpClientOptions {
+  /** The server's base URL, e.g. `http://127.0.0.1:5000` (a path prefix is allowed, no trailing slash). */
+  readonly serverUrl: string;
+  readonly token?: string | undefined;
+  /** Time limit for JSON requests. */
+  readonly timeoutMs?: number;
+  readonly userAgent?: string;
+  /** Replaces global fetch (tests). */
+  readonly fetch?: FetchFunction;
+}
+
+export interface RequestOptions {
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface StreamRequestOptions extends RequestOptions {
+  /** Abandon the request after this long without progress. */
+  readonly idleTimeoutMs?: number;
+}
+
+// Codes the server may send that this client knows; anything else keeps a generic code and is named in
+// the message.
+const KNOWN_CODES: ReadonlySet<string> = new Set<ErrorCode>([
+  'NIX32_INVALID',
+  'HASH_INVALID',
+  'STORE_PATH_INVALID',
+  'NAR_INVALID',
+  'NARINFO_INVALID',
+  'CACHE_INFO_INVALID',
+  'KEY_INVALID',
+  'SIGNATURE_INVALID',
+  'FILE_HASH_MISMATCH',
+  'FILE_SIZE_MISMATCH',
+  'NAR_HASH_MISMATCH',
+  'NAR_SIZE_MISMATCH',
+  'COMPRESSION_INVALID',
+  'COMPRESSION_MISMATCH',
+  'NAR_NOT_UPLOADED',
+  'REFERENCE_MISSING',
+  'STORE_PATH_MISMATCH',
+  'PATH_CONFLICT',
+  'UPLOAD_INCOMPLETE',
+  'BODY_TOO_LARGE',
+  'BAD_REQUEST',
+  'NOT_SUPPORTED',
+  'NOT_FOUND',
+  'CACHE_NOT_FOUND',
+  'CACHE_NAME_INVALID',
+  'CACHE_EXISTS',
+  'TOKEN_MISSING',
+  'TOKEN_INVALID',
+  'PERMISSION_DENIED',
+  'STORAGE_FAILURE',
+  'DATABASE_FAILURE',
+  'SHUTTING_DOWN',
+  'INTERNAL',
+]);
+
+function knownCode(code: string | undefined): ErrorCode | undefined {
+  return code !== undefined && KNOWN_CODES.has(code) ? (code as ErrorCode) : undefined;
+}
+
+/** Statuses that are not worth retrying even though they are 5xx (as Nix treats them, PROTOCOL.md §6.3). */
+const FINAL_5XX = new Set([501, 505, 511]);
+
+/** Turns a failed answer into the matching NicheError. Exported for tests. */
+export function errorFromResponse(status: number, body: string, where: string): Error {
+  let serverCode: string | undefined;
+  let serverMessage: string | undefined;
+  try {
+    const parsed = apiErrorSchema.safeParse(JSON.parse(body));
+    if (parsed.success) {
+      serverCode = parsed.data.error.code;
+      serverMessage = parsed.data.error.message;
+    }
+  } catch {
+    // Not JSON: the plain-text form the cache routes use, `error CODE: message`.
+    const match = /^error ([A-Z0-9_]+): (.*)$/s.exec(body.trim());
+    if (match !== null) {
+      serverCode = match[1];
+      serverMessage = match[2];
+    }
+  }
+  const code = knownCode(serverCode);
+  const unknownCode = serverCode !== undefined && code === undefined ? ` [${serverCode}]` : '';
+  const text = (serverMessage ?? (body.trim().slice(0, 200) || 'no details')).trim();
+  const message = `${text}${unknownCode} (HTTP ${status} from ${where})`;
+  switch (status) {
+    case 400:
+    case 422:
+      return new InvalidInputError(code ?? 'BAD_REQUEST', message);
+    case 401:
+      return new UnauthenticatedError(code === 'TOKEN_MISSING' ? 'TOKEN_MISSING' : 'TOKEN_INVALID', message);
+    case 403:
+      return new ForbiddenError(message);
+    case 404:
+      return new NotFoundError(
+        code === 'CACHE_NOT_FOUND' || code === 'NAR_NOT_UPLOADED' ? code : 'NOT_FOUND',
+        message,
+      );
+    case 409:
+      return code === 'PATH_CONFLICT' || code === 'CACHE_EXISTS'
+        ? new ConflictError(code, message)
+        : new RemoteError('conflict', code ?? 'SERVER_ERROR', message, status, false);
+    case 413:
+      return new TooLargeError(message);
+    case 415:
+    case 501:
+      return code === undefined || code === 'NOT_SUPPORTED'
+        ? new UnsupportedError(message)
+        : new RemoteError('unsupported', code, message, status, false);
+    case 408:
+    case 429:
+      return new RemoteError('unavailable', code ?? 'SERVER_ERROR', message, status, true);
+    default:
+      if (status >= 500) {
+        return new RemoteError(
+          status === 503 ? 'unavailable' : 'internal',
+          code ?? 'SERVER_ERROR',
+          message,
+          status,
+          !FINAL_5XX.has(status),
+        );
+      }
+      return new RemoteError(
+        status >= 400 ? 'invalid' : 'internal',
+        code ?? 'SERVER_ERROR',
+        `unexpected answer: ${message}`,
+        status,
+        false,
+      );
+  }
+}
+
+/** Reads at most `limit` bytes of a body; `undefined` if it is longer (the rest is discarded). */
+async function readLimited(response: Response, limit: number): Promise<string | undefined> {
+  if (response.body === null) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        await reader.cancel();
+        return undefined;
+      }
+      chunks.push(value);
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export class ApiClient {
+  readonly serverUrl: string;
+  readonly hasToken: boolean;
+  private readonly token: string | undefined;
+  private readonly timeoutMs: number;
+  private readonly userAgent: string;
+  private readonly fetchFn: FetchFunction;
+
+  constructor(options: HttpClientOptions) {
+    this.serverUrl = options.serverUrl.replace(/\/+$/, '');
+    this.token = options.token === '' ? undefined : options.token;
+    this.hasToken = this.token !== undefined;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.userAgent = options.userAgent ?? 'niche-client';
+    this.fetchFn = options.fetch ?? fetch;
+  }
+
+  /** `<server>/api/v1<path>`; `path` starts with `/` and has its segments encoded by the caller. */
+  apiUrl(path: string): string {
+    return `${this.serverUrl}${API_PREFIX}${path}`;
+  }
+
+  async get<T>(path: string, schema: z.ZodType<T>, options: RequestOptions = {}): Promise<T> {
+    return this.json('GET', path, undefined, schema, options);
+  }
+
+  async post<T>(path: string, body: unknown, schema: z.ZodType<T>, options: RequestOptions = {}): Promise<T> {
+    return this.json('POST', path, body, schema, options);
+  }
+
+  /**
+   * PUTs a streamed body (pulled as the connection takes it, so memory stays bounded) and validates the
+   * JSON answer. Errors thrown by `body` itself are rethrown as they are (they are local, not the
+   * network's); a request without progress for `idleTimeoutMs` fails with a retryable NetworkError.
+   */
+  async putStream<T>(
+    path: string,
+    body: AsyncIterable<Uint8Array>,
+    contentType: string,
+    schema: z.ZodType<T>,
+    options: StreamRequestOptions = {},
+  ): Promise<T> {
+    const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const idle = new AbortController();
+    let lastProgress = Date.now();
+    let sourceError: { error: unknown } | undefined;
+    const watchdog = setInterval(
+      () => {
+        if (Date.now() - lastProgress > idleTimeoutMs) {
+          idle.abort(new NetworkError(`no progress for ${Math.round(idleTimeoutMs / 1000)} s`));
+        }
+      },
+      Math.min(1000, idleTimeoutMs),
+    );
+    async function* tracked(): AsyncGenerator<Uint8Array> {
+      try {
+        for await (const chunk of body) {
+          lastProgress = Date.now();
+          yield chunk;
+        }
+      } catch (error) {
+        sourceError = { error };
+        throw error;
+      }
+      lastProgress = Date.now();
+    }
+    const signals = [idle.signal, ...(options.signal === undefined ? [] : [options.signal])];
+    try {
+      const response = await this.send(
+        'PUT',
+        path,
+        { body: tracked(), contentType, duplex: true },
+        AbortSignal.any(signals),
+        options.signal,
+      ).catch((error: unknown) => {
+        if (sourceError !== undefined) throw sourceError.error;
+        if (idle.signal.aborted) throw idle.signal.reason as Error;
+        throw error;
+      });
+      lastProgress = Date.now();
+      return await this.answer(response, path, schema);
+    } finally {
+      clearInterval(watchdog);
+    }
+  }
+
+  private async json<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    schema: z.ZodType<T>,
+    options: RequestOptions,
+  ): Promise<T> {
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = options.signal === undefined ? timeout : AbortSignal.any([timeout, options.signal]);
+    const response = await this.send(
+      method,
+      path,
+      body === undefined
+        ? undefined
+        : { body: JSON.stringify(body), contentType: 'application/json', duplex: false },
+      signal,
+      options.signal,
+    );
+    return this.answer(response, path, schema);
+  }
+
+  private async send(
+    method: string,
+    path: string,
+    payload: { body: string | AsyncIterable<Uint8Array>; contentType: string; duplex: boolean } | undefined,
+    signal: AbortSignal,
+    callerSignal: AbortSignal | undefined,
+  ): Promise<Response> {
+    const url = this.apiUrl(path);
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': this.userAgent };
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    if (payload !== undefined) headers['content-type'] = payload.contentType;
+    try {
+      return await this.fetchFn(url, {
+        method,
+        headers,
+        signal,
+        redirect: payload?.duplex === true ? 'manual' : 'follow',
+        ...(payload === undefined ? {} : { body: payload.body }),
+        ...(payload?.duplex === true ? { duplex: 'half' as const } : {}),
+      });
+    } catch (error) {
+      if (callerSignal?.aborted === true) throw callerSignal.reason;
+      const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+      const why =
+        error instanceof Error && error.name === 'TimeoutError'
+          ? `no answer within ${Math.round(this.timeoutMs / 1000)} s`
+          : cause instanceof Error
+            ? cause.message
+            : String(cause);
+      throw new NetworkError(`${method} ${url} failed: ${why}`, { cause: error });
+    }
+  }
+
+  private async answer<T>(response: Response, path: string, schema: z.ZodType<T>): Promise<T> {
+    const where = new URL(this.apiUrl(path)).host;
+    if (!response.ok) {
+      const text = (await readLimited(response, MAX_ERROR_BYTES).catch(() => '')) ?? '';
+      throw errorFromResponse(response.status, text, where);
+    }
+    const text = await readLimited(response, MAX_JSON_BYTES).catch((error: unknown) => {
+      throw new NetworkError(`reading the answer from ${where} failed`, { cause: error });
+    });
+    if (text === undefined) throw new ResponseInvalidError(`the answer from ${where} is too large`);
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      throw new ResponseInvalidError(
+        `${where} did not answer with JSON; is ${this.serverUrl} a niche server?`,
+        { cause: error },
+      );
+    }
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) {
+      throw new ResponseInvalidError(
+        `unexpected answer from ${where} to ${path}: ${parsed.error.issues
+          .slice(0, 3)
+          .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
+          .join('; ')}`,
+      );
+    }
+    return parsed.data;
+  }
+}

@@ -1,0 +1,89 @@
+// `niche use`: turns a cache's public description (GET /api/v1/caches/<cache>) into Nix configuration.
+// Either edits nix.conf (substituter and keys) and, for a private cache, a netrc with the token, or
+// renders the equivalent NixOS module. File edits are idempotent (src/client/nix-conf.ts): the netrc is
+// written before nix.conf, so nix.conf never names credentials that are not there yet.
+import type { CacheInfo } from '../api/v1.js';
+import { UnauthenticatedError } from '../errors.js';
+import { readTextIfExists, writeFileAtomic } from './atomic-file.js';
+import { addSubstituter, addTrustedPublicKeys, getSetting, setIfAbsent, setNetrcEntry } from './nix-conf.js';
+
+export const NETRC_LOGIN = 'niche';
+export const NETRC_MODE = 0o600;
+
+export interface UseFiles {
+  readonly nixConf: string;
+  /** Used for private caches unless nix.conf already names a `netrc-file`. */
+  readonly defaultNetrc: string;
+}
+
+export interface FileChange {
+  readonly file: string;
+  readonly changed: boolean;
+}
+
+export interface UseResult {
+  readonly nixConf: FileChange;
+  /** Only for private caches. */
+  readonly netrc: (FileChange & { readonly action: 'added' | 'replaced' | 'unchanged' }) | undefined;
+}
+
+/** The host a netrc entry must name for `url` (curl matches the host without the port). */
+export function netrcHost(url: string): string {
+  return new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');
+}
+
+export async function configureNix(
+  info: CacheInfo,
+  token: string | undefined,
+  files: UseFiles,
+): Promise<UseResult> {
+  const before = (await readTextIfExists(files.nixConf)) ?? '';
+  let text = addTrustedPublicKeys(addSubstituter(before, info.url), info.publicKeys);
+  let netrc: UseResult['netrc'];
+  if (!info.public) {
+    if (token === undefined) {
+      throw new UnauthenticatedError(
+        'TOKEN_MISSING',
+        `cache ${info.name} is private: log in with a token that may pull from it first (or set NICHE_TOKEN)`,
+      );
+    }
+    // Nix uses the last netrc-file setting; an existing one is respected and receives the entry.
+    const netrcFile = getSetting(text, 'netrc-file') ?? files.defaultNetrc;
+    text = setIfAbsent(text, 'netrc-file', netrcFile);
+    const netrcBefore = (await readTextIfExists(netrcFile)) ?? '';
+    const edit = setNetrcEntry(netrcBefore, netrcHost(info.url), NETRC_LOGIN, token);
+    if (edit.text !== netrcBefore) {
+      await writeFileAtomic(netrcFile, edit.text, { mode: NETRC_MODE, dirMode: 0o755 });
+    }
+    netrc = { file: netrcFile, changed: edit.text !== netrcBefore, action: edit.action };
+  }
+  if (text !== before) await writeFileAtomic(files.nixConf, text);
+  return { nixConf: { file: files.nixConf, changed: text !== before }, netrc };
+}
+
+const nixString = (text: string): string => JSON.stringify(text).replace(/\$\{/g, '\\${');
+
+/** A NixOS module that configures the cache system-wide (printed by `niche use --nixos`). */
+export function nixosSnippet(info: CacheInfo, netrcFile: string): string {
+  const keys = info.publicKeys.map((key) => `      ${nixString(key)}\n`).join('');
+  const lines = [
+    `# niche cache ${info.name}: add to configuration.nix (or import it), then nixos-rebuild switch`,
+    '{',
+    '  nix.settings = {',
+    `    substituters = [ ${nixString(info.url)} ];`,
+    '    trusted-public-keys = [',
+    keys.trimEnd(),
+    '    ];',
+  ];
+  if (!info.public) {
+    lines.push(
+      '    # The cache is private: the daemon reads its token from this netrc file. Keep the file out of',
+      '    # the Nix store (it is world-readable): create it by hand with mode 0600, or with a secrets',
+      '    # manager such as agenix or sops-nix, containing one line:',
+      `    #   machine ${netrcHost(info.url)} login ${NETRC_LOGIN} password <token>`,
+      `    netrc-file = ${nixString(netrcFile)};`,
+    );
+  }
+  lines.push('  };', '}');
+  return `${lines.join('\n')}\n`;
+}
