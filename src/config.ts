@@ -286,7 +286,7 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
     }
     fileLayer = parseConfigFile(text, file);
   }
-  const merged = merge(DEFAULTS as Record<string, unknown>, fileLayer, envLayer(env), flagLayer(flags));
+  const merged = merge(DEFAULTS, fileLayer, envLayer(env), flagLayer(flags));
   const parsed = rawSchema.safeParse(merged);
   const problems: string[] = parsed.success
     ? []

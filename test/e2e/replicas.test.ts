@@ -20,7 +20,7 @@ const postgres = await postgresTestOptions();
 const nix = nixTestOptions();
 const skip = postgres.skip ?? nix.skip;
 
-let dir: string;
+let dir: string | undefined;
 let s3: S3rver | undefined;
 let database: { url: string; drop(): Promise<void> } | undefined;
 let configFile: string;

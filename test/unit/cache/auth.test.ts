@@ -7,7 +7,15 @@ import type { CacheRecord, Permission, TokenRecord } from '../../../src/db/metad
 import { NicheError } from '../../../src/errors.js';
 
 function cache(name: string, isPublic: boolean): CacheRecord {
-  return { id: 1, name, isPublic, priority: 40, storeDir: '/nix/store', upstreamKeys: [], createdAt: new Date(0) };
+  return {
+    id: 1,
+    name,
+    isPublic,
+    priority: 40,
+    storeDir: '/nix/store',
+    upstreamKeys: [],
+    createdAt: new Date(0),
+  };
 }
 
 function token(scopes: TokenRecord['scopes']): Principal {
