@@ -2,6 +2,7 @@
 // Commands write only to the injected streams and return an exit code; nothing here calls process.exit.
 import { Command, CommanderError } from 'commander';
 import { registerCache } from './commands/cache.js';
+import { registerImport } from './commands/import.js';
 import { registerKey } from './commands/key.js';
 import { registerLogin } from './commands/login.js';
 import { registerPush } from './commands/push.js';
@@ -36,6 +37,7 @@ export async function main(argv: readonly string[], io: CliIo = process): Promis
   registerServe(program, io, run);
   registerToken(program, io, run);
   registerCache(program, io, run);
+  registerImport(program, io, run);
   registerKey(program, io, run);
   registerLogin(program, io, run);
   registerUse(program, io, run);

@@ -55,7 +55,19 @@ export async function startS3rver(): Promise<S3rver> {
   try {
     child = spawn(
       process.execPath,
-      [require.resolve('s3rver/bin/s3rver.js'), '-d', directory, '-a', '127.0.0.1', '-p', '0', '--silent'],
+      // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 only has in its
+      // legacy provider: without it every truncated listing is a 500.
+      [
+        '--openssl-legacy-provider',
+        require.resolve('s3rver/bin/s3rver.js'),
+        '-d',
+        directory,
+        '-a',
+        '127.0.0.1',
+        '-p',
+        '0',
+        '--silent',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const port = await listeningPort(child);
