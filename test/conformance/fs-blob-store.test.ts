@@ -70,13 +70,44 @@ void describe('FsBlobStore', () => {
       await writeFile(join(root, '.tmp', 'nested', 'another'), randomBytes(100));
       await mkdir(join(root, 'nar'));
       await writeFile(join(root, 'nar', 'kept'), 'blob');
+      // A directory of a process that is gone, and one of a live process (this one's parent).
+      await mkdir(join(root, '.tmp', '999999999-abc'));
+      await writeFile(join(root, '.tmp', '999999999-abc', 'partial'), randomBytes(100));
+      await mkdir(join(root, '.tmp', `${process.ppid}-def`));
+      await writeFile(join(root, '.tmp', `${process.ppid}-def`, 'in-flight'), randomBytes(100));
       const store = await FsBlobStore.open(root);
       try {
-        assert.deepEqual(await readdir(join(root, '.tmp')), []);
+        const left = (await readdir(join(root, '.tmp'), { recursive: true })).sort();
+        assert.deepEqual(
+          left.filter((name) => !name.startsWith(`${process.pid}-`)),
+          [`${process.ppid}-def`, `${process.ppid}-def/in-flight`],
+        );
         assert.deepEqual(await store.head('nar/kept'), { size: 4 });
       } finally {
         await store.close();
       }
+      // Closing removes the store's own staging directory.
+      assert.deepEqual(await readdir(join(root, '.tmp')), [`${process.ppid}-def`]);
+    } finally {
+      await dir.cleanup();
+    }
+  });
+
+  void it("lets two stores share a root without touching each other's temp files", async () => {
+    const dir = await makeTempDir('fs-blob');
+    try {
+      const root = join(dir.path, 'blobs');
+      const first = await FsBlobStore.open(root);
+      const source = new PassThrough();
+      const put = first.put(narKey(), source);
+      source.write(randomBytes(1000));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const second = await FsBlobStore.open(root);
+      source.end(randomBytes(1000));
+      const result = await put;
+      assert.equal(result.size, 2000);
+      await second.close();
+      await first.close();
     } finally {
       await dir.cleanup();
     }
@@ -148,7 +179,12 @@ void describe('FsBlobStore', () => {
         failures.map(() => 'rejected'),
       );
       await store.put(narKey(), chunked(data));
-      assert.deepEqual(await readdir(join(root, '.tmp')), []);
+      const staged = await readdir(join(root, '.tmp'), { recursive: true });
+      assert.deepEqual(
+        staged.filter((name) => name.includes('/')),
+        [],
+        'no temp files',
+      );
       const listed: string[] = [];
       for await (const key of store.list('')) listed.push(key);
       assert.equal(listed.length, 1);

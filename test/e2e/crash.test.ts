@@ -39,6 +39,15 @@ function tmpDir(): string {
   return join(dataDir, 'blobs', FS_BLOB_TMP_DIR);
 }
 
+/** Every file under the temp directory (relative paths; each process stages in its own subdirectory). */
+async function tempFiles(): Promise<string[]> {
+  const files: string[] = [];
+  for (const name of await readdir(tmpDir(), { recursive: true })) {
+    if ((await stat(join(tmpDir(), name)).catch(() => undefined))?.isFile() === true) files.push(name);
+  }
+  return files;
+}
+
 /** Files anywhere under the blob store except its temp directory (paths relative to it). */
 async function storedBlobs(): Promise<string[]> {
   const root = join(dataDir, 'blobs');
@@ -112,7 +121,7 @@ async function assertClean(nar: LargeNar): Promise<void> {
   assert.equal(await status(narInfoUrl(nar), 'HEAD'), 404);
   assert.equal(await status(narUrl(nar), 'HEAD'), 404);
   assert.equal(await status(narUrl(nar)), 404);
-  assert.deepEqual(await readdir(tmpDir()), [], 'no temp files are left after a restart');
+  assert.deepEqual(await tempFiles(), [], 'no temp files are left after a restart');
 }
 
 before(async () => {
@@ -142,7 +151,7 @@ describe('kill -9', () => {
     // The server is writing the upload to a temp file when it dies.
     const partial = await waitFor(
       async () => {
-        for (const name of await readdir(tmpDir())) {
+        for (const name of await tempFiles()) {
           const info = await stat(join(tmpDir(), name)).catch(() => undefined);
           if (info !== undefined && info.size >= 16 * MIB) return name;
         }
@@ -153,7 +162,7 @@ describe('kill -9', () => {
     await killHard();
     await assert.rejects(put.response, 'the client sees the connection fail');
     assert.ok(put.sent() < nar.size);
-    assert.ok((await readdir(tmpDir())).includes(partial), 'the killed server left its temp file');
+    assert.ok((await tempFiles()).includes(partial), 'the killed server left its temp file');
     assert.deepEqual(await storedBlobs(), []);
 
     await restart();
@@ -174,7 +183,7 @@ describe('kill -9', () => {
     await restart();
     assert.ok(server);
     assert.equal(await status(narInfoUrl(nar)), 404);
-    assert.deepEqual(await readdir(tmpDir()), []);
+    assert.deepEqual(await tempFiles(), []);
     // The NAR upload was acknowledged, so it may have been kept; Nix re-uploads only if HEAD says 404.
     const head = await status(narUrl(nar), 'HEAD');
     assert.ok(head === 200 || head === 404, `HEAD nar: ${head}`);

@@ -36,7 +36,7 @@ async function snapshot(): Promise<string> {
   assert.ok(cache);
   const blobs: string[] = [];
   for await (const key of t.server.stores.blobs.list('')) blobs.push(key);
-  const tmp = await readdir(join(t.dataDir, 'blobs', FS_BLOB_TMP_DIR));
+  const tmp = await readdir(join(t.dataDir, 'blobs', FS_BLOB_TMP_DIR), { recursive: true });
   const paths = await db.listPaths(cache.id, { limit: 100_000 });
   return JSON.stringify({ blobs: blobs.sort(), tmp, paths });
 }

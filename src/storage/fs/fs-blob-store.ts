@@ -1,8 +1,9 @@
 // The BlobStore for a local directory: one file per blob at `<root>/<key>`. Writes go to a temp file on the
 // same filesystem, are hashed and counted as they stream, checked, fsynced and renamed into place, so a
-// reader (or a crash) sees either the whole blob or nothing. Temp files live in `<root>/.tmp/`, a name no
-// valid key can take (keys start with [a-z0-9]), and are wiped at open since only a crash leaves them.
-// One process per root: a second FsBlobStore opened on the same root would wipe the first one's temp files.
+// reader (or a crash) sees either the whole blob or nothing. Temp files live in `<root>/.tmp/<pid>-<id>/`
+// (no valid key can start with `.`): one directory per open store, so several processes may share a root
+// (`niche serve` and `niche import`, say). At open, directories of processes that are gone (and stray
+// files) are removed, since only a crash leaves them.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, opendir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
@@ -35,9 +36,9 @@ export class FsBlobStore implements BlobStore {
   readonly #puts = new Set<Promise<unknown>>();
   #closed = false;
 
-  private constructor(root: string) {
+  private constructor(root: string, tmpDir: string) {
     this.root = root;
-    this.#tmpDir = join(root, FS_BLOB_TMP_DIR);
+    this.#tmpDir = tmpDir;
     this.#durableDirs.add(root);
   }
 
@@ -47,11 +48,13 @@ export class FsBlobStore implements BlobStore {
    */
   static async open(root: string): Promise<FsBlobStore> {
     const absolute = resolve(root);
-    const tmpDir = join(absolute, FS_BLOB_TMP_DIR);
+    const tmpRoot = join(absolute, FS_BLOB_TMP_DIR);
+    const tmpDir = join(tmpRoot, `${process.pid}-${randomBytes(6).toString('hex')}`);
     try {
-      await mkdir(absolute, { recursive: true });
-      await rm(tmpDir, { recursive: true, force: true });
+      await mkdir(tmpRoot, { recursive: true });
+      await removeStaleTemp(tmpRoot);
       await mkdir(tmpDir);
+      ownTempDirs.add(tmpDir);
       const probe = join(tmpDir, `probe-${randomBytes(8).toString('hex')}`);
       const handle = await open(probe, 'wx');
       try {
@@ -69,7 +72,7 @@ export class FsBlobStore implements BlobStore {
         { cause: error },
       );
     }
-    return new FsBlobStore(absolute);
+    return new FsBlobStore(absolute, tmpDir);
   }
 
   async put(key: string, source: Readable, options: PutOptions = {}): Promise<PutResult> {
@@ -256,6 +259,8 @@ export class FsBlobStore implements BlobStore {
   async close(): Promise<void> {
     this.#closed = true;
     await Promise.allSettled([...this.#puts]);
+    await rm(this.#tmpDir, { recursive: true, force: true });
+    ownTempDirs.delete(this.#tmpDir);
   }
 
   #assertOpen(): void {
@@ -347,6 +352,37 @@ function asBuffer(chunk: unknown): Buffer {
   if (Buffer.isBuffer(chunk)) return chunk;
   if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
+}
+
+/** Whether a process with this pid exists (EPERM: it exists but belongs to someone else). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Staging directories of the stores this process opened (never stale while the process lives). */
+const ownTempDirs = new Set<string>();
+
+/**
+ * Removes what crashed processes left in the temp root: stray files, and `<pid>-<id>` directories whose
+ * process is gone, or that carry our pid without being ours (an earlier incarnation, as after a container
+ * restart).
+ */
+async function removeStaleTemp(tmpRoot: string): Promise<void> {
+  const dir = await opendir(tmpRoot);
+  for await (const entry of dir) {
+    const path = join(tmpRoot, entry.name);
+    const pid = Number(/^(\d+)-[0-9a-f]+$/.exec(entry.name)?.[1] ?? Number.NaN);
+    const stale =
+      !entry.isDirectory() ||
+      Number.isNaN(pid) ||
+      (pid === process.pid ? !ownTempDirs.has(path) : !processAlive(pid));
+    if (stale) await rm(path, { recursive: true, force: true });
+  }
 }
 
 async function fsyncDir(path: string): Promise<void> {
