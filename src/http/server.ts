@@ -57,6 +57,15 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   let closing = false;
   app.addHook('preClose', (done) => {
     closing = true;
+    // Connections busy when closing began become idle later (their response already promised
+    // keep-alive); close them as they do, instead of waiting for the keep-alive timeout.
+    const sweep = setInterval(() => {
+      app.server.closeIdleConnections();
+    }, 100);
+    sweep.unref();
+    app.server.once('close', () => {
+      clearInterval(sweep);
+    });
     done();
   });
   app.addHook('onSend', (_request, reply, payload, done) => {
