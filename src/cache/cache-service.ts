@@ -123,12 +123,10 @@ export class CacheService {
   }
 
   /**
-   * Opens a NAR for download; undefined if the cache does not hold it. The blob is opened before anything
-   * is sent, so a missing blob is still a clean 404.
+   * Opens a NAR found by `findNar` for download; undefined if its blob is gone. The blob is opened before
+   * anything is sent, so a missing blob is still a clean 404.
    */
-  async openNar(cache: CacheRecord, fileName: string, range?: BlobRange): Promise<NarDownload | undefined> {
-    const nar = await this.findNar(cache, fileName);
-    if (nar === undefined) return undefined;
+  async openNar(cache: CacheRecord, nar: NarRecord, range?: BlobRange): Promise<NarDownload | undefined> {
     const opened = await this.blobs.get(nar.blobKey, range === undefined ? {} : { range });
     if (opened === undefined) {
       this.#logger.error(

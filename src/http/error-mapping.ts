@@ -45,7 +45,8 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
     status = statusOf(error);
     code = error.code;
     message = error.message;
-    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if (status >= 500)
+      request.log.error({ err: error, method: request.method, url: request.url }, 'request failed');
     else request.log.debug({ code, message }, 'request refused');
   } else if (clientError !== undefined) {
     status = clientError.statusCode ?? 400;
@@ -55,7 +56,7 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
     status = 500;
     code = 'INTERNAL';
     message = 'internal server error';
-    request.log.error({ err: error }, 'unexpected error');
+    request.log.error({ err: error, method: request.method, url: request.url }, 'unexpected error');
   }
 
   if (reply.sent || reply.raw.headersSent) {

@@ -31,6 +31,11 @@ export interface BlobReadResult {
   readonly size: number;
   /** The range being streamed, if one was asked for. */
   readonly range?: BlobRange;
+  /**
+   * The same bytes as `stream`, when the backend read them into memory anyway (small blobs): callers may
+   * send this instead of consuming the stream.
+   */
+  readonly data?: Buffer;
 }
 
 export interface BlobStat {

@@ -33,7 +33,7 @@ export function registerNarRoutes(app: FastifyInstance, context: HttpContext): v
         return reply.header('content-length', nar.fileSize).send();
       }
       const range = parseRange(request.headers.range, nar.fileSize);
-      const opened = await context.service.openNar(cache, request.params.file, range);
+      const opened = await context.service.openNar(cache, nar, range);
       if (opened === undefined) throw new NotFoundError('NOT_FOUND', `no such NAR in cache ${cache.name}`);
       if (opened.range !== undefined) {
         reply
@@ -42,6 +42,10 @@ export function registerNarRoutes(app: FastifyInstance, context: HttpContext): v
           .header('content-length', opened.range.end - opened.range.start + 1);
       } else {
         reply.header('content-length', opened.size);
+      }
+      if (opened.data !== undefined) {
+        opened.stream.destroy();
+        return reply.send(opened.data);
       }
       return reply.send(opened.stream);
     },

@@ -5,10 +5,10 @@
 // (`niche serve` and `niche import`, say). At open, directories of processes that are gone (and stray
 // files) are removed, since only a crash leaves them.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
 import { mkdir, open, opendir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
 import { BlobCheckError } from '../blob-check-error.js';
@@ -27,6 +27,8 @@ export const FS_BLOB_TMP_DIR = '.tmp';
 /** Bytes gathered before one writev; one batch may be on its way to disk while the next one fills. */
 const WRITE_BATCH_BYTES = 1 << 20;
 const READ_CHUNK_BYTES = 1 << 20;
+/** Blobs (or ranges) up to this size are read in one call instead of streamed. */
+const SMALL_READ_BYTES = 256 << 10;
 
 export class FsBlobStore implements BlobStore {
   readonly root: string;
@@ -163,6 +165,8 @@ export class FsBlobStore implements BlobStore {
   async get(key: string, options: { readonly range?: BlobRange } = {}): Promise<BlobReadResult | undefined> {
     this.#assertOpen();
     assertValidBlobKey(key);
+    const small = readSmall(this.#path(key), key, options.range);
+    if (small !== 'large') return small;
     let handle: FileHandle;
     try {
       handle = await open(this.#path(key), 'r');
@@ -177,12 +181,7 @@ export class FsBlobStore implements BlobStore {
         return undefined;
       }
       const { range } = options;
-      if (range !== undefined && !(range.start >= 0 && range.start <= range.end && range.end < info.size)) {
-        throw new RangeNotSatisfiableError(
-          info.size,
-          `range ${range.start}-${range.end} is outside blob ${key} of ${info.size} bytes`,
-        );
-      }
+      checkRange(key, range, info.size);
       // The stream owns the handle from here: it closes it at the end, on error, and when destroyed early.
       const stream = createReadStream(this.#path(key), {
         fd: handle,
@@ -352,6 +351,56 @@ function asBuffer(chunk: unknown): Buffer {
   if (Buffer.isBuffer(chunk)) return chunk;
   if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
+}
+
+function checkRange(key: string, range: BlobRange | undefined, size: number): void {
+  if (range !== undefined && !(range.start >= 0 && range.start <= range.end && range.end < size)) {
+    throw new RangeNotSatisfiableError(
+      size,
+      `range ${range.start}-${range.end} is outside blob ${key} of ${size} bytes`,
+    );
+  }
+}
+
+/**
+ * Small blobs (most NARs) are read whole, synchronously: four thread-pool round trips (open, fstat, read,
+ * close) cost far more than the read of a file that is almost always in the page cache. Like nginx's
+ * blocking reads, a cold small file briefly holds the event loop. Returns 'large' for blobs to stream.
+ */
+function readSmall(
+  path: string,
+  key: string,
+  range: BlobRange | undefined,
+): BlobReadResult | undefined | 'large' {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (error) {
+    if (isAbsent(error)) return undefined;
+    throw new StorageError(`cannot open blob ${key}: ${describe(error)}`, { cause: error });
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) return undefined;
+    const start = range?.start ?? 0;
+    const length = (range?.end ?? info.size - 1) - start + 1;
+    if (length > SMALL_READ_BYTES) return 'large';
+    checkRange(key, range, info.size);
+    const data = Buffer.allocUnsafe(Math.max(length, 0));
+    let done = 0;
+    while (done < length) {
+      const read = readSync(fd, data, done, length - done, start + done);
+      if (read === 0) throw new StorageError(`blob ${key} shrank while being read`);
+      done += read;
+    }
+    const stream = Readable.from([data], { objectMode: false });
+    return range === undefined ? { stream, size: info.size, data } : { stream, size: info.size, range, data };
+  } catch (error) {
+    if (isNicheError(error)) throw error;
+    throw new StorageError(`cannot read blob ${key}: ${describe(error)}`, { cause: error });
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Whether a process with this pid exists (EPERM: it exists but belongs to someone else). */
