@@ -5,7 +5,16 @@
 // (`niche serve` and `niche import`, say). At open, directories of processes that are gone (and stray
 // files) are removed, since only a crash leaves them.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  fstat as fsFstat,
+  fstatSync,
+  open as fsOpen,
+  openSync,
+  readSync,
+} from 'node:fs';
+import { promisify } from 'node:util';
 import { mkdir, open, opendir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -167,24 +176,26 @@ export class FsBlobStore implements BlobStore {
     assertValidBlobKey(key);
     const small = readSmall(this.#path(key), key, options.range);
     if (small !== 'large') return small;
-    let handle: FileHandle;
+    // A numeric descriptor, not a FileHandle: ReadStream reads a FileHandle through promises, which
+    // costs a good share of throughput on large NARs.
+    let fd: number;
     try {
-      handle = await open(this.#path(key), 'r');
+      fd = await openFd(this.#path(key));
     } catch (error) {
       if (isAbsent(error)) return undefined;
       throw new StorageError(`cannot open blob ${key}: ${describe(error)}`, { cause: error });
     }
     try {
-      const info = await handle.stat();
+      const info = await fstatFd(fd);
       if (!info.isFile()) {
-        await handle.close();
+        closeSync(fd);
         return undefined;
       }
       const { range } = options;
       checkRange(key, range, info.size);
-      // The stream owns the handle from here: it closes it at the end, on error, and when destroyed early.
+      // The stream owns the descriptor from here: it closes it at the end, on error, and when destroyed.
       const stream = createReadStream(this.#path(key), {
-        fd: handle,
+        fd,
         start: range?.start ?? 0,
         ...(range === undefined ? {} : { end: range.end }),
         highWaterMark: READ_CHUNK_BYTES,
@@ -192,7 +203,7 @@ export class FsBlobStore implements BlobStore {
       });
       return range === undefined ? { stream, size: info.size } : { stream, size: info.size, range };
     } catch (error) {
-      await handle.close().catch(ignore);
+      closeSync(fd);
       if (isNicheError(error)) throw error;
       throw new StorageError(`cannot read blob ${key}: ${describe(error)}`, { cause: error });
     }
@@ -352,6 +363,17 @@ function asBuffer(chunk: unknown): Buffer {
   if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
 }
+
+function openFd(path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsOpen(path, 'r', (error, fd) => {
+      if (error === null) resolve(fd);
+      else reject(error);
+    });
+  });
+}
+
+const fstatFd = promisify(fsFstat);
 
 function checkRange(key: string, range: BlobRange | undefined, size: number): void {
   if (range !== undefined && !(range.start >= 0 && range.start <= range.end && range.end < size)) {
