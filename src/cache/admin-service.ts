@@ -200,6 +200,7 @@ export class AdminService {
     const cache = await this.#caches.open(name, principal, 'server-admin');
     await this.#db.deleteCache(cache.id);
     this.#caches.forgetCacheRecord(name);
+    this.#caches.forgetNarInfos();
     this.#caches.keyring.invalidate(cache.id);
   }
 

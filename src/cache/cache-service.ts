@@ -18,6 +18,7 @@ import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store
 import { authorize, type Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import { Keyring, type CacheKeys } from './keyring.js';
+import { NarInfoCache } from './narinfo-cache.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
 
@@ -44,6 +45,9 @@ export interface CacheServiceOptions {
   readonly now?: () => Date;
   /** How long a cache record (name, visibility) may be served from memory. */
   readonly cacheRecordTtlMs?: number;
+  /** Rendered narinfos kept in memory (0 disables), and for how long changes elsewhere may go unseen. */
+  readonly narInfoCacheEntries?: number;
+  readonly narInfoCacheTtlMs?: number;
 }
 
 export interface NarDownload extends BlobReadResult {
@@ -63,6 +67,7 @@ export class CacheService {
   readonly #now: () => Date;
   readonly #recordTtlMs: number;
   readonly #records = new Map<string, { record: CacheRecord | undefined; expires: number }>();
+  readonly #narinfos: NarInfoCache;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -72,6 +77,10 @@ export class CacheService {
     this.#now = options.now ?? (() => new Date());
     this.#recordTtlMs = options.cacheRecordTtlMs ?? 2000;
     this.keyring = new Keyring(options.db);
+    this.#narinfos = new NarInfoCache(
+      options.narInfoCacheEntries ?? 10_000,
+      options.narInfoCacheTtlMs ?? 10_000,
+    );
   }
 
   /** Looks the cache up and applies the access rules (see `authorize`). */
@@ -105,8 +114,18 @@ export class CacheService {
 
   async getNarInfo(cache: CacheRecord, hashPart: string): Promise<string | undefined> {
     if (!isStorePathHash(hashPart)) return undefined;
+    const cached = this.#narinfos.get(cache.id, hashPart);
+    if (cached !== undefined) return cached;
     const found = await this.db.getPath(cache.id, hashPart);
-    return found === undefined ? undefined : renderNarInfo(found);
+    if (found === undefined) return undefined;
+    const text = renderNarInfo(found);
+    this.#narinfos.set(cache.id, hashPart, text);
+    return text;
+  }
+
+  /** Drops every rendered narinfo kept in memory (a cache was deleted). */
+  forgetNarInfos(): void {
+    this.#narinfos.clear();
   }
 
   async hasNarInfo(cache: CacheRecord, hashPart: string): Promise<boolean> {
@@ -341,7 +360,10 @@ export class CacheService {
       existing.references.join(' ') === record.references.join(' ');
     if (!same) throw conflict(cache, existing);
     const missing = clientSignatures.filter((signature) => !existing.signatures.includes(signature));
-    if (missing.length > 0) await this.db.addSignatures(cache.id, hashPart, missing);
+    if (missing.length > 0) {
+      await this.db.addSignatures(cache.id, hashPart, missing);
+      this.#narinfos.forget(cache.id, hashPart);
+    }
     return { status: 'unchanged' };
   }
 
@@ -377,6 +399,7 @@ export class CacheService {
           `in cache ${cache.name}; delete those first`,
       );
     }
+    this.#narinfos.forget(cache.id, hash);
     if (!(await this.db.deletePath(cache.id, hash))) {
       throw new NotFoundError('NOT_FOUND', `${hash} is not in cache ${cache.name}`);
     }
