@@ -9,6 +9,7 @@ import type { SecretKey } from '../nix/signing.js';
 import type { StorePathHash } from '../nix/store-path.js';
 import { openBuildLog, type OpenedLog } from './build-log.js';
 import type { LocalStoreConfig } from './local-store-config.js';
+import { NarInfoCache } from '../cache/narinfo-cache.js';
 import { NarInfoSigner, renderLocalNarInfo } from './local-narinfo.js';
 import type { NarUrlTarget } from './nar-url.js';
 import { NixDatabase, type LocalPathInfo } from './nix-db.js';
@@ -48,6 +49,11 @@ function notValid(hash: string): NotFoundError {
 export class LocalStore {
   private readonly cacheInfoText: string;
   private readonly signer: NarInfoSigner;
+  /**
+   * Rendered narinfos, briefly: a valid path never changes, and one that Nix deletes meanwhile is seen
+   * as gone within the TTL (its NAR request already checks validity, so a stale narinfo costs a 404).
+   */
+  private readonly narinfos = new NarInfoCache(10_000, 2_000);
 
   private constructor(
     readonly config: LocalStoreConfig,
@@ -86,8 +92,13 @@ export class LocalStore {
 
   /** The signed narinfo, or undefined if the path is not valid. */
   async narInfo(hash: StorePathHash): Promise<string | undefined> {
+    const cached = this.narinfos.get(0, hash);
+    if (cached !== undefined) return cached;
     const info = await this.db.queryPathInfo(hash);
-    return info === undefined ? undefined : renderLocalNarInfo(info, this.signer, this.storeDir);
+    if (info === undefined) return undefined;
+    const text = renderLocalNarInfo(info, this.signer, this.storeDir);
+    this.narinfos.set(0, hash, text);
+    return text;
   }
 
   /**
