@@ -69,9 +69,22 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
   if (error instanceof RangeNotSatisfiableError) reply.header('content-range', `bytes */${error.size}`);
   // A refused upload may not have been read to the end; don't keep reading it.
   if (request.method === 'PUT' || request.method === 'POST') reply.header('connection', 'close');
+  sendBody(request, reply, code, message);
+}
+
+function sendBody(request: FastifyRequest, reply: FastifyReply, code: string, message: string): FastifyReply {
   if (request.url.startsWith('/api/')) {
-    void reply.type('application/json; charset=utf-8').send({ error: { code, message } });
-  } else {
-    void reply.type('text/plain; charset=utf-8').send(`error ${code}: ${message}\n`);
+    return reply.type('application/json; charset=utf-8').send({ error: { code, message } });
   }
+  return reply.type('text/plain; charset=utf-8').send(`error ${code}: ${message}\n`);
+}
+
+/**
+ * The ordinary "not here" answer of the hot read paths (a narinfo miss is half of what Nix asks), sent
+ * without building an Error and going through the error handler; the same response sendError gives for
+ * NotFoundError('NOT_FOUND').
+ */
+export function sendNotFound(request: FastifyRequest, reply: FastifyReply, message: string): FastifyReply {
+  reply.code(404).header('cache-control', 'no-store');
+  return sendBody(request, reply, 'NOT_FOUND', message);
 }

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { NotFoundError } from '../../errors.js';
 import { contentLengthOf, readSmallBody } from '../body.js';
 import { openCache, type HttpContext } from '../context.js';
+import { sendNotFound } from '../error-mapping.js';
 import { unsupportedListing } from './unsupported.js';
 
 interface Params {
@@ -28,7 +29,7 @@ export function registerNarInfoRoutes(app: FastifyInstance, context: HttpContext
       const cache = await openCache(context, request, request.params.cache, 'pull');
       const text = await context.service.getNarInfo(cache, hashPart);
       if (text === undefined)
-        throw new NotFoundError('NOT_FOUND', `${hashPart} is not in cache ${cache.name}`);
+        return sendNotFound(request, reply, `${hashPart} is not in cache ${cache.name}`);
       return reply
         .type('text/x-nix-narinfo')
         .header('cache-control', cache.isPublic ? 'public, max-age=3600' : 'private, max-age=3600')
