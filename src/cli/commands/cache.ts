@@ -1,9 +1,9 @@
 // `niche cache create|update|delete|list|show`: manage caches directly in the data directory (operator side).
 import type { Command } from 'commander';
 import { createCacheWithKey, DEFAULT_PRIORITY, parseUpstreamKeys } from '../../cache/admin-service.js';
-import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, openMetadataFor } from '../backends.js';
+import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, requireCache, withMetadata } from '../backends.js';
 import { parseCacheName } from '../../cache/cache-name.js';
-import { InvalidInputError, NotFoundError } from '../../errors.js';
+import { InvalidInputError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
 
 export function registerCache(
@@ -45,8 +45,7 @@ export function registerCache(
               `invalid priority ${JSON.stringify(options.priority)}`,
             );
           }
-          const db = await openMetadataFor(io, { data: options.data, config: options.config });
-          try {
+          await withMetadata(io, options, async (db) => {
             const created = await createCacheWithKey(db, {
               name: cacheName,
               isPublic: options.private !== true,
@@ -55,9 +54,7 @@ export function registerCache(
             });
             const keys = await db.listSigningKeys(created.id);
             print(io.stdout, keys.map((key) => key.publicKey).join('\n'));
-          } finally {
-            await db.close();
-          }
+          });
           return 0;
         }),
     );
@@ -105,10 +102,8 @@ export function registerCache(
               : options.upstreamKey === undefined
                 ? undefined
                 : parseUpstreamKeys(options.upstreamKey);
-          const db = await openMetadataFor(io, { data: options.data, config: options.config });
-          try {
-            const record = await db.getCache(name);
-            if (record === undefined) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${name}`);
+          await withMetadata(io, options, async (db) => {
+            const record = await requireCache(db, name);
             const updated = await db.updateCache(record.id, {
               ...(options.public === true
                 ? { isPublic: true }
@@ -122,9 +117,7 @@ export function registerCache(
               io.stdout,
               `${updated.name}\t${updated.isPublic ? 'public' : 'private'}\tpriority ${updated.priority}`,
             );
-          } finally {
-            await db.close();
-          }
+          });
           return 0;
         }),
     );
@@ -138,10 +131,8 @@ export function registerCache(
     .option('--config <file>', CONFIG_OPTION_HELP)
     .action((name: string, options: { yes?: boolean; data?: string; config?: string }) =>
       run(async () => {
-        const db = await openMetadataFor(io, { data: options.data, config: options.config });
-        try {
-          const record = await db.getCache(name);
-          if (record === undefined) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${name}`);
+        await withMetadata(io, options, async (db) => {
+          const record = await requireCache(db, name);
           let paths = 0;
           for (let page = await db.listPaths(record.id, { limit: 1000 }); page.length > 0;) {
             paths += page.length;
@@ -150,16 +141,14 @@ export function registerCache(
           }
           if (options.yes !== true) {
             print(io.stderr, `would delete cache ${name} with ${paths} paths; run again with --yes to do it`);
-            return 0;
+            return;
           }
           await db.deleteCache(record.id);
           print(
             io.stderr,
             `deleted cache ${name} (${paths} paths); unreferenced NAR files are removed by GC`,
           );
-        } finally {
-          await db.close();
-        }
+        });
         return 0;
       }),
     );
@@ -171,17 +160,14 @@ export function registerCache(
     .option('--config <file>', CONFIG_OPTION_HELP)
     .action((options: { data?: string; config?: string }) =>
       run(async () => {
-        const db = await openMetadataFor(io, { data: options.data, config: options.config });
-        try {
+        await withMetadata(io, options, async (db) => {
           for (const record of await db.listCaches()) {
             print(
               io.stdout,
               `${record.name}\t${record.isPublic ? 'public' : 'private'}\tpriority ${record.priority}`,
             );
           }
-        } finally {
-          await db.close();
-        }
+        });
         return 0;
       }),
     );
@@ -194,10 +180,8 @@ export function registerCache(
     .option('--config <file>', CONFIG_OPTION_HELP)
     .action((name: string, options: { data?: string; config?: string }) =>
       run(async () => {
-        const db = await openMetadataFor(io, { data: options.data, config: options.config });
-        try {
-          const record = await db.getCache(name);
-          if (record === undefined) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${name}`);
+        await withMetadata(io, options, async (db) => {
+          const record = await requireCache(db, name);
           const keys = await db.listSigningKeys(record.id);
           print(
             io.stdout,
@@ -212,9 +196,7 @@ export function registerCache(
               ),
             ].join('\n'),
           );
-        } finally {
-          await db.close();
-        }
+        });
         return 0;
       }),
     );

@@ -2,10 +2,16 @@
 // Several keys may sign at once (rotation: add the new key, let clients trust it, then retire the old).
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, openMetadataFor, type BackendOptions } from '../backends.js';
+import {
+  CONFIG_OPTION_HELP,
+  DATA_OPTION_HELP,
+  requireCache,
+  withMetadata,
+  type BackendOptions,
+} from '../backends.js';
 import { addCacheKey, retireCacheKey } from '../../cache/admin-service.js';
 import type { CacheRecord, MetadataStore } from '../../db/metadata-store.js';
-import { InvalidInputError, NotFoundError } from '../../errors.js';
+import { InvalidInputError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
 
 async function withCache<T>(
@@ -14,14 +20,7 @@ async function withCache<T>(
   name: string,
   action: (db: MetadataStore, cache: CacheRecord) => Promise<T>,
 ): Promise<T> {
-  const db = await openMetadataFor(io, backend);
-  try {
-    const cache = await db.getCache(name);
-    if (cache === undefined) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${name}`);
-    return await action(db, cache);
-  } finally {
-    await db.close();
-  }
+  return withMetadata(io, backend, async (db) => action(db, await requireCache(db, name)));
 }
 
 export function registerKey(

@@ -1,6 +1,6 @@
 // `niche token create|list|revoke`: manage access tokens directly in the data directory (operator side).
 import type { Command } from 'commander';
-import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, openMetadataFor } from '../backends.js';
+import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, withMetadata } from '../backends.js';
 import type { Permission, TokenRecord } from '../../db/metadata-store.js';
 import { InvalidInputError, NotFoundError } from '../../errors.js';
 import { generateToken, hashToken } from '../../cache/tokens.js';
@@ -93,8 +93,7 @@ export function registerToken(
         }
         const now = new Date();
         const expiresAt = options.expires === undefined ? undefined : parseExpiry(options.expires, now);
-        const db = await openMetadataFor(io, { data: options.data, config: options.config });
-        try {
+        await withMetadata(io, options, async (db) => {
           for (const pattern of options.cache) {
             if (!pattern.includes('*') && (await db.getCache(pattern)) === undefined) {
               print(io.stderr, `warning: there is no cache named ${pattern} (yet)`);
@@ -109,9 +108,7 @@ export function registerToken(
             expiresAt,
           });
           print(io.stdout, secret);
-        } finally {
-          await db.close();
-        }
+        });
         return 0;
       }),
     );
@@ -123,13 +120,10 @@ export function registerToken(
     .option('--config <file>', CONFIG_OPTION_HELP)
     .action((options: { data?: string; config?: string }) =>
       run(async () => {
-        const db = await openMetadataFor(io, { data: options.data, config: options.config });
-        try {
+        await withMetadata(io, options, async (db) => {
           const now = new Date();
           for (const record of await db.listTokens()) print(io.stdout, describe(record, now));
-        } finally {
-          await db.close();
-        }
+        });
         return 0;
       }),
     );
@@ -144,15 +138,12 @@ export function registerToken(
       run(async () => {
         if (!/^\d+$/.test(id))
           throw new InvalidInputError('BAD_REQUEST', `invalid token id ${JSON.stringify(id)}`);
-        const db = await openMetadataFor(io, { data: options.data, config: options.config });
-        try {
+        await withMetadata(io, options, async (db) => {
           if (!(await db.revokeToken(Number(id), new Date()))) {
             throw new NotFoundError('NOT_FOUND', `no active token with id ${id}`);
           }
           print(io.stderr, `revoked token ${id}`);
-        } finally {
-          await db.close();
-        }
+        });
         return 0;
       }),
     );
