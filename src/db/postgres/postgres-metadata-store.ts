@@ -26,6 +26,15 @@ import {
   type TokenRecord,
   type TokenScope,
 } from '../metadata-store.js';
+import {
+  optionalDate,
+  toNar,
+  toPathWithNar,
+  toSigningKey,
+  type NarRow,
+  type PathNarRow,
+  type SigningKeyRow,
+} from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 export interface PostgresMetadataStoreOptions {
@@ -72,16 +81,6 @@ type CacheRow = {
   created_at: number;
 };
 
-type SigningKeyRow = {
-  id: number;
-  cache_id: number;
-  name: string;
-  secret_key: string;
-  public_key: string;
-  created_at: number;
-  retired_at: number | null;
-};
-
 /** A token joined with one of its scopes (all scope columns null for a token without scopes). */
 type TokenScopeRow = {
   id: number;
@@ -92,33 +91,6 @@ type TokenScopeRow = {
   revoked_at: number | null;
   cache_pattern: string | null;
   permissions: unknown;
-};
-
-type NarRow = {
-  file_hash: string;
-  file_size: number;
-  compression: string;
-  nar_hash: string;
-  nar_size: number;
-  blob_key: string;
-};
-
-type PathNarRow = {
-  hash_part: string;
-  store_path: string;
-  file_hash: string;
-  nar_hash: string;
-  nar_size: number;
-  refs: unknown;
-  deriver: string | null;
-  ca: string | null;
-  signatures: unknown;
-  created_at: number;
-  n_file_size: number;
-  n_compression: string;
-  n_nar_hash: string;
-  n_nar_size: number;
-  n_blob_key: string;
 };
 
 /** Something that runs queries: the pool, or one of its clients inside a transaction. */
@@ -478,12 +450,12 @@ export class PostgresMetadataStore implements MetadataStore {
     options: { readonly after?: string; readonly limit: number },
   ): Promise<PathWithNar[]> {
     return this.#run('listPaths', async () => {
-      const { rows } = await this.#pool.query<PathNarRow>(
+      const { rows } = await this.#pool.query<PathNarRow<unknown>>(
         `${PATH_WITH_NAR_SELECT}
          WHERE p.cache_id = $1 AND p.hash_part > $2 ORDER BY p.hash_part LIMIT $3`,
         [cacheId, options.after ?? '', options.limit],
       );
-      return rows.map(toPathWithNar);
+      return rows.map((row) => toPathWithNar(row, stringList));
     });
   }
 
@@ -712,9 +684,9 @@ async function findToken(db: Queryable, tokenHash: string): Promise<TokenRecord 
 }
 
 async function findPath(db: Queryable, cacheId: number, hashPart: string): Promise<PathWithNar | undefined> {
-  const { rows } = await db.query<PathNarRow>({ ...GET_PATH, values: [cacheId, hashPart] });
+  const { rows } = await db.query<PathNarRow<unknown>>({ ...GET_PATH, values: [cacheId, hashPart] });
   const row = rows[0];
-  return row === undefined ? undefined : toPathWithNar(row);
+  return row === undefined ? undefined : toPathWithNar(row, stringList);
 }
 
 /** Folds token-scope join rows (ordered by token, then position) into tokens with their scopes. */
@@ -763,54 +735,6 @@ function toCache(row: CacheRow): CacheRecord {
   };
 }
 
-function toSigningKey(row: SigningKeyRow): SigningKeyRecord {
-  return {
-    id: row.id,
-    cacheId: row.cache_id,
-    name: row.name,
-    secretKey: row.secret_key,
-    publicKey: row.public_key,
-    createdAt: new Date(row.created_at),
-    retiredAt: optionalDate(row.retired_at),
-  };
-}
-
-function toNar(row: NarRow): NarRecord {
-  return {
-    fileHash: row.file_hash,
-    fileSize: row.file_size,
-    compression: row.compression,
-    narHash: row.nar_hash,
-    narSize: row.nar_size,
-    blobKey: row.blob_key,
-  };
-}
-
-function toPathWithNar(row: PathNarRow): PathWithNar {
-  return {
-    path: {
-      hashPart: row.hash_part,
-      storePath: row.store_path,
-      fileHash: row.file_hash,
-      narHash: row.nar_hash,
-      narSize: row.nar_size,
-      references: stringList(row.refs, 'references'),
-      deriver: row.deriver ?? undefined,
-      ca: row.ca ?? undefined,
-      signatures: stringList(row.signatures, 'signatures'),
-      createdAt: new Date(row.created_at),
-    },
-    nar: {
-      fileHash: row.file_hash,
-      fileSize: row.n_file_size,
-      compression: row.n_compression,
-      narHash: row.n_nar_hash,
-      narSize: row.n_nar_size,
-      blobKey: row.n_blob_key,
-    },
-  };
-}
-
 /** A JSONB column as parsed by the driver, checked to be the list of strings it must hold. */
 function stringList(value: unknown, what: string): string[] {
   if (!Array.isArray(value) || !value.every((item): item is string => typeof item === 'string')) {
@@ -819,10 +743,6 @@ function stringList(value: unknown, what: string): string[] {
     );
   }
   return value;
-}
-
-function optionalDate(ms: number | null): Date | undefined {
-  return ms === null ? undefined : new Date(ms);
 }
 
 function first<T>(rows: readonly T[], what: string): T {

@@ -23,6 +23,15 @@ import {
   type TokenRecord,
   type TokenScope,
 } from '../metadata-store.js';
+import {
+  optionalDate,
+  toNar,
+  toPathWithNar,
+  toSigningKey,
+  type NarRow,
+  type PathNarRow,
+  type SigningKeyRow,
+} from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 const BUSY_TIMEOUT_MS = 5000;
@@ -35,16 +44,6 @@ interface CacheRow {
   store_dir: string;
   upstream_keys: string;
   created_at: number;
-}
-
-interface SigningKeyRow {
-  id: number;
-  cache_id: number;
-  name: string;
-  secret_key: string;
-  public_key: string;
-  created_at: number;
-  retired_at: number | null;
 }
 
 interface TokenRow {
@@ -60,33 +59,6 @@ interface ScopeRow {
   token_id: number;
   cache_pattern: string;
   permissions: string;
-}
-
-interface NarRow {
-  file_hash: string;
-  file_size: number;
-  compression: string;
-  nar_hash: string;
-  nar_size: number;
-  blob_key: string;
-}
-
-interface PathNarRow {
-  hash_part: string;
-  store_path: string;
-  file_hash: string;
-  nar_hash: string;
-  nar_size: number;
-  refs: string;
-  deriver: string | null;
-  ca: string | null;
-  signatures: string;
-  created_at: number;
-  n_file_size: number;
-  n_compression: string;
-  n_nar_hash: string;
-  n_nar_size: number;
-  n_blob_key: string;
 }
 
 interface CacheKey {
@@ -218,8 +190,8 @@ function prepareStatements(db: Database.Database) {
            OR EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = @fileHash AND p.cache_id = @cacheId))`,
     ),
 
-    pathWithNar: db.prepare<PathKey, PathNarRow>(PATH_WITH_NAR_SQL),
-    pathPage: db.prepare<{ cacheId: number; after: string; limit: number }, PathNarRow>(
+    pathWithNar: db.prepare<PathKey, PathNarRow<string>>(PATH_WITH_NAR_SQL),
+    pathPage: db.prepare<{ cacheId: number; after: string; limit: number }, PathNarRow<string>>(
       `${PATH_WITH_NAR_SELECT}
        WHERE p.cache_id = @cacheId AND p.hash_part > @after ORDER BY p.hash_part LIMIT @limit`,
     ),
@@ -492,7 +464,7 @@ export class SqliteMetadataStore implements MetadataStore {
   getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined> {
     return this.#run('getPath', () => {
       const row = this.#sql.pathWithNar.get({ cacheId, hashPart });
-      return row === undefined ? undefined : toPathWithNar(row);
+      return row === undefined ? undefined : toPathWithNar(row, parseStrings);
     });
   }
 
@@ -503,7 +475,7 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#run('listPaths', () =>
       this.#sql.pathPage
         .all({ cacheId, after: options.after ?? '', limit: options.limit })
-        .map(toPathWithNar),
+        .map((row) => toPathWithNar(row, parseStrings)),
     );
   }
 
@@ -526,7 +498,8 @@ export class SqliteMetadataStore implements MetadataStore {
       this.#db
         .transaction((): AddPathOutcome => {
           const existing = this.#sql.pathWithNar.get({ cacheId, hashPart: path.hashPart });
-          if (existing !== undefined) return { status: 'exists', existing: toPathWithNar(existing).path };
+          if (existing !== undefined)
+            return { status: 'exists', existing: toPathWithNar(existing, parseStrings).path };
           // Checked here, in the transaction, so an upload expired by GC meanwhile cannot slip through.
           if (this.#sql.narInCache.get({ cacheId, fileHash: path.fileHash }) === undefined) {
             throw new NotFoundError(
@@ -629,18 +602,6 @@ function toCache(row: CacheRow): CacheRecord {
   };
 }
 
-function toSigningKey(row: SigningKeyRow): SigningKeyRecord {
-  return {
-    id: row.id,
-    cacheId: row.cache_id,
-    name: row.name,
-    secretKey: row.secret_key,
-    publicKey: row.public_key,
-    createdAt: new Date(row.created_at),
-    retiredAt: optionalDate(row.retired_at),
-  };
-}
-
 function toToken(row: TokenRow, scopes: readonly ScopeRow[]): TokenRecord {
   return {
     id: row.id,
@@ -676,52 +637,12 @@ function narToRow(nar: NarRecord): NarRow {
   };
 }
 
-function toNar(row: NarRow): NarRecord {
-  return {
-    fileHash: row.file_hash,
-    fileSize: row.file_size,
-    compression: row.compression,
-    narHash: row.nar_hash,
-    narSize: row.nar_size,
-    blobKey: row.blob_key,
-  };
-}
-
-function toPathWithNar(row: PathNarRow): PathWithNar {
-  return {
-    path: {
-      hashPart: row.hash_part,
-      storePath: row.store_path,
-      fileHash: row.file_hash,
-      narHash: row.nar_hash,
-      narSize: row.nar_size,
-      references: parseStrings(row.refs, 'references'),
-      deriver: row.deriver ?? undefined,
-      ca: row.ca ?? undefined,
-      signatures: parseStrings(row.signatures, 'signatures'),
-      createdAt: new Date(row.created_at),
-    },
-    nar: {
-      fileHash: row.file_hash,
-      fileSize: row.n_file_size,
-      compression: row.n_compression,
-      narHash: row.n_nar_hash,
-      narSize: row.n_nar_size,
-      blobKey: row.n_blob_key,
-    },
-  };
-}
-
 function parseStrings(text: string, what: string): string[] {
   const value: unknown = JSON.parse(text);
   if (!Array.isArray(value) || !value.every((item) => typeof item === 'string')) {
     throw new DatabaseError(`stored ${what} are not a JSON list of strings: ${text.slice(0, 100)}`);
   }
   return value;
-}
-
-function optionalDate(ms: number | null): Date | undefined {
-  return ms === null ? undefined : new Date(ms);
 }
 
 function required<T>(value: T | undefined, what: string): T {

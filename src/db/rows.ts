@@ -1,0 +1,97 @@
+// The rows both SQL backends read (the schemas share column names) and their conversion to records. Only
+// how a list column arrives differs: JSON text in SQLite, an already-parsed JSONB value in PostgreSQL, so
+// the backend passes its decoder.
+import type { NarRecord, PathWithNar, SigningKeyRecord } from './metadata-store.js';
+
+/** Decodes a stored list of strings, throwing DatabaseError if it is not one. */
+export type ListDecoder<L> = (value: L, what: string) => string[];
+
+export interface SigningKeyRow {
+  id: number;
+  cache_id: number;
+  name: string;
+  secret_key: string;
+  public_key: string;
+  created_at: number;
+  retired_at: number | null;
+}
+
+export interface NarRow {
+  file_hash: string;
+  file_size: number;
+  compression: string;
+  nar_hash: string;
+  nar_size: number;
+  blob_key: string;
+}
+
+/** A path joined with its NAR (the NAR's columns prefixed `n_`). */
+export interface PathNarRow<L> {
+  hash_part: string;
+  store_path: string;
+  file_hash: string;
+  nar_hash: string;
+  nar_size: number;
+  refs: L;
+  deriver: string | null;
+  ca: string | null;
+  signatures: L;
+  created_at: number;
+  n_file_size: number;
+  n_compression: string;
+  n_nar_hash: string;
+  n_nar_size: number;
+  n_blob_key: string;
+}
+
+export function optionalDate(ms: number | null): Date | undefined {
+  return ms === null ? undefined : new Date(ms);
+}
+
+export function toSigningKey(row: SigningKeyRow): SigningKeyRecord {
+  return {
+    id: row.id,
+    cacheId: row.cache_id,
+    name: row.name,
+    secretKey: row.secret_key,
+    publicKey: row.public_key,
+    createdAt: new Date(row.created_at),
+    retiredAt: optionalDate(row.retired_at),
+  };
+}
+
+export function toNar(row: NarRow): NarRecord {
+  return {
+    fileHash: row.file_hash,
+    fileSize: row.file_size,
+    compression: row.compression,
+    narHash: row.nar_hash,
+    narSize: row.nar_size,
+    blobKey: row.blob_key,
+  };
+}
+
+export function toPathWithNar<L>(row: PathNarRow<L>, list: ListDecoder<L>): PathWithNar {
+  return {
+    path: {
+      hashPart: row.hash_part,
+      storePath: row.store_path,
+      fileHash: row.file_hash,
+      narHash: row.nar_hash,
+      narSize: row.nar_size,
+      references: list(row.refs, 'references'),
+      deriver: row.deriver ?? undefined,
+      ca: row.ca ?? undefined,
+      signatures: list(row.signatures, 'signatures'),
+      createdAt: new Date(row.created_at),
+    },
+    nar: {
+      fileHash: row.file_hash,
+      fileSize: row.n_file_size,
+      compression: row.n_compression,
+      narHash: row.n_nar_hash,
+      narSize: row.n_nar_size,
+      blobKey: row.n_blob_key,
+    },
+  };
+}
