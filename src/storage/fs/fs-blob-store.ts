@@ -4,7 +4,7 @@
 // (no valid key can start with `.`): one directory per open store, so several processes may share a root
 // (`niche serve` and `niche import`, say). At open, directories of processes that are gone (and stray
 // files) are removed, since only a crash leaves them.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   createReadStream,
@@ -20,7 +20,6 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
-import { BlobCheckError } from '../blob-check-error.js';
 import {
   assertValidBlobKey,
   type BlobRange,
@@ -30,6 +29,7 @@ import {
   type PutOptions,
   type PutResult,
 } from '../blob-store.js';
+import { PutChecks } from '../put-checks.js';
 
 /** Where puts stage their temp files, under the root. Exported so tests can check nothing is left there. */
 export const FS_BLOB_TMP_DIR = '.tmp';
@@ -97,7 +97,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
-    const { signal, expectedSize, expectedSha256, maxSize } = options;
+    const { signal } = options;
     const onAbort = (): void => {
       source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('put aborted'));
     };
@@ -114,27 +114,13 @@ export class FsBlobStore implements BlobStore {
 
       handle = await fsStep('create a temp file', open(tmpPath, 'wx'));
       writer = new BatchWriter(handle);
-      const hash = createHash('sha256');
-      let size = 0;
+      const checks = new PutChecks(options);
       for await (const chunk of source as AsyncIterable<unknown>) {
-        const bytes = asBuffer(chunk);
-        size += bytes.length;
-        // Checked as bytes arrive, so an oversized body is refused without reading (or storing) the rest.
-        if (maxSize !== undefined && size > maxSize) throw new BlobCheckError('max-size', maxSize, size);
-        if (expectedSize !== undefined && size > expectedSize) {
-          throw new BlobCheckError('size', expectedSize, size);
-        }
-        hash.update(bytes);
-        await writer.push(bytes);
+        await writer.push(checks.add(chunk));
       }
       signal?.throwIfAborted();
-      const sha256 = hash.digest();
-      if (expectedSize !== undefined && size !== expectedSize) {
-        throw new BlobCheckError('size', expectedSize, size);
-      }
-      if (expectedSha256 !== undefined && !sha256.equals(expectedSha256)) {
-        throw new BlobCheckError('sha256', expectedSha256.toString('hex'), sha256.toString('hex'));
-      }
+      const sha256 = checks.finish();
+      const size = checks.size;
 
       await writer.flush();
       await fsStep('fsync a temp file', handle.sync());
@@ -356,12 +342,6 @@ function dropBytes(buffers: Buffer[], count: number): Buffer[] {
   const first = rest[0];
   if (first !== undefined && left > 0) rest[0] = first.subarray(left);
   return rest;
-}
-
-function asBuffer(chunk: unknown): Buffer {
-  if (Buffer.isBuffer(chunk)) return chunk;
-  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
 }
 
 function openFd(path: string): Promise<number> {

@@ -5,7 +5,7 @@
 // last bytes go by, before the upload's last part is sent, so a wrong body never completes even as a
 // staging object. Staging objects and multipart uploads left by a crash are removed at open once they are
 // an hour old (the hour leaves alone the puts of another niche sharing the bucket).
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 
 import {
@@ -31,7 +31,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
-import { BlobCheckError } from '../blob-check-error.js';
+import { PutChecks } from '../put-checks.js';
 import {
   assertValidBlobKey,
   type BlobRange,
@@ -165,7 +165,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
-    const { signal, expectedSize, expectedSha256, maxSize } = options;
+    const { signal } = options;
     const stagingKey = `${this.#stagingPrefix}${randomBytes(16).toString('hex')}`;
     // An abort fails the source, so the body (below), so the upload. Unlike upload.abort(), which settles
     // done() at once while parts (or a whole small PUT) are still on their way, this lets lib-storage
@@ -185,37 +185,22 @@ export class S3BlobStore implements BlobStore {
       signal?.throwIfAborted();
       signal?.addEventListener('abort', onAbort, { once: true });
 
-      let size = 0;
+      const checks = new PutChecks(options);
       let sha256: Buffer | undefined;
       async function* verified(): AsyncGenerator<Buffer> {
         // While suspended at `yield`, an error thrown in here is the uploader tearing the body down (after a
         // part failed), not the body failing: the upload's own error is then the one to report.
         let handedOver = false;
         try {
-          const hash = createHash('sha256');
           for await (const chunk of source as AsyncIterable<unknown>) {
-            const bytes = asBuffer(chunk);
-            size += bytes.length;
-            // Checked as bytes arrive, so an oversized body is refused without reading (or storing) the rest.
-            if (maxSize !== undefined && size > maxSize) throw new BlobCheckError('max-size', maxSize, size);
-            if (expectedSize !== undefined && size > expectedSize) {
-              throw new BlobCheckError('size', expectedSize, size);
-            }
-            hash.update(bytes);
+            const bytes = checks.add(chunk);
             handedOver = true;
             yield bytes;
             handedOver = false;
           }
           // Throwing here fails the body before it ends, so the upload never sends its last part.
           signal?.throwIfAborted();
-          const digest = hash.digest();
-          if (expectedSize !== undefined && size !== expectedSize) {
-            throw new BlobCheckError('size', expectedSize, size);
-          }
-          if (expectedSha256 !== undefined && !digest.equals(expectedSha256)) {
-            throw new BlobCheckError('sha256', expectedSha256.toString('hex'), digest.toString('hex'));
-          }
-          sha256 = digest;
+          sha256 = checks.finish();
         } catch (error) {
           if (!handedOver) bodyFailure ??= error instanceof Error ? error : new Error(String(error));
           throw error;
@@ -235,6 +220,7 @@ export class S3BlobStore implements BlobStore {
       if (sha256 === undefined) throw new StorageError('the upload finished before the body was verified');
 
       signal?.throwIfAborted();
+      const size = checks.size;
       await this.#commit(stagingKey, this.#objectKey(key), size);
       committed = true;
       // The blob is in place; a staging object that survives this is removed by a later open.
@@ -570,12 +556,6 @@ function isValidKey(key: string): boolean {
   } catch {
     return false;
   }
-}
-
-function asBuffer(chunk: unknown): Buffer {
-  if (Buffer.isBuffer(chunk)) return chunk;
-  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
 }
 
 /** The endpoint without user info, query or fragment, which could carry secrets. */

@@ -1,0 +1,50 @@
+// What every backend's put does to the bytes on their way in: count and hash them, refuse a body as soon
+// as it passes maxSize or expectedSize, and at the end check the size and SHA-256 the caller expected.
+// One implementation, so the backends cannot disagree on what a check means.
+import { createHash } from 'node:crypto';
+import { BlobCheckError } from './blob-check-error.js';
+import type { PutOptions } from './blob-store.js';
+
+export class PutChecks {
+  readonly #hash = createHash('sha256');
+  readonly #options: PutOptions;
+  size = 0;
+
+  constructor(options: PutOptions) {
+    this.#options = options;
+  }
+
+  /** Counts and hashes a chunk of the source; returns it as a Buffer. */
+  add(chunk: unknown): Buffer {
+    const bytes = asBuffer(chunk);
+    this.size += bytes.length;
+    const { maxSize, expectedSize } = this.#options;
+    // Checked as bytes arrive, so an oversized body is refused without reading (or storing) the rest.
+    if (maxSize !== undefined && this.size > maxSize)
+      throw new BlobCheckError('max-size', maxSize, this.size);
+    if (expectedSize !== undefined && this.size > expectedSize) {
+      throw new BlobCheckError('size', expectedSize, this.size);
+    }
+    this.#hash.update(bytes);
+    return bytes;
+  }
+
+  /** At the end of the source: the SHA-256 of everything added, once the expected size and hash hold. */
+  finish(): Buffer {
+    const digest = this.#hash.digest();
+    const { expectedSize, expectedSha256 } = this.#options;
+    if (expectedSize !== undefined && this.size !== expectedSize) {
+      throw new BlobCheckError('size', expectedSize, this.size);
+    }
+    if (expectedSha256 !== undefined && !digest.equals(expectedSha256)) {
+      throw new BlobCheckError('sha256', expectedSha256.toString('hex'), digest.toString('hex'));
+    }
+    return digest;
+  }
+}
+
+function asBuffer(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
+}
