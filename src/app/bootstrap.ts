@@ -1,33 +1,8 @@
 // First-start set-up: a cache to push to and a key to sign with, so `niche serve` is useful at once.
-import { readFile } from 'node:fs/promises';
 import type { CacheRecord, MetadataStore } from '../db/metadata-store.js';
 import { ConfigError, ConflictError } from '../errors.js';
-import { SecretKey } from '../nix/signing.js';
+import { readSecretKeyFile } from '../nix/key-file.js';
 import { createCacheWithKey, DEFAULT_PRIORITY } from '../cache/admin-service.js';
-
-export async function readKeyFile(file: string): Promise<SecretKey> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError(
-      'KEY_FILE_INVALID',
-      `cannot read signing key file ${file}: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
-  }
-  try {
-    return SecretKey.parse(text);
-  } catch (error) {
-    throw new ConfigError(
-      'KEY_FILE_INVALID',
-      `signing key file ${file} is not a Nix secret key (name:base64, as made by nix-store --generate-binary-cache-key): ${(error as Error).message}`,
-      { cause: error },
-    );
-  }
-}
 
 export interface BootstrapResult {
   readonly cache: CacheRecord;
@@ -42,7 +17,8 @@ export async function bootstrap(
   db: MetadataStore,
   options: { readonly defaultCache: string; readonly signingKeyFile: string | undefined },
 ): Promise<BootstrapResult | undefined> {
-  const key = options.signingKeyFile === undefined ? undefined : await readKeyFile(options.signingKeyFile);
+  const key =
+    options.signingKeyFile === undefined ? undefined : await readSecretKeyFile(options.signingKeyFile);
   const existing = await db.getCache(options.defaultCache);
   if (existing !== undefined) {
     if (key !== undefined) {

@@ -2,9 +2,10 @@
 // files, or, when none is given, one key generated at the first start into the data directory and reused
 // afterwards (so clients keep trusting the same key across restarts).
 import { randomBytes } from 'node:crypto';
-import { access, link, mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { access, link, mkdir, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { readSecretKeyFile } from '../nix/key-file.js';
 import { SecretKey } from '../nix/signing.js';
 
 export const GENERATED_KEY_FILE = 'local-store.sk';
@@ -13,26 +14,6 @@ export interface LocalStoreKeys {
   readonly keys: readonly SecretKey[];
   /** The file a key was generated into at this start, if one was. */
   readonly generated: string | undefined;
-}
-
-async function readSecretKey(file: string): Promise<SecretKey> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError('KEY_FILE_INVALID', `cannot read key file ${file}: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-  try {
-    return SecretKey.parse(text);
-  } catch (error) {
-    throw new ConfigError(
-      'KEY_FILE_INVALID',
-      `key file ${file} is not a Nix secret key (name:base64, as made by nix-store --generate-binary-cache-key): ${(error as Error).message}`,
-      { cause: error },
-    );
-  }
 }
 
 /**
@@ -46,12 +27,12 @@ export async function loadLocalStoreKeys(
 ): Promise<LocalStoreKeys> {
   if (keyFiles.length > 0) {
     const keys: SecretKey[] = [];
-    for (const file of keyFiles) keys.push(await readSecretKey(file));
+    for (const file of keyFiles) keys.push(await readSecretKeyFile(file));
     return { keys, generated: undefined };
   }
   const file = join(dataDir, GENERATED_KEY_FILE);
   const created = !(await exists(file)) && (await createKeyFile(file, keyName));
-  return { keys: [await readSecretKey(file)], generated: created ? file : undefined };
+  return { keys: [await readSecretKeyFile(file)], generated: created ? file : undefined };
 }
 
 async function exists(file: string): Promise<boolean> {
