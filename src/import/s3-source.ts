@@ -26,6 +26,7 @@ import {
   SourceReadError,
   type ImportSource,
 } from './source.js';
+import { redactUrl } from '../util/redact-url.js';
 
 export interface S3SourceOptions {
   readonly bucket: string;
@@ -135,16 +136,6 @@ export function parseS3Url(spec: string, env: NodeJS.ProcessEnv): S3SourceOption
         }
       : undefined;
   return { bucket, prefix, endpoint, region, profile, credentials };
-}
-
-/** The endpoint without user info, query or fragment, which could carry secrets. */
-function redactUrl(endpoint: string): string {
-  try {
-    const url = new URL(endpoint);
-    return `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname}`;
-  } catch {
-    return '(an endpoint that is not a URL)';
-  }
 }
 
 function isMissing(error: unknown): boolean {

@@ -41,6 +41,7 @@ import {
   type PutOptions,
   type PutResult,
 } from '../blob-store.js';
+import { redactUrl } from '../../util/redact-url.js';
 
 export interface S3BlobStoreOptions {
   readonly bucket: string;
@@ -555,16 +556,6 @@ function isValidKey(key: string): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** The endpoint without user info, query or fragment, which could carry secrets. */
-function redactUrl(endpoint: string): string {
-  try {
-    const url = new URL(endpoint);
-    return `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname}`;
-  } catch {
-    return '(an endpoint that is not a URL)';
   }
 }
 
