@@ -395,11 +395,6 @@ function databaseOf(value: Parsed, problems: string[]): DatabaseConfig | undefin
   });
 }
 
-/** Only the data dir, for commands that touch server state but do not serve. */
-export function loadDataDir(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  return flag ?? env.NICHE_DATA ?? DEFAULT_DATA_DIR;
-}
-
 /** The token the client commands use, if given through the environment (for CI). */
 export function envToken(env: NodeJS.ProcessEnv = process.env): string | undefined {
   return env.NICHE_TOKEN;

@@ -128,11 +128,6 @@ export class CacheService {
     this.#narinfos.clear();
   }
 
-  async hasNarInfo(cache: CacheRecord, hashPart: string): Promise<boolean> {
-    if (!isStorePathHash(hashPart)) return false;
-    return (await this.db.findPresentPaths(cache.id, [hashPart])).size > 0;
-  }
-
   /** The NAR record for `nar/<fileName>` if this cache holds it. */
   async findNar(cache: CacheRecord, fileName: string): Promise<NarRecord | undefined> {
     const parsed = parseNarFileName(fileName);
