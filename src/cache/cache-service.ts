@@ -15,7 +15,7 @@ import { narInfoFingerprint, parseNarInfo, type NarInfo } from '../nix/narinfo.j
 import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
-import { authorize, type Principal } from './auth.js';
+import { ANONYMOUS, authorize, type Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import { Keyring, type CacheKeys } from './keyring.js';
 import { NarInfoCache } from './narinfo-cache.js';
@@ -84,10 +84,21 @@ export class CacheService {
   }
 
   /** Looks the cache up and applies the access rules (see `authorize`). */
-  async open(name: string, principal: Principal, needed: Permission): Promise<CacheRecord> {
+  /**
+   * The cache `name` if `principal` may do `needed` on it; throws otherwise (see `authorize`). The
+   * principal may be given lazily: pulls from a public cache never resolve it, which saves a token lookup
+   * per request, since Nix sends its netrc credentials with every request.
+   */
+  async open(
+    name: string,
+    principal: Principal | (() => Promise<Principal>),
+    needed: Permission,
+  ): Promise<CacheRecord> {
     // An impossible name reveals nothing about which caches exist: say so plainly.
     const record = await this.#lookup(parseCacheName(name));
-    return authorize(record, name, principal, needed);
+    if (typeof principal !== 'function') return authorize(record, name, principal, needed);
+    const publicRead = needed === 'pull' && record?.isPublic === true;
+    return authorize(record, name, publicRead ? ANONYMOUS : await principal(), needed);
   }
 
   async #lookup(name: string): Promise<CacheRecord | undefined> {

@@ -29,7 +29,7 @@ export async function openCache(
   name: string,
   needed: Permission,
 ): Promise<CacheRecord> {
-  return context.service.open(name, await principalOf(context, request), needed);
+  return context.service.open(name, () => principalOf(context, request), needed);
 }
 
 /** The URL clients should use for this server, as seen in the request. */

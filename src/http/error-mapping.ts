@@ -1,6 +1,7 @@
 // The one place that turns errors into HTTP responses. Every NicheError kind has exactly one status; any
 // other error is a 500 whose details go to the log, not to the client.
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { NicheError, RangeNotSatisfiableError, type ErrorKind } from '../errors.js';
 
 const STATUS: Record<ErrorKind, number> = {
@@ -21,6 +22,8 @@ export function statusOf(error: NicheError): number {
   return STATUS[error.kind];
 }
 
+type Logger = Pick<FastifyBaseLogger, 'error' | 'debug'>;
+
 interface FastifyLikeError {
   readonly statusCode?: number;
   readonly code?: string;
@@ -36,7 +39,16 @@ function fastifyClientError(error: unknown): FastifyLikeError | undefined {
     : undefined;
 }
 
-export function sendError(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
+/** An error as the HTTP response it becomes: the same for fastify routes and the raw read path. */
+interface ErrorResponse {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  readonly contentType: string;
+  readonly body: string;
+}
+
+/** Classifies `error`, logs what deserves it, and builds the response. */
+function errorResponse(error: unknown, method: string, url: string, log: Logger): ErrorResponse {
   let status: number;
   let code: string;
   let message: string;
@@ -45,9 +57,8 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
     status = statusOf(error);
     code = error.code;
     message = error.message;
-    if (status >= 500)
-      request.log.error({ err: error, method: request.method, url: request.url }, 'request failed');
-    else request.log.debug({ code, message }, 'request refused');
+    if (status >= 500) log.error({ err: error, method, url }, 'request failed');
+    else log.debug({ code, message }, 'request refused');
   } else if (clientError !== undefined) {
     status = clientError.statusCode ?? 400;
     code = status === 413 ? 'BODY_TOO_LARGE' : 'BAD_REQUEST';
@@ -56,35 +67,83 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
     status = 500;
     code = 'INTERNAL';
     message = 'internal server error';
-    request.log.error({ err: error, method: request.method, url: request.url }, 'unexpected error');
+    log.error({ err: error, method, url }, 'unexpected error');
   }
+  const headers: Record<string, string> = { 'cache-control': 'no-store' };
+  if (status === 401) headers['www-authenticate'] = 'Basic realm="niche"';
+  if (error instanceof RangeNotSatisfiableError) headers['content-range'] = `bytes */${error.size}`;
+  // A refused upload may not have been read to the end; don't keep reading it.
+  if (method === 'PUT' || method === 'POST') headers.connection = 'close';
+  return { status, headers, ...errorBody(url, code, message) };
+}
 
+function errorBody(url: string, code: string, message: string): { contentType: string; body: string } {
+  if (url.startsWith('/api/')) {
+    return {
+      contentType: 'application/json; charset=utf-8',
+      body: JSON.stringify({ error: { code, message } }),
+    };
+  }
+  return { contentType: 'text/plain; charset=utf-8', body: `error ${code}: ${message}\n` };
+}
+
+export function sendError(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
   if (reply.sent || reply.raw.headersSent) {
+    logMidStream(error, request.method, request.url, request.log);
     // Bytes already flowed: the only honest signal left is to break the connection.
     reply.raw.destroy(error instanceof Error ? error : undefined);
     return;
   }
-  reply.code(status).header('cache-control', 'no-store');
-  if (status === 401) reply.header('www-authenticate', 'Basic realm="niche"');
-  if (error instanceof RangeNotSatisfiableError) reply.header('content-range', `bytes */${error.size}`);
-  // A refused upload may not have been read to the end; don't keep reading it.
-  if (request.method === 'PUT' || request.method === 'POST') reply.header('connection', 'close');
-  sendBody(request, reply, code, message);
+  const response = errorResponse(error, request.method, request.url, request.log);
+  void reply.code(response.status).headers(response.headers).type(response.contentType).send(response.body);
 }
 
-function sendBody(request: FastifyRequest, reply: FastifyReply, code: string, message: string): FastifyReply {
-  if (request.url.startsWith('/api/')) {
-    return reply.type('application/json; charset=utf-8').send({ error: { code, message } });
+/** `sendError` for the raw read path (src/http/read-path.ts), which answers without fastify. */
+export function sendRawError(
+  error: unknown,
+  request: IncomingMessage,
+  response: ServerResponse,
+  log: Logger,
+): void {
+  const method = request.method ?? 'GET';
+  const url = request.url ?? '/';
+  if (response.headersSent) {
+    logMidStream(error, method, url, log);
+    response.destroy(error instanceof Error ? error : undefined);
+    return;
   }
-  return reply.type('text/plain; charset=utf-8').send(`error ${code}: ${message}\n`);
+  const mapped = errorResponse(error, method, url, log);
+  sendRaw(response, mapped.status, mapped.headers, mapped.contentType, mapped.body);
 }
 
 /**
  * The ordinary "not here" answer of the hot read paths (a narinfo miss is half of what Nix asks), sent
- * without building an Error and going through the error handler; the same response sendError gives for
- * NotFoundError('NOT_FOUND').
+ * without building an Error: the same response sendRawError gives for NotFoundError('NOT_FOUND').
  */
-export function sendNotFound(request: FastifyRequest, reply: FastifyReply, message: string): FastifyReply {
-  reply.code(404).header('cache-control', 'no-store');
-  return sendBody(request, reply, 'NOT_FOUND', message);
+export function sendRawNotFound(request: IncomingMessage, response: ServerResponse, message: string): void {
+  const { contentType, body } = errorBody(request.url ?? '/', 'NOT_FOUND', message);
+  sendRaw(response, 404, NOT_FOUND_HEADERS, contentType, body);
+}
+
+const NOT_FOUND_HEADERS: Record<string, string> = { 'cache-control': 'no-store' };
+
+function sendRaw(
+  response: ServerResponse,
+  status: number,
+  headers: Record<string, string>,
+  contentType: string,
+  body: string,
+): void {
+  response.writeHead(status, {
+    ...headers,
+    'content-type': contentType,
+    'content-length': Buffer.byteLength(body),
+  });
+  response.end(body);
+}
+
+/** An error after the status line went out: a client that went away is routine, anything else is not. */
+function logMidStream(error: unknown, method: string, url: string, log: Logger): void {
+  if ((error as { code?: unknown } | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+  log.error({ err: error, method, url }, 'response aborted mid-stream');
 }

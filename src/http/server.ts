@@ -1,10 +1,12 @@
 // Builds the HTTP front end: a fastify instance with every route, raw request bodies (routes stream or
 // bound them themselves), and the one error handler. Listening and shutdown belong to the caller.
+import { createServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { NotFoundError } from '../errors.js';
 import type { HttpContext } from './context.js';
 import { sendError } from './error-mapping.js';
+import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
 import { registerCacheInfoRoutes } from './routes/cache-info.js';
 import { registerLandingRoute } from './routes/landing.js';
@@ -16,6 +18,7 @@ import {
 import { registerNarRoutes } from './routes/nar.js';
 import { registerNarInfoRoutes } from './routes/narinfo.js';
 import { registerUnsupportedRoutes } from './routes/unsupported.js';
+import { chunkPool } from '../util/buffer-pool.js';
 
 export interface HttpServerOptions {
   readonly logger: Logger;
@@ -27,8 +30,33 @@ export interface HttpServerOptions {
 
 export function buildHttpServer(context: HttpContext, options: HttpServerOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = options.logger;
+  const keepAliveTimeout = options.keepAliveTimeoutMs ?? 65_000;
+  const rewriteUrl =
+    options.localStore?.mountAtRoot === true
+      ? localStoreRootRewrite(options.localStore.mountPath)
+      : undefined;
+  let closing = false;
+  const readPath = createReadPath(context, {
+    logger: loggerInstance,
+    pool: chunkPool,
+    localStore: options.localStore,
+    rewriteUrl,
+    closing: () => closing,
+  });
   const app = Fastify({
     loggerInstance,
+    // Narinfo and NAR reads go to the read path first (src/http/read-path.ts); fastify gets the rest.
+    serverFactory: (handler) => {
+      const server = createServer((request, response) => {
+        if (!readPath(request, response)) handler(request, response);
+      });
+      // What fastify would set on a server of its own. Uploads of many GB may take long; a stalled client
+      // is cut off by the socket timeout instead.
+      server.keepAliveTimeout = keepAliveTimeout;
+      server.requestTimeout = 0;
+      server.setTimeout(0);
+      return server;
+    },
     // Per-request logs would be the noisiest thing on the hot path; errors are logged where handled.
     logController: new LogController({ disableRequestLogging: true }),
     // No per-request child logger (a measurable cost at tens of thousands of requests per second);
@@ -37,16 +65,13 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     exposeHeadRoutes: false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    keepAliveTimeout: options.keepAliveTimeoutMs ?? 65_000,
-    // Uploads of many GB may take long; a stalled client is cut off by the socket timeout instead.
+    keepAliveTimeout,
     requestTimeout: 0,
     connectionTimeout: 0,
     routerOptions: { maxParamLength: 200 },
     trustProxy: false,
     // The local store's root mount (/nix-cache-info, /<hash>.narinfo, /nar/…) is a rewrite to its prefix.
-    ...(options.localStore?.mountAtRoot === true
-      ? { rewriteUrl: localStoreRootRewrite(options.localStore.mountPath) }
-      : {}),
+    ...(rewriteUrl === undefined ? {} : { rewriteUrl }),
   });
 
   // Bodies are never parsed by fastify: NAR uploads stream, small bodies are read with a limit.
@@ -59,6 +84,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   // and Nix's curl keeps connections open): close them as they do, instead of waiting for the keep-alive
   // timeout to let the process exit.
   app.addHook('preClose', (done) => {
+    closing = true;
     const sweep = setInterval(() => {
       app.server.closeIdleConnections();
     }, 100);

@@ -16,7 +16,8 @@ import { NixDatabase, type LocalPathInfo } from './nix-db.js';
 import { listPath } from './path-listing.js';
 import { loadLocalStoreKeys } from './signing-keys.js';
 import { browseStorePath, type BrowseResult } from './store-browse.js';
-import { openVerifiedNar, type ByteWindow } from './verified-nar.js';
+import type { BufferPool } from '../util/buffer-pool.js';
+import { openVerifiedNar, openVerifiedNarChunks, type ByteWindow, type Primed } from './verified-nar.js';
 
 /** nix-serve's and harmonia's priority: tried before cache.nixos.org (40). */
 export const LOCAL_STORE_PRIORITY = 30;
@@ -118,17 +119,36 @@ export class LocalStore {
   }
 
   /**
-   * The verified NAR stream of `info` (or the bytes `window` of it), its first chunk already made: a path
-   * that vanished from disk is NOT_FOUND here, before the caller sends anything.
+   * The verified NAR of `info` (or the bytes `window` of it) as chunks, the first already made: a path
+   * that vanished from disk is NOT_FOUND here, before the caller sends anything. With a pool, the chunks
+   * are the caller's to give back to it once written. Iterate to the end or call `return()`.
    */
+  async openNarChunks(info: LocalPathInfo, window?: ByteWindow, pool?: BufferPool): Promise<Primed<Buffer>> {
+    const path = info.storePath.toString(this.storeDir);
+    try {
+      return await openVerifiedNarChunks(
+        { path, narHash: info.narHash, narSize: info.narSize },
+        window,
+        pool === undefined ? {} : { pool },
+      );
+    } catch (error) {
+      throw this.#openFailure(path, error);
+    }
+  }
+
+  /** `openNarChunks` as a stream (for piping through a compressor). */
   async openNar(info: LocalPathInfo, window?: ByteWindow): Promise<Readable> {
     const path = info.storePath.toString(this.storeDir);
     try {
       return await openVerifiedNar({ path, narHash: info.narHash, narSize: info.narSize }, window);
     } catch (error) {
-      if (isGone(error)) throw new NotFoundError('NOT_FOUND', `${path} is registered but not on disk`);
-      throw unrepresentable(error);
+      throw this.#openFailure(path, error);
     }
+  }
+
+  #openFailure(path: string, error: unknown): unknown {
+    if (isGone(error)) return new NotFoundError('NOT_FOUND', `${path} is registered but not on disk`);
+    return unrepresentable(error);
   }
 
   /** The `.ls` NAR listing, or undefined if the path is not valid. */

@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import { NicheError } from '../errors.js';
 import type { Hash } from '../nix/hash.js';
 import { narChunks } from '../nix/nar-writer.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 
 export interface ByteWindow {
   /** First byte, inclusive. */
@@ -27,6 +28,13 @@ function mismatch(code: 'NAR_HASH_MISMATCH' | 'NAR_SIZE_MISMATCH', message: stri
   return new NicheError('internal', code, message);
 }
 
+export interface VerifiedNarOptions {
+  /** Target chunk size (the pool's buffer size, or 1 MiB, by default). */
+  readonly chunkSize?: number;
+  /** Take chunk buffers from this pool; the consumer may give each chunk back once it is done with it. */
+  readonly pool?: BufferPool;
+}
+
 /**
  * The bytes `window` of the NAR of `expected.path` (all of it if undefined). The whole NAR is generated
  * from its first byte either way (the writer cannot seek), so when the window reaches the end of the NAR,
@@ -36,16 +44,17 @@ function mismatch(code: 'NAR_HASH_MISMATCH' | 'NAR_SIZE_MISMATCH', message: stri
 export async function* verifiedNarChunks(
   expected: ExpectedNar,
   window?: ByteWindow,
-  chunkSize?: number,
+  options: VerifiedNarOptions = {},
 ): AsyncGenerator<Buffer, void, undefined> {
   const { narSize } = expected;
+  const { pool } = options;
   const start = window?.start ?? 0;
   const end = window?.end ?? narSize - 1;
   const toTheEnd = end === narSize - 1;
   const hasher = createHash('sha256');
   let offset = 0;
   let held: Buffer | undefined;
-  const source = narChunks(expected.path, chunkSize === undefined ? {} : { chunkSize });
+  const source = narChunks(expected.path, options);
   for await (const chunk of source) {
     const chunkStart = offset;
     offset += chunk.length;
@@ -61,6 +70,8 @@ export async function* verifiedNarChunks(
     if (to > from) {
       if (held !== undefined) yield held;
       held = from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to);
+    } else {
+      pool?.give(chunk); // before the window: hashed, not sent
     }
     if (!toTheEnd && offset > end) {
       // Everything asked for is generated; the rest of the NAR is not needed (the source is closed on return).
@@ -85,25 +96,63 @@ export async function* verifiedNarChunks(
 }
 
 /**
- * `verifiedNarChunks` as a stream, with its first chunk already produced: a path that vanished or cannot
- * be read (and a small NAR that fails its check) fails here, before any header is sent, so the caller can
- * still answer with a clean status. Destroying the stream closes the files being read.
+ * An async iterator whose first item was already pulled from `source`. Unlike a wrapping generator, it
+ * closes `source` when returned even before the first `next()`, so no file stays open.
  */
-export async function openVerifiedNar(
+export class Primed<T> implements AsyncIterableIterator<T> {
+  #first: IteratorResult<T, void> | undefined;
+  readonly #source: AsyncGenerator<T, void, undefined>;
+
+  constructor(first: IteratorResult<T, void>, source: AsyncGenerator<T, void, undefined>) {
+    this.#first = first;
+    this.#source = source;
+  }
+
+  async next(): Promise<IteratorResult<T, void>> {
+    const first = this.#first;
+    if (first === undefined) return this.#source.next();
+    this.#first = undefined;
+    return first;
+  }
+
+  async return(): Promise<IteratorResult<T, void>> {
+    this.#first = undefined;
+    return this.#source.return(undefined);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
+/**
+ * `verifiedNarChunks` with its first chunk already produced: a path that vanished or cannot be read (and a
+ * small NAR that fails its check) fails here, before any header is sent, so the caller can still answer
+ * with a clean status. Iterate it to the end or call `return()`: that closes the files being read.
+ */
+export async function openVerifiedNarChunks(
   expected: ExpectedNar,
   window?: ByteWindow,
-  chunkSize?: number,
-): Promise<Readable> {
-  const chunks = verifiedNarChunks(expected, window, chunkSize);
-  let first: IteratorResult<Buffer, void>;
+  options: VerifiedNarOptions = {},
+): Promise<Primed<Buffer>> {
+  const chunks = verifiedNarChunks(expected, window, options);
   try {
-    first = await chunks.next();
+    return new Primed(await chunks.next(), chunks);
   } catch (error) {
     await chunks.return(undefined);
     throw error;
   }
+}
+
+/** `openVerifiedNarChunks` as a stream. Destroying the stream closes the files being read. */
+export async function openVerifiedNar(
+  expected: ExpectedNar,
+  window?: ByteWindow,
+  options: VerifiedNarOptions = {},
+): Promise<Readable> {
+  const chunks = await openVerifiedNarChunks(expected, window, options);
   let pending = false;
-  const stream = new Readable({
+  return new Readable({
     highWaterMark: 1 << 20,
     read() {
       if (pending) return;
@@ -120,7 +169,7 @@ export async function openVerifiedNar(
     },
     destroy(error, callback) {
       // Waits for a read in flight, then runs the generators' finally blocks (closing open files).
-      chunks.return(undefined).then(
+      chunks.return().then(
         () => {
           callback(error);
         },
@@ -130,6 +179,4 @@ export async function openVerifiedNar(
       );
     },
   });
-  stream.push(first.done === true ? null : first.value);
-  return stream;
 }

@@ -13,6 +13,7 @@ import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { NixFormatError } from '../errors.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 import { NAR_MAGIC, narPadding, narStringSize, writeNarInt, writeNarString } from './nar-format.js';
 
 export interface NarFromPathOptions {
@@ -63,8 +64,15 @@ class ChunkBuilder {
   buffer: Buffer;
   position = 0;
 
-  constructor(private readonly chunkSize: number) {
-    this.buffer = Buffer.allocUnsafe(chunkSize);
+  constructor(
+    private readonly chunkSize: number,
+    private readonly pool: BufferPool | undefined,
+  ) {
+    this.buffer = this.#allocate(chunkSize);
+  }
+
+  #allocate(size: number): Buffer {
+    return this.pool !== undefined && size <= this.pool.size ? this.pool.take() : Buffer.allocUnsafe(size);
   }
 
   get room(): number {
@@ -75,10 +83,13 @@ class ChunkBuilder {
   take(nextNeed = 0): Buffer {
     const filled = this.position;
     const full = this.buffer;
-    this.buffer = Buffer.allocUnsafe(Math.max(this.chunkSize, nextNeed));
+    this.buffer = this.#allocate(Math.max(this.chunkSize, nextNeed));
     this.position = 0;
+    if (filled * 4 >= full.length) return full.subarray(0, filled);
     // A mostly empty buffer is copied so the consumer does not pin a whole chunk for a few bytes.
-    return filled * 4 < full.length ? Buffer.from(full.subarray(0, filled)) : full.subarray(0, filled);
+    const copy = Buffer.from(full.subarray(0, filled));
+    this.pool?.give(full);
+    return copy;
   }
 
   string(bytes: Uint8Array): void {
@@ -113,6 +124,16 @@ function displayPath(path: Buffer): string {
   return path.toString('utf8');
 }
 
+export interface NarChunksOptions {
+  /** Target size of each chunk; 1 MiB by default, or the pool's buffer size. */
+  readonly chunkSize?: number;
+  /**
+   * Take the chunk buffers from this pool. Each chunk then belongs to the consumer, who may give it back
+   * to the pool once done with it (the writer never touches a chunk again after yielding it).
+   */
+  readonly pool?: BufferPool;
+}
+
 /**
  * The NAR of `path` as a sequence of chunks (each about `chunkSize` bytes). Pulling the next chunk does
  * the I/O for it, so a consumer that stops pulling stops the reading. Paths are handled as raw bytes,
@@ -120,13 +141,16 @@ function displayPath(path: Buffer): string {
  */
 export async function* narChunks(
   path: string | Buffer,
-  options: { readonly chunkSize?: number } = {},
+  options: NarChunksOptions = {},
 ): AsyncGenerator<Buffer, void, undefined> {
-  const chunkSize = options.chunkSize ?? DEFAULT_NAR_CHUNK_SIZE;
+  const chunkSize = options.chunkSize ?? options.pool?.size ?? DEFAULT_NAR_CHUNK_SIZE;
   if (!Number.isSafeInteger(chunkSize) || chunkSize < 64) {
     throw new RangeError(`chunkSize must be an integer of at least 64, got ${chunkSize}`);
   }
-  const out = new ChunkBuilder(chunkSize);
+  if (options.pool !== undefined && chunkSize > options.pool.size) {
+    throw new RangeError(`chunkSize ${chunkSize} exceeds the pool's buffers of ${options.pool.size} bytes`);
+  }
+  const out = new ChunkBuilder(chunkSize, options.pool);
   const stack: DirectoryFrame[] = [];
   let nodePath = typeof path === 'string' ? Buffer.from(path) : path;
   let nodeName: Buffer | undefined;

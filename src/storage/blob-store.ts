@@ -1,6 +1,7 @@
 // The interface every blob backend (local filesystem now, S3 later) implements. Blobs are immutable byte
 // strings addressed by a key such as `nar/<nix32 file hash>`; niche never rewrites one in place.
 import type { Readable } from 'node:stream';
+import type { BufferPool } from '../util/buffer-pool.js';
 
 /** An inclusive byte range, as in HTTP `Range: bytes=start-end`. */
 export interface BlobRange {
@@ -36,6 +37,13 @@ export interface BlobReadResult {
    * send this instead of consuming the stream.
    */
   readonly data?: Buffer;
+  /**
+   * The same bytes as `stream`, as chunks read into buffers taken from `pool`, offered by backends that
+   * read at positions (the filesystem). Each chunk is the consumer's, to give back to the pool once
+   * written: a download then allocates nothing per chunk. Iterating it to the end, or returning early,
+   * releases the blob as consuming `stream` does; use one or the other.
+   */
+  readonly chunks?: (pool: BufferPool) => AsyncIterable<Buffer>;
 }
 
 export interface BlobStat {

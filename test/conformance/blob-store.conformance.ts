@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 
 import { BlobCheckError, type BlobCheck } from '../../src/storage/blob-check-error.js';
 import type { BlobStore } from '../../src/storage/blob-store.js';
+import { BufferPool } from '../../src/util/buffer-pool.js';
 
 export interface BlobStoreFixture {
   readonly store: BlobStore;
@@ -389,6 +390,50 @@ export function blobStoreConformance(name: string, factory: () => Promise<BlobSt
         assert.ok((await readAll(again.stream)).equals(data));
         await store().delete(key);
         await assertAbsent(key);
+      });
+
+      void it('offers pooled chunks with the same bytes as the stream, whole or a range', async (t) => {
+        const key = narKey();
+        const data = randomBytes(3 * 1024 * 1024 + 17);
+        await store().put(key, chunked(data));
+        const probe = await store().get(key);
+        assert.ok(probe);
+        assert.ok((await readAll(probe.stream)).equals(data));
+        if (probe.chunks === undefined) {
+          t.diagnostic(`${name} reads by stream only`);
+          return;
+        }
+        const pool = new BufferPool(256 * 1024, 4);
+        for (const range of [undefined, { start: 5, end: 2 * 1024 * 1024 }]) {
+          const read = await store().get(key, range === undefined ? {} : { range });
+          assert.ok(read?.chunks);
+          const parts: Buffer[] = [];
+          for await (const chunk of read.chunks(pool)) {
+            assert.ok(chunk.length <= pool.size);
+            parts.push(Buffer.from(chunk)); // a copy: the chunk goes back to the pool
+            pool.give(chunk);
+          }
+          const expected = range === undefined ? data : data.subarray(range.start, range.end + 1);
+          assert.ok(Buffer.concat(parts).equals(expected), `range ${JSON.stringify(range)}`);
+          assert.ok(read.stream.destroyed, 'the blob is released when the chunks end');
+        }
+        assert.equal(pool.free, 1, 'one buffer served every read, each given back before the next');
+      });
+
+      void it('releases the blob when a chunk consumer stops early', async () => {
+        const key = narKey();
+        await store().put(key, chunked(randomBytes(2 * 1024 * 1024)));
+        const read = await store().get(key);
+        assert.ok(read);
+        if (read.chunks === undefined) {
+          await readAll(read.stream);
+          return;
+        }
+        for await (const chunk of read.chunks(new BufferPool(64 * 1024, 1))) {
+          assert.equal(chunk.length, 64 * 1024);
+          break;
+        }
+        assert.ok(read.stream.destroyed);
       });
 
       void it('keeps serving an open read stream while the blob is deleted', async () => {

@@ -11,8 +11,6 @@ import { isStorePathHash } from '../../nix/store-path.js';
 import { registerLocalStoreCacheInfo } from './local-store-cache-info.js';
 import { sendLocalListing } from './local-store-listing.js';
 import { sendLocalLog, type LocalLogRoute } from './local-store-log.js';
-import { sendLocalNar, type LocalNarRoute } from './local-store-nar.js';
-import { sendLocalNarInfo } from './local-store-narinfo.js';
 import { registerLocalStoreReadOnly } from './local-store-read-only.js';
 import { redirectToDirectory, sendLocalServe, type LocalServeRoute } from './local-store-serve.js';
 
@@ -34,19 +32,12 @@ export function registerLocalStoreRoutes(app: FastifyInstance, mount: LocalStore
       const { file } = request.params;
       const dot = file.indexOf('.');
       const hash = file.slice(0, dot);
-      if (dot === 32 && isStorePathHash(hash)) {
-        const extension = file.slice(dot);
-        if (extension === '.narinfo') return sendLocalNarInfo(store, hash, reply);
-        if (extension === '.ls') return sendLocalListing(store, hash, reply);
+      // `<hash>.narinfo` and `nar/…` are answered by the read path (src/http/read-path.ts).
+      if (dot === 32 && isStorePathHash(hash) && file.slice(dot) === '.ls') {
+        return sendLocalListing(store, hash, reply);
       }
       throw new NotFoundError('NOT_FOUND', `no such file in the local store: ${file.slice(0, 100)}`);
     },
-  });
-
-  app.route<LocalNarRoute>({
-    method: ['GET', 'HEAD'],
-    url: `${prefix}/nar/:file`,
-    handler: (request, reply) => sendLocalNar(store, request, reply),
   });
 
   app.route<LocalLogRoute>({

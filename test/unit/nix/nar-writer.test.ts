@@ -8,6 +8,7 @@ import { NixFormatError } from '../../../src/errors.js';
 import { Hash } from '../../../src/nix/hash.js';
 import { narTokens } from '../../../src/nix/nar-format.js';
 import { narChunks, narFromPath } from '../../../src/nix/nar-writer.js';
+import { BufferPool } from '../../../src/util/buffer-pool.js';
 import { nixTestOptions, runNix } from '../../helpers/nix.js';
 import { HELLO_NAR, makeRichTree, makeTempDir } from './fixtures.js';
 
@@ -92,6 +93,24 @@ describe('narFromPath', () => {
       }
       assert.ok(Buffer.concat(chunks).equals(reference), `chunkSize ${chunkSize}`);
     }
+  });
+
+  it('takes its buffers from a pool, and gives the same bytes', async (t) => {
+    const root = makeRichTree(join(makeTempDir(t), 'tree'));
+    const reference = await buffer(narFromPath(root));
+    const pool = new BufferPool(8192, 4);
+    const parts: Buffer[] = [];
+    const memory = new Set<ArrayBufferLike>();
+    for await (const chunk of narChunks(root, { pool })) {
+      assert.ok(chunk.length <= pool.size, `chunk of ${chunk.length} bytes`);
+      memory.add(chunk.buffer);
+      parts.push(Buffer.from(chunk));
+      pool.give(chunk);
+    }
+    assert.ok(Buffer.concat(parts).equals(reference));
+    assert.ok(parts.length > 4, `${parts.length} chunks`);
+    assert.ok(memory.size < parts.length, 'buffers were reused');
+    await assert.rejects(narChunks(root, { pool, chunkSize: 16_384 }).next(), RangeError);
   });
 
   it('batches headers and data into large chunks', async (t) => {

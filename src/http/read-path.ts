@@ -1,0 +1,287 @@
+// The read path: GET and HEAD of narinfos and NARs, for push caches and the local store, answered on Node's
+// own request and response objects in front of fastify. These are nearly all the requests a binary cache
+// gets (Nix asks for a narinfo per path, then downloads its NAR), and they need none of what fastify
+// offers: no body, no schema, no hooks. Skipping its routing, request and reply objects halves the CPU per
+// narinfo, which is what a cache server is judged on (docs/benchmarks.md). Every other request, and every
+// request while the server is closing (fastify answers those with 503), goes to fastify unchanged.
+//
+// The rules stay where they are: access through CacheService.open and authorize, errors mapped by
+// error-mapping.ts, local store lookups and NAR checks in src/localstore.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import type { FastifyBaseLogger } from 'fastify';
+import { NotFoundError } from '../errors.js';
+import type { LocalStore } from '../localstore/local-store.js';
+import { parseLocalNarUrl } from '../localstore/nar-url.js';
+import { isStorePathHash } from '../nix/store-path.js';
+import type { BlobReadResult } from '../storage/blob-store.js';
+import type { BufferPool } from '../util/buffer-pool.js';
+import { createCompressor } from '../util/compression.js';
+import type { HttpContext } from './context.js';
+import { sendRawError, sendRawNotFound } from './error-mapping.js';
+import { parseRange } from './range.js';
+import type { LocalStoreMount } from './routes/local-store.js';
+import { writeChunks } from './write-chunks.js';
+
+/** Answers the request and returns true, or returns false to leave it to fastify. */
+export type RawHandler = (request: IncomingMessage, response: ServerResponse) => boolean;
+
+export interface ReadPathOptions {
+  readonly logger: FastifyBaseLogger;
+  readonly pool: BufferPool;
+  readonly localStore?: LocalStoreMount | undefined;
+  /** Rewrites root-mount URLs to the local store's prefix (routes/local-store.ts). */
+  readonly rewriteUrl?: ((request: IncomingMessage) => string) | undefined;
+  /** True once the server is closing. */
+  readonly closing: () => boolean;
+}
+
+const NIX32 = '[0-9a-df-np-sv-z]';
+/** `/<cache>/<hash>.narinfo` */
+const NARINFO_URL = new RegExp(`^/([^/]+)/(${NIX32}{32})\\.narinfo$`);
+/** `/<cache>/nar/<file>` */
+const NAR_URL = /^\/([^/]+)\/nar\/([^/]+)$/;
+/** `<mount>/<hash>.narinfo` and `<mount>/nar/<file>` (the mount prefix removed). */
+const LOCAL_NARINFO_URL = new RegExp(`^/(${NIX32}{32})\\.narinfo$`);
+const LOCAL_NAR_URL = /^\/nar\/([^/]+)$/;
+
+const NARINFO_TYPE = 'text/x-nix-narinfo';
+const NAR_TYPE = 'application/x-nix-nar';
+
+type Headers = Record<string, string | number>;
+
+export function createReadPath(context: HttpContext, options: ReadPathOptions): RawHandler {
+  const { service, authenticator } = context;
+  const { logger, pool, localStore } = options;
+  const localPrefix = `${localStore?.mountPath ?? ''}/`;
+
+  const fail = (request: IncomingMessage, response: ServerResponse) => (error: unknown) => {
+    sendRawError(error, request, response, logger);
+  };
+
+  async function cacheNarInfo(
+    cacheName: string,
+    hash: string,
+    request: IncomingMessage,
+    response: ServerResponse,
+  ): Promise<void> {
+    const cache = await service.open(
+      cacheName,
+      () => authenticator.authenticate(request.headers.authorization),
+      'pull',
+    );
+    const text = await service.getNarInfo(cache, hash);
+    if (text === undefined) {
+      sendRawNotFound(request, response, `${hash} is not in cache ${cache.name}`);
+      return;
+    }
+    response.writeHead(200, {
+      'content-type': NARINFO_TYPE,
+      'cache-control': cache.isPublic ? 'public, max-age=3600' : 'private, max-age=3600',
+      'content-length': Buffer.byteLength(text),
+    });
+    response.end(request.method === 'HEAD' ? undefined : text);
+  }
+
+  async function cacheNar(
+    cacheName: string,
+    file: string,
+    request: IncomingMessage,
+    response: ServerResponse,
+  ): Promise<void> {
+    const cache = await service.open(
+      cacheName,
+      () => authenticator.authenticate(request.headers.authorization),
+      'pull',
+    );
+    const nar = await service.findNar(cache, file);
+    if (nar === undefined) {
+      sendRawNotFound(request, response, `no such NAR in cache ${cache.name}`);
+      return;
+    }
+    const headers: Headers = {
+      'content-type': NAR_TYPE,
+      'accept-ranges': 'bytes',
+      etag: `"${nar.fileHash}"`,
+      'cache-control': cache.isPublic
+        ? 'public, max-age=31536000, immutable'
+        : 'private, max-age=31536000, immutable',
+    };
+    if (request.method === 'HEAD') {
+      headers['content-length'] = nar.fileSize;
+      response.writeHead(200, headers);
+      response.end();
+      return;
+    }
+    const range = parseRange(request.headers.range, nar.fileSize);
+    const opened = await service.openNar(cache, nar, range);
+    if (opened === undefined) {
+      sendRawNotFound(request, response, `no such NAR in cache ${cache.name}`);
+      return;
+    }
+    await sendBlob(opened, headers, response);
+  }
+
+  async function sendBlob(opened: BlobReadResult, headers: Headers, response: ServerResponse): Promise<void> {
+    let status = 200;
+    if (opened.range === undefined) {
+      headers['content-length'] = opened.size;
+    } else {
+      status = 206;
+      headers['content-range'] = `bytes ${opened.range.start}-${opened.range.end}/${opened.size}`;
+      headers['content-length'] = opened.range.end - opened.range.start + 1;
+    }
+    if (opened.data !== undefined) {
+      opened.stream.destroy();
+      response.writeHead(status, headers);
+      response.end(opened.data);
+      return;
+    }
+    if (opened.chunks === undefined) {
+      response.writeHead(status, headers);
+      await pipeline(opened.stream, response);
+      return;
+    }
+    const chunks = opened.chunks(pool);
+    response.writeHead(status, headers);
+    await writeChunks(chunks, response, pool);
+    response.end();
+  }
+
+  async function localNarInfo(
+    store: LocalStore,
+    hash: string,
+    request: IncomingMessage,
+    response: ServerResponse,
+  ): Promise<void> {
+    if (!isStorePathHash(hash)) throw new NotFoundError('NOT_FOUND', 'not a store path hash');
+    const text = await store.narInfo(hash);
+    if (text === undefined) {
+      sendRawNotFound(request, response, `${hash} is not a valid path in the local store`);
+      return;
+    }
+    response.writeHead(200, {
+      'content-type': NARINFO_TYPE,
+      'cache-control': 'public, max-age=300',
+      'content-length': Buffer.byteLength(text),
+    });
+    response.end(request.method === 'HEAD' ? undefined : text);
+  }
+
+  // A NAR generated from the filesystem and checked while it streams (src/localstore/verified-nar.ts). The
+  // plain NAR goes out with its exact Content-Length; a client that lists zstd in Accept-Encoding gets it
+  // compressed on the fly (no length then, and never for ranges: Nix resumes only downloads without
+  // Content-Encoding, at offsets of the plain NAR).
+  async function localNar(
+    store: LocalStore,
+    file: string,
+    query: string,
+    request: IncomingMessage,
+    response: ServerResponse,
+  ): Promise<void> {
+    const target = parseLocalNarUrl(file, hashParameter(query));
+    if (target === undefined) throw new NotFoundError('NOT_FOUND', 'not a NAR URL of the local store');
+    const info = await store.findNar(target);
+    const rangeHeader = request.headers.range;
+    const zstd = rangeHeader === undefined && acceptsEncoding(request.headers['accept-encoding'], 'zstd');
+    const headers: Headers = {
+      'content-type': NAR_TYPE,
+      'accept-ranges': 'bytes',
+      vary: 'accept-encoding',
+      // A URL with the NAR hash in it always means the same bytes; the legacy form does not.
+      'cache-control': target.narHash === undefined ? 'no-cache' : 'public, max-age=31536000, immutable',
+    };
+    if (zstd) headers['content-encoding'] = 'zstd';
+    if (request.method === 'HEAD') {
+      if (!zstd) headers['content-length'] = info.narSize;
+      response.writeHead(200, headers);
+      response.end();
+      return;
+    }
+    const range = parseRange(rangeHeader, info.narSize);
+    // Opening makes the first chunk: a path gone from disk is still a clean 404 here.
+    const opened = zstd
+      ? { stream: await store.openNar(info) }
+      : { chunks: await store.openNarChunks(info, range, pool) };
+    let status = 200;
+    if (range !== undefined) {
+      status = 206;
+      headers['content-range'] = `bytes ${range.start}-${range.end}/${info.narSize}`;
+      headers['content-length'] = range.end - range.start + 1;
+    } else if (!zstd) {
+      headers['content-length'] = info.narSize;
+    }
+    response.writeHead(status, headers);
+    try {
+      if (opened.stream !== undefined) {
+        await pipeline(opened.stream, createCompressor('zstd'), response);
+      } else {
+        await writeChunks(opened.chunks, response, pool);
+        response.end();
+      }
+    } catch (error) {
+      // Headers are out: the only signal left is a broken connection. A NAR that failed its check is
+      // logged with the path, so the operator can find it; a client going away is routine.
+      if ((error as { code?: unknown }).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+        const storePath = info.storePath.toString(store.storeDir);
+        logger.error({ err: error, storePath }, 'local store NAR aborted mid-stream');
+      }
+      response.destroy();
+    }
+  }
+
+  return (request, response) => {
+    const method = request.method;
+    if ((method !== 'GET' && method !== 'HEAD') || options.closing()) return false;
+    const url = options.rewriteUrl === undefined ? (request.url ?? '/') : options.rewriteUrl(request);
+    const queryAt = url.indexOf('?');
+    const path = queryAt === -1 ? url : url.slice(0, queryAt);
+
+    if (localStore !== undefined && path.startsWith(localPrefix)) {
+      const rest = path.slice(localPrefix.length - 1);
+      const [, hash] = LOCAL_NARINFO_URL.exec(rest) ?? [];
+      if (hash !== undefined) {
+        localNarInfo(localStore.store, hash, request, response).catch(fail(request, response));
+        return true;
+      }
+      const [, file] = LOCAL_NAR_URL.exec(rest) ?? [];
+      if (file !== undefined) {
+        const query = queryAt === -1 ? '' : url.slice(queryAt + 1);
+        localNar(localStore.store, file, query, request, response).catch(fail(request, response));
+        return true;
+      }
+      return false;
+    }
+
+    const [, narInfoCache, hash] = NARINFO_URL.exec(path) ?? [];
+    if (narInfoCache !== undefined && hash !== undefined) {
+      cacheNarInfo(narInfoCache, hash, request, response).catch(fail(request, response));
+      return true;
+    }
+    const [, narCache, file] = NAR_URL.exec(path) ?? [];
+    if (narCache !== undefined && file !== undefined) {
+      cacheNar(narCache, file, request, response).catch(fail(request, response));
+      return true;
+    }
+    return false;
+  };
+}
+
+/** The `hash` query parameter (harmonia's NAR URLs): a string, or undefined when absent or repeated. */
+function hashParameter(query: string): string | undefined {
+  if (query === '') return undefined;
+  const values = new URLSearchParams(query).getAll('hash');
+  return values.length === 1 ? values[0] : undefined;
+}
+
+/** Whether `header` (Accept-Encoding) lists `coding` with a non-zero quality. */
+export function acceptsEncoding(header: string | undefined, coding: string): boolean {
+  if (header === undefined) return false;
+  for (const item of header.split(',')) {
+    const [name = '', ...parameters] = item.split(';').map((part) => part.trim().toLowerCase());
+    if (name !== coding) continue;
+    const quality = parameters.find((parameter) => parameter.startsWith('q='));
+    return quality === undefined || Number(quality.slice(2)) > 0;
+  }
+  return false;
+}
