@@ -21,6 +21,7 @@ export interface BenchParams {
   readonly pinC1: boolean;
   readonly closureRuns: number;
   readonly hugeGb: number;
+  readonly localStore: boolean;
   readonly seed: number;
   readonly quietWaitS: number;
   readonly cpuProf: boolean;
@@ -75,6 +76,12 @@ export const PARAM_SPECS: readonly ParamSpec[] = [
       '1: c=1 runs put wrk and the server on one CPU (cross-CPU wake-ups of a VM otherwise dominate)',
   },
   { env: 'BENCH_CLOSURE_RUNS', default: '3', description: 'runs of each closure copy (hyperfine)' },
+  {
+    env: 'BENCH_LOCAL_STORE',
+    default: '1',
+    description:
+      '1: also measure `niche serve --local-store` against nginx on a `--to file://?compression=none` tree',
+  },
   {
     env: 'BENCH_HUGE_GB',
     default: '4',
@@ -170,6 +177,7 @@ export function parseParams(env: NodeJS.ProcessEnv): BenchParams {
     pinC1: flag(env, 'BENCH_PIN_C1'),
     closureRuns: number(env, 'BENCH_CLOSURE_RUNS', 1),
     hugeGb: number(env, 'BENCH_HUGE_GB', 0, false),
+    localStore: flag(env, 'BENCH_LOCAL_STORE'),
     seed: number(env, 'BENCH_SEED', 0),
     quietWaitS: number(env, 'BENCH_QUIET_WAIT_S', 0),
     cpuProf: flag(env, 'BENCH_CPU_PROF'),

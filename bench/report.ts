@@ -106,6 +106,9 @@ export interface Results {
   readonly nar: { readonly connections: number; readonly c1: WrkPair; readonly cN: WrkPair } | undefined;
   readonly closure: Pair<Loaded<TimingStats>>;
   readonly huge: HugeResult | undefined;
+  /** `niche serve --local-store` against nginx on an uncompressed tree of the same paths. */
+  readonly localStore:
+    { readonly hitC1: WrkPair; readonly hitCN: WrkPair; readonly narC1: WrkPair | undefined } | undefined;
   readonly profile: ProfileSummary | undefined;
   readonly totalSeconds: number;
 }
@@ -247,6 +250,32 @@ export function buildRows(results: Results): Row[] {
     );
   rows.push(pushRow(results.push.small, 'small paths + top'));
   if (results.push.bulk !== undefined) rows.push(pushRow(results.push.bulk, 'medium/large paths'));
+  const local = results.localStore;
+  if (local !== undefined) {
+    rows.push(
+      ...narinfoRows('local store: narinfo hit, c=1', local.hitC1),
+      ...narinfoRows(`local store: narinfo hit, c=${c}`, local.hitCN, { rps: { kind: 'min', value: 0.6 } }),
+    );
+    if (local.narC1 !== undefined) {
+      rows.push(
+        row(
+          'local store: NAR made on the fly, c=1; nginx: the same NAR as a file',
+          local.narC1,
+          (r) => r.megabytesPerSecond,
+          mbps,
+          'higher',
+          { kind: 'min', value: 0.5 },
+        ),
+        row(
+          'local store: NAR made on the fly, c=1, server CPU per GB',
+          local.narC1,
+          (r) => (r.bytes > 0 ? (r.serverCpuSeconds / r.bytes) * 1e9 : 0),
+          sec,
+          'lower',
+        ),
+      );
+    }
+  }
   const huge = results.huge;
   if (huge !== undefined) {
     const gib = fmt(huge.narBytes / 2 ** 30, 1);

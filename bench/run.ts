@@ -187,7 +187,8 @@ async function wrkScenario(
       let otherCores: number;
       let serverCpuSeconds: number;
       try {
-        if (round === 0 && params.warmupS > 0) await runWrk({ ...pinned, seconds: params.warmupS });
+        if (round === 0 && params.warmupS > 0)
+          await runWrk({ ...pinned, seconds: params.warmupS, warmup: true });
         const pids = server.pids();
         const cpuBefore = cpuSecondsOf(pids);
         ({ value, otherCores } = await withLoad(() => runWrk(pinned)));
@@ -572,7 +573,77 @@ async function main(): Promise<void> {
     await niche.stop();
     servers.length = 0;
 
-    // 7. Optional CPU profile of niche under the narinfo c=N load.
+    // 7. The local store (issue 5): niche making NARs on the fly from /nix/store and signing narinfos per
+    // request, against nginx serving the same paths as an uncompressed `nix copy --to file://` tree.
+    let localStore: Results['localStore'];
+    if (params.localStore) {
+      log('local store: niche --local-store against nginx on a --to file://?compression=none tree');
+      const plainTree = join(tmp, 'plain-tree');
+      const localPaths = [...smallSet, ...bulk];
+      t = performance.now();
+      await nixCopyTo(params, `file://${plainTree}?compression=none`, localPaths, pushEnv);
+      log(`  wrote the uncompressed tree of ${localPaths.length} paths in ${elapsed(t)}`);
+      const localNiche = await startNiche({
+        repo: REPO,
+        dataDir: join(tmp, 'niche-local-data'),
+        logFile: join(tmp, 'niche-local.log'),
+        localStore: true,
+      });
+      servers.push(localNiche);
+      const plainNginx = await startNginx({ root: plainTree, dir: join(tmp, 'nginx-plain') });
+      servers.push(plainNginx);
+      const localPair: Pair<RunningServer> = {
+        niche: { ...localNiche, storeUrl: `${localNiche.origin}/local`, prefix: '/local' },
+        nginx: plainNginx,
+      };
+      const localHits: Pair<string> = {
+        niche: writePaths(
+          join(tmp, 'local-hits-niche.txt'),
+          localPaths.map((path) => `/local/${hashPart(path)}.narinfo`),
+        ),
+        nginx: writePaths(
+          join(tmp, 'local-hits-nginx.txt'),
+          localPaths.map((path) => `/${hashPart(path)}.narinfo`),
+        ),
+      };
+      const hitScenario = { paths: localHits, expect: 'ok', rank: 'requests' } as const;
+      const localHitC1 = await wrkScenario(
+        params,
+        localPair,
+        { ...hitScenario, label: 'local store hit c=1', connections: 1 },
+        true,
+      );
+      const localHitCN = await wrkScenario(
+        params,
+        localPair,
+        { ...hitScenario, label: `local store hit c=${c}`, connections: c },
+        false,
+      );
+      let narC1: WrkPair | undefined;
+      if (bulk.length > 0) {
+        const localNars = await narPaths(localPair, bulk, join(tmp, 'local-nars'));
+        narC1 = await wrkScenario(
+          params,
+          localPair,
+          {
+            label: 'local store NAR c=1',
+            paths: localNars,
+            connections: 1,
+            expect: 'ok',
+            timeoutSeconds: 300,
+            rank: 'bytes',
+          },
+          true,
+        );
+      }
+      localStore = { hitC1: localHitC1, hitCN: localHitCN, narC1 };
+      await plainNginx.stop();
+      await localNiche.stop();
+      servers.length = 0;
+      rmSync(plainTree, { recursive: true, force: true });
+    }
+
+    // 8. Optional CPU profile of niche under the narinfo c=N load.
     let profile: ProfileSummary | undefined;
     if (params.cpuProf) {
       log(`CPU profile: niche under --cpu-prof, narinfo hits c=${c}`);
@@ -598,6 +669,7 @@ async function main(): Promise<void> {
       nar,
       closure,
       huge,
+      localStore,
       profile,
       totalSeconds: (performance.now() - started) / 1000,
     };

@@ -102,6 +102,8 @@ export interface NicheOptions {
   readonly cpuProfDir?: string;
   /** Run this compiled `cli/main.js` (tsc output) instead of the sources through tsx. */
   readonly compiledMain?: string;
+  /** Also serve the host's /nix/store at `/local` (`--local-store`). */
+  readonly localStore?: boolean;
 }
 
 const NICHE_MAIN = 'src/cli/main.ts';
@@ -123,6 +125,7 @@ export async function startNiche(options: NicheOptions): Promise<RunningServer> 
     `127.0.0.1:${port}`,
     '--log-level',
     'warn',
+    ...(options.localStore === true ? ['--local-store'] : []),
   ];
   const spawnedAt = performance.now();
   const child = spawnLogged(process.execPath, args, options.logFile, options.repo);
