@@ -4,12 +4,12 @@
 // this stream hashes and counts every byte, fails as soon as there are too many, and holds back the chunk
 // that completes the response until the NAR hash and size have been checked. A failure is an error on the
 // stream, which the HTTP layer turns into a broken connection, so the client sees a truncated download.
-import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { NicheError } from '../errors.js';
 import type { Hash } from '../nix/hash.js';
 import { narChunks } from '../nix/nar-writer.js';
 import type { BufferPool } from '../util/buffer-pool.js';
+import { createSha256 } from '../util/sha256-thread.js';
 
 export interface ByteWindow {
   /** First byte, inclusive. */
@@ -51,48 +51,65 @@ export async function* verifiedNarChunks(
   const start = window?.start ?? 0;
   const end = window?.end ?? narSize - 1;
   const toTheEnd = end === narSize - 1;
-  const hasher = createHash('sha256');
+  // A window that ends early cannot be checked against the NAR hash, so it is not hashed at all.
+  const hasher = toTheEnd ? createSha256() : undefined;
   let offset = 0;
-  let held: Buffer | undefined;
-  const source = narChunks(expected.path, options);
-  for await (const chunk of source) {
-    const chunkStart = offset;
-    offset += chunk.length;
-    if (offset > narSize) {
+  // The chunk to send next, once the hashing thread is done with its bytes (the consumer may reuse them
+  // as soon as it has sent them). Hashing a chunk overlaps with making the next one.
+  let held: { bytes: Buffer; hashed: Promise<void> } | undefined;
+  let digested = false;
+  try {
+    for await (const chunk of narChunks(expected.path, options)) {
+      const chunkStart = offset;
+      offset += chunk.length;
+      if (offset > narSize) {
+        throw mismatch(
+          'NAR_SIZE_MISMATCH',
+          `the NAR of ${expected.path} is longer than the ${narSize} bytes the Nix database records`,
+        );
+      }
+      const hashed = hasher?.update(chunk) ?? Promise.resolve();
+      // Awaited below, unless the NAR fails first: then its outcome no longer matters.
+      hashed.catch(() => undefined);
+      if (held !== undefined) {
+        await held.hashed;
+        yield held.bytes;
+        held = undefined;
+      }
+      const from = Math.max(start - chunkStart, 0);
+      const to = Math.min(end + 1 - chunkStart, chunk.length);
+      if (to > from) {
+        held = { bytes: from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to), hashed };
+      } else {
+        await hashed; // before the window: hashed, not sent
+        pool?.give(chunk);
+      }
+      if (!toTheEnd && offset > end) {
+        // Everything asked for is generated; the rest of the NAR is not needed (the source is closed on return).
+        if (held !== undefined) yield held.bytes;
+        return;
+      }
+    }
+    if (offset !== narSize) {
       throw mismatch(
         'NAR_SIZE_MISMATCH',
-        `the NAR of ${expected.path} is longer than the ${narSize} bytes the Nix database records`,
+        `the NAR of ${expected.path} has ${offset} bytes, the Nix database records ${narSize}`,
       );
     }
-    hasher.update(chunk);
-    const from = Math.max(start - chunkStart, 0);
-    const to = Math.min(end + 1 - chunkStart, chunk.length);
-    if (to > from) {
-      if (held !== undefined) yield held;
-      held = from === 0 && to === chunk.length ? chunk : chunk.subarray(from, to);
-    } else {
-      pool?.give(chunk); // before the window: hashed, not sent
+    if (held !== undefined) await held.hashed;
+    digested = true;
+    const actual = hasher === undefined ? undefined : await hasher.digest();
+    if (actual !== undefined && !actual.equals(expected.narHash.bytes)) {
+      throw mismatch(
+        'NAR_HASH_MISMATCH',
+        `the NAR of ${expected.path} does not hash to ${expected.narHash.toString()} as the Nix database records (the path was modified?)`,
+      );
     }
-    if (!toTheEnd && offset > end) {
-      // Everything asked for is generated; the rest of the NAR is not needed (the source is closed on return).
-      if (held !== undefined) yield held;
-      return;
-    }
+    if (held !== undefined) yield held.bytes;
+  } finally {
+    // A NAR cut short (an error, a client gone) leaves its hash unfinished on the hashing thread.
+    if (!digested) hasher?.dispose();
   }
-  if (offset !== narSize) {
-    throw mismatch(
-      'NAR_SIZE_MISMATCH',
-      `the NAR of ${expected.path} has ${offset} bytes, the Nix database records ${narSize}`,
-    );
-  }
-  const actual = hasher.digest();
-  if (!actual.equals(expected.narHash.bytes)) {
-    throw mismatch(
-      'NAR_HASH_MISMATCH',
-      `the NAR of ${expected.path} does not hash to ${expected.narHash.toString()} as the Nix database records (the path was modified?)`,
-    );
-  }
-  if (held !== undefined) yield held;
 }
 
 /**

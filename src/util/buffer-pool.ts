@@ -3,24 +3,28 @@
 // GC, since each buffer is external memory that V8 counts toward its next collection). Buffers taken from
 // a pool go back to it once their bytes have been handed to the kernel, so a steady download allocates
 // nothing. Bounded: at most `maxFree` buffers wait in the pool; beyond that, returned buffers are left to
-// the garbage collector.
+// the garbage collector. A shared pool's buffers live in SharedArrayBuffers, so a worker thread can read
+// them without a copy (the SHA-256 of on-the-fly NARs, src/util/sha256-thread.ts).
 
 export class BufferPool {
   readonly #free: Buffer[] = [];
   readonly size: number;
   readonly maxFree: number;
+  readonly shared: boolean;
 
-  constructor(size: number, maxFree: number) {
+  constructor(size: number, maxFree: number, options: { readonly shared?: boolean } = {}) {
     if (!Number.isSafeInteger(size) || size < 1) throw new RangeError(`invalid buffer size ${size}`);
     this.size = size;
     this.maxFree = maxFree;
+    this.shared = options.shared === true;
   }
 
   /** A buffer of exactly `size` bytes, with unspecified contents, owned by the caller. */
   take(): Buffer {
-    // allocUnsafeSlow: a buffer of its own (never a slice of Node's shared pool), so that `give` can
-    // recognise it by its backing store.
-    return this.#free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    const free = this.#free.pop();
+    if (free !== undefined) return free;
+    // A backing store of its own (never a slice of Node's shared slab), so `give` can recognise it.
+    return this.shared ? Buffer.from(new SharedArrayBuffer(this.size)) : Buffer.allocUnsafeSlow(this.size);
   }
 
   /**
@@ -32,7 +36,7 @@ export class BufferPool {
   give(buffer: Uint8Array): void {
     const backing = buffer.buffer;
     if (backing.byteLength !== this.size || this.#free.length >= this.maxFree) return;
-    if (!(backing instanceof ArrayBuffer)) return;
+    if (this.shared ? !(backing instanceof SharedArrayBuffer) : !(backing instanceof ArrayBuffer)) return;
     this.#free.push(Buffer.from(backing, 0, this.size));
   }
 
@@ -44,4 +48,4 @@ export class BufferPool {
 
 /** The pool of 1 MiB chunks shared by blob downloads and on-the-fly NARs. */
 export const CHUNK_SIZE = 1 << 20;
-export const chunkPool = new BufferPool(CHUNK_SIZE, 32);
+export const chunkPool = new BufferPool(CHUNK_SIZE, 32, { shared: true });

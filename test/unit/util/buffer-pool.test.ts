@@ -37,3 +37,15 @@ describe('BufferPool', () => {
     assert.throws(() => new BufferPool(0, 1), RangeError);
   });
 });
+
+describe('BufferPool, shared', () => {
+  it('hands out SharedArrayBuffer-backed buffers and takes back only those', () => {
+    const pool = new BufferPool(1024, 4, { shared: true });
+    const buffer = pool.take();
+    assert.ok(buffer.buffer instanceof SharedArrayBuffer);
+    pool.give(Buffer.allocUnsafeSlow(1024));
+    assert.equal(pool.free, 0, 'an ordinary buffer is not adopted by a shared pool');
+    pool.give(buffer);
+    assert.equal(pool.take().buffer, buffer.buffer);
+  });
+});
