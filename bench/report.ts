@@ -33,6 +33,8 @@ export interface PushTimes {
   /** Seconds for `nix copy --to` niche and `--to file://`. */
   readonly niche: Loaded<{ seconds: number }>;
   readonly file: Loaded<{ seconds: number }>;
+  /** `--to` an HTTP server that stores nothing (bench/null-server.ts): the floor of Nix's HTTP store. */
+  readonly nullHttp: Loaded<{ seconds: number }>;
 }
 
 export interface PhasePeak {
@@ -248,8 +250,24 @@ export function buildRows(results: Results): Row[] {
       'lower',
       { kind: 'max', value: 1.1 },
     );
-  rows.push(pushRow(results.push.small, 'small paths + top'));
-  if (results.push.bulk !== undefined) rows.push(pushRow(results.push.bulk, 'medium/large paths'));
+  const floorRow = (push: PushTimes, what: string): Row =>
+    row(
+      `nix copy --to, ${push.paths} ${what} (${push.compression}), to an HTTP server that stores nothing; nginx column: --to file://`,
+      { niche: push.nullHttp, nginx: push.file },
+      (t) => t.seconds,
+      sec,
+      'lower',
+    );
+  rows.push(
+    pushRow(results.push.small, 'small paths + top'),
+    floorRow(results.push.small, 'small paths + top'),
+  );
+  if (results.push.bulk !== undefined) {
+    rows.push(
+      pushRow(results.push.bulk, 'medium/large paths'),
+      floorRow(results.push.bulk, 'medium/large paths'),
+    );
+  }
   const local = results.localStore;
   if (local !== undefined) {
     rows.push(

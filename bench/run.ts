@@ -49,6 +49,7 @@ import { NIX32_ALPHABET } from '../src/nix/nix32.js';
 import { buildCorpus, hashPart, narUrlOf, nixEnv, prng, type Corpus } from './corpus.js';
 import { summariseProfile, type ProfileSummary } from './cpu-profile.js';
 import { hugeNarRoundTrip } from './huge-nar.js';
+import { startNullServer } from './null-server.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { ParamError, paramValues, parseParams, type BenchParams } from './params.js';
 import { CommandError, elapsed, killAll, log, run } from './proc.js';
@@ -454,6 +455,14 @@ async function main(): Promise<void> {
         nixCopyTo(params, `file://${tree}?compression=${compression}`, paths, pushEnv);
       const toNiche = (): Promise<Loaded<{ seconds: number }>> =>
         nixCopyTo(params, `${niche.storeUrl}?compression=${compression}`, paths, pushEnv);
+      const toNull = async (): Promise<Loaded<{ seconds: number }>> => {
+        const server = await startNullServer();
+        try {
+          return await nixCopyTo(params, `${server.url}?compression=${compression}`, paths, pushEnv);
+        } finally {
+          await server.close();
+        }
+      };
       let file: Loaded<{ seconds: number }>;
       let nicheTime: Loaded<{ seconds: number }>;
       if (nicheFirst) {
@@ -463,11 +472,13 @@ async function main(): Promise<void> {
         file = await toFile();
         nicheTime = await toNiche();
       }
+      const nullHttp = await toNull();
       log(
         `  nix copy --to, ${paths.length} paths (${compression}): niche ${nicheTime.seconds.toFixed(2)} s, ` +
-          `file:// ${file.seconds.toFixed(2)} s (other CPU ${nicheTime.otherCores.toFixed(2)} / ${file.otherCores.toFixed(2)})`,
+          `file:// ${file.seconds.toFixed(2)} s, a server storing nothing ${nullHttp.seconds.toFixed(2)} s ` +
+          `(other CPU ${nicheTime.otherCores.toFixed(2)} / ${file.otherCores.toFixed(2)})`,
       );
-      return { paths: paths.length, compression, niche: nicheTime, file };
+      return { paths: paths.length, compression, niche: nicheTime, file, nullHttp };
     };
     log('pushing with nix copy --to (niche, file://)');
     const pushSmall = await push(smallSet, params.compression, false);

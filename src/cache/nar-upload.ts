@@ -13,7 +13,7 @@ import { NarParser } from '../nix/nar-parser.js';
 import { encodeNix32 } from '../nix/nix32.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { BlobCheckError } from '../storage/blob-check-error.js';
-import { createDecompressor } from '../util/compression.js';
+import { createDecompressor, SMALL_COMPRESSED_INPUT } from '../util/compression.js';
 
 const CHUNK = 1 << 20;
 
@@ -123,7 +123,10 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
   // one with an error after its promise settled must not turn into an unhandled 'error' event.
   for (const stream of [blobInput, narInput]) stream.on('error', () => undefined);
 
-  const narDone = pipeline(narInput, createDecompressor(compression), verifier, { signal: abort.signal });
+  const small = contentLength !== undefined && contentLength <= SMALL_COMPRESSED_INPUT;
+  const narDone = pipeline(narInput, createDecompressor(compression, { small }), verifier, {
+    signal: abort.signal,
+  });
   const blobDone = options.blobs.put(options.blobKey, blobInput, {
     signal: abort.signal,
     ...(options.expectedFileHash === undefined ? {} : { expectedSha256: options.expectedFileHash.bytes }),

@@ -12,13 +12,24 @@ import type { Compression } from '../nix/compression.js';
 /** Large enough to be efficient, small enough that a stream's buffered output stays bounded. */
 const CHUNK = 1 << 20;
 
-export function createDecompressor(compression: Compression): Transform {
+export interface DecompressOptions {
+  /**
+   * The input is known to be small (a few KiB): decode on the calling thread. liblzma's asynchronous mode
+   * hands every chunk to a thread, which costs more than decoding a small NAR (about 1 ms per upload).
+   */
+  readonly small?: boolean;
+}
+
+/** Compressed inputs up to this size may be decoded with `small`: well under a millisecond of work. */
+export const SMALL_COMPRESSED_INPUT = 64 * 1024;
+
+export function createDecompressor(compression: Compression, options: DecompressOptions = {}): Transform {
   switch (compression) {
     case 'none':
       return new PassThrough({ highWaterMark: CHUNK });
     case 'xz':
       // liblzma's default memory limit is unlimited; xz presets up to -9e need 64 MiB dictionaries.
-      return lzma.createDecompressor({ memlimit: 512 * 1024 * 1024 });
+      return lzma.createDecompressor({ memlimit: 512 * 1024 * 1024, synchronous: options.small === true });
     case 'zstd':
       // Default window limit (2^27 = 128 MiB) bounds memory; Nix's zstd output stays within it.
       return new DecompressStream();
