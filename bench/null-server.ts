@@ -1,7 +1,8 @@
-// An HTTP binary cache that stores nothing: it answers nix-cache-info, says every narinfo and NAR is
-// absent, and accepts every upload by reading and discarding it. `nix copy --to` this server measures what
-// Nix's HTTP store costs by itself (a HEAD per narinfo and NAR, a PUT per NAR and narinfo, sequential per
-// path), which no server can go below; the bench reports it beside niche and file://.
+// An HTTP binary cache that stores next to nothing: it answers nix-cache-info, accepts every upload by
+// reading it, discards NARs and keeps only the narinfo texts in memory (Nix reads back the narinfos of a
+// path's references before uploading it). `nix copy --to` this server measures what Nix's HTTP store
+// costs by itself (a HEAD per narinfo and NAR, a PUT per NAR and narinfo, sequential per path), which no
+// server can go below; the bench reports it beside niche and file://.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -13,16 +14,29 @@ export interface NullServer {
 }
 
 export async function startNullServer(): Promise<NullServer> {
+  const narinfos = new Map<string, Buffer>();
   const server: Server = createServer((request, response) => {
+    const url = request.url ?? '/';
     if (request.method === 'PUT') {
-      request.resume();
+      const parts: Buffer[] = [];
+      const keep = url.endsWith('.narinfo');
+      request.on('data', (chunk: Buffer) => {
+        if (keep) parts.push(chunk);
+      });
       request.once('end', () => {
+        if (keep) narinfos.set(url, Buffer.concat(parts));
         response.writeHead(201, { 'content-length': 0 });
         response.end();
       });
       return;
     }
-    if (request.url === '/nix-cache-info') {
+    const narinfo = narinfos.get(url);
+    if (narinfo !== undefined) {
+      response.writeHead(200, { 'content-type': 'text/x-nix-narinfo', 'content-length': narinfo.length });
+      response.end(request.method === 'HEAD' ? undefined : narinfo);
+      return;
+    }
+    if (url === '/nix-cache-info') {
       response.writeHead(200, {
         'content-type': 'text/x-nix-cache-info',
         'content-length': CACHE_INFO.length,
