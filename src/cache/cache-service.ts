@@ -111,6 +111,19 @@ export class CacheService {
     return record;
   }
 
+  /**
+   * The narinfo of `hashPart` in the public cache `name` if both are in memory, without a promise: the
+   * read path answers most narinfo hits this way. Undefined means "ask `open` and `getNarInfo`".
+   */
+  cachedPublicNarInfo(name: string, hashPart: string): { cache: CacheRecord; text: string } | undefined {
+    const hit = this.#records.get(name);
+    const cache = hit?.record;
+    if (cache === undefined || !cache.isPublic || hit === undefined || hit.expires <= Date.now())
+      return undefined;
+    const text = this.#narinfos.get(cache.id, hashPart);
+    return text === undefined ? undefined : { cache, text };
+  }
+
   forgetCacheRecord(name: string): void {
     this.#records.delete(name);
   }

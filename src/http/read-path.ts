@@ -50,6 +50,24 @@ const NAR_TYPE = 'application/x-nix-nar';
 
 type Headers = Record<string, string | number>;
 
+const PUBLIC_NARINFO = 'public, max-age=3600';
+const PRIVATE_NARINFO = 'private, max-age=3600';
+const LOCAL_NARINFO = 'public, max-age=300';
+
+function sendNarInfo(
+  text: string,
+  cacheControl: string,
+  request: IncomingMessage,
+  response: ServerResponse,
+): void {
+  response.writeHead(200, {
+    'content-type': NARINFO_TYPE,
+    'cache-control': cacheControl,
+    'content-length': Buffer.byteLength(text),
+  });
+  response.end(request.method === 'HEAD' ? undefined : text);
+}
+
 export function createReadPath(context: HttpContext, options: ReadPathOptions): RawHandler {
   const { service, authenticator } = context;
   const { logger, pool, localStore } = options;
@@ -75,12 +93,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       sendRawNotFound(request, response, `${hash} is not in cache ${cache.name}`);
       return;
     }
-    response.writeHead(200, {
-      'content-type': NARINFO_TYPE,
-      'cache-control': cache.isPublic ? 'public, max-age=3600' : 'private, max-age=3600',
-      'content-length': Buffer.byteLength(text),
-    });
-    response.end(request.method === 'HEAD' ? undefined : text);
+    sendNarInfo(text, cache.isPublic ? PUBLIC_NARINFO : PRIVATE_NARINFO, request, response);
   }
 
   async function cacheNar(
@@ -160,12 +173,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       sendRawNotFound(request, response, `${hash} is not a valid path in the local store`);
       return;
     }
-    response.writeHead(200, {
-      'content-type': NARINFO_TYPE,
-      'cache-control': 'public, max-age=300',
-      'content-length': Buffer.byteLength(text),
-    });
-    response.end(request.method === 'HEAD' ? undefined : text);
+    sendNarInfo(text, LOCAL_NARINFO, request, response);
   }
 
   // A NAR generated from the filesystem and checked while it streams (src/localstore/verified-nar.ts). The
@@ -241,6 +249,11 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       const rest = path.slice(localPrefix.length - 1);
       const [, hash] = LOCAL_NARINFO_URL.exec(rest) ?? [];
       if (hash !== undefined) {
+        const cached = isStorePathHash(hash) ? localStore.store.cachedNarInfo(hash) : undefined;
+        if (cached !== undefined) {
+          sendNarInfo(cached, LOCAL_NARINFO, request, response);
+          return true;
+        }
         localNarInfo(localStore.store, hash, request, response).catch(fail(request, response));
         return true;
       }
@@ -255,6 +268,12 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
 
     const [, narInfoCache, hash] = NARINFO_URL.exec(path) ?? [];
     if (narInfoCache !== undefined && hash !== undefined) {
+      // A hit in memory is answered at once; anything else (credentials, a lookup) goes the async way.
+      const cached = service.cachedPublicNarInfo(narInfoCache, hash);
+      if (cached !== undefined) {
+        sendNarInfo(cached.text, PUBLIC_NARINFO, request, response);
+        return true;
+      }
       cacheNarInfo(narInfoCache, hash, request, response).catch(fail(request, response));
       return true;
     }

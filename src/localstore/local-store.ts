@@ -91,6 +91,11 @@ export class LocalStore {
     return this.cacheInfoText;
   }
 
+  /** The signed narinfo if it is in memory (no promise; `narInfo` otherwise). */
+  cachedNarInfo(hash: StorePathHash): string | undefined {
+    return this.narinfos.get(0, hash);
+  }
+
   /** The signed narinfo, or undefined if the path is not valid. */
   async narInfo(hash: StorePathHash): Promise<string | undefined> {
     const cached = this.narinfos.get(0, hash);

@@ -136,6 +136,30 @@ describe('private caches', () => {
   });
 });
 
+describe('narinfos answered from memory', () => {
+  it('still need credentials once the cache turns private, and are gone once the path is deleted', async () => {
+    assert.equal((await api('POST', '/caches', { name: 'flip', public: true })).status, 201);
+    const path = await prepare('api-flip');
+    assert.equal((await upload('flip', path)).status, 201);
+    const url = `${t.url}/flip/${path.base.slice(0, 32)}.narinfo`;
+    for (let round = 0; round < 2; round++) {
+      const response = await fetch(url); // the second answer comes from memory
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get('cache-control'), 'public, max-age=3600');
+      assert.match(await response.text(), /^StorePath: /);
+    }
+    assert.equal((await api('PATCH', '/caches/flip', { public: false })).status, 200);
+    assert.equal((await fetch(url)).status, 401);
+    const authorized = await fetch(url, { headers: { authorization: basicAuth(root) } });
+    assert.equal(authorized.status, 200);
+    assert.equal(authorized.headers.get('cache-control'), 'private, max-age=3600');
+    assert.equal((await api('PATCH', '/caches/flip', { public: true })).status, 200);
+    assert.equal((await fetch(url)).status, 200);
+    assert.equal((await api('DELETE', `/caches/flip/paths/${path.base.slice(0, 32)}`)).status, 204);
+    assert.equal((await fetch(url)).status, 404);
+  });
+});
+
 describe('one-request uploads', () => {
   it('upload, publish and sign a path with its references; report what is missing', async () => {
     const dep = await prepare('api-dep');
