@@ -108,7 +108,10 @@ export interface NicheOptions {
 
 const NICHE_MAIN = 'src/cli/main.ts';
 
-/** Starts `niche serve` as its own process, exactly as a deployment would (but from source via tsx). */
+/**
+ * Starts `niche serve` as its own process, as a deployment would: from a tsc build if given (the bench
+ * always gives one), else from source via tsx.
+ */
 export async function startNiche(options: NicheOptions): Promise<RunningServer> {
   mkdirSync(options.dataDir, { recursive: true });
   const port = await freePort();

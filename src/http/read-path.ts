@@ -10,6 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyBaseLogger } from 'fastify';
+import type { CacheRecord } from '../db/metadata-store.js';
 import { NotFoundError } from '../errors.js';
 import type { LocalStore } from '../localstore/local-store.js';
 import { parseLocalNarUrl } from '../localstore/nar-url.js';
@@ -77,17 +78,18 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     sendRawError(error, request, response, logger);
   };
 
+  /** The cache, if the request may pull from it (credentials are only looked at for private caches). */
+  function openForPull(cacheName: string, request: IncomingMessage): Promise<CacheRecord> {
+    return service.open(cacheName, () => authenticator.authenticate(request.headers.authorization), 'pull');
+  }
+
   async function cacheNarInfo(
     cacheName: string,
     hash: string,
     request: IncomingMessage,
     response: ServerResponse,
   ): Promise<void> {
-    const cache = await service.open(
-      cacheName,
-      () => authenticator.authenticate(request.headers.authorization),
-      'pull',
-    );
+    const cache = await openForPull(cacheName, request);
     const text = await service.getNarInfo(cache, hash);
     if (text === undefined) {
       sendRawNotFound(request, response, `${hash} is not in cache ${cache.name}`);
@@ -102,11 +104,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     request: IncomingMessage,
     response: ServerResponse,
   ): Promise<void> {
-    const cache = await service.open(
-      cacheName,
-      () => authenticator.authenticate(request.headers.authorization),
-      'pull',
-    );
+    const cache = await openForPull(cacheName, request);
     const nar = await service.findNar(cache, file);
     if (nar === undefined) {
       sendRawNotFound(request, response, `no such NAR in cache ${cache.name}`);
@@ -294,7 +292,7 @@ function hashParameter(query: string): string | undefined {
 }
 
 /** Whether `header` (Accept-Encoding) lists `coding` with a non-zero quality. */
-export function acceptsEncoding(header: string | undefined, coding: string): boolean {
+function acceptsEncoding(header: string | undefined, coding: string): boolean {
   if (header === undefined) return false;
   for (const item of header.split(',')) {
     const [name = '', ...parameters] = item.split(';').map((part) => part.trim().toLowerCase());

@@ -48,4 +48,6 @@ export class BufferPool {
 
 /** The pool of 1 MiB chunks shared by blob downloads and on-the-fly NARs. */
 export const CHUNK_SIZE = 1 << 20;
-export const chunkPool = new BufferPool(CHUNK_SIZE, 32, { shared: true });
+// 16 free buffers serve about five downloads at once without allocating (each has up to three chunks
+// out: two being written, one being read); the pool never holds more than 16 MiB while idle.
+export const chunkPool = new BufferPool(CHUNK_SIZE, 16, { shared: true });
