@@ -32,6 +32,7 @@ import {
 } from '../blob-store.js';
 import type { BufferPool } from '../../util/buffer-pool.js';
 import { PutChecks } from '../put-checks.js';
+import { InFlight } from '../in-flight.js';
 
 /** Where puts stage their temp files, under the root. Exported so tests can check nothing is left there. */
 export const FS_BLOB_TMP_DIR = '.tmp';
@@ -46,7 +47,7 @@ export class FsBlobStore implements BlobStore {
   readonly #tmpDir: string;
   /** Directories whose own entry (and every ancestor's, up to root) is known to be durable. */
   readonly #durableDirs = new Set<string>();
-  readonly #puts = new Set<Promise<unknown>>();
+  readonly #puts = new InFlight();
   #closed = false;
 
   private constructor(root: string, tmpDir: string) {
@@ -89,13 +90,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async put(key: string, source: Readable, options: PutOptions = {}): Promise<PutResult> {
-    const operation = this.#put(key, source, options);
-    this.#puts.add(operation);
-    try {
-      return await operation;
-    } finally {
-      this.#puts.delete(operation);
-    }
+    return this.#puts.track(this.#put(key, source, options));
   }
 
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
@@ -263,7 +258,7 @@ export class FsBlobStore implements BlobStore {
   /** Refuses new work and waits for puts in progress; read streams already handed out stay usable. */
   async close(): Promise<void> {
     this.#closed = true;
-    await Promise.allSettled([...this.#puts]);
+    await this.#puts.settled();
     await rm(this.#tmpDir, { recursive: true, force: true });
     ownTempDirs.delete(this.#tmpDir);
   }

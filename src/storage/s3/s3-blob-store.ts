@@ -32,6 +32,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
 import { PutChecks } from '../put-checks.js';
+import { InFlight } from '../in-flight.js';
 import {
   assertValidBlobKey,
   type BlobRange,
@@ -91,7 +92,7 @@ export class S3BlobStore implements BlobStore {
   readonly #partSize: number;
   readonly #queueSize: number;
   readonly #multipartCopyThreshold: number;
-  readonly #puts = new Set<Promise<unknown>>();
+  readonly #puts = new InFlight();
   #closed = false;
 
   private constructor(client: S3Client, options: StoreSettings) {
@@ -156,13 +157,7 @@ export class S3BlobStore implements BlobStore {
    * as the filesystem store's does once it renames.
    */
   async put(key: string, source: Readable, options: PutOptions = {}): Promise<PutResult> {
-    const operation = this.#put(key, source, options);
-    this.#puts.add(operation);
-    try {
-      return await operation;
-    } finally {
-      this.#puts.delete(operation);
-    }
+    return this.#puts.track(this.#put(key, source, options));
   }
 
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
@@ -482,7 +477,7 @@ export class S3BlobStore implements BlobStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.allSettled([...this.#puts]);
+    await this.#puts.settled();
     this.#client.destroy();
   }
 
