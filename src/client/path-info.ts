@@ -9,22 +9,14 @@
 import { NixFormatError } from '../errors.js';
 import { type ContentAddressMethod, formatContentAddress } from '../nix/content-address.js';
 import { Hash } from '../nix/hash.js';
+import type { ValidPathInfo } from '../nix/path-info.js';
 import { DEFAULT_STORE_DIR, StorePath } from '../nix/store-path.js';
 import { NixCommandError } from './errors.js';
 import type { NixRunner } from './nix-command.js';
 
-export interface LocalPathInfo {
-  readonly storePath: StorePath;
-  /** The full path. */
+/** A path of the local store to push: Nix's record of it, and its full path. */
+export interface LocalPathInfo extends ValidPathInfo {
   readonly path: string;
-  readonly narHash: Hash;
-  readonly narSize: number;
-  /** Including the path itself if it refers to itself. */
-  readonly references: readonly StorePath[];
-  /** Base name of the deriver, if known. */
-  readonly deriver: string | undefined;
-  readonly signatures: readonly string[];
-  readonly ca: string | undefined;
 }
 
 type Json = Record<string, unknown>;

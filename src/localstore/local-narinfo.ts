@@ -7,7 +7,7 @@
 import { parseContentAddress } from '../nix/content-address.js';
 import { formatNarInfo, narInfoFingerprint } from '../nix/narinfo.js';
 import { parseSignature, type SecretKey } from '../nix/signing.js';
-import type { LocalPathInfo } from './nix-db.js';
+import type { ValidPathInfo } from '../nix/path-info.js';
 import { localNarUrl } from './nar-url.js';
 
 function wellFormedSignature(signature: string): boolean {
@@ -60,7 +60,7 @@ export class NarInfoSigner {
   }
 }
 
-export function renderLocalNarInfo(info: LocalPathInfo, signer: NarInfoSigner, storeDir: string): string {
+export function renderLocalNarInfo(info: ValidPathInfo, signer: NarInfoSigner, storeDir: string): string {
   const fingerprint = narInfoFingerprint({ ...info, references: [...info.references] }, storeDir);
   const signatures = [
     ...new Set([...info.signatures.filter(wellFormedSignature), ...signer.sign(fingerprint)]),

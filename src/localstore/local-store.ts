@@ -6,13 +6,14 @@ import type { Readable } from 'node:stream';
 import { NicheError, NixFormatError, NotFoundError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
 import type { SecretKey } from '../nix/signing.js';
+import type { ValidPathInfo } from '../nix/path-info.js';
 import type { StorePathHash } from '../nix/store-path.js';
 import { openBuildLog, type OpenedLog } from './build-log.js';
 import type { LocalStoreConfig } from './local-store-config.js';
 import { NarInfoCache } from '../cache/narinfo-cache.js';
 import { NarInfoSigner, renderLocalNarInfo } from './local-narinfo.js';
 import type { NarUrlTarget } from './nar-url.js';
-import { NixDatabase, type LocalPathInfo } from './nix-db.js';
+import { NixDatabase } from './nix-db.js';
 import { listPath } from './path-listing.js';
 import { loadLocalStoreKeys } from './signing-keys.js';
 import { browseStorePath, type BrowseResult } from './store-browse.js';
@@ -111,7 +112,7 @@ export class LocalStore {
    * The path a NAR URL names, if it is valid and (when the URL carries one) still has the NAR hash the URL
    * was issued for. Throws NOT_FOUND otherwise.
    */
-  async findNar(target: NarUrlTarget): Promise<LocalPathInfo> {
+  async findNar(target: NarUrlTarget): Promise<ValidPathInfo> {
     const info = await this.db.queryPathInfo(target.storeHash);
     if (info === undefined) throw notValid(target.storeHash);
     if (target.narHash !== undefined && info.narHash.toNix32() !== target.narHash) {
@@ -128,7 +129,7 @@ export class LocalStore {
    * that vanished from disk is NOT_FOUND here, before the caller sends anything. With a pool, the chunks
    * are the caller's to give back to it once written. Iterate to the end or call `return()`.
    */
-  async openNarChunks(info: LocalPathInfo, window?: ByteWindow, pool?: BufferPool): Promise<Primed<Buffer>> {
+  async openNarChunks(info: ValidPathInfo, window?: ByteWindow, pool?: BufferPool): Promise<Primed<Buffer>> {
     const path = info.storePath.toString(this.storeDir);
     try {
       return await openVerifiedNarChunks(
@@ -142,7 +143,7 @@ export class LocalStore {
   }
 
   /** `openNarChunks` as a stream (for piping through a compressor). */
-  async openNar(info: LocalPathInfo, window?: ByteWindow): Promise<Readable> {
+  async openNar(info: ValidPathInfo, window?: ByteWindow): Promise<Readable> {
     const path = info.storePath.toString(this.storeDir);
     try {
       return await openVerifiedNar({ path, narHash: info.narHash, narSize: info.narSize }, window);

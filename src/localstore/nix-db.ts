@@ -7,20 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { ConfigError, DatabaseError, NicheError } from '../errors.js';
 import { Hash } from '../nix/hash.js';
+import type { ValidPathInfo } from '../nix/path-info.js';
 import { StorePath, type StorePathHash } from '../nix/store-path.js';
-
-/** What niche needs to know about a valid path to serve it. */
-export interface LocalPathInfo {
-  readonly storePath: StorePath;
-  readonly narHash: Hash;
-  readonly narSize: number;
-  readonly references: readonly StorePath[];
-  /** Base name of the deriver, if Nix recorded one. */
-  readonly deriver: string | undefined;
-  /** Signatures recorded in the database (`nix store sign`, or those a substituted path came with). */
-  readonly signatures: readonly string[];
-  readonly ca: string | undefined;
-}
 
 interface ValidPathRow {
   readonly id: number;
@@ -56,7 +44,7 @@ export class NixDatabase {
     this.lookup = db.transaction((hash: StorePathHash) => this.queryNow(hash));
   }
 
-  private readonly lookup: (hash: StorePathHash) => LocalPathInfo | undefined;
+  private readonly lookup: (hash: StorePathHash) => ValidPathInfo | undefined;
 
   /** Opens `file` read-only. Throws ConfigError if it is missing or is not a Nix database. */
   static open(file: string, storeDir: string): NixDatabase {
@@ -91,7 +79,7 @@ export class NixDatabase {
   }
 
   /** The valid path with this hash part, or undefined (not valid: absent, deleted, or still being built). */
-  async queryPathInfo(hash: StorePathHash): Promise<LocalPathInfo | undefined> {
+  async queryPathInfo(hash: StorePathHash): Promise<ValidPathInfo | undefined> {
     return this.withBusyRetry(() => this.lookup(hash));
   }
 
@@ -99,7 +87,7 @@ export class NixDatabase {
     this.db.close();
   }
 
-  private queryNow(hash: StorePathHash): LocalPathInfo | undefined {
+  private queryNow(hash: StorePathHash): ValidPathInfo | undefined {
     // Every path with this hash part sorts between "<dir>/<hash>" and "<dir>/<hash>." ('-' < '.').
     const prefix = `${this.storeDir}/${hash}`;
     const row = this.byHashPart.get(prefix, `${prefix}.`);
@@ -107,7 +95,7 @@ export class NixDatabase {
     return this.toPathInfo(row, this.referencesOf.all(row.id));
   }
 
-  private toPathInfo(row: ValidPathRow, references: readonly { path: string }[]): LocalPathInfo {
+  private toPathInfo(row: ValidPathRow, references: readonly { path: string }[]): ValidPathInfo {
     try {
       const narSize = row.narSize ?? 0;
       if (!Number.isSafeInteger(narSize) || narSize <= 0) {
