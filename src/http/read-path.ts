@@ -14,8 +14,9 @@ import type { CacheRecord } from '../db/metadata-store.js';
 import { NotFoundError } from '../errors.js';
 import type { LocalStore } from '../localstore/local-store.js';
 import { parseLocalNarUrl } from '../localstore/nar-url.js';
-import { isStorePathHash } from '../nix/store-path.js';
-import type { BlobReadResult } from '../storage/blob-store.js';
+import { NIX32_CLASS } from '../nix/nix32.js';
+import { isStorePathHash, type StorePathHash } from '../nix/store-path.js';
+import type { BlobRange, BlobReadResult } from '../storage/blob-store.js';
 import type { BufferPool } from '../util/buffer-pool.js';
 import { createCompressor } from '../util/compression.js';
 import type { HttpContext } from './context.js';
@@ -37,13 +38,12 @@ export interface ReadPathOptions {
   readonly closing: () => boolean;
 }
 
-const NIX32 = '[0-9a-df-np-sv-z]';
 /** `/<cache>/<hash>.narinfo` */
-const NARINFO_URL = new RegExp(`^/([^/]+)/(${NIX32}{32})\\.narinfo$`);
+const NARINFO_URL = new RegExp(`^/([^/]+)/(${NIX32_CLASS}{32})\\.narinfo$`);
 /** `/<cache>/nar/<file>` */
 const NAR_URL = /^\/([^/]+)\/nar\/([^/]+)$/;
 /** `<mount>/<hash>.narinfo` and `<mount>/nar/<file>` (the mount prefix removed). */
-const LOCAL_NARINFO_URL = new RegExp(`^/(${NIX32}{32})\\.narinfo$`);
+const LOCAL_NARINFO_URL = new RegExp(`^/(${NIX32_CLASS}{32})\\.narinfo$`);
 const LOCAL_NAR_URL = /^\/nar\/([^/]+)$/;
 
 const NARINFO_TYPE = 'text/x-nix-narinfo';
@@ -54,6 +54,17 @@ type Headers = Record<string, string | number>;
 const PUBLIC_NARINFO = 'public, max-age=3600';
 const PRIVATE_NARINFO = 'private, max-age=3600';
 const LOCAL_NARINFO = 'public, max-age=300';
+
+/** Sets Content-Length (and Content-Range for a range) for `size` bytes; returns the status, 200 or 206. */
+function setLength(headers: Headers, size: number, range: BlobRange | undefined): number {
+  if (range === undefined) {
+    headers['content-length'] = size;
+    return 200;
+  }
+  headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`;
+  headers['content-length'] = range.end - range.start + 1;
+  return 206;
+}
 
 function sendNarInfo(
   text: string,
@@ -134,14 +145,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
   }
 
   async function sendBlob(opened: BlobReadResult, headers: Headers, response: ServerResponse): Promise<void> {
-    let status = 200;
-    if (opened.range === undefined) {
-      headers['content-length'] = opened.size;
-    } else {
-      status = 206;
-      headers['content-range'] = `bytes ${opened.range.start}-${opened.range.end}/${opened.size}`;
-      headers['content-length'] = opened.range.end - opened.range.start + 1;
-    }
+    const status = setLength(headers, opened.size, opened.range);
     if (opened.data !== undefined) {
       opened.stream.destroy();
       response.writeHead(status, headers);
@@ -161,11 +165,10 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
 
   async function localNarInfo(
     store: LocalStore,
-    hash: string,
+    hash: StorePathHash,
     request: IncomingMessage,
     response: ServerResponse,
   ): Promise<void> {
-    if (!isStorePathHash(hash)) throw new NotFoundError('NOT_FOUND', 'not a store path hash');
     const text = await store.narInfo(hash);
     if (text === undefined) {
       sendRawNotFound(request, response, `${hash} is not a valid path in the local store`);
@@ -209,14 +212,8 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     const opened = zstd
       ? { stream: await store.openNar(info) }
       : { chunks: await store.openNarChunks(info, range, pool) };
-    let status = 200;
-    if (range !== undefined) {
-      status = 206;
-      headers['content-range'] = `bytes ${range.start}-${range.end}/${info.narSize}`;
-      headers['content-length'] = range.end - range.start + 1;
-    } else if (!zstd) {
-      headers['content-length'] = info.narSize;
-    }
+    // A zstd stream's length is not known in advance (and zstd is never used for ranges).
+    const status = zstd ? 200 : setLength(headers, info.narSize, range);
     response.writeHead(status, headers);
     try {
       if (opened.stream !== undefined) {
@@ -246,8 +243,8 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     if (localStore !== undefined && path.startsWith(localPrefix)) {
       const rest = path.slice(localPrefix.length - 1);
       const [, hash] = LOCAL_NARINFO_URL.exec(rest) ?? [];
-      if (hash !== undefined) {
-        const cached = isStorePathHash(hash) ? localStore.store.cachedNarInfo(hash) : undefined;
+      if (hash !== undefined && isStorePathHash(hash)) {
+        const cached = localStore.store.cachedNarInfo(hash);
         if (cached !== undefined) {
           sendNarInfo(cached, LOCAL_NARINFO, request, response);
           return true;

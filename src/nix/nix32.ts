@@ -5,6 +5,8 @@
 import { NixFormatError } from '../errors.js';
 
 export const NIX32_ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz';
+/** The alphabet as a regular-expression character class, for URL patterns. */
+export const NIX32_CLASS = '[0-9a-df-np-sv-z]';
 
 // Character code -> digit value, or -1. Covers the ASCII range; anything above is invalid.
 const DIGIT_OF = new Int8Array(128).fill(-1);

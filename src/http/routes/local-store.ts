@@ -7,6 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { NotFoundError } from '../../errors.js';
 import type { LocalStore } from '../../localstore/local-store.js';
+import { NIX32_CLASS } from '../../nix/nix32.js';
 import { isStorePathHash } from '../../nix/store-path.js';
 import { registerLocalStoreCacheInfo } from './local-store-cache-info.js';
 import { sendLocalListing } from './local-store-listing.js';
@@ -60,7 +61,6 @@ export function registerLocalStoreRoutes(app: FastifyInstance, mount: LocalStore
   registerLocalStoreReadOnly(app, prefix);
 }
 
-const NIX32_CLASS = '[0-9a-df-np-sv-z]';
 /** The URL paths (before any query) the root mount answers; everything else is left alone. */
 const ROOT_SHAPES = new RegExp(
   `^/(?:nix-cache-info|${NIX32_CLASS}{32}\\.(?:narinfo|ls)|nar/[^/]+|log/${NIX32_CLASS}{32}-[^/]+\\.drv|serve/${NIX32_CLASS}{32}(?:/.*)?)$`,
