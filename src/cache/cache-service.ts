@@ -83,7 +83,6 @@ export class CacheService {
     );
   }
 
-  /** Looks the cache up and applies the access rules (see `authorize`). */
   /**
    * The cache `name` if `principal` may do `needed` on it; throws otherwise (see `authorize`). The
    * principal may be given lazily: pulls from a public cache never resolve it, which saves a token lookup
@@ -101,10 +100,16 @@ export class CacheService {
     return authorize(record, name, publicRead ? ANONYMOUS : await principal(), needed);
   }
 
+  /** The remembered record of `name` (undefined: none, or too old to use); `record` undefined = no such cache. */
+  #remembered(name: string, now: number): { record: CacheRecord | undefined } | undefined {
+    const hit = this.#records.get(name);
+    return hit !== undefined && hit.expires > now ? hit : undefined;
+  }
+
   async #lookup(name: string): Promise<CacheRecord | undefined> {
     const now = Date.now();
-    const hit = this.#records.get(name);
-    if (hit !== undefined && hit.expires > now) return hit.record;
+    const hit = this.#remembered(name, now);
+    if (hit !== undefined) return hit.record;
     const record = await this.db.getCache(name);
     if (this.#records.size > 10_000) this.#records.clear();
     this.#records.set(name, { record, expires: now + this.#recordTtlMs });
@@ -116,10 +121,8 @@ export class CacheService {
    * read path answers most narinfo hits this way. Undefined means "ask `open` and `getNarInfo`".
    */
   cachedPublicNarInfo(name: string, hashPart: string): { cache: CacheRecord; text: string } | undefined {
-    const hit = this.#records.get(name);
-    const cache = hit?.record;
-    if (cache === undefined || !cache.isPublic || hit === undefined || hit.expires <= Date.now())
-      return undefined;
+    const cache = this.#remembered(name, Date.now())?.record;
+    if (cache === undefined || !cache.isPublic) return undefined;
     const text = this.#narinfos.get(cache.id, hashPart);
     return text === undefined ? undefined : { cache, text };
   }
