@@ -311,11 +311,25 @@ async function closureCopy(
   };
 }
 
+/** A wrk paths file per server, `<dir>/<name>-<server>.txt`, with the request paths `make` lists. */
+function pathsFiles(
+  dir: string,
+  name: string,
+  servers: Pair<RunningServer>,
+  make: (server: RunningServer) => string[],
+): Pair<string> {
+  return {
+    niche: writePaths(join(dir, `${name}-niche.txt`), make(servers.niche)),
+    nginx: writePaths(join(dir, `${name}-nginx.txt`), make(servers.nginx)),
+  };
+}
+
 /** A wrk paths file per server with the NAR of each store path, from the narinfos they serve. */
 async function narPaths(
   servers: Pair<RunningServer>,
   storePaths: readonly string[],
-  fileStem: string,
+  dir: string,
+  name: string,
 ): Promise<Pair<string>> {
   const lists: Pair<string[]> = { niche: [], nginx: [] };
   for (const storePath of storePaths) {
@@ -326,10 +340,7 @@ async function narPaths(
       lists[server.name].push(`${server.prefix}/${narUrlOf(text)}`);
     }
   }
-  return {
-    niche: writePaths(`${fileStem}-niche.txt`, lists.niche),
-    nginx: writePaths(`${fileStem}-nginx.txt`, lists.nginx),
-  };
+  return pathsFiles(dir, name, servers, (server) => lists[server.name]);
 }
 
 /**
@@ -507,12 +518,12 @@ async function main(): Promise<void> {
     // 4. wrk.
     const allHashes = [...smallSet, ...bulk].map(hashPart);
     const missing = randomHashes(allHashes.length, params.seed);
-    const list = (name: string, make: (server: RunningServer) => string[]): Pair<string> => ({
-      niche: writePaths(join(tmp, `${name}-niche.txt`), make(niche)),
-      nginx: writePaths(join(tmp, `${name}-nginx.txt`), make(nginx)),
-    });
-    const hits = list('hits', (server) => allHashes.map((hash) => `${server.prefix}/${hash}.narinfo`));
-    const misses = list('misses', (server) => missing.map((hash) => `${server.prefix}/${hash}.narinfo`));
+    const hits = pathsFiles(tmp, 'hits', pair, (server) =>
+      allHashes.map((hash) => `${server.prefix}/${hash}.narinfo`),
+    );
+    const misses = pathsFiles(tmp, 'misses', pair, (server) =>
+      missing.map((hash) => `${server.prefix}/${hash}.narinfo`),
+    );
     const c = params.connections;
     log(`narinfo: wrk, ${params.durationS} s per run after ${params.warmupS} s of warm-up`);
     const hitC1 = await wrkScenario(
@@ -540,7 +551,7 @@ async function main(): Promise<void> {
       false,
     );
     log('small NAR downloads (the closure copy fetches hundreds): wrk');
-    const smallNars = await narPaths(pair, corpus.small, join(tmp, 'small-nars'));
+    const smallNars = await narPaths(pair, corpus.small, tmp, 'small-nars');
     const smallNarC1 = await wrkScenario(
       params,
       pair,
@@ -550,7 +561,7 @@ async function main(): Promise<void> {
     let nar: Results['nar'];
     if (bulk.length > 0) {
       log('NAR downloads: wrk');
-      const nars = await narPaths(pair, bulk, join(tmp, 'nars'));
+      const nars = await narPaths(pair, bulk, tmp, 'nars');
       const base = { paths: nars, expect: 'ok', timeoutSeconds: 300, rank: 'bytes' } as const;
       const c1 = await wrkScenario(params, pair, { ...base, label: 'NAR c=1', connections: 1 }, false);
       const cN = await wrkScenario(
@@ -623,16 +634,9 @@ async function main(): Promise<void> {
         niche: { ...localNiche, storeUrl: `${localNiche.origin}/local`, prefix: '/local' },
         nginx: plainNginx,
       };
-      const localHits: Pair<string> = {
-        niche: writePaths(
-          join(tmp, 'local-hits-niche.txt'),
-          localPaths.map((path) => `/local/${hashPart(path)}.narinfo`),
-        ),
-        nginx: writePaths(
-          join(tmp, 'local-hits-nginx.txt'),
-          localPaths.map((path) => `/${hashPart(path)}.narinfo`),
-        ),
-      };
+      const localHits = pathsFiles(tmp, 'local-hits', localPair, (server) =>
+        localPaths.map((path) => `${server.prefix}/${hashPart(path)}.narinfo`),
+      );
       const hitScenario = { paths: localHits, expect: 'ok', rank: 'requests' } as const;
       const localHitC1 = await wrkScenario(
         params,
@@ -648,7 +652,7 @@ async function main(): Promise<void> {
       );
       let narC1: WrkPair | undefined;
       if (bulk.length > 0) {
-        const localNars = await narPaths(localPair, bulk, join(tmp, 'local-nars'));
+        const localNars = await narPaths(localPair, bulk, tmp, 'local-nars');
         narC1 = await wrkScenario(
           params,
           localPair,
