@@ -368,11 +368,6 @@ function checkRange(key: string, range: BlobRange | undefined, size: number): vo
   }
 }
 
-/**
- * Small blobs (most NARs) are read whole, synchronously: four thread-pool round trips (open, fstat, read,
- * close) cost far more than the read of a file that is almost always in the page cache. Like nginx's
- * blocking reads, a cold small file briefly holds the event loop. Returns 'large' for blobs to stream.
- */
 /** `fs.read` of a numeric descriptor as a promise (FileHandle.read costs more per call). */
 function readAt(fd: number, buffer: Buffer, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -415,6 +410,11 @@ async function* fileChunks(
   }
 }
 
+/**
+ * Small blobs (most NARs) are read whole, synchronously: four thread-pool round trips (open, fstat, read,
+ * close) cost far more than the read of a file that is almost always in the page cache. Like nginx's
+ * blocking reads, a cold small file briefly holds the event loop. Returns 'large' for blobs to stream.
+ */
 function readSmall(
   path: string,
   key: string,
