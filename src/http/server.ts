@@ -30,7 +30,6 @@ export interface HttpServerOptions {
 
 export function buildHttpServer(context: HttpContext, options: HttpServerOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = options.logger;
-  const keepAliveTimeout = options.keepAliveTimeoutMs ?? 65_000;
   const rewriteUrl =
     options.localStore?.mountAtRoot === true
       ? localStoreRootRewrite(options.localStore.mountPath)
@@ -50,9 +49,9 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
       const server = createServer((request, response) => {
         if (!readPath(request, response)) handler(request, response);
       });
-      // What fastify would set on a server of its own. Uploads of many GB may take long; a stalled client
-      // is cut off by the socket timeout instead.
-      server.keepAliveTimeout = keepAliveTimeout;
+      // The timeouts, set here since fastify only sets them on a server of its own. Uploads of many GB
+      // may take long; a stalled client is cut off by the socket timeout instead.
+      server.keepAliveTimeout = options.keepAliveTimeoutMs ?? 65_000;
       server.requestTimeout = 0;
       server.setTimeout(0);
       return server;
@@ -65,9 +64,6 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     exposeHeadRoutes: false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    keepAliveTimeout,
-    requestTimeout: 0,
-    connectionTimeout: 0,
     routerOptions: { maxParamLength: 200 },
     trustProxy: false,
     // The local store's root mount (/nix-cache-info, /<hash>.narinfo, /nar/…) is a rewrite to its prefix.
