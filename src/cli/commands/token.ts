@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, withMetadata } from '../backends.js';
 import type { Permission, TokenRecord } from '../../db/metadata-store.js';
 import { InvalidInputError, NotFoundError } from '../../errors.js';
-import { generateToken, hashToken } from '../../cache/tokens.js';
+import { generateToken, hashToken, parseCachePattern } from '../../cache/tokens.js';
 import { print, type CliIo } from '../io.js';
 
 interface CreateOptions {
@@ -18,8 +18,6 @@ interface CreateOptions {
   readonly expires?: string;
   readonly description?: string;
 }
-
-const CACHE_PATTERN = /^[a-z0-9*](?:[a-z0-9*-]{0,62})$/;
 
 /** `30d`, `12h`, `45m`, or an ISO date. */
 export function parseExpiry(text: string, now: Date): Date {
@@ -83,14 +81,7 @@ export function registerToken(
     .option('--config <file>', CONFIG_OPTION_HELP)
     .action((options: CreateOptions) =>
       run(async () => {
-        for (const pattern of options.cache) {
-          if (!CACHE_PATTERN.test(pattern)) {
-            throw new InvalidInputError(
-              'CACHE_NAME_INVALID',
-              `invalid cache name or pattern ${JSON.stringify(pattern)}`,
-            );
-          }
-        }
+        for (const pattern of options.cache) parseCachePattern(pattern);
         const now = new Date();
         const expiresAt = options.expires === undefined ? undefined : parseExpiry(options.expires, now);
         await withMetadata(io, options, async (db) => {

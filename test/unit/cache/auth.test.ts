@@ -2,7 +2,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { authorize, tokenFromAuthorization, type Principal } from '../../../src/cache/auth.js';
-import { cachePatternMatches, permissionsFor } from '../../../src/cache/tokens.js';
+import {
+  cachePatternMatches,
+  globMatches,
+  parseCachePattern,
+  permissionsFor,
+} from '../../../src/cache/tokens.js';
 import type { CacheRecord, Permission, TokenRecord } from '../../../src/db/metadata-store.js';
 import { NicheError } from '../../../src/errors.js';
 
@@ -87,6 +92,42 @@ describe('token scopes', () => {
     assert.ok(!cachePatternMatches('team-*', 'teamx'));
     assert.ok(!cachePatternMatches('main', 'main2'));
     assert.ok(!cachePatternMatches('a.c', 'abc'));
+    assert.ok(!cachePatternMatches('a*a', 'a'));
+    assert.ok(cachePatternMatches('a*a', 'aa'));
+    assert.ok(cachePatternMatches('team-*-ci', 'team--ci'));
+    assert.ok(cachePatternMatches('**', ''));
+  });
+  it('agrees with a regular expression on every short pattern and name', () => {
+    const alphabet = ['a', 'b', '*'];
+    const words = (length: number, letters: readonly string[]): string[] =>
+      length === 0 ? [''] : words(length - 1, letters).flatMap((word) => letters.map((l) => word + l));
+    const patterns = [0, 1, 2, 3, 4, 5].flatMap((length) => words(length, alphabet));
+    const names = [0, 1, 2, 3, 4, 5].flatMap((length) => words(length, ['a', 'b']));
+    for (const pattern of patterns) {
+      const regex = new RegExp(`^${pattern.replaceAll('*', '.*')}$`);
+      for (const name of names)
+        assert.equal(globMatches(pattern, name), regex.test(name), `${pattern} ${name}`);
+    }
+  });
+  it('matches in linear time: 10 * against a 10 kB name', () => {
+    // A regex (or a backtracking matcher) takes exponential time in the number of * on such a near miss.
+    const pattern = `${'*a'.repeat(10)}*b`;
+    const name = 'a'.repeat(10_000);
+    const started = performance.now();
+    for (let round = 0; round < 10; round += 1) assert.equal(globMatches(pattern, name), false);
+    assert.equal(globMatches(pattern, `${name}b`), true);
+    const elapsed = performance.now() - started;
+    assert.ok(elapsed < 500, `11 matches took ${Math.round(elapsed)} ms`);
+  });
+  it('refuses patterns beyond the bounds, at creation and when stored', () => {
+    assert.equal(parseCachePattern('team-*'), 'team-*');
+    assert.equal(parseCachePattern(`${'x'.repeat(59)}*a*b`), `${'x'.repeat(59)}*a*b`);
+    for (const pattern of ['', '*a*a*a*a*', 'x'.repeat(64), 'Team', 'a.b', '-x', 'a b']) {
+      assert.throws(() => parseCachePattern(pattern), { code: 'CACHE_NAME_INVALID' }, pattern);
+    }
+    // Stored before the bounds existed: matches nothing, not even what it would have matched.
+    assert.equal(cachePatternMatches('*a*a*a*a*a*', 'aaaaaaaaaaa'), false);
+    assert.equal(cachePatternMatches('*a*a*a*a', 'aaaaaaaaaaa'), true);
   });
   it('unions permissions of all matching scopes', () => {
     const granted = permissionsFor(
