@@ -249,7 +249,7 @@ export class CacheService {
       }
       return this.#publish(cache, info, existing.nar);
     }
-    await this.#checkReferences(cache, info, info.storePath.hash);
+    await this.#checkReferences(cache, info);
     const compression = parseImportCompression(info.compression);
     const fileHash = info.fileHash?.algorithm === 'sha256' ? info.fileHash : undefined;
     const blobKey = fileHash === undefined ? `nar/u-${randomUUID()}` : `nar/${fileHash.toNix32()}`;
@@ -293,7 +293,7 @@ export class CacheService {
       throw new InvalidInputError('HASH_INVALID', 'narHash must be a sha256 hash');
     }
     const upstream = verifiedUpstreamReferences(cache, upload.upstreamReferences ?? []);
-    await this.#checkReferences(cache, claim, hash, upstream);
+    await this.#checkReferences(cache, claim, upstream);
     const existing = await this.db.getPath(cache.id, hash);
     if (existing !== undefined) {
       // Decided without reading the NAR (the HTTP layer closes the connection on the unread body).
@@ -346,7 +346,9 @@ export class CacheService {
   ): Promise<PutNarInfoResult> {
     const hashPart = claim.storePath.hash;
     const ca = claim.ca === undefined ? undefined : checkCa(claim.ca);
-    await this.#checkReferences(cache, claim, hashPart, upstream);
+    // The deriver is not checked against the cache: it is not a reference (Nix never fetches it to
+    // complete a closure, and caches rarely hold .drv files), only a valid base name, as parsed.
+    await this.#checkReferences(cache, claim, upstream);
 
     const keys = await this.keys(cache);
     const ours = new Set(keys.signing.map((key) => key.name));
@@ -389,13 +391,16 @@ export class CacheService {
     return { status: 'unchanged' };
   }
 
-  /** The subset of `paths` (full store paths or base names) that the cache does not have. */
+  /**
+   * The subset of `paths` (full store paths or base names) that the cache does not have under exactly that
+   * name (a path holding the same hash part under another name does not count).
+   */
   async missingPaths(cache: CacheRecord, paths: readonly string[]): Promise<string[]> {
-    const hashes = paths.map((text) => {
+    const baseNames = paths.map((text) => {
       try {
         return text.startsWith('/')
-          ? StorePath.parse(text, cache.storeDir).hash
-          : StorePath.parseBaseName(text).hash;
+          ? StorePath.parse(text, cache.storeDir).baseName
+          : StorePath.parseBaseName(text).baseName;
       } catch (error) {
         throw new InvalidInputError(
           'STORE_PATH_INVALID',
@@ -406,8 +411,8 @@ export class CacheService {
         );
       }
     });
-    const present = await this.db.findPresentPaths(cache.id, [...new Set(hashes)]);
-    return paths.filter((_path, index) => !present.has(hashes[index] ?? ''));
+    const present = await this.db.findPresentBaseNames(cache.id, [...new Set(baseNames)]);
+    return paths.filter((_path, index) => !present.has(baseNames[index] ?? ''));
   }
 
   /** Deletes a path that nothing else in the cache references. */
@@ -447,21 +452,29 @@ export class CacheService {
     return nar;
   }
 
-  /** Every reference must be in the cache, be the path itself, or be vouched for by an upstream key. */
+  /**
+   * Every reference must name exactly (hash part and name) a path the cache holds, the path itself, or a
+   * path vouched for by an upstream key. Nix looks each reference up by its full store path, so a
+   * reference to `<hash>-othername` of a path held as `<hash>-name` would break every closure through it.
+   */
   async #checkReferences(
     cache: CacheRecord,
     info: PathClaim,
-    self: StorePathHash,
     upstream: ReadonlySet<string> = NO_UPSTREAM,
   ): Promise<void> {
+    const self = info.storePath.baseName;
     const outside = (reference: StorePath): boolean =>
-      reference.hash !== self && !upstream.has(reference.baseName);
-    const wanted = [...new Set(info.references.filter(outside).map((reference) => reference.hash))];
+      reference.baseName !== self && !upstream.has(reference.baseName);
+    const wanted = [...new Set(info.references.filter(outside).map((reference) => reference.baseName))];
     if (wanted.length === 0) return;
-    const present = await this.db.findPresentPaths(cache.id, wanted);
-    const absent = info.references.filter((reference) => outside(reference) && !present.has(reference.hash));
+    const present = await this.db.findPresentBaseNames(cache.id, wanted);
+    const absent = wanted.filter((baseName) => !present.has(baseName));
     if (absent.length > 0) {
-      const names = absent.slice(0, 5).map((reference) => reference.baseName);
+      const names = absent
+        .slice(0, 5)
+        .map((name) =>
+          name.startsWith(`${info.storePath.hash}-`) ? `${name} (not the path itself, ${self})` : name,
+        );
       throw new InvalidInputError(
         'REFERENCE_MISSING',
         `${info.storePath.baseName} references paths that are not in cache ${cache.name}: ${names.join(', ')}` +

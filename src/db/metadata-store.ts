@@ -163,8 +163,11 @@ export interface MetadataStore {
     cacheId: number,
     options: { readonly after?: string; readonly limit: number },
   ): Promise<PathWithNar[]>;
-  /** The subset of `hashParts` present in the cache. */
-  findPresentPaths(cacheId: number, hashParts: readonly string[]): Promise<Set<string>>;
+  /**
+   * The subset of `baseNames` (`<hash>-<name>`) the cache holds under exactly that name: a path with the
+   * same hash part and another name does not count, since Nix looks references up by their full path.
+   */
+  findPresentBaseNames(cacheId: number, baseNames: readonly string[]): Promise<Set<string>>;
   /**
    * Atomically adds the path unless its hash part is taken, and detaches the pending upload of its NAR.
    * The NAR must have been recorded (recordNarUpload) first.

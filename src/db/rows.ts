@@ -95,3 +95,22 @@ export function toPathWithNar<L>(row: PathNarRow<L>, list: ListDecoder<L>): Path
     },
   };
 }
+
+/** The distinct hash parts (first 32 characters) of store path base names. */
+export function hashPartsOf(baseNames: readonly string[]): string[] {
+  return [...new Set(baseNames.map((baseName) => baseName.slice(0, 32)))];
+}
+
+/**
+ * Which of `baseNames` are exactly the base names of `storePaths` (the cache's paths found by hash part):
+ * a stored path with the same hash part and another name does not count.
+ */
+export function presentBaseNames(baseNames: readonly string[], storePaths: Iterable<string>): Set<string> {
+  const wanted = new Set(baseNames);
+  const present = new Set<string>();
+  for (const storePath of storePaths) {
+    const baseName = storePath.slice(storePath.lastIndexOf('/') + 1);
+    if (wanted.has(baseName)) present.add(baseName);
+  }
+  return present;
+}

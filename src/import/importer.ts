@@ -107,8 +107,12 @@ interface Entry extends DependencyNode {
   readonly id: string;
   /** The store path, or the narinfo file name if it could not be parsed. */
   readonly label: string;
-  /** Hash parts of the references, without the path itself. */
-  readonly dependencies: readonly string[];
+  /** The store path's base name; undefined if the narinfo could not be parsed. */
+  readonly baseName: string | undefined;
+  /** Base names of the references, without the path itself. */
+  readonly references: readonly string[];
+  /** Ids of the entries that must be imported first (set once every narinfo was read). */
+  dependencies: readonly string[];
   /** The narinfo text until the path is settled; dropped then to give the memory back. */
   text: string | undefined;
   readonly url: string;
@@ -116,7 +120,7 @@ interface Entry extends DependencyNode {
   skip: Skip | undefined;
 }
 
-/** Rows per `findPresentPaths` query, well under SQLite's and PostgreSQL's parameter limits. */
+/** Rows per `findPresentBaseNames` query, well under SQLite's and PostgreSQL's parameter limits. */
 const PRESENCE_BATCH = 500;
 
 export async function importCache(options: ImportOptions): Promise<ImportSummary> {
@@ -129,24 +133,40 @@ export async function importCache(options: ImportOptions): Promise<ImportSummary
     reporter.note(`no narinfo files in ${source.description}: nothing to import`);
   }
 
+  // A reference is satisfied by the source only by a narinfo of exactly that path (hash part and name),
+  // otherwise only by the cache holding exactly that path: the cache will check the same.
   const byId = new Map<string, Entry>();
   for (const entry of entries) byId.set(entry.id, entry);
+  const inSource = (reference: string): Entry | undefined => {
+    const entry = byId.get(reference.slice(0, 32));
+    return entry?.baseName === reference ? entry : undefined;
+  };
   const outside = new Set<string>();
   for (const entry of entries) {
-    for (const dependency of entry.dependencies) if (!byId.has(dependency)) outside.add(dependency);
+    for (const reference of entry.references) if (inSource(reference) === undefined) outside.add(reference);
   }
   const presentOutside = await findPresent(service, cache, [...outside]);
   for (const entry of entries) {
-    if (entry.skip !== undefined) continue;
-    const missing = entry.dependencies.filter((id) => !byId.has(id) && !presentOutside.has(id));
-    if (missing.length > 0) entry.skip = referenceMissing(entry, missing, cache);
+    const dependencies: string[] = [];
+    const missing: string[] = [];
+    for (const reference of entry.references) {
+      const named = byId.get(reference.slice(0, 32));
+      if (named !== undefined && named.baseName === reference) dependencies.push(named.id);
+      else if (presentOutside.has(reference)) continue;
+      // A narinfo of that hash that could not be read: reported as what stopped this one.
+      else if (named !== undefined && named.baseName === undefined) dependencies.push(named.id);
+      else missing.push(reference);
+    }
+    entry.dependencies = dependencies;
+    if (entry.skip === undefined && missing.length > 0) entry.skip = referenceMissing(missing, cache);
   }
   const present = await findPresent(
     service,
     cache,
-    entries.map((entry) => entry.id),
+    entries.flatMap((entry) => entry.baseName ?? []),
   );
-  const toImport = entries.filter((entry) => !present.has(entry.id)).length;
+  const isPresent = (entry: Entry): boolean => entry.baseName !== undefined && present.has(entry.baseName);
+  const toImport = entries.filter((entry) => !isPresent(entry)).length;
   reporter.note(
     `${entries.length} paths in the source: ${entries.length - toImport} already in cache ${cache.name}, ` +
       `${toImport} to import${options.dryRun ? ' (dry run: nothing is written)' : ''}`,
@@ -165,8 +185,13 @@ export async function importCache(options: ImportOptions): Promise<ImportSummary
     reporter.progress(done, entries.length);
   };
   /** After a skip: whether the path is in the cache anyway, so its dependants can still be imported. */
-  const usable = async (entry: Entry): Promise<boolean> =>
-    options.dryRun ? present.has(entry.id) : (await findPresent(service, cache, [entry.id])).has(entry.id);
+  const usable = async (entry: Entry): Promise<boolean> => {
+    const { baseName } = entry;
+    if (baseName === undefined) return false;
+    return options.dryRun
+      ? present.has(baseName)
+      : (await findPresent(service, cache, [baseName])).has(baseName);
+  };
 
   const importOne = async (entry: Entry): Promise<boolean> => {
     const text = entry.text ?? '';
@@ -194,18 +219,20 @@ export async function importCache(options: ImportOptions): Promise<ImportSummary
 
   const checkOne = async (entry: Entry): Promise<boolean> => {
     const text = entry.text ?? '';
-    if (present.has(entry.id)) {
-      const existing = await service.db.getPath(cache.id, entry.id);
+    const existing = await service.db.getPath(cache.id, entry.id);
+    if (existing !== undefined) {
       const info = parseNarInfo(text, { storeDir: cache.storeDir });
       if (
-        existing !== undefined &&
-        (existing.path.narHash !== info.narHash.toNix32() || existing.path.narSize !== info.narSize)
+        existing.path.storePath !== entry.label ||
+        existing.path.narHash !== info.narHash.toNix32() ||
+        existing.path.narSize !== info.narSize
       ) {
         report(entry.label, {
           reason: 'conflict',
           message: `${existing.path.storePath} is already in cache ${cache.name} with different contents`,
         });
-        return true;
+        // Its dependants can be imported only if the cache holds exactly the path they reference.
+        return existing.path.storePath === entry.label;
       }
       alreadyPresent++;
       return true;
@@ -324,6 +351,8 @@ async function readEntries(options: ImportOptions, hasCacheInfo: boolean): Promi
     const failed = (skip: Skip): Entry => ({
       id,
       label: name,
+      baseName: undefined,
+      references: [],
       dependencies: [],
       text: undefined,
       url: '',
@@ -355,11 +384,14 @@ async function readEntries(options: ImportOptions, hasCacheInfo: boolean): Promi
         message: `${name} describes ${label}, whose narinfo would be ${info.storePath.hash}.narinfo`,
       });
     }
-    const references = info.references.map((reference) => reference.hash);
+    const baseName = info.storePath.baseName;
+    const references = info.references.map((reference) => reference.baseName);
     const entry = (skip: Skip | undefined): Entry => ({
       id,
       label,
-      dependencies: [...new Set(references.filter((hash) => hash !== id))],
+      baseName,
+      references: references.filter((reference) => reference !== baseName),
+      dependencies: [],
       text: skip === undefined ? text : undefined,
       url: info.url,
       skip,
@@ -405,15 +437,7 @@ async function readEntries(options: ImportOptions, hasCacheInfo: boolean): Promi
   return entries;
 }
 
-function referenceMissing(entry: Entry, missing: readonly string[], cache: CacheRecord): Skip {
-  let names: string[] = missing.slice();
-  try {
-    const info = parseNarInfo(entry.text ?? '', { storeDir: cache.storeDir });
-    const wanted = new Set(missing);
-    names = info.references.filter((reference) => wanted.has(reference.hash)).map((ref) => ref.baseName);
-  } catch {
-    // Parsed fine when it was read; the hashes are shown instead.
-  }
+function referenceMissing(names: readonly string[], cache: CacheRecord): Skip {
   return {
     reason: 'reference-missing',
     message:
@@ -422,15 +446,16 @@ function referenceMissing(entry: Entry, missing: readonly string[], cache: Cache
   };
 }
 
+/** The subset of `baseNames` the cache holds under exactly those names. */
 async function findPresent(
   service: CacheService,
   cache: CacheRecord,
-  hashes: readonly string[],
+  baseNames: readonly string[],
 ): Promise<Set<string>> {
   const present = new Set<string>();
-  for (let start = 0; start < hashes.length; start += PRESENCE_BATCH) {
-    const found = await service.db.findPresentPaths(cache.id, hashes.slice(start, start + PRESENCE_BATCH));
-    for (const hash of found) present.add(hash);
+  for (let start = 0; start < baseNames.length; start += PRESENCE_BATCH) {
+    const batch = baseNames.slice(start, start + PRESENCE_BATCH);
+    for (const baseName of await service.db.findPresentBaseNames(cache.id, batch)) present.add(baseName);
   }
   return present;
 }

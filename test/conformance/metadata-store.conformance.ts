@@ -453,7 +453,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.equal(await store().getPath(a, pathRecord(2, nar).hashPart), undefined);
       });
 
-      void it('finds which of 5000 hash parts are present', async () => {
+      void it('finds which of 5000 base names are present', async () => {
         const a = await cache('a');
         const b = await cache('b');
         const nar = narRecord(1);
@@ -463,15 +463,34 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         for (let index = 0; index < 5000; index += 97) {
           const path = pathRecord(index, nar);
           await store().addPath(a, path);
-          present.add(path.hashPart);
+          present.add(pathBaseName(path));
         }
+        const inB = pathBaseName(pathRecord(100_000, nar));
         await store().addPath(b, pathRecord(100_000, nar));
-        const queried = Array.from({ length: 5000 }, (_, index) => fakeHash(index, 32));
-        queried.push(fakeHash(100_000, 32), fakeHash(0, 32));
+        const queried = Array.from({ length: 5000 }, (_, index) => pathBaseName(pathRecord(index, nar)));
+        queried.push(inB, pathBaseName(pathRecord(0, nar)));
         assert.equal(present.size, 52);
-        assert.deepEqual(await store().findPresentPaths(a, queried), present);
-        assert.deepEqual(await store().findPresentPaths(b, queried), new Set([fakeHash(100_000, 32)]));
-        assert.deepEqual(await store().findPresentPaths(a, []), new Set());
+        assert.deepEqual(await store().findPresentBaseNames(a, queried), present);
+        assert.deepEqual(await store().findPresentBaseNames(b, queried), new Set([inB]));
+        assert.deepEqual(await store().findPresentBaseNames(a, []), new Set());
+      });
+
+      void it('counts a path as present only under exactly its base name', async () => {
+        const a = await cache('a');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        const hash = fakeHash(1, 32);
+        // A name that contains another valid base name: only the whole of it is the path.
+        await store().addPath(a, pathRecord(1, nar, { storePath: `/nix/store/${hash}-x-${hash}-hello` }));
+        const queried = [
+          `${hash}-x-${hash}-hello`,
+          `${hash}-hello`,
+          `${hash}-x`,
+          `${hash}-x-${hash}-hello2`,
+          `${hash}-X-${hash}-hello`,
+          `${fakeHash(2, 32)}-x-${hash}-hello`,
+        ];
+        assert.deepEqual(await store().findPresentBaseNames(a, queried), new Set([queried[0]]));
       });
 
       void it("lists a cache's paths in pages ordered by hash part", async () => {

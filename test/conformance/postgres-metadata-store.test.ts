@@ -403,7 +403,7 @@ void describe('PostgresMetadataStore', { skip }, () => {
     });
   });
 
-  void it('answers getPath and findPresentPaths with primary-key index scans', async () => {
+  void it('answers getPath and findPresentBaseNames with primary-key index scans', async () => {
     await withSchema(async (schema) => {
       await (await PostgresMetadataStore.open({ connectionString: url, schema })).close();
       const plan = (statement: string, types: string, args: string): Promise<string> =>

@@ -189,7 +189,7 @@ void describe('SqliteMetadataStore', () => {
     });
   });
 
-  void it('answers getPath and findPresentPaths with primary-key probes', async () => {
+  void it('answers getPath and findPresentBaseNames with primary-key probes', async () => {
     await withFile(async (file) => {
       await (await SqliteMetadataStore.open(file)).close();
       const plan = (sql: string): string =>

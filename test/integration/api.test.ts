@@ -249,6 +249,33 @@ describe('one-request uploads', () => {
     );
   });
 
+  it('refuse a reference to a held path under another name, or to the path itself under another name', async () => {
+    const dep = await prepare('api-exact-dep');
+    assert.equal((await upload('team', dep)).status, 201);
+    const self = fakeBaseName('api-exact-top');
+    for (const reference of [`${dep.base.slice(0, 32)}-wrongname`, `${self.slice(0, 32)}-othername`]) {
+      const top = await prepare('api-exact-top', [dep.base, reference]);
+      assert.equal(top.base, self);
+      const response = await upload('team', top);
+      const text = await response.text();
+      assert.equal(response.status, 400, text);
+      assert.match(text, /REFERENCE_MISSING/);
+      assert.ok(text.includes(reference), text);
+    }
+    // The presence check answers by exact name too, so `niche push` uploads what is really missing.
+    const missing = (await (
+      await api('POST', '/caches/team/missing', {
+        paths: [dep.base, `${dep.base.slice(0, 32)}-wrongname`, `/nix/store/${dep.base.slice(0, 32)}-x`],
+      })
+    ).json()) as { missing: string[] };
+    assert.deepEqual(missing.missing, [
+      `${dep.base.slice(0, 32)}-wrongname`,
+      `/nix/store/${dep.base.slice(0, 32)}-x`,
+    ]);
+    const top = await prepare('api-exact-top', [dep.base, self]);
+    assert.equal((await upload('team', top)).status, 201);
+  });
+
   it('refuses a different NAR for a path already present, without reading it', async () => {
     const first = await prepare('api-conflict');
     assert.equal((await upload('team', first)).status, 201);
@@ -390,6 +417,19 @@ describe('references served upstream', () => {
     assert.match(await response.text(), /REFERENCE_MISSING/);
     response = await withUpstream('upstream-none', []);
     assert.equal(response.status, 400);
+    // A valid upstream signature vouches for exactly the path it signed, not for its hash part.
+    const renamed = await prepare('upstream-renamed', [`${base.slice(0, 32)}-renamed`]);
+    response = await upload(
+      'downstream',
+      renamed,
+      root,
+      Buffer.concat([
+        Buffer.from(`${JSON.stringify({ ...renamed.meta, upstreamReferences: [entry] })}\n`),
+        renamed.body.subarray(renamed.body.indexOf(0x0a) + 1),
+      ]),
+    );
+    assert.equal(response.status, 400);
+    assert.match(await response.text(), /REFERENCE_MISSING.*-renamed/);
     response = await withUpstream('upstream-valid', [entry]);
     assert.equal(response.status, 201, await response.text());
     // The dependency itself is not in the cache: clients fetch it from the upstream.

@@ -119,10 +119,7 @@ describe('niche import from S3', () => {
     try {
       const cache = await db.getCache('main');
       assert.ok(cache);
-      const present = await db.findPresentPaths(
-        cache.id,
-        names.map((name) => name.slice(0, 32)),
-      );
+      const present = await db.findPresentBaseNames(cache.id, names);
       assert.equal(present.size, 4);
     } finally {
       await db.close();

@@ -341,6 +341,47 @@ describe('niche import from a directory', () => {
     assert.ok((await pathsInCache(data)).has(storePath(user.baseName)));
   });
 
+  it('takes a reference only for exactly the path it names, in the source or in the cache', async () => {
+    const data = await dataDirWithCache();
+    const held = await SourceTree.create();
+    const inCache = await held.add('exact-held', 'held by the cache\n');
+    assert.equal((await niche('import', held.dir, '--cache', 'main', '--data', data)).code, 0);
+
+    const source = await SourceTree.create();
+    const base = await source.add('exact-base', 'in the source\n');
+    const renamedInSource = `${hashOf(base.baseName)}-wrongname`;
+    const renamedInCache = `${hashOf(inCache.baseName)}-wrongname`;
+    const bySource = await source.add('exact-by-source', 'refers to a renamed source path\n', {
+      references: [base.baseName, renamedInSource],
+    });
+    const byCache = await source.add('exact-by-cache', 'refers to a renamed cached path\n', {
+      references: [renamedInCache],
+    });
+    const selfName = fakeBaseName('exact-self');
+    const bySelf = await source.add('exact-self', 'refers to itself by another name\n', {
+      references: [`${hashOf(selfName)}-othername`],
+    });
+    const good = await source.add('exact-good', 'refers to both, correctly\n', {
+      references: [base.baseName, inCache.baseName],
+      selfReference: true,
+    });
+    const run = await niche('import', source.dir, '--cache', 'main', '--data', data);
+    assert.equal(run.code, EX_DATAERR, run.stderr);
+    assert.deepEqual(
+      skips(run.stderr),
+      new Map([
+        [storePath(bySource.baseName), 'reference-missing'],
+        [storePath(byCache.baseName), 'reference-missing'],
+        [storePath(bySelf.baseName), 'reference-missing'],
+      ]),
+    );
+    assert.match(run.stderr, new RegExp(`it references ${renamedInSource}, in neither`));
+    const paths = await pathsInCache(data);
+    assert.ok(paths.has(storePath(base.baseName)));
+    assert.ok(paths.has(storePath(good.baseName)));
+    assert.equal(paths.size, 3);
+  });
+
   it('skips paths whose references form a cycle', async () => {
     const source = await SourceTree.create();
     const a = fakeBaseName('cycle-a');

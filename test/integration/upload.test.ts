@@ -145,6 +145,38 @@ describe('upload', () => {
     );
     assert.equal(ok.status, 201);
   });
+
+  it('refuses a reference that names a held path by its hash part only, or the path itself by another name', async () => {
+    const base = await fixture('the base\n');
+    const baseName = fakeBaseName('base');
+    assert.equal((await put(`/main/nar/${base.fileName}`, base.file)).status, 201);
+    assert.equal(
+      (await put(`/main/${baseName.slice(0, 32)}.narinfo`, narInfoText(baseName, base))).status,
+      201,
+    );
+    const top = await fixture('refers to the base\n');
+    const topName = fakeBaseName('refers');
+    const topHash = topName.slice(0, 32);
+    assert.equal((await put(`/main/nar/${top.fileName}`, top.file)).status, 201);
+    const before = await snapshot();
+    for (const reference of [`${baseName.slice(0, 32)}-wrongname`, `${topHash}-othername`]) {
+      const response = await put(
+        `/main/${topHash}.narinfo`,
+        narInfoText(topName, top, { references: [baseName, reference].sort() }),
+      );
+      const text = await response.text();
+      assert.equal(response.status, 400, text);
+      assert.match(text, /REFERENCE_MISSING/);
+      assert.ok(text.includes(reference), text);
+    }
+    assert.equal(await snapshot(), before);
+    assert.equal((await fetch(`${t.url}/main/${topHash}.narinfo`)).status, 404);
+    const ok = await put(
+      `/main/${topHash}.narinfo`,
+      narInfoText(topName, top, { references: [baseName, topName].sort() }),
+    );
+    assert.equal(ok.status, 201, await ok.text());
+  });
 });
 
 describe('bad input leaves the store unchanged', () => {

@@ -27,7 +27,9 @@ import {
   type TokenScope,
 } from '../metadata-store.js';
 import {
+  hashPartsOf,
   optionalDate,
+  presentBaseNames,
   toNar,
   toPathWithNar,
   toSigningKey,
@@ -130,10 +132,13 @@ export const GET_PATH = {
   text: `${PATH_WITH_NAR_SELECT} WHERE p.cache_id = $1 AND p.hash_part = $2`,
 };
 
-/** The batch presence check: the whole list bound as one array, answered by probes of the primary key. */
+/**
+ * The batch presence check: the hash parts bound as one array, answered by probes of the primary key.
+ * Returns the stored paths, whose base names the caller compares with the names it was asked about.
+ */
 export const FIND_PRESENT_PATHS = {
   name: 'niche_find_present_paths',
-  text: 'SELECT hash_part FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])',
+  text: 'SELECT store_path FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])',
 };
 
 /** The NAR, if an upload or a path attaches it to the cache. */
@@ -459,14 +464,17 @@ export class PostgresMetadataStore implements MetadataStore {
     });
   }
 
-  findPresentPaths(cacheId: number, hashParts: readonly string[]): Promise<Set<string>> {
-    return this.#run('findPresentPaths', async () => {
-      if (hashParts.length === 0) return new Set<string>();
-      const { rows } = await this.#pool.query<{ hash_part: string }>({
+  findPresentBaseNames(cacheId: number, baseNames: readonly string[]): Promise<Set<string>> {
+    return this.#run('findPresentBaseNames', async () => {
+      if (baseNames.length === 0) return new Set<string>();
+      const { rows } = await this.#pool.query<{ store_path: string }>({
         ...FIND_PRESENT_PATHS,
-        values: [cacheId, hashParts],
+        values: [cacheId, hashPartsOf(baseNames)],
       });
-      return new Set(rows.map((row) => row.hash_part));
+      return presentBaseNames(
+        baseNames,
+        rows.map((row) => row.store_path),
+      );
     });
   }
 

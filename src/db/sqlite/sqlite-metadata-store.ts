@@ -24,7 +24,9 @@ import {
   type TokenScope,
 } from '../metadata-store.js';
 import {
+  hashPartsOf,
   optionalDate,
+  presentBaseNames,
   toNar,
   toPathWithNar,
   toSigningKey,
@@ -86,10 +88,11 @@ export const PATH_WITH_NAR_SQL = `${PATH_WITH_NAR_SELECT}
 /**
  * The batch presence check, with the hash parts bound as one JSON array (no limit on host parameters, one
  * prepared statement for any count). CROSS JOIN makes SQLite walk the list and probe the primary key once
- * per element instead of scanning the cache's paths.
+ * per element instead of scanning the cache's paths. Returns the stored paths, whose base names the
+ * caller compares with the names it was asked about.
  */
 export const PRESENT_PATHS_SQL = `
-  SELECT p.hash_part FROM json_each(@hashParts) AS j CROSS JOIN paths AS p
+  SELECT p.store_path FROM json_each(@hashParts) AS j CROSS JOIN paths AS p
   WHERE p.cache_id = @cacheId AND p.hash_part = j.value`;
 
 function prepareStatements(db: Database.Database) {
@@ -479,17 +482,14 @@ export class SqliteMetadataStore implements MetadataStore {
     );
   }
 
-  findPresentPaths(cacheId: number, hashParts: readonly string[]): Promise<Set<string>> {
-    return this.#run('findPresentPaths', () => {
-      const present = new Set<string>();
-      if (hashParts.length === 0) return present;
-      for (const hashPart of this.#sql.presentPaths.iterate({
+  findPresentBaseNames(cacheId: number, baseNames: readonly string[]): Promise<Set<string>> {
+    return this.#run('findPresentBaseNames', () => {
+      if (baseNames.length === 0) return new Set<string>();
+      const storePaths = this.#sql.presentPaths.iterate({
         cacheId,
-        hashParts: JSON.stringify(hashParts),
-      })) {
-        present.add(hashPart);
-      }
-      return present;
+        hashParts: JSON.stringify(hashPartsOf(baseNames)),
+      });
+      return presentBaseNames(baseNames, storePaths);
     });
   }
 
