@@ -61,6 +61,8 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
   try {
     const bootstrapped = await bootstrap(stores.db, config);
     const service = new CacheService({ db: stores.db, blobs: stores.blobs, logger, limits: config.limits });
+    // Rows of uploads whose narinfo never came; they are ignored anyway, this only tidies up.
+    await service.expirePendingUploads();
     // Parse every cache's keys now: a corrupt key stops the start instead of failing requests later.
     for (const cache of await stores.db.listCaches()) await service.keys(cache);
     const authenticator = new Authenticator(stores.db);

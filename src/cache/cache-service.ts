@@ -5,7 +5,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { CacheRecord, MetadataStore, NarRecord, PathRecord, Permission } from '../db/metadata-store.js';
+import type {
+  CacheNar,
+  CacheRecord,
+  MetadataStore,
+  NarRecord,
+  PathRecord,
+  Permission,
+} from '../db/metadata-store.js';
 import { ConflictError, InvalidInputError, NicheError, NotFoundError, TooLargeError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
 import { formatContentAddress, parseContentAddress } from '../nix/content-address.js';
@@ -16,6 +23,7 @@ import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
 import { ANONYMOUS, authorize, type Principal } from './auth.js';
+import { permissionsFor } from './tokens.js';
 import { parseCacheName } from './cache-name.js';
 import { Keyring, type CacheKeys } from './keyring.js';
 import { NarInfoCache } from './narinfo-cache.js';
@@ -30,6 +38,14 @@ export interface CacheLimits {
   /** Largest narinfo body accepted. */
   readonly maxNarInfoSize: number;
 }
+
+/**
+ * How long a NAR uploaded without its narinfo stays pending: publishable by a narinfo, and visible to those
+ * who may push (Nix 2.8 asks for it with HEAD to skip re-uploading it). Nix sends the narinfo right after
+ * the NAR; a day covers any push interrupted and resumed. Older uploads can no longer be published (the
+ * client uploads the NAR again) and their rows may be deleted; GC reclaims their blobs.
+ */
+export const PENDING_UPLOAD_TTL_MS = 24 * 3600 * 1000;
 
 export const DEFAULT_LIMITS: CacheLimits = {
   maxNarFileSize: 65 * 2 ** 30,
@@ -48,10 +64,18 @@ export interface CacheServiceOptions {
   /** Rendered narinfos kept in memory (0 disables), and for how long changes elsewhere may go unseen. */
   readonly narInfoCacheEntries?: number;
   readonly narInfoCacheTtlMs?: number;
+  /** See PENDING_UPLOAD_TTL_MS. */
+  readonly pendingUploadTtlMs?: number;
 }
 
 export interface NarDownload extends BlobReadResult {
   readonly nar: NarRecord;
+}
+
+/** A NAR a reader may download: `published` false means a pending upload, shown only to pushers. */
+export interface FoundNar {
+  readonly nar: NarRecord;
+  readonly published: boolean;
 }
 
 export interface PutNarInfoResult {
@@ -68,6 +92,7 @@ export class CacheService {
   readonly #recordTtlMs: number;
   readonly #records = new Map<string, { record: CacheRecord | undefined; expires: number }>();
   readonly #narinfos: NarInfoCache;
+  readonly #pendingUploadTtlMs: number;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -76,6 +101,7 @@ export class CacheService {
     this.limits = options.limits ?? DEFAULT_LIMITS;
     this.#now = options.now ?? (() => new Date());
     this.#recordTtlMs = options.cacheRecordTtlMs ?? 2000;
+    this.#pendingUploadTtlMs = options.pendingUploadTtlMs ?? PENDING_UPLOAD_TTL_MS;
     this.keyring = new Keyring(options.db);
     this.#narinfos = new NarInfoCache(
       options.narInfoCacheEntries ?? 10_000,
@@ -155,12 +181,42 @@ export class CacheService {
     this.#narinfos.clear();
   }
 
-  /** The NAR record for `nar/<fileName>` if this cache holds it. */
-  async findNar(cache: CacheRecord, fileName: string): Promise<NarRecord | undefined> {
+  /**
+   * The NAR `nar/<fileName>` if the caller may download it from this cache: a NAR of a published path (the
+   * caller may already pull), or an unexpired upload awaiting its narinfo if `principal` may push here (Nix
+   * 2.8 sends HEAD before uploading a NAR and skips the upload on 200). Anyone else sees no pending upload:
+   * a NAR nobody published is not served, and the principal is resolved only in that case.
+   */
+  async findNar(
+    cache: CacheRecord,
+    fileName: string,
+    principal: () => Promise<Principal>,
+  ): Promise<FoundNar | undefined> {
     const parsed = parseNarFileName(fileName);
     if (parsed === undefined) return undefined;
-    const nar = await this.db.getNar(cache.id, parsed.fileHash);
-    return nar !== undefined && nar.compression === parsed.compression ? nar : undefined;
+    const found = await this.db.getNar(cache.id, parsed.fileHash);
+    if (found === undefined || found.nar.compression !== parsed.compression) return undefined;
+    if (found.published) return { nar: found.nar, published: true };
+    if (!this.#pendingUploadUsable(found)) return undefined;
+    const who = await principal();
+    const mayPush = who.kind === 'token' && permissionsFor(who.token.scopes, cache.name).has('push');
+    return mayPush ? { nar: found.nar, published: false } : undefined;
+  }
+
+  /** Uploads recorded before this moment have expired. */
+  #pendingCutoff(): Date {
+    return new Date(this.#now().getTime() - this.#pendingUploadTtlMs);
+  }
+
+  #pendingUploadUsable(found: CacheNar): boolean {
+    return found.uploadedAt !== undefined && found.uploadedAt >= this.#pendingCutoff();
+  }
+
+  /** Deletes the rows of expired pending uploads (every cache); their blobs are left to GC. */
+  async expirePendingUploads(): Promise<number> {
+    const removed = await this.db.deleteExpiredUploads(this.#pendingCutoff());
+    if (removed > 0) this.#logger.info({ removed }, 'expired pending uploads removed');
+    return removed;
   }
 
   /**
@@ -371,7 +427,7 @@ export class CacheService {
       signatures,
       createdAt: this.#now(),
     };
-    const outcome = await this.db.addPath(cache.id, record);
+    const outcome = await this.db.addPath(cache.id, record, this.#pendingCutoff());
     if (outcome.status === 'added') {
       this.#logger.info({ cache: cache.name, path: record.storePath }, 'path added');
       return { status: 'added' };
@@ -442,14 +498,21 @@ export class CacheService {
         `narinfo URL ${JSON.stringify(info.url.slice(0, 120))} is not of the form nar/<nix32 file hash>.nar[.ext]`,
       );
     }
-    const nar = await this.db.getNar(cache.id, parsed.fileHash);
-    if (nar === undefined) {
+    const found = await this.db.getNar(cache.id, parsed.fileHash);
+    if (found === undefined) {
       throw new InvalidInputError(
         'NAR_NOT_UPLOADED',
         `narinfo refers to ${info.url}, which was not uploaded to cache ${cache.name}; upload the NAR first`,
       );
     }
-    return nar;
+    if (!found.published && !this.#pendingUploadUsable(found)) {
+      throw new InvalidInputError(
+        'NAR_NOT_UPLOADED',
+        `narinfo refers to ${info.url}, whose upload to cache ${cache.name} is older than ` +
+          `${Math.round(this.#pendingUploadTtlMs / 3600_000)} h and has expired; upload the NAR again`,
+      );
+    }
+    return found.nar;
   }
 
   /**

@@ -90,6 +90,15 @@ export interface NarRecord {
   readonly blobKey: string;
 }
 
+/** A NAR as one cache sees it: published by one of its paths, and/or uploaded to it awaiting a narinfo. */
+export interface CacheNar {
+  readonly nar: NarRecord;
+  /** A path of the cache points at it, so anyone who may pull from the cache may download it. */
+  readonly published: boolean;
+  /** When it was last uploaded to the cache without a narinfo yet; undefined if no upload is pending. */
+  readonly uploadedAt: Date | undefined;
+}
+
 /** A store path in a cache: what its narinfo says, minus the parts derived from its NAR. */
 export interface PathRecord {
   /** The 32-character nix32 hash part; the lookup key. */
@@ -154,8 +163,16 @@ export interface MetadataStore {
    * was already known, the earlier record (whose blobKey may differ from the one given).
    */
   recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<NarRecord>;
-  /** The NAR if it is attached to the cache (uploaded to it, or referenced by one of its paths). */
-  getNar(cacheId: number, fileHash: string): Promise<NarRecord | undefined>;
+  /**
+   * The NAR if it is attached to the cache: referenced by one of its paths, or uploaded to it and
+   * awaiting its narinfo (however long ago: the caller decides when a pending upload has expired).
+   */
+  getNar(cacheId: number, fileHash: string): Promise<CacheNar | undefined>;
+  /**
+   * Removes pending uploads (of every cache) last recorded before `before`, which can no longer be
+   * published; the NAR records and blobs stay for GC. Returns how many were removed.
+   */
+  deleteExpiredUploads(before: Date): Promise<number>;
 
   getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined>;
   /** A page of the cache's paths ordered by hash part, starting after `after` (exclusive). */
@@ -170,9 +187,11 @@ export interface MetadataStore {
   findPresentBaseNames(cacheId: number, baseNames: readonly string[]): Promise<Set<string>>;
   /**
    * Atomically adds the path unless its hash part is taken, and detaches the pending upload of its NAR.
-   * The NAR must have been recorded (recordNarUpload) first.
+   * The NAR must be attached to the cache, checked in the same transaction: referenced by one of its
+   * paths, or uploaded to it (recordNarUpload) at or after `uploadedSince` (older uploads have expired);
+   * otherwise NotFoundError('NAR_NOT_UPLOADED').
    */
-  addPath(cacheId: number, path: PathRecord): Promise<AddPathOutcome>;
+  addPath(cacheId: number, path: PathRecord, uploadedSince: Date): Promise<AddPathOutcome>;
   /** Appends signatures not yet present to an existing path. */
   addSignatures(cacheId: number, hashPart: string, signatures: readonly string[]): Promise<void>;
   /** Hash parts of up to `limit` paths of the cache that reference `hashPart` (itself excluded). */

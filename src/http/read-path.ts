@@ -10,6 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyBaseLogger } from 'fastify';
+import type { Principal } from '../cache/auth.js';
 import type { CacheRecord } from '../db/metadata-store.js';
 import { NotFoundError } from '../errors.js';
 import type { LocalStore } from '../localstore/local-store.js';
@@ -89,9 +90,15 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     sendRawError(error, request, response, logger);
   };
 
+  /** The request's principal, resolved on first use (at most once): a token lookup per call otherwise. */
+  function principalOf(request: IncomingMessage): () => Promise<Principal> {
+    let principal: Promise<Principal> | undefined;
+    return () => (principal ??= authenticator.authenticate(request.headers.authorization));
+  }
+
   /** The cache, if the request may pull from it (credentials are only looked at for private caches). */
   function openForPull(cacheName: string, request: IncomingMessage): Promise<CacheRecord> {
-    return service.open(cacheName, () => authenticator.authenticate(request.headers.authorization), 'pull');
+    return service.open(cacheName, principalOf(request), 'pull');
   }
 
   async function cacheNarInfo(
@@ -115,19 +122,24 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     request: IncomingMessage,
     response: ServerResponse,
   ): Promise<void> {
-    const cache = await openForPull(cacheName, request);
-    const nar = await service.findNar(cache, file);
-    if (nar === undefined) {
+    const principal = principalOf(request);
+    const cache = await service.open(cacheName, principal, 'pull');
+    const found = await service.findNar(cache, file, principal);
+    if (found === undefined) {
       sendRawNotFound(request, response, `no such NAR in cache ${cache.name}`);
       return;
     }
+    const { nar } = found;
     const headers: Headers = {
       'content-type': NAR_TYPE,
       'accept-ranges': 'bytes',
       etag: `"${nar.fileHash}"`,
-      'cache-control': cache.isPublic
-        ? 'public, max-age=31536000, immutable'
-        : 'private, max-age=31536000, immutable',
+      // A pending upload, shown to a pusher only, must not be kept by any shared cache on the way.
+      'cache-control': !found.published
+        ? 'private, no-store'
+        : cache.isPublic
+          ? 'public, max-age=31536000, immutable'
+          : 'private, max-age=31536000, immutable',
     };
     if (request.method === 'HEAD') {
       headers['content-length'] = nar.fileSize;

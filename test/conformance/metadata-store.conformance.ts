@@ -28,6 +28,9 @@ export function fakeHash(seed: number | string, length: number): string {
   return out;
 }
 
+/** addPath's `uploadedSince` when expiry is not what a test is about: no upload has expired. */
+export const ANY_UPLOAD = new Date(0);
+
 export function narRecord(seed: number | string): NarRecord {
   const fileHash = fakeHash(seed, 52);
   return {
@@ -169,8 +172,8 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const nar = narRecord(7);
         await store().recordNarUpload(id, nar, new Date());
         await store().recordNarUpload(other, nar, new Date());
-        await store().addPath(id, pathRecord(7, nar));
-        await store().addPath(other, pathRecord(7, nar));
+        await store().addPath(id, pathRecord(7, nar), ANY_UPLOAD);
+        await store().addPath(other, pathRecord(7, nar), ANY_UPLOAD);
         assert.equal(await store().deleteCache(id), true);
         assert.equal(await store().deleteCache(id), false);
         assert.equal(await store().getCache('main'), undefined);
@@ -348,12 +351,82 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const b = await cache('b');
         const nar = narRecord(1);
         await store().recordNarUpload(a, nar, new Date());
-        assert.deepEqual(await store().getNar(a, nar.fileHash), nar);
+        assert.deepEqual((await store().getNar(a, nar.fileHash))?.nar, nar);
         assert.equal(await store().getNar(b, nar.fileHash), undefined);
         assert.equal(await store().getNar(a, narRecord(2).fileHash), undefined);
         await store().recordNarUpload(a, nar, new Date());
         await store().recordNarUpload(b, nar, new Date());
-        assert.deepEqual(await store().getNar(b, nar.fileHash), nar);
+        assert.deepEqual((await store().getNar(b, nar.fileHash))?.nar, nar);
+      });
+
+      void it('tells a pending upload (and when it was last recorded) from a published NAR', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date(1_000));
+        assert.deepEqual(await store().getNar(a, nar.fileHash), {
+          nar,
+          published: false,
+          uploadedAt: new Date(1_000),
+        });
+        // Uploading again refreshes the pending upload.
+        await store().recordNarUpload(a, nar, new Date(5_000));
+        assert.deepEqual((await store().getNar(a, nar.fileHash))?.uploadedAt, new Date(5_000));
+        await store().addPath(a, pathRecord(1, nar), ANY_UPLOAD);
+        assert.deepEqual(await store().getNar(a, nar.fileHash), {
+          nar,
+          published: true,
+          uploadedAt: undefined,
+        });
+        // Published in one cache, pending in another.
+        await store().recordNarUpload(b, nar, new Date(7_000));
+        assert.deepEqual(await store().getNar(b, nar.fileHash), {
+          nar,
+          published: false,
+          uploadedAt: new Date(7_000),
+        });
+        await store().recordNarUpload(a, nar, new Date(9_000));
+        assert.deepEqual(await store().getNar(a, nar.fileHash), {
+          nar,
+          published: true,
+          uploadedAt: new Date(9_000),
+        });
+      });
+
+      void it('publishes a pending upload only if it was recorded since the given moment', async () => {
+        const a = await cache('a');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date(1_000));
+        await assertCode(store().addPath(a, pathRecord(1, nar), new Date(1_001)), 'NAR_NOT_UPLOADED');
+        assert.equal(await store().getPath(a, pathRecord(1, nar).hashPart), undefined);
+        assert.deepEqual(await store().addPath(a, pathRecord(1, nar), new Date(1_000)), { status: 'added' });
+        // Once published, the NAR serves further paths whatever the bound.
+        assert.deepEqual(await store().addPath(a, pathRecord(2, nar), new Date(10 ** 13)), {
+          status: 'added',
+        });
+      });
+
+      void it('deletes expired pending uploads, and only those', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const [old, fresh, published] = [narRecord(1), narRecord(2), narRecord(3)];
+        await store().recordNarUpload(a, old, new Date(1_000));
+        await store().recordNarUpload(b, old, new Date(1_500));
+        await store().recordNarUpload(a, fresh, new Date(3_000));
+        await store().recordNarUpload(a, published, new Date(1_000));
+        await store().addPath(a, pathRecord(1, published), ANY_UPLOAD);
+        assert.equal(await store().deleteExpiredUploads(new Date(2_000)), 2);
+        assert.equal(await store().getNar(a, old.fileHash), undefined);
+        assert.equal(await store().getNar(b, old.fileHash), undefined);
+        assert.equal((await store().getNar(a, fresh.fileHash))?.published, false);
+        assert.equal((await store().getNar(a, published.fileHash))?.published, true);
+        await assertCode(store().addPath(a, pathRecord(2, old), ANY_UPLOAD), 'NAR_NOT_UPLOADED');
+        assert.equal(await store().deleteExpiredUploads(new Date(2_000)), 0);
+        // The NAR record itself stays (GC's business): a new upload of the same file attaches it again.
+        assert.deepEqual(
+          await store().recordNarUpload(a, { ...old, blobKey: 'nar/again' }, new Date(4_000)),
+          old,
+        );
       });
 
       void it('rejects an upload to a missing cache with CACHE_NOT_FOUND', async () => {
@@ -370,7 +443,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
           references: ['zzz-last-but-given-first', 'aaa-first'],
           signatures: ['k2:b', 'k1:a'],
         });
-        assert.deepEqual(await store().addPath(a, path), { status: 'added' });
+        assert.deepEqual(await store().addPath(a, path, ANY_UPLOAD), { status: 'added' });
         assert.deepEqual(await store().getPath(a, path.hashPart), { path, nar });
       });
 
@@ -384,7 +457,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
           references: [],
           signatures: [],
         });
-        await store().addPath(a, bare);
+        await store().addPath(a, bare, ANY_UPLOAD);
         const got = await store().getPath(a, bare.hashPart);
         assert.ok(got);
         // Strict deep equality also tells a missing key, or null, from a key holding undefined.
@@ -398,7 +471,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
           ca: `fixed:r:sha256:${fakeHash('ca', 52)}`,
           deriver: undefined,
         });
-        await store().addPath(a, withCa);
+        await store().addPath(a, withCa, ANY_UPLOAD);
         assert.deepEqual((await store().getPath(a, withCa.hashPart))?.path, withCa);
       });
 
@@ -409,9 +482,9 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         await store().recordNarUpload(a, nar, new Date());
         await store().recordNarUpload(a, nar2, new Date());
         const path = pathRecord(1, nar);
-        await store().addPath(a, path);
+        await store().addPath(a, path, ANY_UPLOAD);
         const rival = pathRecord(1, nar2, { signatures: [] });
-        assert.deepEqual(await store().addPath(a, rival), { status: 'exists', existing: path });
+        assert.deepEqual(await store().addPath(a, rival, ANY_UPLOAD), { status: 'exists', existing: path });
         assert.deepEqual(await store().getPath(a, path.hashPart), { path, nar });
       });
 
@@ -422,10 +495,10 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         await store().recordNarUpload(a, nar, new Date());
         await store().recordNarUpload(b, nar, new Date());
         const path = pathRecord(1, nar);
-        await store().addPath(a, path);
+        await store().addPath(a, path, ANY_UPLOAD);
         assert.equal(await store().getPath(b, path.hashPart), undefined);
         const inB = pathRecord(1, nar, { signatures: ['b-1:c2ln'] });
-        assert.deepEqual(await store().addPath(b, inB), { status: 'added' });
+        assert.deepEqual(await store().addPath(b, inB, ANY_UPLOAD), { status: 'added' });
         assert.deepEqual((await store().getPath(a, path.hashPart))?.path, path);
         assert.deepEqual((await store().getPath(b, path.hashPart))?.path, inB);
       });
@@ -435,11 +508,11 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const b = await cache('b');
         const nar = narRecord(1);
         await store().recordNarUpload(a, nar, new Date());
-        await store().addPath(a, pathRecord(1, nar));
-        assert.deepEqual(await store().getNar(a, nar.fileHash), nar);
+        await store().addPath(a, pathRecord(1, nar), ANY_UPLOAD);
+        assert.deepEqual((await store().getNar(a, nar.fileHash))?.nar, nar);
         assert.equal(await store().getNar(b, nar.fileHash), undefined);
         // A second path with the same NAR: the upload is gone, but the first path still attaches it.
-        assert.deepEqual(await store().addPath(a, pathRecord(2, nar)), { status: 'added' });
+        assert.deepEqual(await store().addPath(a, pathRecord(2, nar), ANY_UPLOAD), { status: 'added' });
       });
 
       void it('refuses a path whose NAR was not uploaded to the cache with NAR_NOT_UPLOADED', async () => {
@@ -447,8 +520,8 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const b = await cache('b');
         const nar = narRecord(1);
         await store().recordNarUpload(a, nar, new Date());
-        await assertCode(store().addPath(b, pathRecord(1, nar)), 'NAR_NOT_UPLOADED');
-        await assertCode(store().addPath(a, pathRecord(2, narRecord(99))), 'NAR_NOT_UPLOADED');
+        await assertCode(store().addPath(b, pathRecord(1, nar), ANY_UPLOAD), 'NAR_NOT_UPLOADED');
+        await assertCode(store().addPath(a, pathRecord(2, narRecord(99)), ANY_UPLOAD), 'NAR_NOT_UPLOADED');
         assert.equal(await store().getPath(b, pathRecord(1, nar).hashPart), undefined);
         assert.equal(await store().getPath(a, pathRecord(2, nar).hashPart), undefined);
       });
@@ -462,11 +535,11 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const present = new Set<string>();
         for (let index = 0; index < 5000; index += 97) {
           const path = pathRecord(index, nar);
-          await store().addPath(a, path);
+          await store().addPath(a, path, ANY_UPLOAD);
           present.add(pathBaseName(path));
         }
         const inB = pathBaseName(pathRecord(100_000, nar));
-        await store().addPath(b, pathRecord(100_000, nar));
+        await store().addPath(b, pathRecord(100_000, nar), ANY_UPLOAD);
         const queried = Array.from({ length: 5000 }, (_, index) => pathBaseName(pathRecord(index, nar)));
         queried.push(inB, pathBaseName(pathRecord(0, nar)));
         assert.equal(present.size, 52);
@@ -481,7 +554,11 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         await store().recordNarUpload(a, nar, new Date());
         const hash = fakeHash(1, 32);
         // A name that contains another valid base name: only the whole of it is the path.
-        await store().addPath(a, pathRecord(1, nar, { storePath: `/nix/store/${hash}-x-${hash}-hello` }));
+        await store().addPath(
+          a,
+          pathRecord(1, nar, { storePath: `/nix/store/${hash}-x-${hash}-hello` }),
+          ANY_UPLOAD,
+        );
         const queried = [
           `${hash}-x-${hash}-hello`,
           `${hash}-hello`,
@@ -502,10 +579,10 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const expected: string[] = [];
         for (let index = 0; index < 25; index += 1) {
           const path = pathRecord(index, nar);
-          await store().addPath(a, path);
+          await store().addPath(a, path, ANY_UPLOAD);
           expected.push(path.hashPart);
         }
-        await store().addPath(b, pathRecord(1000, nar));
+        await store().addPath(b, pathRecord(1000, nar), ANY_UPLOAD);
         expected.sort();
         const seen: string[] = [];
         let after: string | undefined;
@@ -533,8 +610,8 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
           references: [pathBaseName(dep), pathBaseName(pathRecord(2, nar))],
         };
         const sibling = { ...pathRecord(3, nar), references: [pathBaseName(dep)] };
-        for (const path of [dep, top, sibling]) await store().addPath(a, path);
-        await store().addPath(b, { ...pathRecord(4, nar), references: [pathBaseName(dep)] });
+        for (const path of [dep, top, sibling]) await store().addPath(a, path, ANY_UPLOAD);
+        await store().addPath(b, { ...pathRecord(4, nar), references: [pathBaseName(dep)] }, ANY_UPLOAD);
         assert.deepEqual(
           await store().findReferrers(a, dep.hashPart, 10),
           [top.hashPart, sibling.hashPart].sort(),
@@ -546,7 +623,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.equal(await store().getPath(a, top.hashPart), undefined);
         assert.deepEqual(await store().findReferrers(a, dep.hashPart, 10), [sibling.hashPart]);
         // The NAR stays recorded (GC's job) and reachable through the remaining paths.
-        assert.deepEqual(await store().getNar(a, nar.fileHash), nar);
+        assert.deepEqual((await store().getNar(a, nar.fileHash))?.nar, nar);
       });
 
       void it('returns the earlier record when a NAR is recorded twice', async () => {
@@ -562,7 +639,7 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         const nar = narRecord(1);
         await store().recordNarUpload(a, nar, new Date());
         const path = pathRecord(1, nar, { signatures: ['k1:a'] });
-        await store().addPath(a, path);
+        await store().addPath(a, path, ANY_UPLOAD);
         await store().addSignatures(a, path.hashPart, ['k1:a', 'k2:b', 'k2:b']);
         assert.deepEqual((await store().getPath(a, path.hashPart))?.path.signatures, ['k1:a', 'k2:b']);
         await store().addSignatures(a, path.hashPart, ['k3:c', 'k1:a']);

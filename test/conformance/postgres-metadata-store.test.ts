@@ -21,7 +21,13 @@ import {
 } from '../../src/db/postgres/postgres-metadata-store.js';
 import { ConfigError } from '../../src/errors.js';
 import { findPostgres } from '../helpers/postgres.js';
-import { fakeHash, metadataStoreConformance, narRecord, pathRecord } from './metadata-store.conformance.js';
+import {
+  ANY_UPLOAD,
+  fakeHash,
+  metadataStoreConformance,
+  narRecord,
+  pathRecord,
+} from './metadata-store.conformance.js';
 
 const server = await findPostgres();
 if ('skip' in server && process.env.CI === 'true') {
@@ -164,7 +170,7 @@ void describe('PostgresMetadataStore', { skip }, () => {
       await first.recordNarUpload(cacheId, nar, new Date());
       await first.recordNarUpload(cacheId, pending, new Date());
       const path = pathRecord(1, nar);
-      await first.addPath(cacheId, path);
+      await first.addPath(cacheId, path, ANY_UPLOAD);
       await first.close();
 
       const second = await PostgresMetadataStore.open({ connectionString: url, schema });
@@ -173,7 +179,7 @@ void describe('PostgresMetadataStore', { skip }, () => {
         assert.deepEqual(await second.listSigningKeys(cacheId), [key]);
         assert.deepEqual(await second.findTokenByHash(token.tokenHash), token);
         assert.deepEqual(await second.getPath(cacheId, path.hashPart), { path, nar });
-        assert.deepEqual(await second.getNar(cacheId, pending.fileHash), pending);
+        assert.deepEqual((await second.getNar(cacheId, pending.fileHash))?.nar, pending);
       } finally {
         await second.close();
       }
@@ -265,7 +271,9 @@ void describe('PostgresMetadataStore', { skip }, () => {
         fromB: pathRecord(index, nar2, { signatures: ['b-1:c2ln'] }),
       }));
       const outcomes = await Promise.all(
-        races.map(({ fromA, fromB }) => Promise.all([a.addPath(cacheId, fromA), b.addPath(cacheId, fromB)])),
+        races.map(({ fromA, fromB }) =>
+          Promise.all([a.addPath(cacheId, fromA, ANY_UPLOAD), b.addPath(cacheId, fromB, ANY_UPLOAD)]),
+        ),
       );
       for (const [index, [outcomeA, outcomeB]] of outcomes.entries()) {
         const race = races[index] ?? assert.fail('no race');
@@ -302,8 +310,8 @@ void describe('PostgresMetadataStore', { skip }, () => {
         for (const other of recorded) assert.deepEqual(other, kept);
         assert.ok(kept.blobKey.endsWith(nar.fileHash));
         assert.deepEqual(kept, { ...nar, blobKey: kept.blobKey });
-        assert.deepEqual(await a.getNar(one, nar.fileHash), kept);
-        assert.deepEqual(await b.getNar(two, nar.fileHash), kept);
+        assert.deepEqual((await a.getNar(one, nar.fileHash))?.nar, kept);
+        assert.deepEqual((await b.getNar(two, nar.fileHash))?.nar, kept);
       }
     });
   });
@@ -314,7 +322,7 @@ void describe('PostgresMetadataStore', { skip }, () => {
       const nar = narRecord(1);
       await a.recordNarUpload(cacheId, nar, new Date());
       const path = pathRecord(1, nar, { signatures: [] });
-      await a.addPath(cacheId, path);
+      await a.addPath(cacheId, path, ANY_UPLOAD);
       const added = Array.from({ length: 10 }, (_, index) => `k-${index}:c2ln`);
       await Promise.all(
         added.map((signature, index) =>
@@ -351,7 +359,7 @@ void describe('PostgresMetadataStore', { skip }, () => {
             const nar = narRecord(index);
             await store.recordNarUpload(cacheId, nar, new Date());
             await Promise.all([
-              store.addPath(cacheId, pathRecord(index, nar)),
+              store.addPath(cacheId, pathRecord(index, nar), ANY_UPLOAD),
               store.createToken({
                 description: `t${index}`,
                 tokenHash: fakeHash(index, 64),
@@ -377,7 +385,7 @@ void describe('PostgresMetadataStore', { skip }, () => {
         const cacheId = await createCache(store, 'main');
         const big = { ...narRecord(1), fileSize: Number.MAX_SAFE_INTEGER, narSize: 2 ** 40 };
         await store.recordNarUpload(cacheId, big, new Date());
-        assert.deepEqual(await store.getNar(cacheId, big.fileHash), big);
+        assert.deepEqual((await store.getNar(cacheId, big.fileHash))?.nar, big);
 
         const huge = narRecord(2);
         await withClient(schema, async (client) => {

@@ -15,7 +15,7 @@ import {
 } from '../../src/db/sqlite/sqlite-metadata-store.js';
 import { ConfigError } from '../../src/errors.js';
 import { makeTempDir } from '../helpers/tmp.js';
-import { metadataStoreConformance, narRecord, pathRecord } from './metadata-store.conformance.js';
+import { ANY_UPLOAD, metadataStoreConformance, narRecord, pathRecord } from './metadata-store.conformance.js';
 
 metadataStoreConformance('SqliteMetadataStore', async () => {
   const dir = await makeTempDir('sqlite');
@@ -75,7 +75,7 @@ void describe('SqliteMetadataStore', () => {
       await first.recordNarUpload(cache.id, nar, new Date());
       await first.recordNarUpload(cache.id, pending, new Date());
       const path = pathRecord(1, nar);
-      await first.addPath(cache.id, path);
+      await first.addPath(cache.id, path, ANY_UPLOAD);
       await first.close();
 
       const second = await SqliteMetadataStore.open(file);
@@ -84,7 +84,7 @@ void describe('SqliteMetadataStore', () => {
         assert.deepEqual(await second.listSigningKeys(cache.id), [key]);
         assert.deepEqual(await second.findTokenByHash(token.tokenHash), token);
         assert.deepEqual(await second.getPath(cache.id, path.hashPart), { path, nar });
-        assert.deepEqual(await second.getNar(cache.id, pending.fileHash), pending);
+        assert.deepEqual((await second.getNar(cache.id, pending.fileHash))?.nar, pending);
       } finally {
         await second.close();
       }
@@ -158,7 +158,7 @@ void describe('SqliteMetadataStore', () => {
         assert.deepEqual(uploads(), [{ cache_id: cache.id, file_hash: nar.fileHash, uploaded_at: 5 }]);
         await store.recordNarUpload(cache.id, nar, new Date(9));
         assert.deepEqual(uploads(), [{ cache_id: cache.id, file_hash: nar.fileHash, uploaded_at: 9 }]);
-        await store.addPath(cache.id, pathRecord(1, nar));
+        await store.addPath(cache.id, pathRecord(1, nar), ANY_UPLOAD);
         assert.deepEqual(uploads(), []);
       } finally {
         await store.close();
@@ -182,7 +182,7 @@ void describe('SqliteMetadataStore', () => {
         await assert.rejects(store.recordNarUpload(cache.id, { ...nar, narSize: 1 }, new Date()), {
           code: 'DATABASE_FAILURE',
         });
-        assert.deepEqual(await store.getNar(cache.id, nar.fileHash), nar);
+        assert.deepEqual((await store.getNar(cache.id, nar.fileHash))?.nar, nar);
       } finally {
         await store.close();
       }

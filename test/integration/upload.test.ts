@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { PENDING_UPLOAD_TTL_MS } from '../../src/cache/cache-service.js';
 import { parseNarInfo, narInfoFingerprint } from '../../src/nix/narinfo.js';
 import { PublicKey } from '../../src/nix/signing.js';
 import { FS_BLOB_TMP_DIR } from '../../src/storage/fs/fs-blob-store.js';
@@ -61,10 +62,17 @@ describe('upload', () => {
     const base = fakeBaseName('hello');
     const hash = base.slice(0, 32);
 
-    const head = await fetch(`${t.url}/main/nar/${fx.fileName}`, { method: 'HEAD' });
+    const head = await fetch(`${t.url}/main/nar/${fx.fileName}`, {
+      method: 'HEAD',
+      headers: { authorization: basicAuth(push) },
+    });
     assert.equal(head.status, 404);
     assert.equal((await put(`/main/nar/${fx.fileName}`, fx.file)).status, 201);
-    const headAfter = await fetch(`${t.url}/main/nar/${fx.fileName}`, { method: 'HEAD' });
+    // The pusher sees its upload (Nix asks with HEAD before uploading a NAR), nobody else does yet.
+    const headAfter = await fetch(`${t.url}/main/nar/${fx.fileName}`, {
+      method: 'HEAD',
+      headers: { authorization: basicAuth(push) },
+    });
     assert.equal(headAfter.status, 200);
     assert.equal(headAfter.headers.get('content-length'), String(fx.file.length));
 
@@ -176,6 +184,67 @@ describe('upload', () => {
       narInfoText(topName, top, { references: [baseName, topName].sort() }),
     );
     assert.equal(ok.status, 201, await ok.text());
+  });
+});
+
+describe('NARs awaiting their narinfo', () => {
+  async function nar(fileName: string, method: 'GET' | 'HEAD', token: string | null): Promise<Response> {
+    const response = await fetch(`${t.url}/main/nar/${fileName}`, {
+      method,
+      headers: token === null ? {} : { authorization: basicAuth(token) },
+    });
+    await response.arrayBuffer();
+    return response;
+  }
+
+  it('are served to those who may push, and to everyone only once published', async () => {
+    const fx = await fixture('pending until published\n');
+    const base = fakeBaseName('pending');
+    const pullOnly = await t.token(['main'], ['pull']);
+    assert.equal((await put(`/main/nar/${fx.fileName}`, fx.file)).status, 201);
+    for (const method of ['GET', 'HEAD'] as const) {
+      assert.equal((await nar(fx.fileName, method, null)).status, 404, method);
+      assert.equal((await nar(fx.fileName, method, pullOnly)).status, 404, method);
+      assert.equal((await nar(fx.fileName, method, 'nch_notarealtoken')).status, 404, method);
+      const pusher = await nar(fx.fileName, method, push);
+      assert.equal(pusher.status, 200, method);
+      // Never kept by a shared cache on the way, even though the cache is public.
+      assert.equal(pusher.headers.get('cache-control'), 'private, no-store');
+    }
+    // A pending NAR may be uploaded again, harmlessly.
+    assert.equal((await put(`/main/nar/${fx.fileName}`, fx.file)).status, 201);
+    assert.equal((await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx))).status, 201);
+    for (const method of ['GET', 'HEAD'] as const) {
+      const anonymous = await nar(fx.fileName, method, null);
+      assert.equal(anonymous.status, 200, method);
+      assert.equal(anonymous.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    }
+  });
+
+  it('expire after 24 h: no longer shown or publishable, until uploaded again', async () => {
+    const fx = await fixture('expires while pending\n');
+    const base = fakeBaseName('expiring');
+    assert.equal((await put(`/main/nar/${fx.fileName}`, fx.file)).status, 201);
+    const db = t.server.stores.db;
+    const cache = await db.getCache('main');
+    assert.ok(cache);
+    const recorded = await db.getNar(cache.id, fx.fileHash);
+    assert.ok(recorded);
+    // As if uploaded 24 h and a minute ago.
+    await db.recordNarUpload(cache.id, recorded.nar, new Date(Date.now() - PENDING_UPLOAD_TTL_MS - 60_000));
+    assert.equal((await nar(fx.fileName, 'HEAD', push)).status, 404);
+    await expectRefused(
+      await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx)),
+      400,
+      'NAR_NOT_UPLOADED.*expired; upload the NAR again',
+    );
+    assert.equal(await t.server.service.expirePendingUploads(), 1);
+    assert.equal(await db.getNar(cache.id, fx.fileHash), undefined);
+    // Nix, seeing the 404, uploads the NAR again, and then the narinfo is accepted.
+    assert.equal((await put(`/main/nar/${fx.fileName}`, fx.file)).status, 201);
+    assert.equal((await nar(fx.fileName, 'HEAD', push)).status, 200);
+    assert.equal((await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx))).status, 201);
+    assert.equal((await nar(fx.fileName, 'GET', null)).status, 200);
   });
 });
 

@@ -13,6 +13,7 @@ import {
   PERMISSIONS,
   type AddPathOutcome,
   type CacheChanges,
+  type CacheNar,
   type CacheRecord,
   type MetadataStore,
   type NarRecord,
@@ -141,15 +142,19 @@ export const FIND_PRESENT_PATHS = {
   text: 'SELECT store_path FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])',
 };
 
-/** The NAR, if an upload or a path attaches it to the cache. */
+/** The NAR, with whether a path of the cache publishes it and when it was uploaded there (if pending). */
 const NAR_IN_CACHE = {
   name: 'niche_nar_in_cache',
   text: `
-    SELECT ${NAR_COLUMNS} FROM nars AS n
-    WHERE n.file_hash = $2
-      AND (EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.cache_id = $1 AND u.file_hash = $2)
-        OR EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = $2 AND p.cache_id = $1))`,
+    SELECT ${NAR_COLUMNS},
+           EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = $2 AND p.cache_id = $1) AS published,
+           (SELECT u.uploaded_at FROM nar_uploads AS u WHERE u.cache_id = $1 AND u.file_hash = $2)
+             AS uploaded_at
+    FROM nars AS n WHERE n.file_hash = $2`,
 };
+
+/** A NAR with how it is attached to one cache. */
+type CacheNarRow = NarRow & { published: boolean; uploaded_at: number | null };
 
 export class PostgresMetadataStore implements MetadataStore {
   readonly #pool: pg.Pool;
@@ -438,11 +443,16 @@ export class PostgresMetadataStore implements MetadataStore {
     );
   }
 
-  getNar(cacheId: number, fileHash: string): Promise<NarRecord | undefined> {
-    return this.#run('getNar', async () => {
-      const { rows } = await this.#pool.query<NarRow>({ ...NAR_IN_CACHE, values: [cacheId, fileHash] });
-      const row = rows[0];
-      return row === undefined ? undefined : toNar(row);
+  getNar(cacheId: number, fileHash: string): Promise<CacheNar | undefined> {
+    return this.#run('getNar', () => findCacheNar(this.#pool, cacheId, fileHash));
+  }
+
+  deleteExpiredUploads(before: Date): Promise<number> {
+    return this.#run('deleteExpiredUploads', async () => {
+      const result = await this.#pool.query('DELETE FROM nar_uploads WHERE uploaded_at < $1', [
+        before.getTime(),
+      ]);
+      return result.rowCount ?? 0;
     });
   }
 
@@ -478,19 +488,21 @@ export class PostgresMetadataStore implements MetadataStore {
     });
   }
 
-  addPath(cacheId: number, path: PathRecord): Promise<AddPathOutcome> {
+  addPath(cacheId: number, path: PathRecord, uploadedSince: Date): Promise<AddPathOutcome> {
     return this.#run('addPath', () =>
       this.#transaction(async (client): Promise<AddPathOutcome> => {
         for (let attempt = 0; attempt < ADD_PATH_ATTEMPTS; attempt += 1) {
-          // Inserts only if the NAR is attached to the cache, checked in the same statement so an upload
-          // expired by GC meanwhile cannot slip through. On a rival insert of the same hash part this waits
-          // for the rival's transaction and, if it commits, inserts nothing.
+          // Inserts only if the NAR is attached to the cache (published, or uploaded since the bound),
+          // checked in the same statement so an upload removed by GC meanwhile cannot slip through. On a
+          // rival insert of the same hash part this waits for the rival's transaction and, if it commits,
+          // inserts nothing.
           const inserted = await client.query(
             `INSERT INTO paths (cache_id, hash_part, store_path, file_hash, nar_hash, nar_size, refs, deriver,
                                 ca, signatures, created_at)
              SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::jsonb, $8::text,
                     $9::text, $10::jsonb, $11::bigint
-             WHERE EXISTS (SELECT 1 FROM nar_uploads WHERE cache_id = $1 AND file_hash = $4)
+             WHERE EXISTS (SELECT 1 FROM nar_uploads WHERE cache_id = $1 AND file_hash = $4
+                             AND uploaded_at >= $12::bigint)
                 OR EXISTS (SELECT 1 FROM paths WHERE cache_id = $1 AND file_hash = $4)
              ON CONFLICT (cache_id, hash_part) DO NOTHING`,
             [
@@ -505,6 +517,7 @@ export class PostgresMetadataStore implements MetadataStore {
               path.ca ?? null,
               JSON.stringify(path.signatures),
               path.createdAt.getTime(),
+              uploadedSince.getTime(),
             ],
           );
           if (inserted.rowCount === 1) {
@@ -525,8 +538,11 @@ export class PostgresMetadataStore implements MetadataStore {
           // while we waited) or the NAR is not attached. The hash part wins, as in the SQLite store.
           const existing = await findPath(client, cacheId, path.hashPart);
           if (existing !== undefined) return { status: 'exists', existing: existing.path };
-          const { rows } = await client.query<NarRow>({ ...NAR_IN_CACHE, values: [cacheId, path.fileHash] });
-          if (rows.length === 0) {
+          const nar = await findCacheNar(client, cacheId, path.fileHash);
+          const attached =
+            nar !== undefined &&
+            (nar.published || (nar.uploadedAt?.getTime() ?? -Infinity) >= uploadedSince.getTime());
+          if (!attached) {
             throw new NotFoundError(
               'NAR_NOT_UPLOADED',
               `NAR ${path.fileHash} has not been uploaded to this cache`,
@@ -689,6 +705,13 @@ async function schemaVersion(client: pg.PoolClient): Promise<number> {
 async function findToken(db: Queryable, tokenHash: string): Promise<TokenRecord | undefined> {
   const { rows } = await db.query<TokenScopeRow>({ ...FIND_TOKEN_BY_HASH, values: [tokenHash] });
   return groupTokens(rows)[0];
+}
+
+async function findCacheNar(db: Queryable, cacheId: number, fileHash: string): Promise<CacheNar | undefined> {
+  const { rows } = await db.query<CacheNarRow>({ ...NAR_IN_CACHE, values: [cacheId, fileHash] });
+  const row = rows[0];
+  if (row === undefined || (!row.published && row.uploaded_at === null)) return undefined;
+  return { nar: toNar(row), published: row.published, uploadedAt: optionalDate(row.uploaded_at) };
 }
 
 async function findPath(db: Queryable, cacheId: number, hashPart: string): Promise<PathWithNar | undefined> {

@@ -10,6 +10,7 @@ import {
   PERMISSIONS,
   type AddPathOutcome,
   type CacheChanges,
+  type CacheNar,
   type CacheRecord,
   type MetadataStore,
   type NarRecord,
@@ -61,6 +62,12 @@ interface ScopeRow {
   token_id: number;
   cache_pattern: string;
   permissions: string;
+}
+
+/** A NAR with how it is attached to one cache (`published` is 0 or 1). */
+interface CacheNarRow extends NarRow {
+  published: number;
+  uploaded_at: number | null;
 }
 
 interface CacheKey {
@@ -186,11 +193,16 @@ function prepareStatements(db: Database.Database) {
     deleteUpload: db.prepare<CacheKey>(
       'DELETE FROM nar_uploads WHERE cache_id = @cacheId AND file_hash = @fileHash',
     ),
-    narInCache: db.prepare<CacheKey, NarRow>(
-      `SELECT ${NAR_COLUMNS} FROM nars AS n
-       WHERE n.file_hash = @fileHash
-         AND (EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.cache_id = @cacheId AND u.file_hash = @fileHash)
-           OR EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = @fileHash AND p.cache_id = @cacheId))`,
+    narInCache: db.prepare<CacheKey, CacheNarRow>(
+      `SELECT ${NAR_COLUMNS},
+              EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = @fileHash AND p.cache_id = @cacheId)
+                AS published,
+              (SELECT u.uploaded_at FROM nar_uploads AS u WHERE u.cache_id = @cacheId AND u.file_hash = @fileHash)
+                AS uploaded_at
+       FROM nars AS n WHERE n.file_hash = @fileHash`,
+    ),
+    deleteUploadsBefore: db.prepare<{ before: number }>(
+      'DELETE FROM nar_uploads WHERE uploaded_at < @before',
     ),
 
     pathWithNar: db.prepare<PathKey, PathNarRow<string>>(PATH_WITH_NAR_SQL),
@@ -457,11 +469,21 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  getNar(cacheId: number, fileHash: string): Promise<NarRecord | undefined> {
-    return this.#run('getNar', () => {
-      const row = this.#sql.narInCache.get({ cacheId, fileHash });
-      return row === undefined ? undefined : toNar(row);
-    });
+  getNar(cacheId: number, fileHash: string): Promise<CacheNar | undefined> {
+    return this.#run('getNar', () => this.#cacheNar(cacheId, fileHash));
+  }
+
+  #cacheNar(cacheId: number, fileHash: string): CacheNar | undefined {
+    const row = this.#sql.narInCache.get({ cacheId, fileHash });
+    if (row === undefined || (row.published === 0 && row.uploaded_at === null)) return undefined;
+    return { nar: toNar(row), published: row.published === 1, uploadedAt: optionalDate(row.uploaded_at) };
+  }
+
+  deleteExpiredUploads(before: Date): Promise<number> {
+    return this.#run(
+      'deleteExpiredUploads',
+      () => this.#sql.deleteUploadsBefore.run({ before: before.getTime() }).changes,
+    );
   }
 
   getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined> {
@@ -493,15 +515,19 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  addPath(cacheId: number, path: PathRecord): Promise<AddPathOutcome> {
+  addPath(cacheId: number, path: PathRecord, uploadedSince: Date): Promise<AddPathOutcome> {
     return this.#run('addPath', () =>
       this.#db
         .transaction((): AddPathOutcome => {
           const existing = this.#sql.pathWithNar.get({ cacheId, hashPart: path.hashPart });
           if (existing !== undefined)
             return { status: 'exists', existing: toPathWithNar(existing, parseStrings).path };
-          // Checked here, in the transaction, so an upload expired by GC meanwhile cannot slip through.
-          if (this.#sql.narInCache.get({ cacheId, fileHash: path.fileHash }) === undefined) {
+          // Checked here, in the transaction, so an upload removed by GC meanwhile cannot slip through.
+          const nar = this.#cacheNar(cacheId, path.fileHash);
+          const attached =
+            nar !== undefined &&
+            (nar.published || (nar.uploadedAt?.getTime() ?? -Infinity) >= uploadedSince.getTime());
+          if (!attached) {
             throw new NotFoundError(
               'NAR_NOT_UPLOADED',
               `NAR ${path.fileHash} has not been uploaded to this cache`,
