@@ -42,6 +42,7 @@ export type ErrorCode =
   // requests and auth
   | 'BAD_REQUEST'
   | 'NOT_SUPPORTED'
+  | 'MEDIA_TYPE_UNSUPPORTED'
   | 'RANGE_NOT_SATISFIABLE'
   | 'NOT_FOUND'
   | 'CACHE_NOT_FOUND'
@@ -141,6 +142,13 @@ export class RangeNotSatisfiableError extends NicheError {
 export class UnsupportedError extends NicheError {
   constructor(message: string) {
     super('unsupported', 'NOT_SUPPORTED', message);
+  }
+}
+
+/** A request body whose Content-Type the endpoint does not take (HTTP 415). */
+export class UnsupportedMediaTypeError extends NicheError {
+  constructor(message: string) {
+    super('unsupported', 'MEDIA_TYPE_UNSUPPORTED', message);
   }
 }
 

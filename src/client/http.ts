@@ -72,6 +72,7 @@ const KNOWN_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'BODY_TOO_LARGE',
   'BAD_REQUEST',
   'NOT_SUPPORTED',
+  'MEDIA_TYPE_UNSUPPORTED',
   'NOT_FOUND',
   'CACHE_NOT_FOUND',
   'CACHE_NAME_INVALID',
@@ -279,12 +280,18 @@ export class ApiClient {
   ): Promise<T> {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([timeout, options.signal]);
+    // Every write says it is JSON, even without a body: the server refuses writes that do not (a browser
+    // cannot be made to send that content type by another site, src/http/routes/api/index.ts).
     const response = await this.send(
       method,
       path,
-      body === undefined
+      method === 'GET'
         ? undefined
-        : { body: JSON.stringify(body), contentType: 'application/json', duplex: false },
+        : {
+            body: body === undefined ? '' : JSON.stringify(body),
+            contentType: 'application/json',
+            duplex: false,
+          },
       signal,
       options.signal,
     );

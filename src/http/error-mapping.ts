@@ -19,6 +19,7 @@ const STATUS: Record<ErrorKind, number> = {
 
 export function statusOf(error: NicheError): number {
   if (error instanceof RangeNotSatisfiableError) return 416;
+  if (error.code === 'MEDIA_TYPE_UNSUPPORTED') return 415;
   return STATUS[error.kind];
 }
 
@@ -70,11 +71,20 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
     log.error({ err: error, method, url }, 'unexpected error');
   }
   const headers: Record<string, string> = { 'cache-control': 'no-store' };
-  if (status === 401) headers['www-authenticate'] = 'Basic realm="niche"';
+  if (status === 401) headers['www-authenticate'] = wwwAuthenticate(url);
   if (error instanceof RangeNotSatisfiableError) headers['content-range'] = `bytes */${error.size}`;
   // A refused upload may not have been read to the end; don't keep reading it.
   if (method === 'PUT' || method === 'POST') headers.connection = 'close';
   return { status, headers, ...errorBody(url, code, message) };
+}
+
+/**
+ * The challenge of a 401. Nix sends netrc credentials as HTTP Basic, so the cache routes ask for Basic;
+ * the JSON API asks for a bearer token, which browsers never send on their own: a Basic challenge there
+ * would have a browser cache the credentials and attach them to requests other sites make it send.
+ */
+export function wwwAuthenticate(url: string): string {
+  return url.startsWith('/api/') ? 'Bearer realm="niche"' : 'Basic realm="niche"';
 }
 
 function errorBody(url: string, code: string, message: string): { contentType: string; body: string } {

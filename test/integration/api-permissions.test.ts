@@ -2,6 +2,7 @@
 // their error codes; anything else (success, or a 4xx about the request body) counts as "allowed".
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { UPLOAD_CONTENT_TYPE } from '../../src/api/v1.js';
 import { createCacheWithKey } from '../../src/cache/admin-service.js';
 import type { Permission } from '../../src/db/metadata-store.js';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
@@ -211,10 +212,14 @@ describe('every endpoint x every credential', () => {
         const headers: Record<string, string> =
           token === undefined ? {} : { authorization: `Bearer ${token}` };
         const body = endpoint.body?.();
-        if (body !== undefined)
-          headers['content-type'] = endpoint.url().startsWith('/api/')
-            ? 'application/json'
-            : 'application/octet-stream';
+        // As niche's client sends them: API writes always declare their type (src/http/routes/api).
+        if (endpoint.url().includes('/paths/') && endpoint.method === 'PUT') {
+          headers['content-type'] = UPLOAD_CONTENT_TYPE;
+        } else if (endpoint.url().startsWith('/api/') && endpoint.method !== 'DELETE') {
+          if (endpoint.method !== 'GET') headers['content-type'] = 'application/json';
+        } else if (body !== undefined) {
+          headers['content-type'] = 'application/octet-stream';
+        }
         const response = await fetch(`${t.url}${endpoint.url()}`, {
           method: endpoint.method,
           headers,
@@ -225,7 +230,9 @@ describe('every endpoint x every credential', () => {
           endpoint.method === 'HEAD' ? headOutcome(response.status) : outcome(response.status, text);
         assert.equal(got, want, `${response.status} ${text.slice(0, 200)}`);
         if (got.startsWith('TOKEN_')) {
-          assert.equal(response.headers.get('www-authenticate'), 'Basic realm="niche"');
+          // Nix answers a Basic challenge from netrc; the API never invites a browser's Basic prompt.
+          const scheme = endpoint.url().startsWith('/api/') ? 'Bearer' : 'Basic';
+          assert.equal(response.headers.get('www-authenticate'), `${scheme} realm="niche"`);
         }
       });
     }

@@ -23,7 +23,8 @@ async function api(
     method,
     headers: {
       ...(token === null ? {} : { authorization: `Bearer ${token}` }),
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      // As niche's client does: every write declares JSON, even without a body.
+      ...(method === 'GET' || method === 'DELETE' ? {} : { 'content-type': 'application/json' }),
     },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });

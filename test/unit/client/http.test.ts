@@ -56,6 +56,7 @@ describe('errorFromResponse', () => {
     [404, 'WHATEVER', NotFoundError, 'NOT_FOUND'],
     [409, 'PATH_CONFLICT', ConflictError, 'PATH_CONFLICT'],
     [501, 'NOT_SUPPORTED', UnsupportedError, 'NOT_SUPPORTED'],
+    [415, 'MEDIA_TYPE_UNSUPPORTED', RemoteError, 'MEDIA_TYPE_UNSUPPORTED'],
     [503, 'SHUTTING_DOWN', RemoteError, 'SHUTTING_DOWN'],
     [500, 'NEW_SERVER_CODE', RemoteError, 'SERVER_ERROR'],
   ];
@@ -97,6 +98,26 @@ describe('ApiClient', () => {
     const anonymous = new ApiClient({ serverUrl: url, token: '' });
     await anonymous.get('/whoami', whoamiSchema);
     assert.equal(authorization, undefined);
+  });
+
+  it('declares every write as JSON, with a body or without', async () => {
+    const seen: string[] = [];
+    handler = (request, response) => {
+      const chunks: Buffer[] = [];
+      request.on('data', (chunk: Buffer) => chunks.push(chunk));
+      request.on('end', () => {
+        seen.push(
+          `${request.method} ${request.headers['content-type'] ?? '-'} ${Buffer.concat(chunks).toString()}`,
+        );
+        json(200, { missing: [] })(request, response);
+      });
+    };
+    const client = new ApiClient({ serverUrl: url, token: 'nch_secret' });
+    const schema = z.object({ missing: z.array(z.string()) });
+    await client.post('/caches/x/missing', { paths: [] }, schema);
+    await client.post('/caches/x/keys/k/retire', undefined, schema);
+    await client.get('/caches/x/missing', schema);
+    assert.deepEqual(seen, ['POST application/json {"paths":[]}', 'POST application/json ', 'GET - ']);
   });
 
   it('turns API errors into NicheErrors without the token in the message', async () => {

@@ -20,6 +20,9 @@ interface Params {
   readonly hash: string;
 }
 
+/** The one-request upload, whose body is niche's own format (UPLOAD_CONTENT_TYPE), not JSON. */
+export const PATH_UPLOAD_ROUTE = `${API_PREFIX}/caches/:name/paths/:hash`;
+
 export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext): void {
   app.post<{ Params: { name: string } }>(`${API_PREFIX}/caches/:name/missing`, async (request, reply) => {
     const cache = await openCache(context, request, request.params.name, 'pull');
@@ -28,7 +31,7 @@ export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext
     return reply.header('cache-control', 'no-store').send(response);
   });
 
-  app.put<{ Params: Params }>(`${API_PREFIX}/caches/:name/paths/:hash`, async (request, reply) => {
+  app.put<{ Params: Params }>(PATH_UPLOAD_ROUTE, async (request, reply) => {
     const cache = await openCache(context, request, request.params.name, 'push');
     const { line, rest } = await readHeaderLine(request.raw, MAX_UPLOAD_HEADER);
     let metadata: unknown;

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { API_PREFIX, createTokenSchema, type Whoami } from '../../../api/v1.js';
 import { InvalidInputError } from '../../../errors.js';
 import { principalOf, type HttpContext } from '../../context.js';
+import { wwwAuthenticate } from '../../error-mapping.js';
 import { readJson, tokenInfo } from './json.js';
 
 export function registerTokenApiRoutes(app: FastifyInstance, context: HttpContext): void {
@@ -14,6 +15,7 @@ export function registerTokenApiRoutes(app: FastifyInstance, context: HttpContex
       return reply
         .code(401)
         .header('cache-control', 'no-store')
+        .header('www-authenticate', wwwAuthenticate(request.url))
         .send({
           error: { code: 'TOKEN_INVALID', message: `invalid credentials: ${principal.reason}` },
         });
