@@ -121,7 +121,9 @@ export async function hugeNarRoundTrip(options: HugeOptions): Promise<HugeResult
     options.pid,
     () =>
       new Promise<void>((resolve, reject) => {
-        const req = request(url, { method: 'GET' }, (response) => {
+        // The NAR has no narinfo: only a token that may push sees it.
+        const authorization = `Bearer ${options.token}`;
+        const req = request(url, { method: 'GET', headers: { authorization } }, (response) => {
           let received = 0;
           response.on('data', (chunk: Buffer) => {
             received += chunk.length;

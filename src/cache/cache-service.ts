@@ -23,12 +23,12 @@ import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
 import { ANONYMOUS, authorize, type Principal } from './auth.js';
-import { permissionsFor } from './tokens.js';
 import { parseCacheName } from './cache-name.js';
 import { Keyring, type CacheKeys } from './keyring.js';
 import { NarInfoCache } from './narinfo-cache.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
+import { permissionsFor } from './tokens.js';
 
 export interface CacheLimits {
   /** Largest NAR file (as uploaded, compressed) accepted. */

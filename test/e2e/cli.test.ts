@@ -262,9 +262,10 @@ describe('graceful shutdown', () => {
       }).response;
       assert.equal(first.status, 201, first.body);
 
-      // The download starts and is not read: the server is stuck writing it.
+      // The download starts and is not read: the server is stuck writing it. (The NAR has no narinfo:
+      // only a token that may push sees it.)
       const response = await new Promise<IncomingMessage>((resolve, reject) => {
-        const req = request(`${server.url}/main/nar/${downloaded.fileName}`, { agent });
+        const req = request(`${server.url}/main/nar/${downloaded.fileName}`, { agent, headers });
         req.once('error', reject);
         req.once('response', (res) => {
           res.pause();
