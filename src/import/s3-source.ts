@@ -26,6 +26,7 @@ import {
   SourceReadError,
   type ImportSource,
 } from './source.js';
+import { createS3Client } from '../storage/s3/s3-client.js';
 import { redactUrl } from '../util/redact-url.js';
 
 export interface S3SourceOptions {
@@ -238,7 +239,7 @@ export class S3Source implements ImportSource {
     if (options.endpoint !== undefined) config.endpoint = options.endpoint;
     if (options.profile !== undefined) config.profile = options.profile;
     if (options.credentials !== undefined) config.credentials = { ...options.credentials };
-    this.#client = new S3Client(config);
+    this.#client = createS3Client(config);
     this.#bucket = options.bucket;
     this.#prefix = options.prefix;
     this.#pageSize = options.pageSize ?? 1000;

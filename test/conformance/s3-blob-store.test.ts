@@ -12,16 +12,12 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, describe, it, type TestContext } from 'node:test';
 
-import {
-  CreateMultipartUploadCommand,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-} from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 
 import { ConfigError, StorageError } from '../../src/errors.js';
 import { BlobCheckError } from '../../src/storage/blob-check-error.js';
 import { S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3/s3-blob-store.js';
+import { createS3Client } from '../../src/storage/s3/s3-client.js';
 import {
   S3RVER_CREDENTIALS,
   S3RVER_REGION,
@@ -331,7 +327,7 @@ void describe('S3BlobStore', () => {
     const proxy = await startS3Proxy(server);
     try {
       const bucket = await server.createBucket();
-      const raw = new S3Client({
+      const raw = createS3Client({
         endpoint: proxy.endpoint,
         region: S3RVER_REGION,
         forcePathStyle: true,

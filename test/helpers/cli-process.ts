@@ -15,11 +15,19 @@ function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-function spawnCli(args: readonly string[], env?: NodeJS.ProcessEnv): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', CLI_ENTRY, ...args], {
+interface SpawnOptions {
+  readonly env?: NodeJS.ProcessEnv | undefined;
+  /** Node options before the entry point, e.g. `--import` of a test-only module. */
+  readonly nodeArgs?: readonly string[] | undefined;
+  /** Open an IPC channel to the child (`child.send`, `process.send` there). */
+  readonly ipc?: boolean | undefined;
+}
+
+function spawnCli(args: readonly string[], options: SpawnOptions = {}): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', ...(options.nodeArgs ?? []), CLI_ENTRY, ...args], {
     cwd: REPO_ROOT,
-    env: cliEnv(env),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    env: cliEnv(options.env),
+    stdio: options.ipc === true ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   });
 }
 
@@ -35,7 +43,7 @@ export function runCli(
   args: readonly string[],
   options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
 ): Promise<CliResult> {
-  const child = spawnCli(args, options.env);
+  const child = spawnCli(args, { env: options.env });
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
   child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
@@ -106,6 +114,10 @@ export interface ServeOptions {
   readonly args?: readonly string[];
   readonly logLevel?: string;
   readonly env?: NodeJS.ProcessEnv;
+  /** As for spawnCli: Node options before the entry point. */
+  readonly nodeArgs?: readonly string[];
+  /** Open an IPC channel to the server process. */
+  readonly ipc?: boolean;
 }
 
 /** Starts `niche serve` as a child process; does not wait for it to listen (see `ready`). */
@@ -122,7 +134,7 @@ export async function spawnServe(options: ServeOptions): Promise<ServeProcess> {
       options.logLevel ?? 'warn',
       ...(options.args ?? []),
     ],
-    options.env,
+    { env: options.env, nodeArgs: options.nodeArgs, ipc: options.ipc },
   );
   let out = '';
   let err = '';

@@ -19,10 +19,11 @@ import {
   CreateBucketCommand,
   GetObjectCommand,
   ListObjectsV2Command,
-  S3Client,
   UploadPartCommand,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 
+import { createS3Client } from '../../src/storage/s3/s3-client.js';
 import { makeTempDir, type TempDir } from './tmp.js';
 
 /** s3rver accepts these (and only these) credentials. */
@@ -81,7 +82,7 @@ export async function startS3rver(): Promise<S3rver> {
 }
 
 function s3rverHandle(child: ChildProcess, dir: TempDir, directory: string, endpoint: string): S3rver {
-  const client = new S3Client({
+  const client = createS3Client({
     endpoint,
     region: S3RVER_REGION,
     forcePathStyle: true,

@@ -32,6 +32,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
 import { PutChecks } from '../put-checks.js';
+import { createS3Client } from './s3-client.js';
 import { InFlight } from '../in-flight.js';
 import {
   assertValidBlobKey,
@@ -134,7 +135,7 @@ export class S3BlobStore implements BlobStore {
     const where = `${settings.bucket}${options.endpoint === undefined ? '' : ` at ${redactUrl(options.endpoint)}`}`;
     let client: S3Client | undefined;
     try {
-      client = new S3Client(config);
+      client = createS3Client(config);
       const store = new S3BlobStore(client, settings);
       await client.send(new HeadBucketCommand({ Bucket: settings.bucket }));
       const probe = `${store.#stagingPrefix}probe-${randomBytes(8).toString('hex')}`;
