@@ -46,7 +46,7 @@ import {
 // skipped, where it would cost seconds and gigabytes) until its switch is turned on after the merge.
 const MERGED: Readonly<Record<'ITEM_1_EXACT_REFERENCES' | 'ITEM_2_BOUNDED_DECODERS', boolean>> = {
   /** Item 1 (branch h3-integrity): a reference must name exactly a path the cache serves, or the path itself. */
-  ITEM_1_EXACT_REFERENCES: false,
+  ITEM_1_EXACT_REFERENCES: true,
   /** Item 2 (branch h1-decoders): decompression bounded in memory and time, never on the event loop. */
   ITEM_2_BOUNDED_DECODERS: false,
 };
