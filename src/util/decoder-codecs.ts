@@ -6,7 +6,11 @@
 // event loop and frees a context only when it is garbage-collected); unbzip2-stream decodes on the event
 // loop without back-pressure; xz-decompress (WASM) lets one stream in the process decode at a time (a
 // global lock), on the event loop, at half of liblzma's speed.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DecodeError, type DecoderCodec, type StepResult } from './pull-decoder.js';
 
 export type DecoderKind = 'xz' | 'zstd' | 'bzip2';
@@ -50,13 +54,15 @@ interface NativeModule {
 const native = loadNative();
 
 function loadNative(): NativeModule {
-  // The same relative path from src/util/ (tsx) and dist/util/ (compiled).
-  const path = '../../native/build/Release/niche_decoders.node';
+  // native/ sits beside src/ and dist/ (and above a build elsewhere in the tree, such as the bench's).
+  const addon = join('native', 'build', 'Release', 'niche_decoders.node');
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, addon)) && dirname(dir) !== dir) dir = dirname(dir);
   try {
-    return createRequire(import.meta.url)(path) as NativeModule;
+    return createRequire(import.meta.url)(join(dir, addon)) as NativeModule;
   } catch (error) {
     throw new Error(
-      `niche's native decoders (${path}) are not built: run \`npm ci\` (it needs a C compiler and ` +
+      `niche's native decoders (${addon}) are not built: run \`npm ci\` (it needs a C compiler and ` +
         `Debian's liblzma-dev, libzstd-dev and libbz2-dev): ${error instanceof Error ? error.message : String(error)}`,
       { cause: error },
     );
@@ -73,6 +79,41 @@ function decodeError(error: NativeError): Error {
   return error;
 }
 
+/**
+ * Decoding steps running at once in the process. Each decoder runs one step at a time, but many uploads
+ * (or many attackers) could otherwise fill libuv's thread pool (4 threads) with decoding: file reads and
+ * writes (NAR downloads, blob writes) would queue behind it, and on a small machine the event loop would
+ * get a smaller share of the CPU. So decoding gets at most the cores but one, and never the whole pool;
+ * waiting steps run in arrival order, which interleaves the uploads fairly.
+ */
+const MAX_RUNNING_STEPS = Math.max(1, Math.min(availableParallelism() - 1, 3));
+let runningSteps = 0;
+const waitingSteps: (() => void)[] = [];
+
+/** Steps running and waiting for a slot now (for tests and metrics). */
+export function decodingSteps(): {
+  readonly running: number;
+  readonly waiting: number;
+  readonly max: number;
+} {
+  return { running: runningSteps, waiting: waitingSteps.length, max: MAX_RUNNING_STEPS };
+}
+
+function whenSlotFree(start: () => void): void {
+  if (runningSteps < MAX_RUNNING_STEPS) {
+    runningSteps++;
+    start();
+  } else {
+    waitingSteps.push(start);
+  }
+}
+
+function releaseSlot(): void {
+  const next = waitingSteps.shift();
+  if (next === undefined) runningSteps--;
+  else next();
+}
+
 /** One decoder of the addon; one step at a time on the thread pool. */
 class NativeCodec implements DecoderCodec {
   readonly #decoder: NativeDecoder;
@@ -83,9 +124,17 @@ class NativeCodec implements DecoderCodec {
 
   step(input: Buffer, output: Buffer, finish: boolean): Promise<StepResult> {
     return new Promise((resolve, reject) => {
-      this.#decoder.step(input, output, finish, (error, consumed, produced, ended) => {
-        if (error === null) resolve({ consumed, produced, ended });
-        else reject(decodeError(error));
+      whenSlotFree(() => {
+        try {
+          this.#decoder.step(input, output, finish, (error, consumed, produced, ended) => {
+            releaseSlot();
+            if (error === null) resolve({ consumed, produced, ended });
+            else reject(decodeError(error));
+          });
+        } catch (error) {
+          releaseSlot();
+          reject(error instanceof Error ? error : new Error(String(error)));
+        }
       });
     });
   }

@@ -13,7 +13,7 @@ import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { narFromPath } from '../../../src/nix/nar-writer.js';
 import { createDecompressor } from '../../../src/util/compression.js';
-import { createDecoderCodec, XZ_MEMORY_LIMIT } from '../../../src/util/decoder-codecs.js';
+import { createDecoderCodec, decodingSteps, XZ_MEMORY_LIMIT } from '../../../src/util/decoder-codecs.js';
 import { DecodeError, STEP_OUTPUT } from '../../../src/util/pull-decoder.js';
 import { compressionBomb, compressWith, narFileHeader } from '../../helpers/bombs.js';
 
@@ -194,6 +194,31 @@ describe('decoders given a bomb', () => {
       assert.ok(received <= 16 * MiB + 4 * STEP_OUTPUT, `${received} bytes were emitted`);
     });
   }
+});
+
+describe('decoding steps across decoders', () => {
+  it('run at most a few at once, process-wide, and each decoder still finishes', async () => {
+    const data = await compressWith('zstd', plain);
+    let most = 0;
+    let waited = 0;
+    let done = false;
+    const watch = (async () => {
+      while (!done) {
+        const now = decodingSteps();
+        most = Math.max(most, now.running);
+        waited = Math.max(waited, now.waiting);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    const outputs = await Promise.all(Array.from({ length: 6 }, () => decode('zstd', data)));
+    done = true;
+    await watch;
+    for (const out of outputs) assert.ok(out.equals(plain));
+    const { max } = decodingSteps();
+    assert.ok(most >= 1 && most <= max, `${most} steps ran at once (max ${max})`);
+    assert.ok(waited > 0, 'six decoders never had to wait for a slot');
+    assert.equal(decodingSteps().running, 0);
+  });
 });
 
 describe('native decoder memory', () => {
