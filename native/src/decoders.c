@@ -45,8 +45,9 @@ typedef struct {
 typedef struct {
   int kind;
   int open;           // the codec state is allocated (until `close`)
-  int busy;           // a step is queued or running on the thread pool
+  int busy;           // a step (or the closing) is queued or running on the thread pool
   int close_pending;  // `close` was called during a step: free once it completes
+  int closing;        // freeing was requested: no more steps
   uint64_t memlimit;  // xz: liblzma's limit; zstd: the largest window; all: dec_alloc's cap, less slack
   size_t allocated;   // bytes currently held through dec_alloc
   lzma_allocator lzma_alloc;
@@ -401,6 +402,36 @@ static void release(napi_env env, napi_ref *ref) {
   *ref = NULL;
 }
 
+// Freeing a decoder unmaps what its steps touched (up to a whole dictionary or window: milliseconds for
+// tens of MiB), so it runs on the thread pool too.
+static void close_execute(napi_env env, void *data) {
+  (void)env;
+  close_codec(data);
+}
+
+static void close_complete(napi_env env, napi_status status, void *data) {
+  (void)status;
+  decoder *d = data;
+  napi_delete_async_work(env, d->work);
+  d->work = NULL;
+  d->busy = 0;
+  release(env, &d->self_ref);
+}
+
+static void start_close(napi_env env, napi_value self, decoder *d) {
+  if (d->closing || !d->open) return;
+  d->closing = 1;
+  napi_value name;
+  if (napi_create_string_utf8(env, "niche:decoder-close", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_reference(env, self, 1, &d->self_ref) != napi_ok ||
+      napi_create_async_work(env, NULL, name, close_execute, close_complete, d, &d->work) != napi_ok ||
+      napi_queue_async_work(env, d->work) != napi_ok) {
+    close_codec(d);  // cannot happen in practice; free here rather than never
+    return;
+  }
+  d->busy = 1;
+}
+
 static void step_complete(napi_env env, napi_status status, void *data) {
   decoder *d = data;
   d->busy = 0;
@@ -413,7 +444,7 @@ static void step_complete(napi_env env, napi_status status, void *data) {
   release(env, &d->self_ref);
   napi_delete_async_work(env, d->work);
   d->work = NULL;
-  if (d->close_pending || d->error_code != NULL) close_codec(d);
+  if ((d->close_pending || d->error_code != NULL) && self != NULL) start_close(env, self, d);
   if (callback == NULL || self == NULL) return;
 
   napi_value argv[4];
@@ -480,7 +511,7 @@ static napi_value decoder_step(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NICHE_DECODER", "a step is already running");
     return NULL;
   }
-  if (!d->open) {
+  if (!d->open || d->closing) {
     napi_throw_error(env, "ERR_NICHE_DECODER", "the decoder is closed");
     return NULL;
   }
@@ -505,15 +536,21 @@ static napi_value decoder_step(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// decoder.close(): frees the decoder's memory now (after the running step, if there is one).
+// decoder.close(): frees the decoder's memory, on the thread pool (after the running step, if any).
 static napi_value decoder_close(napi_env env, napi_callback_info info) {
   size_t argc = 0;
-  decoder *d = unwrap(env, info, &argc, NULL);
-  if (d == NULL) return NULL;
+  napi_value self;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, NULL, &self, NULL) != napi_ok ||
+      napi_unwrap(env, self, &data) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_THIS", "not a Decoder");
+    return NULL;
+  }
+  decoder *d = data;
   if (d->busy) {
     d->close_pending = 1;
   } else {
-    close_codec(d);
+    start_close(env, self, d);
   }
   return NULL;
 }
