@@ -367,6 +367,8 @@ function markdown(results: Results, rows: readonly Row[]): string {
     '',
     `niche (one Node.js process, SQLite + files) against nginx serving the static tree that \`nix copy --to file://\` wrote from the same store paths, on loopback. Run of ${results.date}, ${passed} of ${judged} targets met; the whole run took ${fmt(results.totalSeconds / 60, 1)} min.`,
     '',
+    'Compression bombs against niche while other clients download (peak RSS, event-loop delay, the others’ narinfo latency): [bench-bombs.md](bench-bombs.md), from `npm run bench:bombs`.',
+    '',
     '## Results',
     '',
     'Ratios are niche ÷ nginx; for rates higher is better, for latencies, times and memory lower is better. Targets are from the issue. *Server CPU* is the user + system time of the server’s processes (nginx: master and worker) during the measured run. *Other CPU* is how many cores processes outside the benchmark used during the niche / nginx measurement (this machine is shared; above about 0.25 the numbers are disturbed).',

@@ -32,16 +32,7 @@
 //   BENCH_KEEP_TMP=0             1: keep the temporary directory (server logs, trees)
 // With the defaults a run takes about 10 minutes on 2 cores (the first one also builds the corpus).
 
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,7 +59,7 @@ import {
   type TimingStats,
   type WrkPair,
 } from './report.js';
-import { createPushToken, startNginx, startNiche, type RunningServer } from './servers.js';
+import { buildNiche, createPushToken, startNginx, startNiche, type RunningServer } from './servers.js';
 import { runWrk, writePaths, type WrkOptions, type WrkResult } from './wrk.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -348,29 +339,6 @@ async function narPaths(
  * measured run. It runs a tsc build of src (as `bin/niche.js` runs dist/) rather than tsx, whose
  * whitespace-minified output would leave every position in the profile on one line.
  */
-/**
- * Compiles src with tsc into `build`, to run niche as a deployment does (bin/niche.js runs dist/): under
- * tsx it would start slower and hold about 30 MiB more (the transpiled sources and their maps).
- */
-async function buildNiche(build: string): Promise<string> {
-  rmSync(build, { recursive: true, force: true });
-  const main = join(build, 'cli', 'main.js');
-  try {
-    await run(process.execPath, [
-      join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'),
-      '-p',
-      join(REPO, 'tsconfig.build.json'),
-      '--outDir',
-      build,
-    ]);
-  } catch (error) {
-    // Others may be mid-edit in src/: tsc still emits, and the measurements are still useful.
-    if (!(error instanceof CommandError) || !existsSync(main)) throw error;
-    log('  tsc reported type errors in src/; measuring its output anyway');
-  }
-  return main;
-}
-
 async function profileNarinfo(
   params: BenchParams,
   nicheMain: string,
@@ -438,7 +406,7 @@ async function main(): Promise<void> {
 
     // 1. The corpus, and niche compiled.
     let t = performance.now();
-    const nicheMain = await buildNiche(join(tmp, 'build'));
+    const nicheMain = await buildNiche(REPO, join(tmp, 'build'));
     log(`  compiled niche in ${elapsed(t)}`);
     t = performance.now();
     log('building the corpus (reused from /nix/store when the parameters did not change)');

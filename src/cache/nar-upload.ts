@@ -13,7 +13,7 @@ import { NarParser } from '../nix/nar-parser.js';
 import { encodeNix32 } from '../nix/nix32.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { BlobCheckError } from '../storage/blob-check-error.js';
-import { createDecompressor, SMALL_COMPRESSED_INPUT } from '../util/compression.js';
+import { createDecompressor } from '../util/compression.js';
 
 const CHUNK = 1 << 20;
 
@@ -40,17 +40,22 @@ export interface ReceivedNar {
   readonly narSize: number;
 }
 
-/** Hashes, counts and validates the decompressed NAR bytes. */
+/**
+ * Hashes, counts and validates the decompressed NAR bytes. It refuses the NAR as soon as it passes the
+ * size limit or the size the client declared, so a compression bomb is decoded no further than that.
+ */
 class NarVerifier extends Writable {
   readonly #hash = createHash('sha256');
   readonly #parser = new NarParser();
   readonly #maxSize: number;
+  readonly #declaredSize: number | undefined;
   size = 0;
   digest: Buffer | undefined;
 
-  constructor(maxSize: number) {
+  constructor(maxSize: number, declaredSize: number | undefined) {
     super({ highWaterMark: CHUNK });
     this.#maxSize = maxSize;
+    this.#declaredSize = declaredSize;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -58,6 +63,12 @@ class NarVerifier extends Writable {
       this.size += chunk.length;
       if (this.size > this.#maxSize)
         throw new TooLargeError(`NAR is larger than the limit of ${this.#maxSize} bytes`);
+      if (this.#declaredSize !== undefined && this.size > this.#declaredSize) {
+        throw new InvalidInputError(
+          'NAR_SIZE_MISMATCH',
+          `the uploaded NAR is larger than the ${this.#declaredSize} bytes narSize says`,
+        );
+      }
       this.#hash.update(chunk);
       this.#parser.update(chunk);
       callback();
@@ -100,7 +111,7 @@ function decompressionError(compression: Compression, error: unknown): NicheErro
   const reason = error instanceof Error ? error.message : String(error);
   return new InvalidInputError(
     'COMPRESSION_INVALID',
-    `the NAR file is not valid ${compression} data (or is truncated): ${reason}`,
+    `the NAR file is not valid ${compression} data: ${reason}`,
     { cause: error },
   );
 }
@@ -118,13 +129,12 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
 
   const blobInput = new PassThrough({ highWaterMark: CHUNK });
   const narInput = new PassThrough({ highWaterMark: CHUNK });
-  const verifier = new NarVerifier(options.maxNarSize);
+  const verifier = new NarVerifier(options.maxNarSize, options.expectedNar?.size);
   // These are internal streams whose failures surface through narDone/blobDone; a consumer that destroys
   // one with an error after its promise settled must not turn into an unhandled 'error' event.
   for (const stream of [blobInput, narInput]) stream.on('error', () => undefined);
 
-  const small = contentLength !== undefined && contentLength <= SMALL_COMPRESSED_INPUT;
-  const narDone = pipeline(narInput, createDecompressor(compression, { small }), verifier, {
+  const narDone = pipeline(narInput, createDecompressor(compression), verifier, {
     signal: abort.signal,
   });
   const blobDone = options.blobs.put(options.blobKey, blobInput, {

@@ -1,4 +1,5 @@
-// Minimal typings for the parts of lzma-native niche uses (the package ships none).
+// Minimal typings for the parts of lzma-native niche uses (the package ships none): its compressor only.
+// Decoding goes through niche's own bounded decoders (src/util/decoder-codecs.ts).
 declare module 'lzma-native' {
   import type { Transform } from 'node:stream';
 
@@ -7,16 +8,11 @@ declare module 'lzma-native' {
     preset?: number;
     /** Worker threads for compression (liblzma multi-threaded encoder); 0 = one per core. */
     threads?: number;
-    /** Decoder memory limit in bytes. */
-    memlimit?: number;
-    synchronous?: boolean;
   }
 
-  export function createDecompressor(options?: LzmaStreamOptions): Transform;
   export function createCompressor(options?: LzmaStreamOptions): Transform;
 
   const lzma: {
-    createDecompressor: typeof createDecompressor;
     createCompressor: typeof createCompressor;
   };
   export default lzma;

@@ -1,42 +1,32 @@
 // Streaming (de)compressors for the NAR compressions niche accepts. Each call returns a fresh Transform;
 // they are the only place that knows which library implements which algorithm.
-//   xz    lzma-native (liblzma; Node has no xz)        zstd  zstd-napi (Node 20's zlib has no zstd)
-//   bzip2 unbzip2-stream (decompression only; niche never writes bzip2)   br  node:zlib
-import { PassThrough, type Transform } from 'node:stream';
+//   decoding: xz, bzip2, zstd  PullDecoder (src/util/pull-decoder.ts): bounded steps driven by demand
+//             br               node:zlib (bounded the same way: fixed-size output chunks, back-pressure)
+//   encoding: xz  lzma-native   zstd  zstd-napi   br  node:zlib   (niche never writes bzip2)
+// Decoders see hostile input (uploads, imports): whatever it is, their memory stays bounded, they decode
+// only as fast as their consumer reads, and no step blocks the event loop for long.
+import { PassThrough, type Duplex, type Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import lzma from 'lzma-native';
-import unbzip2 from 'unbzip2-stream';
-import { CompressStream, DecompressStream } from 'zstd-napi';
+import { CompressStream } from 'zstd-napi';
 import type { Compression } from '../nix/compression.js';
+import { createDecoderCodec } from './decoder-codecs.js';
+import { PullDecoder, STEP_OUTPUT } from './pull-decoder.js';
 
 /** Large enough to be efficient, small enough that a stream's buffered output stays bounded. */
 const CHUNK = 1 << 20;
 
-export interface DecompressOptions {
-  /**
-   * The input is known to be small (a few KiB): decode on the calling thread. liblzma's asynchronous mode
-   * hands every chunk to a thread, which costs more than decoding a small NAR (about 1 ms per upload).
-   */
-  readonly small?: boolean;
-}
-
-/** Compressed inputs up to this size may be decoded with `small`: well under a millisecond of work. */
-export const SMALL_COMPRESSED_INPUT = 64 * 1024;
-
-export function createDecompressor(compression: Compression, options: DecompressOptions = {}): Transform {
+export function createDecompressor(compression: Compression): Duplex {
   switch (compression) {
     case 'none':
       return new PassThrough({ highWaterMark: CHUNK });
     case 'xz':
-      // liblzma's default memory limit is unlimited; xz presets up to -9e need 64 MiB dictionaries.
-      return lzma.createDecompressor({ memlimit: 512 * 1024 * 1024, synchronous: options.small === true });
     case 'zstd':
-      // Default window limit (2^27 = 128 MiB) bounds memory; Nix's zstd output stays within it.
-      return new DecompressStream();
     case 'bzip2':
-      return unbzip2();
+      return new PullDecoder(createDecoderCodec(compression));
     case 'br':
-      return zlib.createBrotliDecompress({ chunkSize: CHUNK });
+      // Each step runs on the thread pool and writes at most one chunk; the next waits for demand.
+      return zlib.createBrotliDecompress({ chunkSize: STEP_OUTPUT });
   }
 }
 

@@ -48,7 +48,7 @@ const MERGED: Readonly<Record<'ITEM_1_EXACT_REFERENCES' | 'ITEM_2_BOUNDED_DECODE
   /** Item 1 (branch h3-integrity): a reference must name exactly a path the cache serves, or the path itself. */
   ITEM_1_EXACT_REFERENCES: true,
   /** Item 2 (branch h1-decoders): decompression bounded in memory and time, never on the event loop. */
-  ITEM_2_BOUNDED_DECODERS: false,
+  ITEM_2_BOUNDED_DECODERS: true,
 };
 
 const MAX_NAR_SIZE = 8 * 2 ** 20;

@@ -1,0 +1,14 @@
+# The native decoders of src/util/pull-decoder.ts, built by `npm ci` (the package's install script) against
+# the system's liblzma, libzstd and libbz2 (Debian: liblzma-dev, libzstd-dev, libbz2-dev). Node-API only:
+# one build serves every Node version niche supports.
+{
+  'targets': [
+    {
+      'target_name': 'niche_decoders',
+      'sources': ['src/decoders.c'],
+      'libraries': ['-llzma', '-lzstd', '-lbz2'],
+      'cflags': ['-std=c11', '-Wall', '-Wextra', '-fvisibility=hidden'],
+      'defines': ['_DEFAULT_SOURCE'],
+    },
+  ],
+}
