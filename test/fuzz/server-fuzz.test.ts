@@ -42,15 +42,6 @@ import {
   type UploadedNar,
 } from './narinfos.js';
 
-// Defects of issue 10 fixed on other branches. Each property that depends on one runs as a todo (or is
-// skipped, where it would cost seconds and gigabytes) until its switch is turned on after the merge.
-const MERGED: Readonly<Record<'ITEM_1_EXACT_REFERENCES' | 'ITEM_2_BOUNDED_DECODERS', boolean>> = {
-  /** Item 1 (branch h3-integrity): a reference must name exactly a path the cache serves, or the path itself. */
-  ITEM_1_EXACT_REFERENCES: true,
-  /** Item 2 (branch h1-decoders): decompression bounded in memory and time, never on the event loop. */
-  ITEM_2_BOUNDED_DECODERS: true,
-};
-
 const MAX_NAR_SIZE = 8 * 2 ** 20;
 /** The issue's bound. Measured from inside the server (loop-monitor.ts). */
 const MAX_BLOCKED_MS = 100;
@@ -73,8 +64,6 @@ let base: PathSpec;
 /** Every narinfo hash part the server accepted, and every one a request named (some may be served). */
 const accepted = new Set<string>();
 const named = new Set<string>();
-/** Served narinfos with references to paths the cache does not serve (issue 10 item 1). */
-const unservedReferences: string[] = [];
 
 const pushAuth = (): Record<string, string> => ({ authorization: `Bearer ${server.pushToken}` });
 
@@ -105,15 +94,7 @@ function outcomeOf(answer: { status: number | undefined; body?: Buffer; head?: s
 /** The worst seen over the whole run, for the summary. */
 const worst = { blockedMs: 0, stallMs: 0, peakRssBytes: 0 };
 
-/** Event-loop stalls while the server decoded bzip2, left to the item 2 todo until that is merged. */
-const bzip2Stalls: string[] = [];
-
-/** What a run made the server do that the health check must know: the compression it decoded. */
-interface RunNote {
-  readonly decoded?: Compression;
-}
-
-async function checkHealth(note: RunNote = {}): Promise<void> {
+async function checkHealth(): Promise<void> {
   const health = await server.health();
   worst.blockedMs = Math.max(worst.blockedMs, health.maxBlockedMs);
   worst.stallMs = Math.max(worst.stallMs, health.maxStallMs);
@@ -122,13 +103,7 @@ async function checkHealth(note: RunNote = {}): Promise<void> {
   const blocked =
     `the server's event loop was blocked for ${health.maxBlockedMs.toFixed(0)} ms (limit ${MAX_BLOCKED_MS}; ` +
     `${health.maxStallMs.toFixed(0)} ms on the clock, the rest waiting for a CPU)`;
-  // unbzip2-stream decodes on the event loop: a bzip2 NAR of a few MiB of compressible data holds it for
-  // 150-600 ms today. That is issue 10 item 2; until its fix is merged those runs go to its todo below.
-  if (health.maxBlockedMs > MAX_BLOCKED_MS && note.decoded === 'bzip2' && !MERGED.ITEM_2_BOUNDED_DECODERS) {
-    bzip2Stalls.push(blocked);
-  } else {
-    assert.ok(health.maxBlockedMs <= MAX_BLOCKED_MS, blocked);
-  }
+  assert.ok(health.maxBlockedMs <= MAX_BLOCKED_MS, blocked);
   assert.ok(
     health.peakRssBytes <= MAX_RSS_BYTES,
     `the server's RSS peaked at ${(health.peakRssBytes / 2 ** 20).toFixed(0)} MiB (limit ${MAX_RSS_BYTES / 2 ** 20})`,
@@ -139,7 +114,7 @@ async function checkHealth(note: RunNote = {}): Promise<void> {
 async function fuzz<T>(
   t: TestContext,
   arbitrary: fc.Arbitrary<T>,
-  predicate: (value: T, tally: (outcome: string) => void) => Promise<RunNote>,
+  predicate: (value: T, tally: (outcome: string) => void) => Promise<void>,
 ): Promise<void> {
   const deadline = Date.now() + TIME_BUDGET_MS * TIME_SCALE;
   const started = Date.now();
@@ -153,8 +128,8 @@ async function fuzz<T>(
       // Over budget: the remaining runs are generated but not sent.
       if (Date.now() > deadline && runs >= MIN_RUNS && PATH === undefined) return;
       runs++;
-      const note = await predicate(value, tally);
-      await checkHealth(note);
+      await predicate(value, tally);
+      await checkHealth();
     }),
     // A path replays that one run (fast-check would go on from it to numRuns).
     {
@@ -228,9 +203,7 @@ async function checkAccepted(hash: string): Promise<void> {
   accepted.add(hash);
   const check = await checkServed(server.port, hash, cacheKey, MAX_NAR_SIZE);
   assert.deepEqual(check.problems, [], `the narinfo of ${hash} as served`);
-  for (const reference of check.unservedReferences) unservedReferences.push(`${hash} → ${reference}`);
-  if (MERGED.ITEM_1_EXACT_REFERENCES)
-    assert.deepEqual(check.unservedReferences, [], `references of ${hash} the cache does not serve`);
+  assert.deepEqual(check.unservedReferences, [], `references of ${hash} the cache does not serve`);
 }
 
 /** Publishes `nar` as a fresh path with no references; it must be accepted. */
@@ -288,7 +261,6 @@ void describe('fuzz: niche serve under random and mutated input', codecTestOptio
           `PUT of an invalid NAR (${problem ?? (wrongHash ? 'wrong hash' : 'too large')})`,
         );
       }
-      return { decoded: 'none' };
     });
   });
 
@@ -316,7 +288,6 @@ void describe('fuzz: niche serve under random and mutated input', codecTestOptio
         assert.equal(narProblem(decoded), undefined, `the server accepted a ${c} file whose NAR is invalid`);
         await publish(describeUpload(file, decoded, c), 'compressed');
       }
-      return { decoded: c };
     });
   });
 
@@ -393,7 +364,6 @@ void describe('fuzz: niche serve under random and mutated input', codecTestOptio
           'GET of a refused narinfo',
         );
       }
-      return { decoded: recipe.compression };
     });
   });
 
@@ -407,53 +377,31 @@ void describe('fuzz: niche serve under random and mutated input', codecTestOptio
       if (recipe.method !== 'CONNECT' || answer.status !== undefined) {
         no5xx(answer, `${recipe.method} ${recipe.target.slice(0, 200)}`, answer.head);
       }
-      return {};
     });
   });
 
-  void it(
-    'compression bombs of every kind are refused with bounded memory and a free event loop',
-    {
-      skip: MERGED.ITEM_2_BOUNDED_DECODERS
-        ? false
-        : 'issue 10 item 2 (branch h1-decoders): set ITEM_2_BOUNDED_DECODERS once merged',
-    },
-    async (t) => {
-      const bombs = new Map<string, Buffer>();
-      const arbitrary = fc.record({
-        compression: fc.constantFrom<Compression>('xz', 'zstd', 'bzip2', 'br'),
-        // A few sizes, each compressed once: 9 MiB just over the limit, up to 12 times it.
-        mib: fc.constantFrom(9, 16, 64, 96),
-      });
-      await fuzz(t, arbitrary, async ({ compression: c, mib }) => {
-        const key = `${c} ${mib}`;
-        let file = bombs.get(key);
-        if (file === undefined) {
-          const nar = encodeNar({
-            type: 'regular',
-            executable: false,
-            contents: Buffer.alloc(mib * 2 ** 20),
-          });
-          file = await compress(nar, c, c === 'br' ? 5 : 1);
-          bombs.set(key, file);
-        }
-        expectStatus(await putNar(file, c), [413], `PUT of a ${c} bomb of ${mib} MiB`);
-        return { decoded: c };
-      });
-    },
-  );
-
-  void it(
-    'no bzip2 upload blocks the event loop',
-    {
-      todo: MERGED.ITEM_2_BOUNDED_DECODERS
-        ? false
-        : 'issue 10 item 2 (branch h1-decoders): set ITEM_2_BOUNDED_DECODERS once merged',
-    },
-    () => {
-      assert.deepEqual(bzip2Stalls.slice(0, 10), [], `${bzip2Stalls.length} runs stalled the event loop`);
-    },
-  );
+  void it('compression bombs of every kind are refused with bounded memory and a free event loop', async (t) => {
+    const bombs = new Map<string, Buffer>();
+    const arbitrary = fc.record({
+      compression: fc.constantFrom<Compression>('xz', 'zstd', 'bzip2', 'br'),
+      // A few sizes, each compressed once: 9 MiB just over the limit, up to 12 times it.
+      mib: fc.constantFrom(9, 16, 64, 96),
+    });
+    await fuzz(t, arbitrary, async ({ compression: c, mib }) => {
+      const key = `${c} ${mib}`;
+      let file = bombs.get(key);
+      if (file === undefined) {
+        const nar = encodeNar({
+          type: 'regular',
+          executable: false,
+          contents: Buffer.alloc(mib * 2 ** 20),
+        });
+        file = await compress(nar, c, c === 'br' ? 5 : 1);
+        bombs.set(key, file);
+      }
+      expectStatus(await putNar(file, c), [413], `PUT of a ${c} bomb of ${mib} MiB`);
+    });
+  });
 
   void it('serves only consistent narinfos: signed, and each NAR downloads and matches its NarHash', async (t) => {
     let served = 0;
@@ -475,22 +423,6 @@ void describe('fuzz: niche serve under random and mutated input', codecTestOptio
         `(${worst.stallMs.toFixed(0)} ms on the clock); its RSS peaked at ${(worst.peakRssBytes / 2 ** 20).toFixed(0)} MiB`,
     );
   });
-
-  void it(
-    'serves only narinfos whose references are paths it serves',
-    {
-      todo: MERGED.ITEM_1_EXACT_REFERENCES
-        ? false
-        : 'issue 10 item 1 (branch h3-integrity): set ITEM_1_EXACT_REFERENCES once merged',
-    },
-    () => {
-      assert.deepEqual(
-        unservedReferences.slice(0, 20),
-        [],
-        `${unservedReferences.length} references the cache does not serve`,
-      );
-    },
-  );
 });
 
 async function servedBaseName(hash: string): Promise<string> {
