@@ -106,6 +106,8 @@ export interface ServeOptions {
   readonly args?: readonly string[];
   readonly logLevel?: string;
   readonly env?: NodeJS.ProcessEnv;
+  /** Pass `--data dataDir` (default); false when the data directory comes from a config file. */
+  readonly dataFlag?: boolean;
 }
 
 /** Starts `niche serve` as a child process; does not wait for it to listen (see `ready`). */
@@ -114,8 +116,7 @@ export async function spawnServe(options: ServeOptions): Promise<ServeProcess> {
   const child = spawnCli(
     [
       'serve',
-      '--data',
-      options.dataDir,
+      ...(options.dataFlag === false ? [] : ['--data', options.dataDir]),
       '--listen',
       `127.0.0.1:${port}`,
       '--log-level',
