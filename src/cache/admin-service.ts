@@ -22,7 +22,7 @@ import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
 import type { Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import type { CacheService } from './cache-service.js';
-import { generateToken, hashToken, permissionsFor } from './tokens.js';
+import { checkNewTokenExpiry, generateToken, hashToken, permissionsFor } from './tokens.js';
 
 export const DEFAULT_PRIORITY = 40;
 /** Paths signed by cache.nixos.org need not be pushed to a cache of ours. */
@@ -239,6 +239,7 @@ export class AdminService {
     request: { description: string; scopes: readonly TokenScope[]; expiresAt: Date | undefined },
   ): Promise<{ secret: string; record: TokenRecord }> {
     requireTokenAdmin(principal);
+    checkNewTokenExpiry(request.expiresAt, new Date());
     for (const scope of request.scopes) {
       if (!/^[a-z0-9*](?:[a-z0-9*-]{0,62})$/.test(scope.cachePattern)) {
         throw new InvalidInputError(
