@@ -1,8 +1,8 @@
 // The client side of the JSON API (src/api/v1.ts): every request the client commands make goes through
 // here, so the token, timeouts, response validation and the mapping of error answers to NicheErrors are
 // decided once. Error bodies (`apiErrorSchema`) keep the server's code and message: 401 becomes an
-// UnauthenticatedError, 403 a ForbiddenError, 404 a NotFoundError, and so on; 5xx, 429 and network
-// trouble become retryable errors (src/client/errors.ts). The token never appears in a message.
+// UnauthenticatedError, 403 a ForbiddenError, 404 a NotFoundError, and so on; 5xx, 408, 429 and
+// network trouble become retryable errors (src/client/errors.ts). The token never appears in a message.
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { z } from 'zod';
