@@ -4,11 +4,9 @@
 // `niche push` with a pull-only token reports the server's 403 at once (exit 77), with one upload and no
 // retry, even for paths large enough that the server answers before it has read the body.
 import assert from 'node:assert/strict';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { generateToken } from '../../src/cache/tokens.js';
-import { main } from '../../src/cli/main.js';
-import { runCli, startServe, type ServeProcess } from '../helpers/cli-process.js';
+import { runCli, runMain, startServe, type ServeProcess } from '../helpers/cli-process.js';
 import { NixCommandError, nixEnv, nixTestOptions } from '../helpers/nix.js';
 import { buildClosure, nixClient, type BuiltClosure, type NixClient } from '../helpers/nix-closure.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -117,19 +115,13 @@ describe('niche push with a pull-only token', nixTestOptions(), () => {
       assert.ok(leaf !== undefined);
       return leaf;
     });
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = '';
-    let err = '';
-    stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-    stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
     const env = { ...nixEnv(client.home), NICHE_TOKEN: token, NICHE_CONFIG_DIR: work.path };
     const started = Date.now();
-    const code = await main(['push', `${server.url}/main`, '-j', '1', '--compression', 'none', ...leaves], {
-      stdout,
-      stderr,
-      env,
-    });
+    const {
+      code,
+      stdout: out,
+      stderr: err,
+    } = await runMain(['push', `${server.url}/main`, '-j', '1', '--compression', 'none', ...leaves], env);
     const elapsed = Date.now() - started;
     assert.equal(code, 77, err);
     assert.match(

@@ -4,9 +4,8 @@
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { main } from '../../../src/cli/main.js';
+import { runMain } from '../../helpers/cli-process.js';
 import { makeTempDir, type TempDir } from '../../helpers/tmp.js';
 import { startFakeNiche, type FakeNiche } from './fake-niche.js';
 
@@ -23,19 +22,7 @@ after(async () => {
   await work.cleanup();
 });
 
-async function cli(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-  stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
-  const code = await main(args, { stdout, stderr, env });
-  return { code, stdout: out, stderr: err };
-}
+const cli = runMain;
 
 function envFor(name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const home = join(work.path, name);
