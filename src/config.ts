@@ -5,8 +5,10 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
+import { camelToKebab, markers, SettingNames } from './config-names.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_LIMITS } from './cache/cache-service.js';
+import { parsePublicUrl, parseTrustedProxy } from './http/public-url.js';
 import { localStoreSchema, type LocalStoreConfig } from './localstore/local-store-config.js';
 
 export interface ListenAddress {
@@ -55,6 +57,13 @@ export interface ServeConfig {
   };
   /** Serve the host's own Nix store too (`--local-store`); undefined when off. */
   readonly localStore: LocalStoreConfig | undefined;
+  /**
+   * The URL clients reach the server at (`https://cache.example.org`, maybe with a path prefix a proxy
+   * strips), used for every URL printed or returned; undefined: each request's own.
+   */
+  readonly publicUrl: string | undefined;
+  /** Addresses and networks whose X-Forwarded-Proto/Host/Prefix headers are believed. */
+  readonly trustedProxies: readonly string[];
 }
 
 export const DEFAULT_DATA_DIR = './niche-data';
@@ -68,6 +77,8 @@ export interface ServeFlags {
   readonly logLevel?: string | undefined;
   readonly signingKeyFile?: string | undefined;
   readonly maxNarSize?: string | undefined;
+  readonly publicUrl?: string | undefined;
+  readonly trustedProxies?: readonly string[] | undefined;
   // The local store (src/localstore/local-store-config.ts).
   readonly localStore?: boolean | undefined;
   readonly localStoreRoot?: boolean | undefined;
@@ -108,7 +119,12 @@ function parsing<T>(parse: (text: string) => T) {
   };
 }
 
-const size = z.union([z.number().int().nonnegative(), z.string().transform(parsing(parseSize))]);
+const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'string') return parsing(parseSize)(value, ctx);
+  if (Number.isSafeInteger(value) && value >= 0) return value;
+  ctx.addIssue({ code: 'custom', message: `expected a size such as 512M or 64G, got ${value}` });
+  return z.NEVER;
+});
 const booleanish = z.union([z.boolean(), z.string()]).transform((value, ctx) => {
   if (typeof value === 'boolean') return value;
   const text = value.trim().toLowerCase();
@@ -154,26 +170,18 @@ const rawSchema = z.strictObject({
     })
     .optional(),
   localStore: localStoreSchema,
+  publicUrl: z.string().transform(parsing(parsePublicUrl)).optional(),
+  trustedProxies: z.array(z.string().transform(parsing(parseTrustedProxy))).optional(),
 });
 
 type Raw = z.input<typeof rawSchema>;
 
-function kebabToCamel(key: string): string {
-  return key.replace(/-([a-z0-9])/g, (_match, letter: string) => letter.toUpperCase());
-}
-
-function camelKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(camelKeys);
-  if (value !== null && typeof value === 'object' && !(value instanceof Date)) {
-    return Object.fromEntries(
-      Object.entries(value).map(([key, inner]) => [kebabToCamel(key), camelKeys(inner)]),
-    );
-  }
-  return value;
-}
-
-/** Reads a TOML config file (see README) into raw settings. */
-export function parseConfigFile(text: string, file: string): Record<string, unknown> {
+/** Reads a TOML config file (see README) into raw settings; `names` learns the keys as written. */
+export function parseConfigFile(
+  text: string,
+  file: string,
+  names: SettingNames = new SettingNames(),
+): Record<string, unknown> {
   let parsed: unknown;
   try {
     parsed = parseToml(text);
@@ -182,7 +190,7 @@ export function parseConfigFile(text: string, file: string): Record<string, unkn
       cause: error,
     });
   }
-  return camelKeys(parsed) as Record<string, unknown>;
+  return names.camelFileKeys(parsed) as Record<string, unknown>;
 }
 
 function defined<T extends object>(value: T): Partial<T> {
@@ -216,6 +224,8 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     logLevel: env.NICHE_LOG_LEVEL,
     defaultCache: env.NICHE_DEFAULT_CACHE,
     signingKeyFile: env.NICHE_SIGNING_KEY_FILE,
+    publicUrl: env.NICHE_PUBLIC_URL,
+    trustedProxies: list(env.NICHE_TRUSTED_PROXIES),
     limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE }),
     storage: defined({
       type: env.NICHE_STORAGE,
@@ -249,6 +259,8 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     listen: flags.listen,
     logLevel: flags.logLevel,
     signingKeyFile: flags.signingKeyFile,
+    publicUrl: flags.publicUrl,
+    trustedProxies: flags.trustedProxies,
     limits: defined({ maxNarSize: flags.maxNarSize }),
     localStore: defined({
       enabled: flags.localStore,
@@ -261,6 +273,12 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     }),
   };
 }
+
+/** Flags whose name is not the kebab-case of their property. */
+const FLAG_NAMES: Readonly<Record<string, string>> = {
+  trustedProxies: '--trusted-proxy',
+  localStoreKeyFiles: '--local-store-key-file',
+};
 
 const DEFAULTS: Raw = {
   dataDir: DEFAULT_DATA_DIR,
@@ -276,6 +294,8 @@ const DEFAULTS: Raw = {
  */
 export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env): ServeConfig {
   const file = flags.config ?? env.NICHE_CONFIG;
+  // Problems name settings as given: file keys as written, environment variables, flags.
+  const names = new SettingNames();
   let fileLayer: Record<string, unknown> = {};
   if (file !== undefined) {
     let text: string;
@@ -284,15 +304,24 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
     } catch (error) {
       throw new ConfigError('CONFIG_INVALID', `cannot read config file ${file}: ${(error as Error).message}`);
     }
-    fileLayer = parseConfigFile(text, file);
+    fileLayer = parseConfigFile(text, file, names);
   }
+  names.recordSources(
+    envLayer(markers()),
+    (name) => env[name] !== undefined,
+    (name) => name,
+  );
+  names.recordSources(
+    flagLayer(markers()),
+    (name) => flags[name as keyof ServeFlags] !== undefined,
+    (name) => FLAG_NAMES[name] ?? `--${camelToKebab(name)}`,
+  );
+  const name = (path: string): string => names.nameOf(path.split('.'));
   const merged = merge(DEFAULTS, fileLayer, envLayer(env), flagLayer(flags));
   const parsed = rawSchema.safeParse(merged);
   const problems: string[] = parsed.success
     ? []
-    : parsed.error.issues.map(
-        (issue) => `${issue.path.map((part) => String(part)).join('.') || '(config)'}: ${issue.message}`,
-      );
+    : parsed.error.issues.flatMap((issue) => names.describe(issue, rawSchema));
   const value = parsed.success ? parsed.data : undefined;
 
   const listen: ListenAddress[] = [];
@@ -302,11 +331,11 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
     try {
       listen.push(parseListen(text));
     } catch (error) {
-      problems.push(`listen: ${(error as Error).message}`);
+      problems.push(`${name('listen')}: ${(error as Error).message}`);
     }
   }
-  const storage = value === undefined ? undefined : storageOf(value, problems);
-  const database = value === undefined ? undefined : databaseOf(value, problems);
+  const storage = value === undefined ? undefined : storageOf(value, problems, name);
+  const database = value === undefined ? undefined : databaseOf(value, problems, name);
   if (problems.length > 0 || value === undefined || storage === undefined || database === undefined) {
     const where = file === undefined ? '' : ` (config file ${file}, environment and flags)`;
     throw new ConfigError(
@@ -330,12 +359,18 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
       maxNarInfoSize: value.limits?.maxNarinfoSize ?? DEFAULT_LIMITS.maxNarInfoSize,
     }),
     localStore: value.localStore,
+    publicUrl: value.publicUrl,
+    trustedProxies: Object.freeze([...(value.trustedProxies ?? [])]),
   });
 }
 
 type Parsed = z.output<typeof rawSchema>;
 
-function storageOf(value: Parsed, problems: string[]): StorageConfig | undefined {
+function storageOf(
+  value: Parsed,
+  problems: string[],
+  name: (path: string) => string,
+): StorageConfig | undefined {
   const storage = value.storage ?? {};
   if ((storage.type ?? 'fs') === 'fs') {
     for (const key of [
@@ -347,17 +382,19 @@ function storageOf(value: Parsed, problems: string[]): StorageConfig | undefined
       'partSize',
       'partsInFlight',
     ] as const) {
-      if (storage[key] !== undefined) problems.push(`storage.${key}: only applies to storage type "s3"`);
+      if (storage[key] !== undefined) {
+        problems.push(`${name(`storage.${key}`)}: only applies to storage type "s3"`);
+      }
     }
     return Object.freeze({ type: 'fs', path: storage.path ?? join(value.dataDir, 'blobs') });
   }
-  if (storage.path !== undefined) problems.push('storage.path: only applies to storage type "fs"');
+  if (storage.path !== undefined) problems.push(`${name('storage.path')}: only applies to storage type "fs"`);
   if (storage.bucket === undefined) {
     problems.push('storage.bucket: required for storage type "s3" (env NICHE_S3_BUCKET)');
     return undefined;
   }
   const partSize = storage.partSize ?? 16 * 2 ** 20;
-  if (partSize < 5 * 2 ** 20) problems.push('storage.part-size: S3 needs at least 5M');
+  if (partSize < 5 * 2 ** 20) problems.push(`${name('storage.partSize')}: S3 needs at least 5M`);
   return Object.freeze({
     type: 's3',
     bucket: storage.bucket,
@@ -370,23 +407,31 @@ function storageOf(value: Parsed, problems: string[]): StorageConfig | undefined
   });
 }
 
-function databaseOf(value: Parsed, problems: string[]): DatabaseConfig | undefined {
+function databaseOf(
+  value: Parsed,
+  problems: string[],
+  name: (path: string) => string,
+): DatabaseConfig | undefined {
   const database = value.database ?? {};
   const type = database.type ?? (database.url === undefined ? 'sqlite' : 'postgres');
   if (type === 'sqlite') {
-    if (database.url !== undefined) problems.push('database.url: only applies to database type "postgres"');
+    if (database.url !== undefined) {
+      problems.push(`${name('database.url')}: only applies to database type "postgres"`);
+    }
     if (database.maxConnections !== undefined) {
-      problems.push('database.max-connections: only applies to database type "postgres"');
+      problems.push(`${name('database.maxConnections')}: only applies to database type "postgres"`);
     }
     return Object.freeze({ type: 'sqlite', path: database.path ?? join(value.dataDir, 'niche.sqlite') });
   }
-  if (database.path !== undefined) problems.push('database.path: only applies to database type "sqlite"');
+  if (database.path !== undefined) {
+    problems.push(`${name('database.path')}: only applies to database type "sqlite"`);
+  }
   if (database.url === undefined) {
     problems.push('database.url: required for database type "postgres" (env NICHE_DATABASE_URL)');
     return undefined;
   }
   if (!/^postgres(?:ql)?:\/\//.test(database.url)) {
-    problems.push('database.url: expected a postgres:// or postgresql:// URL');
+    problems.push(`${name('database.url')}: expected a postgres:// or postgresql:// URL`);
   }
   return Object.freeze({
     type: 'postgres',

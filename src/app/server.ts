@@ -8,6 +8,7 @@ import { Authenticator } from '../cache/auth.js';
 import { CacheService } from '../cache/cache-service.js';
 import type { ListenAddress, ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
+import { baseUrlResolver } from '../http/public-url.js';
 import { buildHttpServer } from '../http/server.js';
 import { checkMountPath } from '../localstore/local-store-config.js';
 import { LocalStore } from '../localstore/local-store.js';
@@ -15,7 +16,10 @@ import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { openStores, type Stores } from './data-dir.js';
 
 export interface RunningServer {
+  /** Where the first listen address answers, e.g. `http://127.0.0.1:5000`. */
   readonly url: string;
+  /** The URL clients use: `public-url` if set, else `url`. */
+  readonly publicUrl: string;
   readonly port: number;
   readonly stores: Stores;
   readonly service: CacheService;
@@ -66,6 +70,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     // Parse every cache's keys now: a corrupt key stops the start instead of failing requests later.
     for (const cache of await stores.db.listCaches()) await service.keys(cache);
     const authenticator = new Authenticator(stores.db);
+    const baseUrl = baseUrlResolver(config);
     const admin = new AdminService(stores.db, service);
     if (config.localStore !== undefined) {
       checkMountPath(
@@ -88,7 +93,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     // One fastify instance per address (a Node server listens once), all sharing the same services.
     for (const address of config.listen) {
       const http = buildHttpServer(
-        { service, admin, authenticator },
+        { service, admin, authenticator, baseUrl },
         { logger, localStore: localStoreMount },
       );
       servers.push(http);
@@ -103,8 +108,10 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     const address = first.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     let closing: Promise<void> | undefined;
+    const url = `http://${host}:${address.port}`;
     return {
-      url: `http://${host}:${address.port}`,
+      url,
+      publicUrl: config.publicUrl ?? url,
       port: address.port,
       stores,
       service,

@@ -22,7 +22,13 @@ import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
 import type { Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import type { CacheService } from './cache-service.js';
-import { generateToken, hashToken, parseCachePattern, permissionsFor } from './tokens.js';
+import {
+  checkNewTokenExpiry,
+  generateToken,
+  hashToken,
+  parseCachePattern,
+  permissionsFor,
+} from './tokens.js';
 
 export const DEFAULT_PRIORITY = 40;
 /** Paths signed by cache.nixos.org need not be pushed to a cache of ours. */
@@ -239,6 +245,7 @@ export class AdminService {
     request: { description: string; scopes: readonly TokenScope[]; expiresAt: Date | undefined },
   ): Promise<{ secret: string; record: TokenRecord }> {
     requireTokenAdmin(principal);
+    checkNewTokenExpiry(request.expiresAt, new Date());
     for (const scope of request.scopes) parseCachePattern(scope.cachePattern);
     const secret = generateToken();
     const record = await this.#db.createToken({

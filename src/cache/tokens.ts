@@ -105,3 +105,17 @@ export function tokenIsActive(token: TokenRecord, now: Date): boolean {
   if (token.revokedAt !== undefined) return false;
   return token.expiresAt === undefined || token.expiresAt.getTime() > now.getTime();
 }
+
+/**
+ * Refuses an expiry that is not in the future: such a token would be refused everywhere from the start,
+ * which is never what the operator meant (a typo in the year, a date read as past).
+ */
+export function checkNewTokenExpiry(expiresAt: Date | undefined, now: Date): void {
+  if (expiresAt !== undefined && expiresAt.getTime() <= now.getTime()) {
+    throw new InvalidInputError(
+      'BAD_REQUEST',
+      `the expiry ${expiresAt.toISOString()} is not in the future (it is now ${now.toISOString()}): ` +
+        'the token would never work',
+    );
+  }
+}

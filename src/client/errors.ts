@@ -1,7 +1,15 @@
 // Errors only the client commands raise: a server that answered with a failure niche has no specific class
 // for, a server that could not be reached, and a `nix` command that failed. `retryable` says whether trying
-// the same request again later may succeed (5xx, 429, network trouble), which the push scheduler honours.
-import { type ErrorCode, type ErrorKind, NicheError } from '../errors.js';
+// the same request again later may succeed (5xx, 408, 429, network trouble), which the push scheduler
+// honours; other 4xx answers are final.
+import {
+  type ErrorCode,
+  type ErrorKind,
+  ForbiddenError,
+  NicheError,
+  NotFoundError,
+  UnauthenticatedError,
+} from '../errors.js';
 
 /** A server answer that maps to no more specific class (5xx, 429, unexpected statuses). */
 export class RemoteError extends NicheError {
@@ -42,7 +50,19 @@ export class NixCommandError extends NicheError {
   }
 }
 
-/** Whether an error is worth retrying: network trouble, timeouts, 5xx and 429 answers. */
+/** Whether an error is worth retrying: network trouble, timeouts, 5xx, 408 and 429 answers. */
 export function isRetryable(error: unknown): boolean {
   return (error instanceof RemoteError || error instanceof NetworkError) && error.retryable;
+}
+
+/**
+ * Whether an error ends a whole push rather than one path: the token is refused or lacks the permission,
+ * or the cache is gone. Every other path would get the same answer, so pushing stops at the first.
+ */
+export function endsPush(error: unknown): error is NicheError {
+  return (
+    error instanceof UnauthenticatedError ||
+    error instanceof ForbiddenError ||
+    (error instanceof NotFoundError && error.code === 'CACHE_NOT_FOUND')
+  );
 }

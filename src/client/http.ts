@@ -1,8 +1,10 @@
 // The client side of the JSON API (src/api/v1.ts): every request the client commands make goes through
 // here, so the token, timeouts, response validation and the mapping of error answers to NicheErrors are
 // decided once. Error bodies (`apiErrorSchema`) keep the server's code and message: 401 becomes an
-// UnauthenticatedError, 403 a ForbiddenError, 404 a NotFoundError, and so on; 5xx, 429 and network
-// trouble become retryable errors (src/client/errors.ts). The token never appears in a message.
+// UnauthenticatedError, 403 a ForbiddenError, 404 a NotFoundError, and so on; 5xx, 408, 429 and
+// network trouble become retryable errors (src/client/errors.ts). The token never appears in a message.
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { z } from 'zod';
 import { API_PREFIX, apiErrorSchema } from '../api/v1.js';
 import {
@@ -26,6 +28,11 @@ const MAX_JSON_BYTES = 32 << 20;
 const MAX_ERROR_BYTES = 64 << 10;
 
 export type FetchFunction = typeof fetch;
+
+/** How a streamed request ended: the server's answer, or why there is none. */
+type StreamOutcome =
+  | { readonly ok: true; readonly status: number; readonly text: string }
+  | { readonly ok: false; readonly error: unknown };
 
 export interface HttpClientOptions {
   /** The server's base URL, e.g. `http://127.0.0.1:5000` (a path prefix is allowed, no trailing slash). */
@@ -219,6 +226,12 @@ export class ApiClient {
    * PUTs a streamed body (pulled as the connection takes it, so memory stays bounded) and validates the
    * JSON answer. Errors thrown by `body` itself are rethrown as they are (they are local, not the
    * network's); a request without progress for `idleTimeoutMs` fails with a retryable NetworkError.
+   *
+   * The server may answer before it has read the body (a 401/403 checked from the headers, a path it
+   * already has, a metadata line it refuses). That answer is what counts: sending stops as soon as it
+   * arrives, and a write that fails afterwards (EPIPE, ECONNRESET: the server closed the connection) does
+   * not hide it. This is why uploads use node:http rather than fetch, which fails the whole request on a
+   * write error even when the answer is already in the socket buffer.
    */
   async putStream<T>(
     path: string,
@@ -227,47 +240,162 @@ export class ApiClient {
     schema: z.ZodType<T>,
     options: StreamRequestOptions = {},
   ): Promise<T> {
+    const { status, text } = await this.streamRequest('PUT', path, body, contentType, options);
+    return this.parseAnswer(status, text, path, schema);
+  }
+
+  private async streamRequest(
+    method: string,
+    path: string,
+    body: AsyncIterable<Uint8Array>,
+    contentType: string,
+    options: StreamRequestOptions,
+  ): Promise<{ status: number; text: string }> {
+    const url = this.apiUrl(path);
     const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-    const idle = new AbortController();
-    let lastProgress = Date.now();
-    let sourceError: { error: unknown } | undefined;
+    const callerSignal = options.signal;
+    callerSignal?.throwIfAborted();
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      'user-agent': this.userAgent,
+      'content-type': contentType,
+    };
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const request = send(url, { method, headers });
+    const source = body[Symbol.asyncIterator]();
+    // Changed by the event handlers below, hence one object rather than narrowed locals.
+    const state = { answered: false, settled: false, sourceDone: false, lastProgress: Date.now() };
+
+    // Settles once: with the answer (status and body text), or with why there is none.
+    let settle!: (outcome: StreamOutcome) => void;
+    const outcome = new Promise<StreamOutcome>((resolve) => {
+      settle = resolve;
+    });
+    const finish = (result: StreamOutcome): void => {
+      if (state.settled) return;
+      state.settled = true;
+      settle(result);
+    };
+    const fail = (error: unknown): void => {
+      finish({ ok: false, error });
+      request.destroy();
+    };
+    const networkError = (why: string, cause?: unknown): NetworkError =>
+      new NetworkError(`${method} ${url} failed: ${why}`, { cause });
+
+    request.on('response', (response) => {
+      state.answered = true;
+      state.lastProgress = Date.now();
+      const status = response.statusCode ?? 0;
+      const limit = status >= 200 && status < 300 ? MAX_JSON_BYTES : MAX_ERROR_BYTES;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      response.on('data', (chunk: Buffer) => {
+        state.lastProgress = Date.now();
+        size += chunk.length;
+        if (size > limit) {
+          if (status >= 200 && status < 300) {
+            fail(new ResponseInvalidError(`the answer from ${new URL(url).host} is too large`));
+          } else {
+            // Enough of an error body to report it.
+            finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8') });
+            request.destroy();
+          }
+          return;
+        }
+        chunks.push(chunk);
+      });
+      response.on('end', () => {
+        finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8') });
+        // An answer that came before the whole body was sent ends the upload; the connection cannot be
+        // reused with a body half-sent.
+        if (!state.sourceDone) request.destroy();
+      });
+      const broken = (why: string, cause?: unknown): void => {
+        // The connection broke while the answer arrived: an error status is still worth reporting.
+        if (status >= 400) finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8') });
+        else fail(networkError(`reading the answer failed: ${why}`, cause));
+      };
+      response.on('error', (error) => {
+        broken(error.message, error);
+      });
+      response.on('close', () => {
+        if (!response.complete) broken('the connection closed');
+      });
+    });
+    request.on('error', (error) => {
+      // A write that failed because the server answered and closed: the 'response' handler has the answer.
+      if (state.answered) return;
+      fail(networkError(error.message, error));
+    });
+    request.on('close', () => {
+      if (!state.answered) fail(networkError('the connection closed without an answer'));
+    });
+
     const watchdog = setInterval(
       () => {
-        if (Date.now() - lastProgress > idleTimeoutMs) {
-          idle.abort(new NetworkError(`no progress for ${Math.round(idleTimeoutMs / 1000)} s`));
+        if (Date.now() - state.lastProgress > idleTimeoutMs) {
+          fail(new NetworkError(`no progress for ${Math.round(idleTimeoutMs / 1000)} s`));
         }
       },
       Math.min(1000, idleTimeoutMs),
     );
-    async function* tracked(): AsyncGenerator<Uint8Array> {
-      try {
-        for await (const chunk of body) {
-          lastProgress = Date.now();
-          yield chunk;
+    const onAbort = (): void => {
+      fail(callerSignal?.reason);
+    };
+    callerSignal?.addEventListener('abort', onAbort, { once: true });
+
+    // Sends the body as the connection takes it, until it ends or an answer (or failure) arrives.
+    const stopSending = (): boolean => state.settled || state.answered;
+    const pump = async (): Promise<void> => {
+      for (;;) {
+        if (stopSending()) return;
+        let next: IteratorResult<Uint8Array>;
+        try {
+          next = await source.next();
+        } catch (error) {
+          state.sourceDone = true;
+          fail(error);
+          return;
         }
-      } catch (error) {
-        sourceError = { error };
-        throw error;
+        if (next.done === true) {
+          state.sourceDone = true;
+          if (!stopSending()) request.end();
+          state.lastProgress = Date.now();
+          return;
+        }
+        if (stopSending()) return;
+        state.lastProgress = Date.now();
+        if (!request.write(next.value)) {
+          await new Promise<void>((resolve) => {
+            const go = (): void => {
+              request.off('drain', go);
+              request.off('close', go);
+              request.off('response', go);
+              resolve();
+            };
+            request.on('drain', go);
+            request.on('close', go);
+            request.on('response', go);
+          });
+        }
       }
-      lastProgress = Date.now();
-    }
-    const signals = [idle.signal, ...(options.signal === undefined ? [] : [options.signal])];
+    };
+    // `pump` never rejects; the outcome settles even if the source stalls (the watchdog fails it).
+    void pump();
     try {
-      const response = await this.send(
-        'PUT',
-        path,
-        { body: tracked(), contentType, duplex: true },
-        AbortSignal.any(signals),
-        options.signal,
-      ).catch((error: unknown) => {
-        if (sourceError !== undefined) throw sourceError.error;
-        if (idle.signal.aborted) throw idle.signal.reason as Error;
-        throw error;
-      });
-      lastProgress = Date.now();
-      return await this.answer(response, path, schema);
+      const result = await outcome;
+      if (!result.ok) {
+        if (callerSignal?.aborted === true) throw callerSignal.reason;
+        throw result.error;
+      }
+      return { status: result.status, text: result.text };
     } finally {
       clearInterval(watchdog);
+      callerSignal?.removeEventListener('abort', onAbort);
+      // Stop reading the body's source (closing the files it reads) when it was not read to the end.
+      if (!state.sourceDone) void source.return?.().catch(() => undefined);
     }
   }
 
@@ -287,11 +415,7 @@ export class ApiClient {
       path,
       method === 'GET'
         ? undefined
-        : {
-            body: body === undefined ? '' : JSON.stringify(body),
-            contentType: 'application/json',
-            duplex: false,
-          },
+        : { body: body === undefined ? '' : JSON.stringify(body), contentType: 'application/json' },
       signal,
       options.signal,
     );
@@ -301,7 +425,7 @@ export class ApiClient {
   private async send(
     method: string,
     path: string,
-    payload: { body: string | AsyncIterable<Uint8Array>; contentType: string; duplex: boolean } | undefined,
+    payload: { body: string; contentType: string } | undefined,
     signal: AbortSignal,
     callerSignal: AbortSignal | undefined,
   ): Promise<Response> {
@@ -314,9 +438,8 @@ export class ApiClient {
         method,
         headers,
         signal,
-        redirect: payload?.duplex === true ? 'manual' : 'follow',
+        redirect: 'follow',
         ...(payload === undefined ? {} : { body: payload.body }),
-        ...(payload?.duplex === true ? { duplex: 'half' as const } : {}),
       });
     } catch (error) {
       if (callerSignal?.aborted === true) throw callerSignal.reason;
@@ -341,6 +464,13 @@ export class ApiClient {
       throw new NetworkError(`reading the answer from ${where} failed`, { cause: error });
     });
     if (text === undefined) throw new ResponseInvalidError(`the answer from ${where} is too large`);
+    return this.parseAnswer(response.status, text, path, schema);
+  }
+
+  /** Maps an answer to its error, or validates its JSON body against `schema`. */
+  private parseAnswer<T>(status: number, text: string, path: string, schema: z.ZodType<T>): T {
+    const where = new URL(this.apiUrl(path)).host;
+    if (status < 200 || status >= 300) throw errorFromResponse(status, text, where);
     let value: unknown;
     try {
       value = JSON.parse(text);

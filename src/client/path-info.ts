@@ -6,7 +6,9 @@
 //   Nix 2.19+        an object keyed by full path (null for invalid paths), narHash in SRI form
 //   newest           `--json-format 1` adds top-level `version`/`storeDir`; format 2 wraps the map in `info`
 //                    and uses base names and structured hashes ({algorithm, format, hash})
-import { NixFormatError } from '../errors.js';
+import { realpath } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { InvalidInputError, NixFormatError } from '../errors.js';
 import { type ContentAddressMethod, formatContentAddress } from '../nix/content-address.js';
 import { Hash } from '../nix/hash.js';
 import type { ValidPathInfo } from '../nix/path-info.js';
@@ -114,12 +116,40 @@ export function parsePathInfoJson(text: string, storeDir: string = DEFAULT_STORE
   return infos;
 }
 
+/**
+ * Refuses an argument that is neither in the store nor a link into it (`niche push team /tmp`), with a
+ * message saying what a store path looks like, before nix answers with something about flakes.
+ */
+async function checkStorePathArgument(path: string, storeDir: string, realStoreDir: string): Promise<void> {
+  const inside = (dir: string, candidate: string): boolean => candidate.startsWith(`${dir}/`);
+  if (inside(storeDir, resolve(path))) return; // nix says whether it is valid
+  let target: string;
+  try {
+    target = await realpath(path);
+  } catch (error) {
+    throw new InvalidInputError(
+      'STORE_PATH_INVALID',
+      `${path} does not exist (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}); expected a store ` +
+        `path such as ${storeDir}/<hash>-<name>, or a link to one such as ./result`,
+    );
+  }
+  if (!inside(realStoreDir, target) && !inside(storeDir, target)) {
+    throw new InvalidInputError(
+      'STORE_PATH_INVALID',
+      `${path} is not a store path: expected ${storeDir}/<hash>-<name> (e.g. ${storeDir}/` +
+        `b6gvzjyb2pg0kjfwrjmg1vfhh54ad73z-hello-2.12.1), or a link to one such as ./result`,
+    );
+  }
+}
+
 /** The closure of `paths` (store paths, or links to them such as ./result), as the local Nix knows it. */
 export async function queryClosure(
   run: NixRunner,
   paths: readonly string[],
   storeDir: string = DEFAULT_STORE_DIR,
 ): Promise<LocalPathInfo[]> {
+  const realStoreDir = await realpath(storeDir).catch(() => storeDir);
+  for (const path of paths) await checkStorePathArgument(path, storeDir, realStoreDir);
   const closure = new Map<string, LocalPathInfo>();
   // Chunks keep the command line far below the kernel's argument limits.
   for (let start = 0; start < paths.length; start += PATH_INFO_CHUNK) {

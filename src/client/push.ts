@@ -5,8 +5,9 @@
 import { setTimeout as sleepTimer } from 'node:timers/promises';
 import { type CacheInfo, MAX_MISSING_QUERY, missingResponseSchema } from '../api/v1.js';
 import type { CacheName } from '../cache/cache-name.js';
+import type { NicheError } from '../errors.js';
 import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
-import { isRetryable } from './errors.js';
+import { endsPush, isRetryable } from './errors.js';
 import type { ApiClient } from './http.js';
 import type { NixRunner } from './nix-command.js';
 import { type LocalPathInfo, queryClosure } from './path-info.js';
@@ -57,6 +58,8 @@ export interface PushSummary {
   readonly skippedDependency: number;
   /** Not attempted because the push was stopped. */
   readonly cancelled: number;
+  /** The error that stopped the push (a refused token, a missing permission or cache), if one did. */
+  readonly stoppedBy?: NicheError;
   readonly narBytes: number;
   readonly compressedBytes: number;
   readonly elapsedMs: number;
@@ -125,7 +128,12 @@ export async function pushClosures(context: PushContext, roots: readonly string[
   const refused = first.failed.filter(
     (failure) => (failure.error as { code?: unknown } | undefined)?.code === 'REFERENCE_MISSING',
   );
-  if (refused.length === 0 || first.skippedUpstream === 0 || context.stopSignal?.aborted === true) {
+  if (
+    refused.length === 0 ||
+    first.skippedUpstream === 0 ||
+    first.stoppedBy !== undefined ||
+    context.stopSignal?.aborted === true
+  ) {
     return { ...first, elapsedMs: Date.now() - started };
   }
   context.reporter.note(
@@ -181,6 +189,9 @@ async function pushPass(
     dependencies: info.references.map((reference) => reference.toString(storeDir)),
     value: info,
   }));
+  // The first error that ends the whole push (src/client/errors.ts, endsPush) starts nothing more.
+  const halt = new AbortController();
+  let stoppedBy: NicheError | undefined;
   let pushed = 0;
   let narBytes = 0;
   let compressedBytes = 0;
@@ -214,13 +225,18 @@ async function pushPass(
         }
       } catch (error) {
         context.reporter.progress(node.id, -attemptBytes);
+        if (endsPush(error)) {
+          stoppedBy ??= error;
+          halt.abort();
+        }
         throw error;
       }
     },
     {
       concurrency: context.jobs,
       retry,
-      stopSignal: context.stopSignal,
+      stopSignal:
+        context.stopSignal === undefined ? halt.signal : AbortSignal.any([halt.signal, context.stopSignal]),
       sleep,
       onEvent: (event) => {
         if (event.type === 'retry') {
@@ -252,5 +268,6 @@ async function pushPass(
     narBytes,
     compressedBytes,
     elapsedMs: 0,
+    ...(stoppedBy === undefined ? {} : { stoppedBy }),
   };
 }

@@ -27,6 +27,29 @@ export interface UseResult {
   readonly netrc: (FileChange & { readonly action: 'added' | 'replaced' | 'unchanged' }) | undefined;
 }
 
+/**
+ * The URL to configure for a cache: the one the user reached the server at (`<server>/<cache>`), which
+ * just worked from this machine. The server's own idea (`info.url`) comes from `public-url` or from the
+ * request, and behind a TLS proxy that is not configured for it, it says `http://` where the user used
+ * `https://`; writing that would break Nix and send the token in clear. When the two differ, the
+ * user's wins and `serverSays` tells what the server answered, for a warning.
+ */
+export function cacheUrlFor(
+  info: CacheInfo,
+  serverUrl: string,
+): { readonly url: string; readonly serverSays: string | undefined } {
+  const mine = `${serverUrl}/${info.name}`;
+  const same = (a: string, b: string): boolean => {
+    try {
+      const [x, y] = [new URL(a), new URL(b)];
+      return x.origin === y.origin && x.pathname.replace(/\/+$/, '') === y.pathname.replace(/\/+$/, '');
+    } catch {
+      return false;
+    }
+  };
+  return { url: mine, serverSays: same(mine, info.url) ? undefined : info.url };
+}
+
 /** The host a netrc entry must name for `url` (curl matches the host without the port). */
 export function netrcHost(url: string): string {
   return new URL(url).hostname.replace(/^\[(.*)\]$/, '$1');

@@ -6,7 +6,7 @@
 // reason is retried path by path so one bad path does not hold back the rest.
 import { lstat } from 'node:fs/promises';
 import { setTimeout as sleepTimer } from 'node:timers/promises';
-import { isRetryable } from './errors.js';
+import { endsPush, isRetryable } from './errors.js';
 import type { NixDbReader } from './nix-db.js';
 import { errorText, formatSummary, type PushReporter } from './progress.js';
 import type { PushSummary } from './push.js';
@@ -58,6 +58,8 @@ export async function watchStore(options: WatchOptions): Promise<WatchTotals> {
     failed += summary.failed.length;
     if (summary.pushed > 0 || summary.failed.length > 0 || summary.cancelled > 0)
       reporter.note(formatSummary(summary));
+    // A refused token or a missing permission: nothing later will get through either.
+    if (summary.stoppedBy !== undefined) throw summary.stoppedBy;
   };
 
   while (!stopped()) {
@@ -84,6 +86,7 @@ export async function watchStore(options: WatchOptions): Promise<WatchTotals> {
       try {
         record(await options.push(paths));
       } catch (error) {
+        if (endsPush(error)) throw error;
         if (isRetryable(error)) {
           reporter.note(
             `warning: push failed, retrying in ${(backoffMs / 1000).toFixed(0)} s: ${errorText(error)}`,
@@ -101,6 +104,7 @@ export async function watchStore(options: WatchOptions): Promise<WatchTotals> {
             try {
               record(await options.push([path]));
             } catch (single) {
+              if (endsPush(single)) throw single;
               failed++;
               reporter.failed(path, single);
             }

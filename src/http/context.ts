@@ -5,11 +5,14 @@ import type { Authenticator, Principal } from '../cache/auth.js';
 import type { AdminService } from '../cache/admin-service.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRecord, Permission } from '../db/metadata-store.js';
+import type { BaseUrlOf } from './public-url.js';
 
 export interface HttpContext {
   readonly service: CacheService;
   readonly admin: AdminService;
   readonly authenticator: Authenticator;
+  /** The URL clients should use for this server, as seen by a request (src/http/public-url.ts). */
+  readonly baseUrl: BaseUrlOf;
 }
 
 const principals = new WeakMap<FastifyRequest, Promise<Principal>>();
@@ -30,9 +33,4 @@ export async function openCache(
   needed: Permission,
 ): Promise<CacheRecord> {
   return context.service.open(name, () => principalOf(context, request), needed);
-}
-
-/** The URL clients should use for this server, as seen in the request. */
-export function baseUrlOf(request: FastifyRequest): string {
-  return `${request.protocol}://${request.host}`;
 }

@@ -73,8 +73,6 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
   const headers: Record<string, string> = { 'cache-control': 'no-store' };
   if (status === 401) headers['www-authenticate'] = wwwAuthenticate(url);
   if (error instanceof RangeNotSatisfiableError) headers['content-range'] = `bytes */${error.size}`;
-  // A refused upload may not have been read to the end; don't keep reading it.
-  if (method === 'PUT' || method === 'POST') headers.connection = 'close';
   return { status, headers, ...errorBody(url, code, message) };
 }
 

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { NotFoundError } from '../errors.js';
 import type { HttpContext } from './context.js';
 import { sendError } from './error-mapping.js';
+import { lingerAfterEarlyAnswer } from './linger.js';
 import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
 import { registerCacheInfoRoutes } from './routes/cache-info.js';
@@ -47,6 +48,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     // Narinfo and NAR reads go to the read path first (src/http/read-path.ts); fastify gets the rest.
     serverFactory: (handler) => {
       const server = createServer((request, response) => {
+        lingerAfterEarlyAnswer(request, response);
         if (!readPath(request, response)) handler(request, response);
       });
       // The timeouts, set here since fastify only sets them on a server of its own. Uploads of many GB

@@ -80,10 +80,11 @@ export const localStoreSchema = z
       const given = (['mountPath', 'storeDir', 'nixDb', 'logDir', 'keyFiles'] as const).filter(
         (key) => raw[key] !== undefined,
       );
-      if (given.length > 0) {
+      for (const key of given) {
         ctx.addIssue({
           code: 'custom',
-          message: `${given.join(', ')} only apply to the local store: add --local-store (NICHE_LOCAL_STORE=1)`,
+          path: [key],
+          message: 'only applies to the local store: add --local-store (NICHE_LOCAL_STORE=1)',
         });
       }
       return undefined;

@@ -16,12 +16,14 @@ import { freePort, runCli, startServe, type CliResult, type ServeProcess } from 
 import { largeNar, streamingPut } from '../helpers/large-nar.js';
 import { fakeBaseName, fixture, narInfoText } from '../helpers/nar-fixtures.js';
 import { nixTestOptions } from '../helpers/nix.js';
+import { createTempDatabase, postgresTestOptions } from '../helpers/postgres.js';
 import { generateNixKey, nixClient } from '../helpers/nix-closure.js';
 import { basicAuth } from '../helpers/server.js';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
 const EX_CONFIG = 78;
+const postgres = await postgresTestOptions();
 const MIB = 1 << 20;
 
 let work: TempDir;
@@ -88,6 +90,54 @@ describe('first start and tokens', () => {
     assert.equal(pullOnly.stdout.split('\n').length, 2);
     assert.equal(await pushStatus(server, pullOnly.stdout.trim()), 403);
   });
+
+  // Replicas share a PostgreSQL database: the printed command must reach it, not make a new SQLite file.
+  it(
+    'prints a token command for the configuration in use: --config, or the environment',
+    postgres,
+    async () => {
+      assert.ok(postgres.url !== undefined);
+      const database = await createTempDatabase(postgres.url);
+      try {
+        const dataDir = join(work.path, 'with-config');
+        const file = join(work.path, 'replica.toml');
+        await writeFile(file, `data-dir = "${dataDir}"\n[database]\nurl = "${database.url}"\n`);
+        const server = await startServe({ dataDir, dataFlag: false, args: ['--config', file] });
+        servers.push(server);
+        await server.waitForStderr(/login niche password <token>/);
+        const lines = server
+          .stderr()
+          .split('\n')
+          .map((line) => line.trim());
+        const command = lines.find((line) => line.startsWith('niche token create '));
+        assert.equal(command, `niche token create --cache main --push --config ${file}`, server.stderr());
+        const created = await runCli(command.split(' ').slice(1));
+        assert.equal(created.code, 0, created.stderr);
+        assert.equal(await pushStatus(server, created.stdout.trim()), 204, 'a token the server accepts');
+        await server.stop();
+
+        // Configured by the environment alone: the command says which variables it needs (not their values).
+        const env = { NICHE_DATABASE_URL: database.url };
+        const fromEnv = await startServe({ dataDir: join(work.path, 'env-only'), env });
+        servers.push(fromEnv);
+        await fromEnv.waitForStderr(/login niche password <token>/);
+        const envLines = fromEnv
+          .stderr()
+          .split('\n')
+          .map((line) => line.trim());
+        const envCommand = envLines.find((line) => line.startsWith('niche token create '));
+        assert.equal(envCommand, 'niche token create --cache main --push');
+        assert.ok(envLines.includes('(with NICHE_DATABASE_URL set as for this server)'), fromEnv.stderr());
+        assert.doesNotMatch(fromEnv.stderr(), /postgres:\/\//, 'the database URL (a secret) is not printed');
+        const viaEnv = await runCli(envCommand.split(' ').slice(1), { env });
+        assert.equal(viaEnv.code, 0, viaEnv.stderr);
+        assert.equal(await pushStatus(fromEnv, viaEnv.stdout.trim()), 204);
+        await fromEnv.stop();
+      } finally {
+        await database.drop();
+      }
+    },
+  );
 
   it('prints only the token on stdout even when it warns', async () => {
     const created = await runCli([

@@ -10,12 +10,10 @@ import { randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { cacheInfoSchema, missingResponseSchema } from '../../src/api/v1.js';
-import { main } from '../../src/cli/main.js';
-import { REPO_ROOT } from '../helpers/cli-process.js';
+import { REPO_ROOT, runMain } from '../helpers/cli-process.js';
 import { runNix, TEST_NIX_CONFIG, nixTestOptions } from '../helpers/nix.js';
 import {
   buildClosure,
@@ -122,21 +120,7 @@ async function machine(name: string, extra: NodeJS.ProcessEnv = {}): Promise<Mac
   return { home, env, nixConf };
 }
 
-async function niche(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  stdin?: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-  stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
-  const io = { stdout, stderr, env, ...(stdin === undefined ? {} : { stdin: Readable.from([stdin]) }) };
-  const code = await main(args, io);
-  return { code, stdout: out, stderr: err };
-}
+const niche = runMain;
 
 /** Which of `paths` the cache lacks (asked with the admin token). */
 async function missingIn(paths: readonly string[]): Promise<string[]> {

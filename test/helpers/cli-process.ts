@@ -2,7 +2,9 @@
 // in-process server cannot show: exit codes, stdout/stderr, signals, and a process that can be killed -9.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../src/cli/main.js';
 import { waitFor } from './wait.js';
 
 /** The repository root, found from this file's location (test/helpers/ → ../..). */
@@ -63,6 +65,23 @@ export function runCli(
   });
 }
 
+/** Runs one CLI command in-process through main(), with `env` as its whole environment. */
+export async function runMain(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  stdin?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
+  const io = { stdout, stderr, env, ...(stdin === undefined ? {} : { stdin: Readable.from([stdin]) }) };
+  const code = await main(args, io);
+  return { code, stdout: out, stderr: err };
+}
+
 /** A loopback port that was free a moment ago (bound to port 0, then released). */
 export async function freePort(): Promise<number> {
   const server = createServer();
@@ -118,6 +137,8 @@ export interface ServeOptions {
   readonly nodeArgs?: readonly string[];
   /** Open an IPC channel to the server process. */
   readonly ipc?: boolean;
+  /** Pass `--data dataDir` (default); false when the data directory comes from a config file. */
+  readonly dataFlag?: boolean;
 }
 
 /** Starts `niche serve` as a child process; does not wait for it to listen (see `ready`). */
@@ -126,8 +147,7 @@ export async function spawnServe(options: ServeOptions): Promise<ServeProcess> {
   const child = spawnCli(
     [
       'serve',
-      '--data',
-      options.dataDir,
+      ...(options.dataFlag === false ? [] : ['--data', options.dataDir]),
       '--listen',
       `127.0.0.1:${port}`,
       '--log-level',

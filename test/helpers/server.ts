@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, type RunningServer } from '../../src/app/server.js';
 import { generateToken, hashToken } from '../../src/cache/tokens.js';
-import { loadServeConfig } from '../../src/config.js';
+import { loadServeConfig, type ServeFlags } from '../../src/config.js';
 import type { Permission } from '../../src/db/metadata-store.js';
 
 export interface TestServer {
@@ -17,7 +17,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  options: { maxNarSize?: string; dataDir?: string } = {},
+  options: { maxNarSize?: string; dataDir?: string; flags?: ServeFlags } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'niche-test-')));
   const config = loadServeConfig(
@@ -26,6 +26,7 @@ export async function startTestServer(
       listen: '127.0.0.1:0',
       logLevel: process.env.NICHE_TEST_LOG_LEVEL ?? 'silent',
       ...(options.maxNarSize === undefined ? {} : { maxNarSize: options.maxNarSize }),
+      ...options.flags,
     },
     {},
   );

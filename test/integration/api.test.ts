@@ -137,6 +137,30 @@ describe('private caches', () => {
   });
 });
 
+describe('token expiry', () => {
+  it('refuses to create a token that has already expired, with 400 and a reason', async () => {
+    const before = ((await (await api('GET', '/tokens')).json()) as { tokens: unknown[] }).tokens.length;
+    for (const expiresAt of ['2020-01-01T00:00:00Z', new Date(Date.now() - 1000).toISOString()]) {
+      const refused = await api('POST', '/tokens', {
+        scopes: [{ cache: 'team', permissions: ['pull'] }],
+        expiresAt,
+      });
+      assert.equal(refused.status, 400);
+      const body = (await refused.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'BAD_REQUEST');
+      assert.match(body.error.message, /is not in the future/);
+    }
+    const after = ((await (await api('GET', '/tokens')).json()) as { tokens: unknown[] }).tokens.length;
+    assert.equal(after, before, 'no token was created');
+    const future = new Date(Date.now() + 86_400_000).toISOString();
+    const created = await api('POST', '/tokens', {
+      scopes: [{ cache: 'team', permissions: ['pull'] }],
+      expiresAt: future,
+    });
+    assert.equal(created.status, 201);
+  });
+});
+
 describe('narinfos answered from memory', () => {
   it('still need credentials once the cache turns private, and are gone once the path is deleted', async () => {
     assert.equal((await api('POST', '/caches', { name: 'flip', public: true })).status, 201);

@@ -92,3 +92,22 @@ describe('niche key', () => {
     assert.equal((await niche('key', 'list', '--cache', 'nope')).code, 66);
   });
 });
+
+describe('niche token create', () => {
+  it('refuses an expiry in the past (exit 65) and creates nothing', async () => {
+    const before = (await niche('token', 'list')).stdout;
+    for (const when of ['2020-01-01', '0m']) {
+      const refused = await niche('token', 'create', '--cache', 'main', '--expires', when);
+      assert.equal(refused.code, 65, refused.stderr);
+      assert.equal(refused.stdout, '');
+      assert.match(
+        refused.stderr,
+        /^error: the expiry \S+ is not in the future .*the token would never work \(BAD_REQUEST\)$/m,
+      );
+    }
+    assert.equal((await niche('token', 'list')).stdout, before);
+    const created = await niche('token', 'create', '--cache', 'main', '--expires', '2999-01-01');
+    assert.equal(created.code, 0, created.stderr);
+    assert.match((await niche('token', 'list')).stdout, /\tactive\t.*expires 2999-01-01T00:00:00\.000Z/);
+  });
+});

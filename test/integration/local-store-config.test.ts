@@ -91,20 +91,20 @@ describe('local store configuration', () => {
     expectConfigError(
       () => loadServeConfig({ storeDir: '/nix/store', nixDb: '/x' }, {}),
       'CONFIG_INVALID',
-      /storeDir, nixDb only apply to the local store/,
+      /--store-dir: only applies to the local store[\s\S]*--nix-db: only applies to the local store/,
     );
     for (const mountPath of ['/', 'local', '/local/', '/api', '/nar', '/Local', '/a//b']) {
       expectConfigError(
         () => loadServeConfig({ localStore: true, localStorePath: mountPath }, {}),
         'CONFIG_INVALID',
-        /localStore\.mountPath/,
+        /--local-store-path: /,
       );
     }
     expectConfigError(
       () =>
         loadServeConfig({ localStore: true, storeDir: 'nix/store/' }, { NICHE_LOCAL_STORE_ROOT: 'maybe' }),
       'CONFIG_INVALID',
-      /localStore\.root[\s\S]*localStore\.storeDir|localStore\.storeDir[\s\S]*localStore\.root/,
+      /NICHE_LOCAL_STORE_ROOT: [\s\S]*--store-dir: |--store-dir: [\s\S]*NICHE_LOCAL_STORE_ROOT: /,
     );
     assert.equal(
       loadServeConfig({ localStore: true, localStorePath: '/stores/host' }, {}).localStore?.mountPath,

@@ -130,15 +130,39 @@ path = "/x.sqlite"
     const message = problemsOf(() =>
       loadServeConfig({ config: file, logLevel: 'loud' }, { NICHE_MAX_NAR_SIZE: 'big' }),
     );
-    for (const expected of [/unknownKey|unknown-key|Unrecognized key/, /logLevel/, /maxNarSize/])
+    // Each setting is named as the user gave it: the file's key as written, the flag, the variable.
+    for (const expected of [
+      /^ {2}unknown-key: unknown setting$/m,
+      /^ {2}--log-level: Invalid option/m,
+      /^ {2}NICHE_MAX_NAR_SIZE: expected a size such as 512M or 64G, got "big"$/m,
+    ])
       assert.match(message, expected);
+    // Once the values parse, what they mean together is checked, named the same way.
+    const fixed = await configFile(`
+listen = "nowhere"
+[storage]
+type = "s3"
+bucket = "b"
+part-size = "1M"
+[database]
+type = "postgres"
+url = "postgres://x@y/z"
+path = "/x.sqlite"
+`);
+    const meaning = problemsOf(() => loadServeConfig({ config: fixed }, {}));
+    for (const expected of [
+      /^ {2}listen: expected HOST:PORT/m,
+      /^ {2}storage.part-size: S3 needs at least 5M$/m,
+      /^ {2}database.path: only applies to database type "sqlite"$/m,
+    ])
+      assert.match(meaning, expected);
     const semantic = problemsOf(() =>
       loadServeConfig({}, { NICHE_STORAGE: 's3', NICHE_DATABASE: 'postgres', NICHE_LISTEN: 'host:99999' }),
     );
     for (const expected of [
       /storage.bucket: required/,
       /database.url: required/,
-      /listen: expected HOST:PORT/,
+      /NICHE_LISTEN: expected HOST:PORT/,
     ]) {
       assert.match(semantic, expected);
     }
@@ -155,6 +179,79 @@ path = "/x.sqlite"
       problemsOf(() => loadServeConfig({ config: broken }, {})),
       /cannot parse/,
     );
+  });
+
+  it('names settings as written in the file, and by the variable or flag that set them', async () => {
+    const file = await configFile(`
+data-dir = "/srv/niche"
+[storage]
+type = "s3"
+bucket = "b"
+parts-in-flite = 3
+[database]
+maxConnections = 5
+`);
+    const message = problemsOf(() =>
+      loadServeConfig(
+        { config: file, publicUrl: 'ftp://x', trustedProxies: ['10.0.0.0/40'] },
+        { NICHE_S3_FORCE_PATH_STYLE: 'perhaps', NICHE_LISTEN: '1.2.3.4:5,nowhere' },
+      ),
+    );
+    for (const expected of [
+      /^ {2}storage.parts-in-flite: unknown setting \(did you mean parts-in-flight\?\)$/m,
+      /^ {2}NICHE_S3_FORCE_PATH_STYLE: expected true or false, got "perhaps"$/m,
+      /^ {2}--public-url: expected an http or https URL/m,
+      /^ {2}--trusted-proxy\[0\]: expected an IP address or a network/m,
+    ])
+      assert.match(message, expected);
+    assert.doesNotMatch(message, /partsInFlite|forcePathStyle|publicUrl|trustedProxies/);
+    const camelFile = await configFile('[database]\nmaxConnections = 5\n');
+    const semantic = problemsOf(() =>
+      loadServeConfig({ config: camelFile }, { NICHE_LISTEN: '1.2.3.4:5,nowhere', NICHE_S3_BUCKET: 'b' }),
+    );
+    for (const expected of [
+      /^ {2}database.maxConnections: only applies to database type "postgres"$/m,
+      /^ {2}NICHE_LISTEN: expected HOST:PORT/m,
+      /^ {2}NICHE_S3_BUCKET: only applies to storage type "s3"$/m,
+    ])
+      assert.match(semantic, expected);
+  });
+
+  it('reads public-url and trusted-proxies from the file, the environment and flags', async () => {
+    const file = await configFile(
+      'public-url = "https://cache.example.org/nix/"\ntrusted-proxies = ["127.0.0.1", "10.0.0.0/8"]\n',
+    );
+    const fromFile = loadServeConfig({ config: file }, {});
+    assert.equal(fromFile.publicUrl, 'https://cache.example.org/nix');
+    assert.deepEqual(fromFile.trustedProxies, ['127.0.0.1', '10.0.0.0/8']);
+    const fromEnv = loadServeConfig(
+      {},
+      { NICHE_PUBLIC_URL: 'http://[::1]:8080', NICHE_TRUSTED_PROXIES: '::1, fd00::/8' },
+    );
+    assert.equal(fromEnv.publicUrl, 'http://[::1]:8080');
+    assert.deepEqual(fromEnv.trustedProxies, ['::1', 'fd00::/8']);
+    const fromFlags = loadServeConfig(
+      { publicUrl: 'https://c.example', trustedProxies: ['192.168.1.1'] },
+      { NICHE_PUBLIC_URL: 'http://ignored' },
+    );
+    assert.equal(fromFlags.publicUrl, 'https://c.example');
+    assert.deepEqual(loadServeConfig({}, {}).trustedProxies, []);
+    assert.equal(loadServeConfig({}, {}).publicUrl, undefined);
+    for (const bad of [
+      'cache.example.org',
+      'https://u:p@c.example',
+      'https://c.example/?q',
+      'https://c.example/a b',
+    ])
+      assert.match(
+        problemsOf(() => loadServeConfig({ publicUrl: bad }, {})),
+        /--public-url: /,
+      );
+    for (const bad of ['localhost', '10.0.0.0/33', '::1/129', '1.2.3.4/8/8'])
+      assert.match(
+        problemsOf(() => loadServeConfig({}, { NICHE_TRUSTED_PROXIES: bad })),
+        /NICHE_TRUSTED_PROXIES/,
+      );
   });
 
   it('parses listen addresses and sizes', () => {

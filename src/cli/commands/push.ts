@@ -57,10 +57,14 @@ async function readPathsFrom(stream: NodeJS.ReadableStream): Promise<string[]> {
   return text.split(/\s+/).filter((path) => path !== '');
 }
 
-/** The error for a push that left paths behind, or undefined if everything got there. */
-export function pushOutcomeError(summary: PushSummary): PushFailedError | undefined {
+/**
+ * The error for a push that left paths behind, or undefined if everything got there: the server's own
+ * error when one stopped the push (a token without push permission: exit 77 with the server's message).
+ */
+export function pushOutcomeError(summary: PushSummary): NicheError | undefined {
   const failed = summary.failed.length + summary.skippedDependency + summary.cancelled;
   if (failed === 0) return undefined;
+  if (summary.stoppedBy !== undefined) return summary.stoppedBy;
   const first = summary.failed[0]?.error;
   const kind: ErrorKind = first instanceof NicheError ? first.kind : 'unavailable';
   return new PushFailedError(kind, `${failed} of ${summary.closure} paths were not pushed`);

@@ -1,6 +1,7 @@
 // `niche serve`: runs the HTTP cache server until SIGINT/SIGTERM, then finishes in-flight requests.
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { loadServeConfig } from '../../config.js';
+import { DEFAULT_DATA_DIR, loadServeConfig, type ServeConfig, type ServeFlags } from '../../config.js';
 import { print, type CliIo } from '../io.js';
 
 interface ServeOptions {
@@ -10,6 +11,8 @@ interface ServeOptions {
   readonly logLevel?: string;
   readonly signingKeyFile?: string;
   readonly maxNarSize?: string;
+  readonly publicUrl?: string;
+  readonly trustedProxy?: string[];
   readonly localStore?: boolean;
   readonly localStoreRoot?: boolean;
   readonly localStorePath?: string;
@@ -20,6 +23,39 @@ interface ServeOptions {
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+/** Environment variables that choose the metadata database, which operator commands must see too. */
+const DATABASE_ENV = ['NICHE_DATABASE', 'NICHE_DATABASE_URL'] as const;
+
+/**
+ * The options that make an operator command (`niche token create …`) reach the same metadata database as
+ * this server: `--config FILE` when a config file is in use, `--data DIR` when the embedded SQLite
+ * database lives under a data directory given by flag or environment; plus the environment variables
+ * that must be set as for the server (never their values: a database URL may hold a password).
+ */
+export function operatorOptions(
+  flags: ServeFlags,
+  env: NodeJS.ProcessEnv,
+  config: ServeConfig,
+): { readonly args: string; readonly env: readonly string[] } {
+  const args: string[] = [];
+  const file = flags.config ?? env.NICHE_CONFIG;
+  if (file !== undefined) args.push(`--config ${resolve(file)}`);
+  const dataGiven = flags.data !== undefined || env.NICHE_DATA !== undefined;
+  if (config.database.type === 'sqlite' && dataGiven && config.dataDir !== DEFAULT_DATA_DIR) {
+    args.push(`--data ${resolve(config.dataDir)}`);
+  }
+  return {
+    args: args.map((arg) => ` ${arg}`).join(''),
+    env: DATABASE_ENV.filter((name) => env[name] !== undefined && env[name] !== ''),
+  };
+}
+
+/** A listen URL on 0.0.0.0 or [::] names no host a client could use. */
+function anyAddress(url: string): boolean {
+  const host = new URL(url).hostname;
+  return host === '0.0.0.0' || host === '[::]';
+}
 
 export function registerServe(
   program: Command,
@@ -45,6 +81,15 @@ export function registerServe(
       'sign the default cache with this Nix secret key file instead of a generated key (env NICHE_SIGNING_KEY_FILE)',
     )
     .option('--max-nar-size <size>', 'largest NAR accepted, e.g. 64G (env NICHE_MAX_NAR_SIZE, default 64G)')
+    .option(
+      '--public-url <url>',
+      'the URL clients use, e.g. https://cache.example.org behind a TLS proxy; used for every URL niche prints or returns (env NICHE_PUBLIC_URL)',
+    )
+    .option(
+      '--trusted-proxy <address>',
+      'believe X-Forwarded-Proto/Host/Prefix from this address or network, e.g. 127.0.0.1 or 10.0.0.0/8; repeatable (env NICHE_TRUSTED_PROXIES, comma-separated)',
+      collect,
+    )
     // The host's own Nix store (src/localstore), like nix-serve or harmonia.
     .option('--local-store', "also serve this host's Nix store, read-only (env NICHE_LOCAL_STORE=1)")
     .option(
@@ -68,58 +113,72 @@ export function registerServe(
     )
     .action((options: ServeOptions) =>
       run(async () => {
-        const config = loadServeConfig(
-          {
-            config: options.config,
-            data: options.data,
-            listen: options.listen,
-            logLevel: options.logLevel,
-            signingKeyFile: options.signingKeyFile,
-            maxNarSize: options.maxNarSize,
-            localStore: options.localStore,
-            localStoreRoot: options.localStoreRoot,
-            localStorePath: options.localStorePath,
-            storeDir: options.storeDir,
-            nixDb: options.nixDb,
-            nixLogDir: options.nixLogDir,
-            localStoreKeyFiles: options.localStoreKeyFile,
-          },
-          io.env,
-        );
+        const flags: ServeFlags = {
+          config: options.config,
+          data: options.data,
+          listen: options.listen,
+          logLevel: options.logLevel,
+          signingKeyFile: options.signingKeyFile,
+          maxNarSize: options.maxNarSize,
+          publicUrl: options.publicUrl,
+          trustedProxies: options.trustedProxy,
+          localStore: options.localStore,
+          localStoreRoot: options.localStoreRoot,
+          localStorePath: options.localStorePath,
+          storeDir: options.storeDir,
+          nixDb: options.nixDb,
+          nixLogDir: options.nixLogDir,
+          localStoreKeyFiles: options.localStoreKeyFile,
+        };
+        const config = loadServeConfig(flags, io.env);
         // Loaded here so that client commands do not pay for the whole server at start-up.
         const { startServer } = await import('../../app/server.js');
         const server = await startServer(config);
         const boot = server.bootstrapped;
+        // What clients use: public-url, else the listen address (which names no host if it is 0.0.0.0).
+        const unnamed = config.publicUrl === undefined && anyAddress(server.url);
+        const base = unnamed ? `http://<host>:${new URL(server.url).port}` : server.publicUrl;
+        const listening = base === server.url ? '' : ` (listening on ${server.url})`;
+        const hostNote = unnamed
+          ? "niche: listening on every address; write this machine's name for <host>, or set public-url"
+          : '';
         if (boot !== undefined) {
           const keys = await server.service.keys(boot.cache);
-          const dataFlag = config.dataDir === './niche-data' ? '' : ` --data ${config.dataDir}`;
+          const operator = operatorOptions(flags, io.env, config);
           print(
             io.stderr,
             [
               boot.created ? `niche: created cache "${boot.cache.name}" with a new signing key` : '',
-              `niche: serving ${server.url}/${boot.cache.name}`,
+              `niche: serving ${base}/${boot.cache.name}${listening}`,
+              hostNote,
               'niche: to use it, add to nix.conf:',
-              `  extra-substituters = ${server.url}/${boot.cache.name}`,
+              `  extra-substituters = ${base}/${boot.cache.name}`,
               `  extra-trusted-public-keys = ${keys.publicKeys.join(' ')}`,
               'niche: to push, create a token and put it in your netrc:',
-              `  niche token create --cache ${boot.cache.name} --push${dataFlag}`,
-              `  machine ${new URL(server.url).hostname} login niche password <token>`,
+              `  niche token create --cache ${boot.cache.name} --push${operator.args}`,
+              operator.env.length === 0
+                ? ''
+                : `  (with ${operator.env.join(' and ')} set as for this server)`,
+              `  machine ${unnamed ? '<host>' : new URL(base).hostname.replace(/^\[(.*)\]$/, '$1')} login niche password <token>`,
             ]
               .filter((line) => line !== '')
               .join('\n'),
           );
         } else {
-          print(io.stderr, `niche: serving ${server.url}`);
+          print(
+            io.stderr,
+            [`niche: serving ${base}${listening}`, hostNote].filter((l) => l !== '').join('\n'),
+          );
         }
         const local = server.localStore;
         if (local !== undefined) {
-          const at = local.config.mountAtRoot ? ` and ${server.url}` : '';
+          const at = local.config.mountAtRoot ? ` and ${base}` : '';
           print(
             io.stderr,
             [
               local.generatedKeyFile === undefined ? '' : `niche: generated ${local.generatedKeyFile}`,
-              `niche: serving this host's ${local.storeDir} at ${server.url}${local.config.mountPath}${at}`,
-              `  extra-substituters = ${server.url}${local.config.mountPath}`,
+              `niche: serving this host's ${local.storeDir} at ${base}${local.config.mountPath}${at}`,
+              `  extra-substituters = ${base}${local.config.mountPath}`,
               `  extra-trusted-public-keys = ${local.publicKeys.join(' ')}`,
             ]
               .filter((line) => line !== '')

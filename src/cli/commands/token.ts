@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, withMetadata } from '../backends.js';
 import type { Permission, TokenRecord } from '../../db/metadata-store.js';
 import { InvalidInputError, NotFoundError } from '../../errors.js';
-import { generateToken, hashToken, parseCachePattern } from '../../cache/tokens.js';
+import { checkNewTokenExpiry, generateToken, hashToken, parseCachePattern } from '../../cache/tokens.js';
 import { print, type CliIo } from '../io.js';
 
 interface CreateOptions {
@@ -84,6 +84,7 @@ export function registerToken(
         for (const pattern of options.cache) parseCachePattern(pattern);
         const now = new Date();
         const expiresAt = options.expires === undefined ? undefined : parseExpiry(options.expires, now);
+        checkNewTokenExpiry(expiresAt, now);
         await withMetadata(io, options, async (db) => {
           for (const pattern of options.cache) {
             if (!pattern.includes('*') && (await db.getCache(pattern)) === undefined) {

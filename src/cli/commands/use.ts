@@ -7,9 +7,28 @@ import { errorText } from '../../client/progress.js';
 import { nixRunner } from '../../client/nix-command.js';
 import { currentUser, judgeTrust, readNixTrustSettings, usesLocalStore } from '../../client/nix-trust.js';
 import { connect, fetchCacheInfo, openSession } from '../../client/session.js';
-import { configureNix, netrcHost, nixosSnippet } from '../../client/use-cache.js';
+import type { CacheTarget } from '../../client/target.js';
+import { cacheUrlFor, configureNix, netrcHost, nixosSnippet } from '../../client/use-cache.js';
 import { NixCommandError } from '../../client/errors.js';
+import { UnauthenticatedError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
+
+/** A 401 for `niche use` says what to do about it: log in (again) with a token that may pull. */
+function explainRefusal(error: unknown, target: CacheTarget): unknown {
+  if (!(error instanceof UnauthenticatedError)) return error;
+  const login = 'niche login <alias> <server-url> <token>';
+  return target.token === undefined
+    ? new UnauthenticatedError(
+        'TOKEN_MISSING',
+        `cache ${target.label} is private (or does not exist): log in with a token that may pull from it ` +
+          `first (${login}, or set NICHE_TOKEN)`,
+      )
+    : new UnauthenticatedError(
+        'TOKEN_INVALID',
+        `the server refused the token used for ${target.label} (${error.message}): log in again with a ` +
+          `valid token (${login}, or set NICHE_TOKEN)`,
+      );
+}
 
 interface UseOptions {
   readonly system?: boolean;
@@ -35,7 +54,19 @@ export function registerUse(
       run(async () => {
         const session = await openSession(io.env);
         const { target, client } = connect(session, spec);
-        const info = await fetchCacheInfo(client, target.cache);
+        const answer = await fetchCacheInfo(client, target.cache).catch((error: unknown) => {
+          throw explainRefusal(error, target);
+        });
+        const { url, serverSays } = cacheUrlFor(answer, target.serverUrl);
+        if (serverSays !== undefined) {
+          print(
+            io.stderr,
+            `warning: the server gives this cache's URL as ${serverSays}, but you reached it at ` +
+              `${target.serverUrl}; using ${url} (if the server is behind a proxy, its operator should ` +
+              'set public-url or trusted-proxies)',
+          );
+        }
+        const info = { ...answer, url };
         const system = options.system === true;
         if (options.nixos === true) {
           print(io.stdout, nixosSnippet(info, options.netrc ?? session.paths.systemNetrc));

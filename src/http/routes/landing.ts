@@ -1,6 +1,6 @@
 // `/`: a small page telling a human how to point Nix at this server's public caches.
 import type { FastifyInstance } from 'fastify';
-import { baseUrlOf, type HttpContext } from '../context.js';
+import type { HttpContext } from '../context.js';
 
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -8,7 +8,9 @@ function escapeHtml(text: string): string {
 
 export function registerLandingRoute(app: FastifyInstance, context: HttpContext): void {
   app.get('/', async (request, reply) => {
-    const base = baseUrlOf(request);
+    const base = context.baseUrl(request.raw);
+    // netrc entries name the host alone (curl matches them without the port).
+    const netrcHost = new URL(base).hostname.replace(/^\[(.*)\]$/, '$1');
     const caches = (await context.service.db.listCaches()).filter((cache) => cache.isPublic);
     const sections: string[] = [];
     for (const cache of caches) {
@@ -27,7 +29,7 @@ export function registerLandingRoute(app: FastifyInstance, context: HttpContext)
 <h1>niche binary cache</h1>
 ${sections.length > 0 ? sections.join('\n') : '<p>No public caches.</p>'}
 <p>Push with <code>nix copy --to ${escapeHtml(base)}/&lt;cache&gt; &lt;paths&gt;</code> and a push token in your netrc
-(<code>machine ${escapeHtml(request.hostname)} login niche password &lt;token&gt;</code>).</p>
+(<code>machine ${escapeHtml(netrcHost)} login niche password &lt;token&gt;</code>).</p>
 </body></html>
 `;
     return reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(html);

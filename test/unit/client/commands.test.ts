@@ -4,9 +4,8 @@
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { main } from '../../../src/cli/main.js';
+import { runMain } from '../../helpers/cli-process.js';
 import { makeTempDir, type TempDir } from '../../helpers/tmp.js';
 import { startFakeNiche, type FakeNiche } from './fake-niche.js';
 
@@ -23,19 +22,7 @@ after(async () => {
   await work.cleanup();
 });
 
-async function cli(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-  stderr.on('data', (chunk: Buffer) => (err += chunk.toString('utf8')));
-  const code = await main(args, { stdout, stderr, env });
-  return { code, stdout: out, stderr: err };
-}
+const cli = runMain;
 
 function envFor(name: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const home = join(work.path, name);
@@ -142,6 +129,26 @@ describe('niche use', () => {
     await assert.rejects(stat(join(env.HOME ?? '', '.config')), { code: 'ENOENT' });
   });
 
+  it('explains a private cache to an anonymous user, and a refused token, instead of a bare 401', async () => {
+    const nixConf = join(work.path, 'anon.conf');
+    const anonymous = await cli(['use', `${fake.url}/main`, '--nix-conf', nixConf], envFor('use-anon-401'));
+    assert.equal(anonymous.code, 77);
+    assert.match(
+      anonymous.stderr,
+      /^error: cache http:\/\/127\.0\.0\.1:\d+\/main is private \(or does not exist\): log in with a token that may pull from it first \(niche login <alias> <server-url> <token>, or set NICHE_TOKEN\) \(TOKEN_MISSING\)$/m,
+    );
+    const refused = await cli(
+      ['use', `${fake.url}/main`, '--nix-conf', nixConf],
+      envFor('use-refused', { NICHE_TOKEN: 'nch_revoked' }),
+    );
+    assert.equal(refused.code, 77);
+    assert.match(
+      refused.stderr,
+      /the server refused the token used for .*main .*log in again with a valid token/,
+    );
+    await assert.rejects(stat(nixConf), { code: 'ENOENT' });
+  });
+
   it('names unknown aliases and missing tokens', async () => {
     const unknown = await cli(['use', 'nowhere/main'], envFor('use-unknown'));
     assert.equal(unknown.code, 78);
@@ -151,5 +158,27 @@ describe('niche use', () => {
       envFor('use-anon'),
     );
     assert.equal(noToken.code, 77);
+  });
+});
+
+describe('niche push', () => {
+  it('says that a directory outside the store is not a store path, before asking nix', async () => {
+    const env = envFor('push-tmp', { NICHE_TOKEN: TOKEN });
+    for (const path of ['/tmp', work.path]) {
+      const result = await cli(['push', `${fake.url}/main`, path], env);
+      assert.equal(result.code, 65, result.stderr);
+      assert.match(
+        result.stderr,
+        new RegExp(
+          `^error: ${path.replace(/[.]/g, '\\.')} is not a store path: expected /nix/store/<hash>-<name> .*or a link to one such as \\./result \\(STORE_PATH_INVALID\\)$`,
+          'm',
+        ),
+      );
+      assert.doesNotMatch(result.stderr, /flake|nix is not installed/);
+    }
+    const missing = await cli(['push', `${fake.url}/main`, join(work.path, 'no-such-result')], env);
+    assert.equal(missing.code, 65);
+    assert.match(missing.stderr, /no-such-result does not exist \(ENOENT\); expected a store path/);
+    assert.equal(fake.uploads.length, 0);
   });
 });

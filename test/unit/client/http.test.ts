@@ -174,6 +174,64 @@ describe('ApiClient', () => {
     await assert.rejects(client.putStream('/p', chunks(4, true), 'x/y', schema), /the store path vanished/);
   });
 
+  it('takes an answer sent before the body was read, stops sending, and releases the body source', async () => {
+    // The server refuses from the headers alone and never reads the body, like niche does for a token
+    // without push permission.
+    let requests = 0;
+    handler = (request, response) => {
+      // Only this test's requests (a late one of an earlier test may still arrive).
+      if (request.url?.endsWith('/early') === true) requests++;
+      json(403, apiError('PERMISSION_DENIED', 'this token lacks the push permission'))(request, response);
+    };
+    let pulled = 0;
+    let released = false;
+    async function* endless(): AsyncGenerator<Uint8Array> {
+      try {
+        for (;;) {
+          pulled++;
+          yield await Promise.resolve(Buffer.alloc(256 * 1024, 1));
+        }
+      } finally {
+        released = true;
+      }
+    }
+    const client = new ApiClient({ serverUrl: url, token: 'nch_secret' });
+    const started = Date.now();
+    await assert.rejects(client.putStream('/early', endless(), 'x/y', z.object({})), (error: unknown) => {
+      assert.ok(error instanceof ForbiddenError, String(error));
+      assert.match(error.message, /lacks the push permission \(HTTP 403/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 5_000);
+    assert.equal(requests, 1);
+    const pulledAtAnswer = pulled;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(released, 'the body source is closed (its files with it)');
+    assert.equal(pulled, pulledAtAnswer, 'nothing more is read from the source');
+  });
+
+  it('still reports the answer when the server closes the connection while the body is being sent', async () => {
+    handler = (request, response) => {
+      response.writeHead(401, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(apiError('TOKEN_INVALID', 'the token was revoked')), () => {
+        // Some time later the connection is torn down with the body still arriving (writes fail).
+        setTimeout(() => request.socket.destroy(), 50);
+      });
+    };
+    async function* slow(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < 400; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        yield Buffer.alloc(64 * 1024, 2);
+      }
+    }
+    const client = new ApiClient({ serverUrl: url, token: 'nch_secret' });
+    await assert.rejects(client.putStream('/p', slow(), 'x/y', z.object({})), (error: unknown) => {
+      assert.ok(error instanceof UnauthenticatedError, String(error));
+      assert.match(error.message, /the token was revoked/);
+      return true;
+    });
+  });
+
   it('abandons an upload that makes no progress', async () => {
     handler = () => undefined;
     const client = new ApiClient({ serverUrl: url });

@@ -170,6 +170,26 @@ describe('pushClosures', () => {
     assert.equal(fake.uploads.filter((upload) => upload.header.storePath === base).length, 1);
   });
 
+  it('stops the whole push at the first 401 or 403, which every other path would get too', async () => {
+    for (const status of [403, 401]) {
+      const roots = [
+        await store.add(`one${status}`),
+        await store.add(`two${status}`),
+        await store.add(`three${status}`),
+      ];
+      for (const root of roots) fake.failures.set(store.paths.get(root)?.hash ?? '', [status]);
+      const before = fake.uploads.length;
+      const reporter = new RecordingReporter();
+      const summary = await pushClosures(context(reporter, { jobs: 1 }), roots);
+      assert.equal(fake.uploads.length - before, 1, 'exactly one upload was attempted');
+      assert.equal(summary.failed.length, 1);
+      assert.equal(summary.cancelled, 2);
+      assert.equal(summary.stoppedBy?.kind, status === 403 ? 'forbidden' : 'unauthenticated');
+      assert.match(String(summary.stoppedBy), new RegExp(`injected ${status}`));
+      assert.ok(!reporter.events.some((event) => event.startsWith('retrying')));
+    }
+  });
+
   it('skips paths signed by an upstream key without asking the server about them', async () => {
     const upstream = SecretKey.generate('upstream-1');
     const leaf = await store.add('signed-leaf');

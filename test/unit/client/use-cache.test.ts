@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CacheInfo } from '../../../src/api/v1.js';
 import { FileNotWritableError } from '../../../src/client/atomic-file.js';
-import { configureNix, netrcHost, nixosSnippet } from '../../../src/client/use-cache.js';
+import { cacheUrlFor, configureNix, netrcHost, nixosSnippet } from '../../../src/client/use-cache.js';
 import { loadClientPaths } from '../../../src/config.js';
 import { makeTempDir, type TempDir } from '../../helpers/tmp.js';
 
@@ -124,6 +124,34 @@ describe('configureNix', () => {
       assert.match(error.message, /Nix store/);
       return true;
     });
+  });
+});
+
+describe('cacheUrlFor', () => {
+  const answer = (url: string): CacheInfo => ({ ...PUBLIC, name: 'team', url });
+  it('keeps the URL the user reached the server at, and says when the server named another', () => {
+    assert.deepEqual(cacheUrlFor(answer('https://c.example/team'), 'https://c.example'), {
+      url: 'https://c.example/team',
+      serverSays: undefined,
+    });
+    // Default ports and a trailing slash are the same URL.
+    assert.equal(
+      cacheUrlFor(answer('https://c.example:443/team/'), 'https://c.example').serverSays,
+      undefined,
+    );
+    // Behind a TLS proxy the server may see http: the user's https stays (no downgrade, no clear text).
+    assert.deepEqual(cacheUrlFor(answer('http://c.example/team'), 'https://c.example'), {
+      url: 'https://c.example/team',
+      serverSays: 'http://c.example/team',
+    });
+    assert.deepEqual(cacheUrlFor(answer('https://public.example/nix/team'), 'http://10.0.0.5:5000'), {
+      url: 'http://10.0.0.5:5000/team',
+      serverSays: 'https://public.example/nix/team',
+    });
+    assert.equal(
+      cacheUrlFor(answer('https://c.example/nix/team'), 'https://c.example/nix').serverSays,
+      undefined,
+    );
   });
 });
 

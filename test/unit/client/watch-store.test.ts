@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { NetworkError } from '../../../src/client/errors.js';
+import { ForbiddenError } from '../../../src/errors.js';
 import { NixDbReader } from '../../../src/client/nix-db.js';
 import type { PushReporter } from '../../../src/client/progress.js';
 import type { PushSummary } from '../../../src/client/push.js';
@@ -129,6 +130,45 @@ describe('watchStore', () => {
     assert.equal(attempts.length, 2);
     assert.deepEqual(attempts[0], attempts[1]);
     assert.equal(totals.pushed, 1);
+  });
+
+  it('stops with the error when the server refuses the token or its push permission', async () => {
+    const nixDb = fakeNixDb('refused');
+    const store = join(work.path, 'store-refused');
+    const reader = NixDbReader.open(nixDb.file);
+    const stop = new AbortController();
+    let pushes = 0;
+    const refusal = new ForbiddenError('this token lacks the push permission on cache main (HTTP 403)');
+    const watching = watchStore({
+      db: reader,
+      intervalMs: 5,
+      includeDrv: false,
+      batchSize: 100,
+      stopSignal: stop.signal,
+      reporter: quiet,
+      startAfterId: 0,
+      push: () => {
+        pushes++;
+        return Promise.resolve({
+          ...summary(0),
+          failed: [{ path: 'x', error: refusal }],
+          stoppedBy: refusal,
+        });
+      },
+    });
+    // Handled at once: the watch may end before the second path is even added.
+    const ended = watching.then(
+      () => 'resolved',
+      (error: unknown) => error,
+    );
+    for (const name of ['a', 'b']) await nixDb.add(join(store, name));
+    try {
+      assert.equal(await ended, refusal);
+    } finally {
+      stop.abort();
+      reader.close();
+    }
+    assert.equal(pushes, 1, 'neither retried as a batch nor path by path');
   });
 
   it('refuses a file that is not a Nix database', async () => {

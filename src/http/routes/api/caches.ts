@@ -14,7 +14,9 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     const caches = await context.admin.visibleCaches(principal);
     const body: CacheList = { caches: [] };
     for (const cache of caches) {
-      body.caches.push(cacheInfo(request, cache, (await context.service.keys(cache)).publicKeys));
+      body.caches.push(
+        cacheInfo(context.baseUrl(request.raw), cache, (await context.service.keys(cache)).publicKeys),
+      );
     }
     return reply.header('cache-control', 'no-store').send(body);
   });
@@ -32,13 +34,15 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     return reply
       .code(201)
       .header('cache-control', 'no-store')
-      .send(cacheInfo(request, cache, keys.publicKeys));
+      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys));
   });
 
   app.get<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
     const cache = await openCache(context, request, request.params.name, 'pull');
     const keys = await context.service.keys(cache);
-    return reply.header('cache-control', 'no-store').send(cacheInfo(request, cache, keys.publicKeys));
+    return reply
+      .header('cache-control', 'no-store')
+      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys));
   });
 
   app.patch<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
@@ -50,7 +54,9 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
       ...(body.upstreamKeys === undefined ? {} : { upstreamKeys: body.upstreamKeys }),
     });
     const keys = await context.service.keys(cache);
-    return reply.header('cache-control', 'no-store').send(cacheInfo(request, cache, keys.publicKeys));
+    return reply
+      .header('cache-control', 'no-store')
+      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys));
   });
 
   app.delete<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {

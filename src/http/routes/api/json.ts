@@ -6,7 +6,6 @@ import type { CacheInfo, KeyInfo, TokenInfo } from '../../../api/v1.js';
 import type { CacheRecord, SigningKeyRecord, TokenRecord } from '../../../db/metadata-store.js';
 import { InvalidInputError } from '../../../errors.js';
 import { contentLengthOf, readSmallBody } from '../../body.js';
-import { baseUrlOf } from '../../context.js';
 
 const MAX_JSON_BODY = 4 << 20;
 
@@ -42,17 +41,14 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what: s
   return parsed.data;
 }
 
-export function cacheInfo(
-  request: FastifyRequest,
-  cache: CacheRecord,
-  publicKeys: readonly string[],
-): CacheInfo {
+/** A cache's public description; `baseUrl` is the server's URL as the client should use it. */
+export function cacheInfo(baseUrl: string, cache: CacheRecord, publicKeys: readonly string[]): CacheInfo {
   return {
     name: cache.name,
     public: cache.isPublic,
     priority: cache.priority,
     storeDir: cache.storeDir,
-    url: `${baseUrlOf(request)}/${cache.name}`,
+    url: `${baseUrl}/${cache.name}`,
     publicKeys: [...publicKeys],
     upstreamKeys: [...cache.upstreamKeys],
   };

@@ -55,8 +55,8 @@ export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext
         signal: abort.signal,
       });
       const body: PathUploadResult = { status: result.status, storePath: upload.storePath };
-      // An upload answered without reading its NAR (already present) must not leave the body half-read.
-      if (!request.raw.complete) reply.header('connection', 'close');
+      // An upload answered without reading its NAR (already present): the connection is closed shortly
+      // after the answer, once the client has had time to read it (src/http/linger.ts).
       return await reply.code(result.status === 'added' ? 201 : 200).send(body);
     } finally {
       request.raw.off('close', onClose);

@@ -1,0 +1,69 @@
+// An upload refused before its body was read (here: a token without push permission) must still get its
+// answer to the client. The server used to close such connections at once; with the body still arriving,
+// the kernel then resets the connection and throws away the answer, so clients saw `write EPIPE` instead
+// of the 403, and retried. A client that reads the answer only after a pause proves the answer survives.
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { LINGER_MS } from '../../src/http/linger.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+
+const HASH = 'ixv8bfvvgqxxldcmj2rlj4xjpgdh3ain';
+const MIB = 1 << 20;
+
+interface RawExchange {
+  /** Everything the server sent. */
+  readonly received: string;
+  /** Milliseconds from the first byte written until the connection closed. */
+  readonly openMs: number;
+}
+
+/**
+ * Sends a request with a `bodyBytes` body as fast as the connection takes it, reads nothing for
+ * `readAfterMs`, then reads until the server closes the connection (writes that fail are ignored).
+ */
+function rawUpload(port: number, head: string, bodyBytes: number, readAfterMs: number): Promise<RawExchange> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    const started = Date.now();
+    let received = '';
+    socket.pause();
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      resolve({ received, openMs: Date.now() - started });
+    });
+    socket.write(`${head}content-length: ${bodyBytes}\r\n\r\n`);
+    const chunk = Buffer.alloc(MIB, 0x61);
+    for (let sent = 0; sent < bodyBytes; sent += MIB) socket.write(chunk);
+    setTimeout(() => socket.resume(), readAfterMs);
+  });
+}
+
+describe('answers sent before the request body was read', () => {
+  let t: TestServer;
+  let pullOnly: string;
+  before(async () => {
+    t = await startTestServer();
+    pullOnly = await t.token(['main'], ['pull']);
+  });
+  after(async () => {
+    await t.stop();
+  });
+
+  for (const [what, path] of [
+    ['a one-request upload', `/api/v1/caches/main/paths/${HASH}`],
+    ['a NAR upload', `/main/nar/${'1'.repeat(52)}.nar`],
+  ] as const) {
+    it(`reach a client that reads them late (${what} with a pull-only token)`, async () => {
+      for (let i = 0; i < 2; i++) {
+        const head = `PUT ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${pullOnly}\r\n`;
+        const exchange = await rawUpload(t.server.port, head, 64 * MIB, 300);
+        assert.match(exchange.received, /^HTTP\/1\.1 403 /, `attempt ${i}: ${JSON.stringify(exchange)}`);
+        assert.match(exchange.received, /PERMISSION_DENIED/);
+        // The connection is not kept for long after the answer: a client that never stops sending is cut.
+        assert.ok(exchange.openMs < LINGER_MS + 5_000, `open for ${exchange.openMs} ms`);
+      }
+    });
+  }
+});
