@@ -51,13 +51,13 @@ describe('answers sent before the request body was read', () => {
     await t.stop();
   });
 
-  for (const [what, path] of [
-    ['a one-request upload', `/api/v1/caches/main/paths/${HASH}`],
-    ['a NAR upload', `/main/nar/${'1'.repeat(52)}.nar`],
+  for (const [what, path, type] of [
+    ['a one-request upload', `/api/v1/caches/main/paths/${HASH}`, 'application/vnd.niche.path-upload'],
+    ['a NAR upload', `/main/nar/${'1'.repeat(52)}.nar`, 'application/octet-stream'],
   ] as const) {
     it(`reach a client that reads them late (${what} with a pull-only token)`, async () => {
       for (let i = 0; i < 2; i++) {
-        const head = `PUT ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${pullOnly}\r\n`;
+        const head = `PUT ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${pullOnly}\r\ncontent-type: ${type}\r\n`;
         const exchange = await rawUpload(t.server.port, head, 64 * MIB, 300);
         assert.match(exchange.received, /^HTTP\/1\.1 403 /, `attempt ${i}: ${JSON.stringify(exchange)}`);
         assert.match(exchange.received, /PERMISSION_DENIED/);
