@@ -5,7 +5,7 @@
 // and retries something that will never succeed. So after an early answer only the sending side is
 // closed (FIN after the answer, so the connection is not reused with a body half-read), and the socket is
 // destroyed a little later, when the client has had time to read the answer; a client that read it stops
-// sending and closes first. Go's net/http (closeWriteAndWait) and nginx (lingering_close) do the same.
+// sending and closes first. Meanwhile the rest of the body is read and thrown away. Go's net/http (closeWriteAndWait) and nginx (lingering_close) do the same.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 /** How long a connection stays open after an answer sent before its request body was read. */
@@ -22,6 +22,10 @@ export function lingerAfterEarlyAnswer(
     if (request.complete) return;
     const socket = request.socket;
     socket.end();
+    // Read and discard what still arrives. A socket left paused (the body was never read) is, to libuv,
+    // an idle handle: it would neither see the client's FIN nor keep the process running until the
+    // timer below, whose unref lets the process exit, fires.
+    request.resume();
     const timer = setTimeout(() => {
       socket.destroy();
     }, lingerMs);

@@ -4,6 +4,7 @@
 // of the 403, and retried. A client that reads the answer only after a pause proves the answer survives.
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { LINGER_MS } from '../../src/http/linger.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -66,4 +67,48 @@ describe('answers sent before the request body was read', () => {
       }
     });
   }
+});
+
+describe('a connection kept after an early answer', () => {
+  let t: TestServer;
+  let push: string;
+  before(async () => {
+    t = await startTestServer();
+    push = await t.token(['main'], ['pull', 'push']);
+  });
+  after(async () => {
+    await t.stop();
+  });
+
+  it('closes as soon as the client does, and never stops the server from closing', async () => {
+    // An upload refused after part of its body was read (it is not xz). The client sends more, reads the
+    // answer, then closes its side. The server reads (and discards) what arrives, so it sees that close
+    // at once: a paused socket would sit until the linger timer, and, being idle to libuv, would not even
+    // keep the process alive until then.
+    const socket = connect(t.server.port, '127.0.0.1');
+    const path = `/main/nar/${'1'.repeat(52)}.nar.xz`;
+    socket.write(
+      `PUT ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${push}\r\n` +
+        `content-type: application/octet-stream\r\ncontent-length: ${64 * MIB}\r\n\r\n`,
+    );
+    socket.write(Buffer.alloc(MIB, 0x61));
+    let received = '';
+    await new Promise<void>((resolve) => {
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.toString('latin1');
+        if (received.includes('\r\n\r\n')) resolve();
+      });
+    });
+    assert.match(received, /^HTTP\/1\.1 400 /);
+    const ended = Date.now();
+    socket.end();
+    const server = t.server.http.server;
+    const connections = (): Promise<number> =>
+      new Promise((resolve, reject) => {
+        server.getConnections((error, count) => (error ? reject(error) : resolve(count)));
+      });
+    while ((await connections()) > 0 && Date.now() - ended < LINGER_MS * 2) await sleep(10);
+    const closedMs = Date.now() - ended;
+    assert.ok(closedMs < LINGER_MS / 2, `the server closed ${closedMs} ms after the client's FIN`);
+  });
 });
