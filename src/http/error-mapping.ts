@@ -1,5 +1,7 @@
-// The one place that turns errors into HTTP responses. Every NicheError kind has exactly one status; any
-// other error is a 500 whose details go to the log, not to the client.
+// The one place that turns errors into HTTP responses. Every NicheError kind has exactly one status. A 500
+// (a bug, or a backend failing: a full disk, a database gone) tells the client only its code and a request
+// id: the details (file paths, backend messages) go to the log under that id, never to the client.
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { NicheError, RangeNotSatisfiableError, type ErrorKind } from '../errors.js';
@@ -53,13 +55,21 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
   let status: number;
   let code: string;
   let message: string;
+  const headers: Record<string, string> = { 'cache-control': 'no-store' };
   const clientError = fastifyClientError(error);
   if (error instanceof NicheError) {
     status = statusOf(error);
     code = error.code;
     message = error.message;
-    if (status >= 500) log.error({ err: error, method, url }, 'request failed');
-    else log.debug({ code, message }, 'request refused');
+    if (status >= 500) {
+      const requestId = randomUUID();
+      headers['x-request-id'] = requestId;
+      log.error({ err: error, method, url: logUrl(url), requestId }, 'request failed');
+      // 503s are written for clients ("shutting down", "try again"); a 500's message is not.
+      if (status === 500) message = internalMessage(requestId);
+    } else {
+      log.debug({ code, message }, 'request refused');
+    }
   } else if (clientError !== undefined) {
     status = clientError.statusCode ?? 400;
     code = status === 413 ? 'BODY_TOO_LARGE' : 'BAD_REQUEST';
@@ -67,13 +77,23 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
   } else {
     status = 500;
     code = 'INTERNAL';
-    message = 'internal server error';
-    log.error({ err: error, method, url }, 'unexpected error');
+    const requestId = randomUUID();
+    headers['x-request-id'] = requestId;
+    message = internalMessage(requestId);
+    log.error({ err: error, method, url: logUrl(url), requestId }, 'unexpected error');
   }
-  const headers: Record<string, string> = { 'cache-control': 'no-store' };
   if (status === 401) headers['www-authenticate'] = wwwAuthenticate(url);
   if (error instanceof RangeNotSatisfiableError) headers['content-range'] = `bytes */${error.size}`;
   return { status, headers, ...errorBody(url, code, message) };
+}
+
+function internalMessage(requestId: string): string {
+  return `internal server error; the server's log has the details under request id ${requestId}`;
+}
+
+/** URLs are logged bounded: one hostile request must not write megabytes of log. */
+function logUrl(url: string): string {
+  return url.length > 512 ? `${url.slice(0, 512)}…` : url;
 }
 
 /**
@@ -153,5 +173,5 @@ function sendRaw(
 /** An error after the status line went out: a client that went away is routine, anything else is not. */
 function logMidStream(error: unknown, method: string, url: string, log: Logger): void {
   if ((error as { code?: unknown } | undefined)?.code === 'ERR_STREAM_PREMATURE_CLOSE') return;
-  log.error({ err: error, method, url }, 'response aborted mid-stream');
+  log.error({ err: error, method, url: logUrl(url) }, 'response aborted mid-stream');
 }

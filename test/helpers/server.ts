@@ -2,6 +2,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import { startServer, type RunningServer } from '../../src/app/server.js';
 import { generateToken, hashToken } from '../../src/cache/tokens.js';
 import { loadServeConfig, type ServeFlags } from '../../src/config.js';
@@ -17,7 +18,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  options: { maxNarSize?: string; dataDir?: string; flags?: ServeFlags } = {},
+  options: { maxNarSize?: string; dataDir?: string; flags?: ServeFlags; logger?: Logger } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'niche-test-')));
   const config = loadServeConfig(
@@ -30,7 +31,7 @@ export async function startTestServer(
     },
     {},
   );
-  const server = await startServer(config);
+  const server = await startServer(config, options.logger === undefined ? {} : { logger: options.logger });
   return {
     server,
     url: server.url,

@@ -29,6 +29,7 @@ import { encodeNix32 } from '../../src/nix/nix32.js';
 import { SecretKey, countValidSignatures, type PublicKey } from '../../src/nix/signing.js';
 import { StorePath } from '../../src/nix/store-path.js';
 import { waitFor } from '../helpers/wait.js';
+import { LogSink } from '../helpers/log-sink.js';
 import { makeRichTree } from '../unit/nix/fixtures.js';
 
 const SCHEMA = `
@@ -181,18 +182,6 @@ function rawRequest(url: string, headers: Record<string, string> = {}, method = 
     req.on('error', reject);
     req.end();
   });
-}
-
-/** Collects the server's JSON log lines. */
-class LogSink extends Writable {
-  readonly lines: string[] = [];
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
-    this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-    callback();
-  }
-  matching(pattern: RegExp): string[] {
-    return this.lines.filter((line) => pattern.test(line));
-  }
 }
 
 function zstdDecompress(data: Buffer): Promise<Buffer> {
