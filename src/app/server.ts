@@ -13,6 +13,7 @@ import { buildHttpServer } from '../http/server.js';
 import { checkMountPath } from '../localstore/local-store-config.js';
 import { LocalStore } from '../localstore/local-store.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
+import { LogDestination } from '../util/log-destination.js';
 import { openStores, type Stores } from './data-dir.js';
 
 export interface RunningServer {
@@ -30,6 +31,9 @@ export interface RunningServer {
   /** Stops accepting connections, finishes in-flight requests, closes the stores. */
   close(): Promise<void>;
 }
+
+/** How long closing waits for log lines still queued (a stuck or full log must not hold up an exit). */
+const LOG_FLUSH_MS = 2_000;
 
 export interface StartOptions {
   readonly logger?: Logger;
@@ -51,7 +55,10 @@ function listenError(address: ListenAddress, error: unknown): ConfigError {
 }
 
 export async function startServer(config: ServeConfig, options: StartOptions = {}): Promise<RunningServer> {
-  const logger = options.logger ?? pino({ level: config.logLevel });
+  // Without a logger of the caller's, log to stdout through a destination that never blocks or fails
+  // serving (src/util/log-destination.ts); what it still holds at close gets a moment to be written.
+  const destination = options.logger === undefined ? new LogDestination(1) : undefined;
+  const logger = options.logger ?? pino({ level: config.logLevel }, destination);
   const stores = await openStores(config);
   const servers: FastifyInstance[] = [];
   let localStore: LocalStore | undefined;
@@ -61,6 +68,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     localStore?.close();
     await stores.db.close();
     await stores.blobs.close();
+    await destination?.flush(LOG_FLUSH_MS);
   };
   try {
     const bootstrapped = await bootstrap(stores.db, config);

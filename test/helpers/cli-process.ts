@@ -23,13 +23,20 @@ interface SpawnOptions {
   readonly nodeArgs?: readonly string[] | undefined;
   /** Open an IPC channel to the child (`child.send`, `process.send` there). */
   readonly ipc?: boolean | undefined;
+  /** A descriptor the child writes its stdout and stderr to, instead of pipes to this process. */
+  readonly output?: number | undefined;
 }
 
 function spawnCli(args: readonly string[], options: SpawnOptions = {}): ChildProcess {
   return spawn(process.execPath, ['--import', 'tsx', ...(options.nodeArgs ?? []), CLI_ENTRY, ...args], {
     cwd: REPO_ROOT,
     env: cliEnv(options.env),
-    stdio: options.ipc === true ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+    stdio: [
+      'ignore',
+      options.output ?? 'pipe',
+      options.output ?? 'pipe',
+      ...(options.ipc === true ? (['ipc'] as const) : []),
+    ],
   });
 }
 
@@ -139,6 +146,8 @@ export interface ServeOptions {
   readonly ipc?: boolean;
   /** Pass `--data dataDir` (default); false when the data directory comes from a config file. */
   readonly dataFlag?: boolean;
+  /** As for spawnCli: where stdout and stderr go instead of this process (stdout() and stderr() stay ''). */
+  readonly output?: number;
 }
 
 /** Starts `niche serve` as a child process; does not wait for it to listen (see `ready`). */
@@ -154,7 +163,7 @@ export async function spawnServe(options: ServeOptions): Promise<ServeProcess> {
       options.logLevel ?? 'warn',
       ...(options.args ?? []),
     ],
-    { env: options.env, nodeArgs: options.nodeArgs, ipc: options.ipc },
+    { env: options.env, nodeArgs: options.nodeArgs, ipc: options.ipc, output: options.output },
   );
   let out = '';
   let err = '';

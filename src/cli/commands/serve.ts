@@ -52,6 +52,10 @@ export function operatorOptions(
 }
 
 /** A listen URL on 0.0.0.0 or [::] names no host a client could use. */
+function ignore(): void {
+  // a failed write of the banner: nothing to do
+}
+
 function anyAddress(url: string): boolean {
   const host = new URL(url).hostname;
   return host === '0.0.0.0' || host === '[::]';
@@ -113,6 +117,9 @@ export function registerServe(
     )
     .action((options: ServeOptions) =>
       run(async () => {
+        // The banner and shutdown notes are for whoever watches; a full disk or a closed terminal behind
+        // them must not stop the server (an unhandled write error would end the process).
+        for (const stream of [io.stdout, io.stderr]) stream.on('error', ignore);
         const flags: ServeFlags = {
           config: options.config,
           data: options.data,

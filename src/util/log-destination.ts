@@ -1,0 +1,155 @@
+// Where the server's log lines go: a file descriptor (stdout), written without ever blocking or failing
+// the code that logs. A log is worth less than serving: when its disk is full, its pipe's reader is stuck
+// or gone, or the descriptor is broken, lines are dropped (and counted), never retried in a loop, never
+// waited for beyond a deadline. pino's default destination does the opposite on a full disk: its exit
+// hook retries the failed write forever, so the process could neither answer nor stop.
+//
+// Lines queue up to a byte bound and are written in batches by one asynchronous write at a time (on
+// libuv's thread pool, so a descriptor that blocks holds one pool thread, never the event loop). A failed
+// batch is dropped and writing pauses for a moment; the first write that succeeds afterwards says how
+// many lines were lost and why.
+import { write as fsWrite } from 'node:fs';
+
+export interface LogDestinationOptions {
+  /** Bytes of lines held while the descriptor is busy or failing; lines past it are dropped. */
+  readonly maxQueuedBytes?: number;
+  /** How long writing pauses after a failed write. */
+  readonly retryAfterMs?: number;
+}
+
+/** Largest single write. */
+const MAX_BATCH_BYTES = 64 * 1024;
+/** EAGAIN (a non-blocking pipe is full) is not a failure: the batch is written again after this long. */
+const BUSY_RETRY_MS = 10;
+
+export class LogDestination {
+  readonly #fd: number;
+  readonly #maxQueuedBytes: number;
+  readonly #retryAfterMs: number;
+  #queue: string[] = [];
+  #queuedBytes = 0;
+  /** The batch being written (what is left of it after partial writes). */
+  #batch: Buffer | undefined;
+  #batchLines = 0;
+  /** Drops the batch reports (in its first line): counted again if the batch is lost too. */
+  #batchReported = 0;
+  #writing = false;
+  #paused: NodeJS.Timeout | undefined;
+  #dropped = 0;
+  #droppedTotal = 0;
+  #lastError: string | undefined;
+  #idle: (() => void)[] = [];
+
+  constructor(fd: number, options: LogDestinationOptions = {}) {
+    this.#fd = fd;
+    this.#maxQueuedBytes = options.maxQueuedBytes ?? 4 * 1024 * 1024;
+    this.#retryAfterMs = options.retryAfterMs ?? 1_000;
+  }
+
+  /** Lines dropped since the start. */
+  get dropped(): number {
+    return this.#droppedTotal;
+  }
+
+  /** Queues `line` (pino hands over one serialized line at a time). Never throws, never blocks. */
+  write(line: string): boolean {
+    if (this.#queuedBytes + line.length > this.#maxQueuedBytes) {
+      this.#drop(1, 'the log could not keep up');
+      return true;
+    }
+    this.#queue.push(line);
+    this.#queuedBytes += line.length;
+    this.#next();
+    return true;
+  }
+
+  /** Resolves once every queued line was written or dropped, or after `timeoutMs`, whichever is first. */
+  flush(timeoutMs: number): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.#idle = this.#idle.filter((waiter) => waiter !== done);
+        resolve();
+      }, timeoutMs);
+      // Referenced: whoever flushes waits for it (a write paused after a failure does not hold the loop).
+      this.#idle.push(done);
+    });
+  }
+
+  #isIdle(): boolean {
+    return !this.#writing && this.#batch === undefined && this.#queue.length === 0;
+  }
+
+  #drop(lines: number, reason: string): void {
+    this.#dropped += lines;
+    this.#droppedTotal += lines;
+    this.#lastError = reason;
+  }
+
+  #next(): void {
+    if (this.#writing || this.#paused !== undefined) return;
+    if (this.#batch === undefined) {
+      if (this.#queue.length === 0) {
+        const waiters = this.#idle;
+        this.#idle = [];
+        for (const waiter of waiters) waiter();
+        return;
+      }
+      this.#batch = this.#takeBatch();
+    }
+    const batch = this.#batch;
+    this.#writing = true;
+    fsWrite(this.#fd, batch, 0, batch.length, null, (error, written) => {
+      this.#writing = false;
+      if (error === null) {
+        this.#batch = written < batch.length ? batch.subarray(written) : undefined;
+        this.#next();
+      } else if (error.code === 'EAGAIN') {
+        this.#pause(BUSY_RETRY_MS);
+      } else {
+        // The batch is lost (a full disk, a reader gone, a bad descriptor); later lines may fare better.
+        const reported = this.#batchReported;
+        this.#drop(this.#batchLines - (reported > 0 ? 1 : 0), error.code ?? error.message);
+        this.#dropped += reported;
+        this.#batch = undefined;
+        this.#pause(this.#retryAfterMs);
+      }
+    });
+  }
+
+  #pause(ms: number): void {
+    this.#paused = setTimeout(() => {
+      this.#paused = undefined;
+      this.#next();
+    }, ms);
+    // A log waiting to be written does not keep the process alive; flush() bounds the wait at exit.
+    this.#paused.unref();
+    // Nothing waits for the idle state while paused on a failure: flush() times out instead.
+  }
+
+  #takeBatch(): Buffer {
+    const lines: string[] = [];
+    let bytes = 0;
+    this.#batchReported = this.#dropped;
+    if (this.#dropped > 0) {
+      lines.push(
+        `${JSON.stringify({ level: 40, time: Date.now(), msg: `${this.#dropped} log lines were dropped (${this.#lastError ?? 'unknown'})` })}\n`,
+      );
+      this.#dropped = 0;
+    }
+    while (this.#queue.length > 0) {
+      const line = this.#queue[0] ?? '';
+      if (lines.length > 0 && bytes + line.length > MAX_BATCH_BYTES) break;
+      this.#queue.shift();
+      this.#queuedBytes -= line.length;
+      lines.push(line);
+      bytes += line.length;
+    }
+    this.#batchLines = lines.length;
+    return Buffer.from(lines.join(''));
+  }
+}
