@@ -4,6 +4,7 @@
 // what they accept with the cache's keys.
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type {
   CacheNar,
@@ -467,7 +468,7 @@ export class CacheService {
         );
       }
     });
-    const present = await this.db.findPresentBaseNames(cache.id, [...new Set(baseNames)]);
+    const present = await this.#presentBaseNames(cache.id, [...new Set(baseNames)]);
     return paths.filter((_path, index) => !present.has(baseNames[index] ?? ''));
   }
 
@@ -516,6 +517,22 @@ export class CacheService {
   }
 
   /**
+   * Which of `baseNames` the cache holds, asked in batches with a turn of the event loop between them: a
+   * narinfo may list tens of thousands of references, and one query for all of them (synchronous with
+   * SQLite) would hold up every other request for as long as it runs.
+   */
+  async #presentBaseNames(cacheId: number, baseNames: readonly string[]): Promise<Set<string>> {
+    if (baseNames.length <= PRESENCE_BATCH) return this.db.findPresentBaseNames(cacheId, baseNames);
+    const present = new Set<string>();
+    for (let start = 0; start < baseNames.length; start += PRESENCE_BATCH) {
+      if (start > 0) await yieldToEventLoop();
+      const batch = baseNames.slice(start, start + PRESENCE_BATCH);
+      for (const baseName of await this.db.findPresentBaseNames(cacheId, batch)) present.add(baseName);
+    }
+    return present;
+  }
+
+  /**
    * Every reference must name exactly (hash part and name) a path the cache holds, the path itself, or a
    * path vouched for by an upstream key. Nix looks each reference up by its full store path, so a
    * reference to `<hash>-othername` of a path held as `<hash>-name` would break every closure through it.
@@ -530,7 +547,7 @@ export class CacheService {
       reference.baseName !== self && !upstream.has(reference.baseName);
     const wanted = [...new Set(info.references.filter(outside).map((reference) => reference.baseName))];
     if (wanted.length === 0) return;
-    const present = await this.db.findPresentBaseNames(cache.id, wanted);
+    const present = await this.#presentBaseNames(cache.id, wanted);
     const absent = wanted.filter((baseName) => !present.has(baseName));
     if (absent.length > 0) {
       const names = absent
@@ -607,6 +624,9 @@ function parseClaim(upload: PathUploadClaim, storeDir: string): PathClaim {
 }
 
 const NO_UPSTREAM: ReadonlySet<string> = new Set();
+
+/** Base names per presence query (a few milliseconds of SQLite each). */
+const PRESENCE_BATCH = 1000;
 
 /**
  * The base names of the upstream references whose signed fields verify with one of the cache's upstream
