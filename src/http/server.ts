@@ -1,11 +1,12 @@
 // Builds the HTTP front end: a fastify instance with every route, raw request bodies (routes stream or
 // bound them themselves), and the one error handler. Listening and shutdown belong to the caller.
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { NotFoundError } from '../errors.js';
 import type { HttpContext } from './context.js';
 import { sendError } from './error-mapping.js';
+import { continueOnRead } from './expect-continue.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
 import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
@@ -47,10 +48,12 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     loggerInstance,
     // Narinfo and NAR reads go to the read path first (src/http/read-path.ts); fastify gets the rest.
     serverFactory: (handler) => {
-      const server = createServer((request, response) => {
+      const serve = (request: IncomingMessage, response: ServerResponse): void => {
         lingerAfterEarlyAnswer(request, response);
         if (!readPath(request, response)) handler(request, response);
-      });
+      };
+      const server = createServer(serve);
+      continueOnRead(server, serve);
       // The timeouts, set here since fastify only sets them on a server of its own. Uploads of many GB
       // may take long; a stalled client is cut off by the socket timeout instead.
       server.keepAliveTimeout = options.keepAliveTimeoutMs ?? 65_000;

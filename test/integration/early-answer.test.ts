@@ -3,7 +3,7 @@
 // the kernel then resets the connection and throws away the answer, so clients saw `write EPIPE` instead
 // of the 403, and retried. A client that reads the answer only after a pause proves the answer survives.
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { LINGER_MS } from '../../src/http/linger.js';
@@ -113,5 +113,69 @@ describe('a connection kept after an early answer', () => {
     while ((await connections()) > 0 && Date.now() - ended < LINGER_MS * 2) await sleep(10);
     const closedMs = Date.now() - ended;
     assert.ok(closedMs < LINGER_MS / 2, `the server closed ${closedMs} ms after the client's FIN`);
+  });
+});
+
+describe('uploads that expect 100-continue', () => {
+  let t: TestServer;
+  let push: string;
+  let pullOnly: string;
+  before(async () => {
+    t = await startTestServer({ maxNarSize: '1M' });
+    push = await t.token(['main'], ['pull', 'push']);
+    pullOnly = await t.token(['main'], ['pull']);
+  });
+  after(async () => {
+    await t.stop();
+  });
+
+  /** Sends only the head of a PUT with `Expect: 100-continue`; resolves with what came back first. */
+  function expectContinue(
+    path: string,
+    token: string,
+    bytes: number,
+  ): Promise<{ first: string; socket: Socket }> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(t.server.port, '127.0.0.1');
+      socket.on('error', reject);
+      socket.once('data', (chunk: Buffer) => {
+        resolve({ first: chunk.toString('latin1'), socket });
+      });
+      socket.write(
+        `PUT ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\n` +
+          `content-type: application/octet-stream\r\ncontent-length: ${bytes}\r\nexpect: 100-continue\r\n\r\n`,
+      );
+    });
+  }
+
+  for (const [what, token, size, status] of [
+    ['without push permission', 'pull', 1000, 403],
+    ['over the size limit', 'push', 64 * MIB, 413],
+  ] as const) {
+    it(`are refused ${what} before the client sends the body`, async () => {
+      const path = `/main/nar/${'1'.repeat(52)}.nar`;
+      const { first, socket } = await expectContinue(path, token === 'pull' ? pullOnly : push, size);
+      socket.destroy();
+      assert.match(first, new RegExp(`^HTTP/1\\.1 ${status} `), first);
+    });
+  }
+
+  it('are told to continue once the body is wanted', async () => {
+    const path = `/main/nar/${'1'.repeat(52)}.nar`;
+    const { first, socket } = await expectContinue(path, push, 1000);
+    assert.match(first, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    let rest = '';
+    const answered = new Promise<void>((resolve) => {
+      socket.on('data', (chunk: Buffer) => {
+        rest += chunk.toString('latin1');
+        if (rest.includes('NAR_INVALID')) resolve();
+      });
+    });
+    socket.write(Buffer.alloc(1000));
+    await answered;
+    socket.destroy();
+    // Not a NAR: refused, but only after reading it.
+    assert.match(rest, /^HTTP\/1\.1 400 /);
+    assert.match(rest, /NAR_INVALID/);
   });
 });
