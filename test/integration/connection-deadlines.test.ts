@@ -15,6 +15,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { UPLOAD_CONTENT_TYPE } from '../../src/api/v1.js';
 import { FS_BLOB_TMP_DIR } from '../../src/storage/fs/fs-blob-store.js';
 import { fakeBaseName, fixture, narInfoText, type NarFixture } from '../helpers/nar-fixtures.js';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
@@ -208,23 +209,41 @@ describe('connection progress deadlines', () => {
     client.destroy();
   });
 
-  it('cuts an upload that stops, and removes its temp file', async () => {
-    const upload = await fixture(randomBytes(96 * KiB), 'none');
-    const connection = await open();
-    connection.client.write(putHead(`/main/nar/${upload.fileName}`, upload.file.length));
-    connection.client.write(upload.file.subarray(0, 10));
-    await waitFor(async () => (await tempFiles()) > 0, { what: 'the temp file of the upload' });
-    const closed = await serverClosed(connection, IDLE_MS + SLACK_MS);
-    assert.ok(closed !== undefined, 'the stalled upload is still open');
-    await waitFor(async () => (await tempFiles()) === 0, { what: 'the temp file to go', timeoutMs: 2000 });
-    await nothingStored();
-    const head = await fetch(`${t.url}/main/nar/${upload.fileName}`, {
-      method: 'HEAD',
-      headers: { authorization },
+  for (const api of [false, true]) {
+    it(`cuts an upload that stops, and removes its temp file (${api ? 'JSON API' : 'NAR PUT'})`, async () => {
+      const upload = await fixture(randomBytes(96 * KiB), 'none');
+      const base = fakeBaseName(api ? 'stalled-api' : 'stalled');
+      const meta = {
+        storePath: `/nix/store/${base}`,
+        narHash: `sha256:${upload.narHash}`,
+        narSize: upload.nar.length,
+        references: [],
+        compression: 'none',
+      };
+      const prefix = api ? Buffer.from(`${JSON.stringify(meta)}\n`) : Buffer.alloc(0);
+      const body = Buffer.concat([prefix, upload.file]);
+      const head = api
+        ? putHead(`/api/v1/caches/main/paths/${base.slice(0, 32)}`, body.length).replace(
+            'application/octet-stream',
+            UPLOAD_CONTENT_TYPE,
+          )
+        : putHead(`/main/nar/${upload.fileName}`, body.length);
+      const connection = await open();
+      connection.client.write(head);
+      connection.client.write(body.subarray(0, prefix.length + 10));
+      await waitFor(async () => (await tempFiles()) > 0, { what: 'the temp file of the upload' });
+      const closed = await serverClosed(connection, IDLE_MS + SLACK_MS);
+      assert.ok(closed !== undefined, 'the stalled upload is still open');
+      await waitFor(async () => (await tempFiles()) === 0, { what: 'the temp file to go', timeoutMs: 2000 });
+      await nothingStored();
+      const found = await fetch(`${t.url}/main/nar/${upload.fileName}`, {
+        method: 'HEAD',
+        headers: { authorization },
+      });
+      assert.equal(found.status, 404);
+      connection.client.destroy();
     });
-    assert.equal(head.status, 404);
-    connection.client.destroy();
-  });
+  }
 
   it('cuts an upload that trickles, and removes its temp file', async () => {
     // A byte every 50 ms: never idle for long, but 20 bytes per second is far below the minimum.
