@@ -105,7 +105,10 @@ describe('a connection kept after an early answer', () => {
     const server = t.server.http.server;
     const connections = (): Promise<number> =>
       new Promise((resolve, reject) => {
-        server.getConnections((error, count) => (error ? reject(error) : resolve(count)));
+        server.getConnections((error, count) => {
+          if (error) reject(error);
+          else resolve(count);
+        });
       });
     while ((await connections()) > 0 && Date.now() - ended < LINGER_MS * 2) await sleep(10);
     const closedMs = Date.now() - ended;
