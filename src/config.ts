@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { camelToKebab, markers, SettingNames } from './config-names.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_LIMITS } from './cache/cache-service.js';
+import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_TRANSFER_RATE } from './http/deadlines.js';
 import { parsePublicUrl, parseTrustedProxy } from './http/public-url.js';
 import { localStoreSchema, type LocalStoreConfig } from './localstore/local-store-config.js';
 
@@ -64,6 +65,13 @@ export interface ServeConfig {
   readonly publicUrl: string | undefined;
   /** Addresses and networks whose X-Forwarded-Proto/Host/Prefix headers are believed. */
   readonly trustedProxies: readonly string[];
+  /** Progress deadlines of connections (src/http/deadlines.ts). */
+  readonly connections: {
+    /** No bytes moved for this long while waiting on the client: the connection is cut. */
+    readonly idleTimeoutMs: number;
+    /** Bytes per second a transfer must average over `idleTimeoutMs`; 0: no minimum. */
+    readonly minTransferRate: number;
+  };
 }
 
 export const DEFAULT_DATA_DIR = './niche-data';
@@ -79,6 +87,8 @@ export interface ServeFlags {
   readonly maxNarSize?: string | undefined;
   readonly publicUrl?: string | undefined;
   readonly trustedProxies?: readonly string[] | undefined;
+  readonly idleTimeout?: string | undefined;
+  readonly minTransferRate?: string | undefined;
   // The local store (src/localstore/local-store-config.ts).
   readonly localStore?: boolean | undefined;
   readonly localStoreRoot?: boolean | undefined;
@@ -108,6 +118,20 @@ export function parseSize(text: string): number {
   return Number(match[1]) * factor;
 }
 
+/** Durations like `60s`, `5m`, `500ms`, `1h`; a bare number is seconds. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(text.trim());
+  if (match === null) throw new Error(`expected a duration such as 60s or 5m, got ${JSON.stringify(text)}`);
+  const unit = (match[2] ?? 's').toLowerCase();
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit] ?? 1000;
+  return Math.round(Number(match[1]) * factor);
+}
+
+/** Rates like `1K`, `1K/s`, `100KiB/s`, `0` (bytes per second). */
+export function parseRate(text: string): number {
+  return parseSize(text.trim().replace(/\/s$/i, ''));
+}
+
 function parsing<T>(parse: (text: string) => T) {
   return (text: string, ctx: z.RefinementCtx): T => {
     try {
@@ -123,6 +147,30 @@ const size = z.union([z.number(), z.string()]).transform((value, ctx) => {
   if (typeof value === 'string') return parsing(parseSize)(value, ctx);
   if (Number.isSafeInteger(value) && value >= 0) return value;
   ctx.addIssue({ code: 'custom', message: `expected a size such as 512M or 64G, got ${value}` });
+  return z.NEVER;
+});
+const MAX_IDLE_TIMEOUT_MS = 24 * 3_600_000;
+const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  let ms: number;
+  try {
+    ms = typeof value === 'string' ? parseDuration(value) : Math.round(value * 1000);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: (error as Error).message });
+    return z.NEVER;
+  }
+  if (!Number.isFinite(ms) || ms < 1 || ms > MAX_IDLE_TIMEOUT_MS) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a duration from 1ms to 24h, got ${JSON.stringify(value)}`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+const rate = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'string') return parsing(parseRate)(value, ctx);
+  if (Number.isSafeInteger(value) && value >= 0) return value;
+  ctx.addIssue({ code: 'custom', message: `expected a rate such as 1K/s, got ${value}` });
   return z.NEVER;
 });
 const booleanish = z.union([z.boolean(), z.string()]).transform((value, ctx) => {
@@ -172,6 +220,8 @@ const rawSchema = z.strictObject({
   localStore: localStoreSchema,
   publicUrl: z.string().transform(parsing(parsePublicUrl)).optional(),
   trustedProxies: z.array(z.string().transform(parsing(parseTrustedProxy))).optional(),
+  idleTimeout: duration.optional(),
+  minTransferRate: rate.optional(),
 });
 
 type Raw = z.input<typeof rawSchema>;
@@ -226,6 +276,8 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     signingKeyFile: env.NICHE_SIGNING_KEY_FILE,
     publicUrl: env.NICHE_PUBLIC_URL,
     trustedProxies: list(env.NICHE_TRUSTED_PROXIES),
+    idleTimeout: env.NICHE_IDLE_TIMEOUT,
+    minTransferRate: env.NICHE_MIN_TRANSFER_RATE,
     limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE }),
     storage: defined({
       type: env.NICHE_STORAGE,
@@ -261,6 +313,8 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     signingKeyFile: flags.signingKeyFile,
     publicUrl: flags.publicUrl,
     trustedProxies: flags.trustedProxies,
+    idleTimeout: flags.idleTimeout,
+    minTransferRate: flags.minTransferRate,
     limits: defined({ maxNarSize: flags.maxNarSize }),
     localStore: defined({
       enabled: flags.localStore,
@@ -361,6 +415,10 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
     localStore: value.localStore,
     publicUrl: value.publicUrl,
     trustedProxies: Object.freeze([...(value.trustedProxies ?? [])]),
+    connections: Object.freeze({
+      idleTimeoutMs: value.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
+      minTransferRate: value.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE,
+    }),
   });
 }
 

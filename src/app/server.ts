@@ -37,6 +37,8 @@ const LOG_FLUSH_MS = 2_000;
 
 export interface StartOptions {
   readonly logger?: Logger;
+  /** How long keep-alive connections may idle (default 65 s); for tests. */
+  readonly keepAliveTimeoutMs?: number;
 }
 
 function listenError(address: ListenAddress, error: unknown): ConfigError {
@@ -102,7 +104,13 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     for (const address of config.listen) {
       const http = buildHttpServer(
         { service, admin, authenticator, baseUrl },
-        { logger, localStore: localStoreMount },
+        {
+          logger,
+          localStore: localStoreMount,
+          keepAliveTimeoutMs: options.keepAliveTimeoutMs,
+          idleTimeoutMs: config.connections.idleTimeoutMs,
+          minTransferRate: config.connections.minTransferRate,
+        },
       );
       servers.push(http);
       try {

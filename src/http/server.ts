@@ -6,6 +6,12 @@ import type { Logger } from 'pino';
 import { NotFoundError } from '../errors.js';
 import type { HttpContext } from './context.js';
 import { sendError } from './error-mapping.js';
+import {
+  checkIntervalMs,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MIN_TRANSFER_RATE,
+  watchConnections,
+} from './deadlines.js';
 import { continueOnRead } from './expect-continue.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
 import { createReadPath } from './read-path.js';
@@ -25,7 +31,10 @@ import { chunkPool } from '../util/buffer-pool.js';
 export interface HttpServerOptions {
   readonly logger: Logger;
   /** How long keep-alive connections may idle. */
-  readonly keepAliveTimeoutMs?: number;
+  readonly keepAliveTimeoutMs?: number | undefined;
+  /** Progress deadlines (src/http/deadlines.ts); the request headers must arrive within `idleTimeoutMs`. */
+  readonly idleTimeoutMs?: number | undefined;
+  readonly minTransferRate?: number | undefined;
   /** Also serve the host's own Nix store (`niche serve --local-store`). */
   readonly localStore?: LocalStoreMount | undefined;
 }
@@ -37,6 +46,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
       ? localStoreRootRewrite(options.localStore.mountPath)
       : undefined;
   let closing = false;
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const readPath = createReadPath(context, {
     logger: loggerInstance,
     pool: chunkPool,
@@ -49,14 +59,32 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     // Narinfo and NAR reads go to the read path first (src/http/read-path.ts); fastify gets the rest.
     serverFactory: (handler) => {
       const serve = (request: IncomingMessage, response: ServerResponse): void => {
+        deadlines.noteRequest(request, response);
         lingerAfterEarlyAnswer(request, response);
         if (!readPath(request, response)) handler(request, response);
       };
-      const server = createServer(serve);
+      const server = createServer(
+        // Node checks headersTimeout on this interval (default 30 s).
+        { connectionsCheckingInterval: Math.min(30_000, checkIntervalMs(idleTimeoutMs)) },
+        serve,
+      );
       continueOnRead(server, serve);
       // The timeouts, set here since fastify only sets them on a server of its own. Uploads of many GB
-      // may take long; a stalled client is cut off by the socket timeout instead.
+      // may take hours, so no request has a deadline as a whole (requestTimeout and the socket timeout
+      // off); a client that stalls or trickles is cut by the progress deadlines instead, one whose headers
+      // do not arrive by headersTimeout, and an idle keep-alive connection by keepAliveTimeout.
+      const deadlines = watchConnections(server, {
+        idleTimeoutMs,
+        minBytesPerSecond: options.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE,
+        onCut: (reason, socket) => {
+          loggerInstance.info(
+            { reason, remoteAddress: socket.remoteAddress, idleTimeoutMs },
+            reason === 'idle' ? 'connection cut: no progress' : 'connection cut: transfer too slow',
+          );
+        },
+      });
       server.keepAliveTimeout = options.keepAliveTimeoutMs ?? 65_000;
+      server.headersTimeout = idleTimeoutMs;
       server.requestTimeout = 0;
       server.setTimeout(0);
       return server;

@@ -6,11 +6,8 @@
 // event loop and frees a context only when it is garbage-collected); unbzip2-stream decodes on the event
 // loop without back-pressure; xz-decompress (WASM) lets one stream in the process decode at a time (a
 // global lock), on the event loop, at half of liblzma's speed.
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon } from './native-addon.js';
 import { DecodeError, type DecoderCodec, type StepResult } from './pull-decoder.js';
 
 export type DecoderKind = 'xz' | 'zstd' | 'bzip2';
@@ -51,23 +48,7 @@ interface NativeModule {
   readonly Decoder: new (kind: DecoderKind, memoryLimit: number) => NativeDecoder;
 }
 
-const native = loadNative();
-
-function loadNative(): NativeModule {
-  // native/ sits beside src/ and dist/ (and above a build elsewhere in the tree, such as the bench's).
-  const addon = join('native', 'build', 'Release', 'niche_decoders.node');
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, addon)) && dirname(dir) !== dir) dir = dirname(dir);
-  try {
-    return createRequire(import.meta.url)(join(dir, addon)) as NativeModule;
-  } catch (error) {
-    throw new Error(
-      `niche's native decoders (${addon}) are not built: run \`npm ci\` (it needs a C compiler and ` +
-        `Debian's liblzma-dev, libzstd-dev and libbz2-dev): ${error instanceof Error ? error.message : String(error)}`,
-      { cause: error },
-    );
-  }
-}
+const native = loadAddon('niche_decoders', 'native decoders') as NativeModule;
 
 const DECODE_ERROR_CODES = new Set<string>(['TRUNCATED', 'CORRUPT', 'FORMAT', 'OPTIONS', 'MEMLIMIT']);
 

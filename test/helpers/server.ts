@@ -2,8 +2,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Logger } from 'pino';
-import { startServer, type RunningServer } from '../../src/app/server.js';
+import { startServer, type RunningServer, type StartOptions } from '../../src/app/server.js';
 import { generateToken, hashToken } from '../../src/cache/tokens.js';
 import { loadServeConfig, type ServeFlags } from '../../src/config.js';
 import type { Permission } from '../../src/db/metadata-store.js';
@@ -18,7 +17,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(
-  options: { maxNarSize?: string; dataDir?: string; flags?: ServeFlags; logger?: Logger } = {},
+  options: { maxNarSize?: string; dataDir?: string; flags?: ServeFlags; start?: StartOptions } = {},
 ): Promise<TestServer> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'niche-test-')));
   const config = loadServeConfig(
@@ -31,7 +30,7 @@ export async function startTestServer(
     },
     {},
   );
-  const server = await startServer(config, options.logger === undefined ? {} : { logger: options.logger });
+  const server = await startServer(config, options.start);
   return {
     server,
     url: server.url,

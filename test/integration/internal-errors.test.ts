@@ -17,7 +17,7 @@ describe('a failing backend', () => {
   let t: TestServer;
   let push: string;
   before(async () => {
-    t = await startTestServer({ logger: pino({ level: 'info' }, logs) });
+    t = await startTestServer({ start: { logger: pino({ level: 'info' }, logs) } });
     push = await t.token(['main'], ['pull', 'push']);
     // The store's temp directory becomes a file: creating a temp file fails with ENOTDIR, a message that
     // names the path, as ENOSPC does.

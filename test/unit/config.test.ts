@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadServeConfig, parseListen, parseSize } from '../../src/config.js';
+import { loadServeConfig, parseDuration, parseListen, parseRate, parseSize } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 let dir: string;
@@ -254,7 +254,49 @@ maxConnections = 5
       );
   });
 
+  it('reads idle-timeout and min-transfer-rate from the file, the environment and flags', async () => {
+    assert.deepEqual(loadServeConfig({}, {}).connections, { idleTimeoutMs: 60_000, minTransferRate: 1024 });
+    const file = await configFile('idle-timeout = "2m"\nmin-transfer-rate = "4K/s"\n');
+    assert.deepEqual(loadServeConfig({ config: file }, {}).connections, {
+      idleTimeoutMs: 120_000,
+      minTransferRate: 4096,
+    });
+    const seconds = await configFile('idle-timeout = 30\nmin-transfer-rate = 0\n');
+    assert.deepEqual(loadServeConfig({ config: seconds }, {}).connections, {
+      idleTimeoutMs: 30_000,
+      minTransferRate: 0,
+    });
+    assert.deepEqual(
+      loadServeConfig(
+        { config: file, idleTimeout: '500ms' },
+        { NICHE_IDLE_TIMEOUT: '10s', NICHE_MIN_TRANSFER_RATE: '100' },
+      ).connections,
+      { idleTimeoutMs: 500, minTransferRate: 100 },
+    );
+    const message = problemsOf(() =>
+      loadServeConfig({ idleTimeout: 'soon', minTransferRate: 'fast' }, { NICHE_IDLE_TIMEOUT: '1' }),
+    );
+    assert.match(message, /^ {2}--idle-timeout: expected a duration such as 60s or 5m, got "soon"$/m);
+    assert.match(message, /^ {2}--min-transfer-rate: expected a size such as 512M or 64G, got "fast"$/m);
+    assert.match(
+      problemsOf(() => loadServeConfig({}, { NICHE_IDLE_TIMEOUT: '0' })),
+      /NICHE_IDLE_TIMEOUT: expected a duration from 1ms to 24h/,
+    );
+    assert.match(
+      problemsOf(() => loadServeConfig({}, { NICHE_IDLE_TIMEOUT: '2d' })),
+      /NICHE_IDLE_TIMEOUT: expected a duration such as/,
+    );
+  });
+
   it('parses listen addresses and sizes', () => {
+    assert.equal(parseDuration('90'), 90_000);
+    assert.equal(parseDuration('1.5s'), 1500);
+    assert.equal(parseDuration('250ms'), 250);
+    assert.equal(parseDuration('5m'), 300_000);
+    assert.equal(parseDuration('1h'), 3_600_000);
+    assert.equal(parseRate('1K/s'), 1024);
+    assert.equal(parseRate('100KiB/s'), 100 * 1024);
+    assert.equal(parseRate('0'), 0);
     assert.deepEqual(parseListen('0.0.0.0:80'), { host: '0.0.0.0', port: 80 });
     assert.deepEqual(parseListen(':5000'), { host: '127.0.0.1', port: 5000 });
     assert.throws(() => parseListen('host:99999'));

@@ -13,6 +13,8 @@ interface ServeOptions {
   readonly maxNarSize?: string;
   readonly publicUrl?: string;
   readonly trustedProxy?: string[];
+  readonly idleTimeout?: string;
+  readonly minTransferRate?: string;
   readonly localStore?: boolean;
   readonly localStoreRoot?: boolean;
   readonly localStorePath?: string;
@@ -94,6 +96,14 @@ export function registerServe(
       'believe X-Forwarded-Proto/Host/Prefix from this address or network, e.g. 127.0.0.1 or 10.0.0.0/8; repeatable (env NICHE_TRUSTED_PROXIES, comma-separated)',
       collect,
     )
+    .option(
+      '--idle-timeout <duration>',
+      'cut a connection that moves no bytes for this long while the server waits on the client, e.g. 60s or 5m; also the time allowed for request headers (env NICHE_IDLE_TIMEOUT, default 60s)',
+    )
+    .option(
+      '--min-transfer-rate <rate>',
+      'cut an upload or download moving fewer bytes per second than this, averaged over the idle timeout, e.g. 1K; 0 for no minimum (env NICHE_MIN_TRANSFER_RATE, default 1K)',
+    )
     // The host's own Nix store (src/localstore), like nix-serve or harmonia.
     .option('--local-store', "also serve this host's Nix store, read-only (env NICHE_LOCAL_STORE=1)")
     .option(
@@ -129,6 +139,8 @@ export function registerServe(
           maxNarSize: options.maxNarSize,
           publicUrl: options.publicUrl,
           trustedProxies: options.trustedProxy,
+          idleTimeout: options.idleTimeout,
+          minTransferRate: options.minTransferRate,
           localStore: options.localStore,
           localStoreRoot: options.localStoreRoot,
           localStorePath: options.localStorePath,
