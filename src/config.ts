@@ -54,6 +54,7 @@ export interface ServeConfig {
     readonly maxNarFileSize: number;
     readonly maxNarSize: number;
     readonly maxNarInfoSize: number;
+    readonly maxListingSize: number;
   };
   /** Serve the host's own Nix store too (`--local-store`); undefined when off. */
   readonly localStore: LocalStoreConfig | undefined;
@@ -357,6 +358,7 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
       maxNarFileSize: maxNarSize + Math.ceil(maxNarSize / 64) + 2 ** 20,
       maxNarSize,
       maxNarInfoSize: value.limits?.maxNarinfoSize ?? DEFAULT_LIMITS.maxNarInfoSize,
+      maxListingSize: DEFAULT_LIMITS.maxListingSize,
     }),
     localStore: value.localStore,
     publicUrl: value.publicUrl,

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'STORE_PATH_INVALID'
   | 'NAR_INVALID'
   | 'NARINFO_INVALID'
+  | 'LISTING_INVALID'
   | 'CACHE_INFO_INVALID'
   | 'KEY_INVALID'
   | 'SIGNATURE_INVALID'
@@ -38,6 +39,7 @@ export type ErrorCode =
   | 'PATH_CONFLICT'
   | 'PATH_REFERENCED'
   | 'UPLOAD_INCOMPLETE'
+  | 'LISTING_MISMATCH'
   | 'BODY_TOO_LARGE'
   // requests and auth
   | 'BAD_REQUEST'
@@ -59,6 +61,7 @@ export type ErrorCode =
   | 'KEY_FILE_INVALID'
   // backends
   | 'STORAGE_FAILURE'
+  | 'BUSY'
   | 'DATABASE_FAILURE'
   | 'SHUTTING_DOWN'
   | 'INTERNAL'
@@ -149,6 +152,13 @@ export class UnsupportedError extends NicheError {
 export class UnsupportedMediaTypeError extends NicheError {
   constructor(message: string) {
     super('unsupported', 'MEDIA_TYPE_UNSUPPORTED', message);
+  }
+}
+
+/** Too much of some costly work is already under way; the client should retry later (HTTP 503). */
+export class BusyError extends NicheError {
+  constructor(message: string) {
+    super('unavailable', 'BUSY', message);
   }
 }
 

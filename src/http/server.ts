@@ -16,6 +16,7 @@ import {
   registerLocalStoreRoutes,
   type LocalStoreMount,
 } from './routes/local-store.js';
+import { registerListingRoutes } from './routes/listing.js';
 import { registerNarRoutes } from './routes/nar.js';
 import { registerNarInfoRoutes } from './routes/narinfo.js';
 import { registerUnsupportedRoutes } from './routes/unsupported.js';
@@ -109,6 +110,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   registerCacheInfoRoutes(app, context);
   registerNarRoutes(app, context);
   registerNarInfoRoutes(app, context);
+  registerListingRoutes(app, context);
   registerUnsupportedRoutes(app, context);
   if (options.localStore !== undefined) registerLocalStoreRoutes(app, options.localStore);
   return app;

@@ -1,5 +1,5 @@
-// Uploads Nix can be asked to make that niche does not store: NAR listings (`write-nar-listing`), build
-// logs (`nix store copy-log`), realisations (`ca-derivations`) and debug-info links (`index-debug-info`).
+// Uploads Nix can be asked to make that niche does not store: build logs (`nix store copy-log`),
+// realisations (`ca-derivations`) and debug-info links (`index-debug-info`).
 // They are refused with 501 and a reason that tells the user which Nix option to drop, instead of a
 // confusing 404 or a silent discard. Reads of these files are simply 404 (Nix treats that as absent).
 import type { FastifyInstance } from 'fastify';
@@ -20,8 +20,4 @@ export function registerUnsupportedRoutes(app: FastifyInstance, context: HttpCon
       throw new UnsupportedError(`niche does not store ${what}`);
     });
   }
-}
-
-export function unsupportedListing(): UnsupportedError {
-  return new UnsupportedError('niche does not store NAR listings; drop write-nar-listing from the store URL');
 }
