@@ -1,7 +1,7 @@
 // The rows both SQL backends read (the schemas share column names) and their conversion to records. Only
 // how a list column arrives differs: JSON text in SQLite, an already-parsed JSONB value in PostgreSQL, so
 // the backend passes its decoder.
-import type { NarRecord, PathWithNar, SigningKeyRecord } from './metadata-store.js';
+import type { BuildLogRecord, NarRecord, PathWithNar, SigningKeyRecord } from './metadata-store.js';
 
 /** Decodes a stored list of strings, throwing DatabaseError if it is not one. */
 export type ListDecoder<L> = (value: L, what: string) => string[];
@@ -113,4 +113,26 @@ export function presentBaseNames(baseNames: readonly string[], storePaths: Itera
     if (wanted.has(baseName)) present.add(baseName);
   }
   return present;
+}
+
+export interface BuildLogRow {
+  drv: string;
+  blob_key: string;
+  compression: string;
+  size: number;
+  stored_size: number;
+  created_at: number;
+}
+
+export const BUILD_LOG_COLUMNS = 'drv, blob_key, compression, size, stored_size, created_at';
+
+export function toBuildLog(row: BuildLogRow): BuildLogRecord {
+  return {
+    drv: row.drv,
+    blobKey: row.blob_key,
+    compression: row.compression,
+    size: row.size,
+    storedSize: row.stored_size,
+    createdAt: new Date(row.created_at),
+  };
 }

@@ -4,7 +4,13 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 
-import type { MetadataStore, NarRecord, NewToken, PathRecord } from '../../src/db/metadata-store.js';
+import type {
+  BuildLogRecord,
+  MetadataStore,
+  NarRecord,
+  NewToken,
+  PathRecord,
+} from '../../src/db/metadata-store.js';
 import { ConflictError, isNicheError, type ErrorCode } from '../../src/errors.js';
 
 export interface MetadataStoreFixture {
@@ -659,6 +665,86 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
       void it('rejects signatures for a missing path with NOT_FOUND', async () => {
         const a = await cache('a');
         await assertCode(store().addSignatures(a, fakeHash(1, 32), ['k:a']), 'NOT_FOUND');
+      });
+    });
+
+    void describe('build logs', () => {
+      function buildLog(
+        drv: string,
+        blobKey: string,
+        overrides: Partial<BuildLogRecord> = {},
+      ): BuildLogRecord {
+        return {
+          drv,
+          blobKey,
+          compression: 'zstd',
+          size: 9_876_543_210,
+          storedSize: 123_456,
+          createdAt: new Date(1_700_000_000_456),
+          ...overrides,
+        };
+      }
+      const drv = `${fakeHash('drv', 32)}-hello-2.12.drv`;
+
+      void it('stores a log per cache and derivation and returns exactly what was stored', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        assert.equal(await store().getBuildLog(a, drv), undefined);
+        const log = buildLog(drv, 'log/one');
+        assert.equal(await store().putBuildLog(a, log), undefined);
+        assert.deepEqual(await store().getBuildLog(a, drv), log);
+        assert.equal(await store().getBuildLog(b, drv), undefined);
+        assert.equal(await store().getBuildLog(a, `${fakeHash('other', 32)}-x.drv`), undefined);
+      });
+
+      void it('replaces a log and returns the replaced blob key', async () => {
+        const a = await cache('a');
+        await store().putBuildLog(a, buildLog(drv, 'log/one'));
+        const second = buildLog(drv, 'log/two', { compression: 'none', size: 5, storedSize: 5 });
+        assert.equal(await store().putBuildLog(a, second), 'log/one');
+        assert.deepEqual(await store().getBuildLog(a, drv), second);
+        assert.deepEqual(await store().listBuildLogBlobKeys(a), ['log/two']);
+      });
+
+      void it('rejects a log for a missing cache with CACHE_NOT_FOUND', async () => {
+        await assertCode(store().putBuildLog(987_654, buildLog(drv, 'log/x')), 'CACHE_NOT_FOUND');
+      });
+
+      void it('lists the blob keys of a cache, and deleting the cache deletes its logs', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const other = `${fakeHash('other', 32)}-x.drv`;
+        await store().putBuildLog(a, buildLog(drv, 'log/a1'));
+        await store().putBuildLog(a, buildLog(other, 'log/a2'));
+        await store().putBuildLog(b, buildLog(drv, 'log/b1'));
+        assert.deepEqual((await store().listBuildLogBlobKeys(a)).sort(), ['log/a1', 'log/a2']);
+        assert.equal(await store().deleteCache(a), true);
+        assert.deepEqual(await store().listBuildLogBlobKeys(a), []);
+        assert.equal(await store().getBuildLog(a, drv), undefined);
+        assert.deepEqual(await store().getBuildLog(b, drv), buildLog(drv, 'log/b1'));
+      });
+
+      void it('deletes a log only once no path of the cache names its derivation', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        const out = pathRecord('out', nar, { deriver: drv, references: [] });
+        const dev = pathRecord('dev', nar, { deriver: drv, references: [] });
+        await store().addPath(a, out, ANY_UPLOAD);
+        await store().addPath(a, dev, ANY_UPLOAD);
+        await store().addPath(b, pathRecord('b', nar, { deriver: drv, references: [] }), ANY_UPLOAD);
+        await store().putBuildLog(a, buildLog(drv, 'log/a'));
+
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+        await store().deletePath(a, out.hashPart);
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+        await store().deletePath(a, dev.hashPart);
+        // Cache b's path names the same derivation; it does not keep cache a's log.
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), 'log/a');
+        assert.equal(await store().getBuildLog(a, drv), undefined);
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
       });
     });
   });

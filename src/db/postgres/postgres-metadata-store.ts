@@ -12,6 +12,7 @@ import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError 
 import {
   PERMISSIONS,
   type AddPathOutcome,
+  type BuildLogRecord,
   type CacheChanges,
   type CacheNar,
   type CacheRecord,
@@ -28,12 +29,15 @@ import {
   type TokenScope,
 } from '../metadata-store.js';
 import {
+  BUILD_LOG_COLUMNS,
   hashPartsOf,
   optionalDate,
   presentBaseNames,
   toNar,
   toPathWithNar,
+  toBuildLog,
   toSigningKey,
+  type BuildLogRow,
   type NarRow,
   type PathNarRow,
   type SigningKeyRow,
@@ -596,6 +600,73 @@ export class PostgresMetadataStore implements MetadataStore {
         hashPart,
       ]);
       return (result.rowCount ?? 0) > 0;
+    });
+  }
+
+  putBuildLog(cacheId: number, log: BuildLogRecord): Promise<string | undefined> {
+    // The old row is locked until the new one is in. Two first uploads of the same log at once both find
+    // no old row; the blob of the one overwritten is then left for GC.
+    return this.#run('putBuildLog', async () => {
+      try {
+        return await this.#transaction(async (client) => {
+          const { rows } = await client.query<{ blob_key: string }>(
+            'SELECT blob_key FROM build_logs WHERE cache_id = $1 AND drv = $2 FOR UPDATE',
+            [cacheId, log.drv],
+          );
+          await client.query(
+            `INSERT INTO build_logs (cache_id, ${BUILD_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (cache_id, drv) DO UPDATE SET blob_key = excluded.blob_key,
+               compression = excluded.compression, size = excluded.size, stored_size = excluded.stored_size,
+               created_at = excluded.created_at`,
+            [
+              cacheId,
+              log.drv,
+              log.blobKey,
+              log.compression,
+              log.size,
+              log.storedSize,
+              log.createdAt.getTime(),
+            ],
+          );
+          return rows[0]?.blob_key;
+        });
+      } catch (error) {
+        if (violated(error, 'build_logs_cache_fkey')) throw noSuchCache(cacheId);
+        throw error;
+      }
+    });
+  }
+
+  getBuildLog(cacheId: number, drv: string): Promise<BuildLogRecord | undefined> {
+    return this.#run('getBuildLog', async () => {
+      const { rows } = await this.#pool.query<BuildLogRow>(
+        `SELECT ${BUILD_LOG_COLUMNS} FROM build_logs WHERE cache_id = $1 AND drv = $2`,
+        [cacheId, drv],
+      );
+      const row = rows[0];
+      return row === undefined ? undefined : toBuildLog(row);
+    });
+  }
+
+  listBuildLogBlobKeys(cacheId: number): Promise<string[]> {
+    return this.#run('listBuildLogBlobKeys', async () => {
+      const { rows } = await this.#pool.query<{ blob_key: string }>(
+        'SELECT blob_key FROM build_logs WHERE cache_id = $1',
+        [cacheId],
+      );
+      return rows.map((row) => row.blob_key);
+    });
+  }
+
+  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined> {
+    return this.#run('deleteUnusedBuildLog', async () => {
+      const { rows } = await this.#pool.query<{ blob_key: string }>(
+        `DELETE FROM build_logs WHERE cache_id = $1 AND drv = $2
+           AND NOT EXISTS (SELECT 1 FROM paths WHERE cache_id = $1 AND deriver = $2)
+         RETURNING blob_key`,
+        [cacheId, drv],
+      );
+      return rows[0]?.blob_key;
     });
   }
 

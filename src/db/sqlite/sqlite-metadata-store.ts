@@ -9,6 +9,7 @@ import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError 
 import {
   PERMISSIONS,
   type AddPathOutcome,
+  type BuildLogRecord,
   type CacheChanges,
   type CacheNar,
   type CacheRecord,
@@ -25,12 +26,15 @@ import {
   type TokenScope,
 } from '../metadata-store.js';
 import {
+  BUILD_LOG_COLUMNS,
   hashPartsOf,
   optionalDate,
   presentBaseNames,
   toNar,
   toPathWithNar,
+  toBuildLog,
   toSigningKey,
+  type BuildLogRow,
   type NarRow,
   type PathNarRow,
   type SigningKeyRow,
@@ -78,6 +82,11 @@ interface CacheKey {
 interface PathKey {
   cacheId: number;
   hashPart: string;
+}
+
+interface LogKey {
+  cacheId: number;
+  drv: string;
 }
 
 const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob_key';
@@ -237,6 +246,27 @@ function prepareStatements(db: Database.Database) {
     updateSignatures: db.prepare<PathKey & { signatures: string }>(
       'UPDATE paths SET signatures = @signatures WHERE cache_id = @cacheId AND hash_part = @hashPart',
     ),
+
+    buildLog: db.prepare<LogKey, BuildLogRow>(
+      `SELECT ${BUILD_LOG_COLUMNS} FROM build_logs WHERE cache_id = @cacheId AND drv = @drv`,
+    ),
+    upsertBuildLog: db.prepare<LogKey & Omit<BuildLogRow, 'drv'>>(
+      `INSERT INTO build_logs (cache_id, ${BUILD_LOG_COLUMNS})
+       VALUES (@cacheId, @drv, @blob_key, @compression, @size, @stored_size, @created_at)
+       ON CONFLICT (cache_id, drv) DO UPDATE SET blob_key = excluded.blob_key,
+         compression = excluded.compression, size = excluded.size, stored_size = excluded.stored_size,
+         created_at = excluded.created_at`,
+    ),
+    buildLogBlobKeys: db
+      .prepare<[number], string>('SELECT blob_key FROM build_logs WHERE cache_id = ?')
+      .pluck(),
+    deleteUnusedBuildLog: db
+      .prepare<LogKey, string>(
+        `DELETE FROM build_logs WHERE cache_id = @cacheId AND drv = @drv
+           AND NOT EXISTS (SELECT 1 FROM paths WHERE cache_id = @cacheId AND deriver = @drv)
+         RETURNING blob_key`,
+      )
+      .pluck(),
   };
 }
 
@@ -572,6 +602,46 @@ export class SqliteMetadataStore implements MetadataStore {
         })
         .immediate();
     });
+  }
+
+  putBuildLog(cacheId: number, log: BuildLogRecord): Promise<string | undefined> {
+    return this.#run('putBuildLog', () => {
+      try {
+        return this.#db
+          .transaction((): string | undefined => {
+            const replaced = this.#sql.buildLog.get({ cacheId, drv: log.drv });
+            this.#sql.upsertBuildLog.run({
+              cacheId,
+              drv: log.drv,
+              blob_key: log.blobKey,
+              compression: log.compression,
+              size: log.size,
+              stored_size: log.storedSize,
+              created_at: log.createdAt.getTime(),
+            });
+            return replaced?.blob_key;
+          })
+          .immediate();
+      } catch (error) {
+        if (constraint(error) === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noSuchCache(cacheId);
+        throw error;
+      }
+    });
+  }
+
+  getBuildLog(cacheId: number, drv: string): Promise<BuildLogRecord | undefined> {
+    return this.#run('getBuildLog', () => {
+      const row = this.#sql.buildLog.get({ cacheId, drv });
+      return row === undefined ? undefined : toBuildLog(row);
+    });
+  }
+
+  listBuildLogBlobKeys(cacheId: number): Promise<string[]> {
+    return this.#run('listBuildLogBlobKeys', () => this.#sql.buildLogBlobKeys.all(cacheId));
+  }
+
+  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined> {
+    return this.#run('deleteUnusedBuildLog', () => this.#sql.deleteUnusedBuildLog.get({ cacheId, drv }));
   }
 
   /** Runs synchronous work as a settled promise; failures that are not ours become DatabaseErrors. */
