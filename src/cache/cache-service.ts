@@ -28,6 +28,7 @@ import { ANONYMOUS, authorize, type Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import { Keyring, type CacheKeys } from './keyring.js';
 import { NarInfoCache } from './narinfo-cache.js';
+import { BuildLogs } from './build-logs.js';
 import { NarListings } from './nar-listings.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
@@ -42,6 +43,8 @@ export interface CacheLimits {
   readonly maxNarInfoSize: number;
   /** Largest `<hash>.ls` listing accepted or made (bytes of JSON). */
   readonly maxListingSize: number;
+  /** Largest build log accepted (bytes of plain text). */
+  readonly maxLogSize: number;
 }
 
 /**
@@ -57,6 +60,7 @@ export const DEFAULT_LIMITS: CacheLimits = {
   maxNarSize: 64 * 2 ** 30,
   maxNarInfoSize: 1 << 20,
   maxListingSize: 32 * 2 ** 20,
+  maxLogSize: 64 * 2 ** 20,
 };
 
 export interface CacheServiceOptions {
@@ -100,6 +104,8 @@ export class CacheService {
   readonly #narinfos: NarInfoCache;
   readonly #pendingUploadTtlMs: number;
   readonly #listings: NarListings;
+  /** The caches' build logs. */
+  readonly logs: BuildLogs;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -111,6 +117,13 @@ export class CacheService {
     this.#pendingUploadTtlMs = options.pendingUploadTtlMs ?? PENDING_UPLOAD_TTL_MS;
     this.keyring = new Keyring(options.db);
     this.#listings = new NarListings({ blobs: options.blobs, maxListingSize: this.limits.maxListingSize });
+    this.logs = new BuildLogs({
+      db: options.db,
+      blobs: options.blobs,
+      logger: options.logger,
+      maxLogSize: this.limits.maxLogSize,
+      now: this.#now,
+    });
     this.#narinfos = new NarInfoCache(
       options.narInfoCacheEntries ?? 10_000,
       options.narInfoCacheTtlMs ?? 10_000,
@@ -515,6 +528,17 @@ export class CacheService {
     return paths.filter((_path, index) => !present.has(baseNames[index] ?? ''));
   }
 
+  /** Deletes the cache with its paths, keys and build logs (NAR blobs stay for GC). False if it was gone. */
+  async deleteCache(cache: CacheRecord): Promise<boolean> {
+    const logBlobs = await this.db.listBuildLogBlobKeys(cache.id);
+    const deleted = await this.db.deleteCache(cache.id);
+    await this.logs.deleteBlobs(logBlobs);
+    this.forgetCacheRecord(cache.name);
+    this.forgetNarInfos();
+    this.keyring.invalidate(cache.id);
+    return deleted;
+  }
+
   /** Deletes a path that nothing else in the cache references. */
   async deletePath(cache: CacheRecord, hashPart: string): Promise<void> {
     const hash = requireHashPart(hashPart);
@@ -527,10 +551,13 @@ export class CacheService {
       );
     }
     this.#narinfos.forget(cache.id, hash);
+    const deriver = (await this.db.getPath(cache.id, hash))?.path.deriver;
     if (!(await this.db.deletePath(cache.id, hash))) {
       throw new NotFoundError('NOT_FOUND', `${hash} is not in cache ${cache.name}`);
     }
     this.#logger.info({ cache: cache.name, hashPart: hash }, 'path deleted');
+    // Its build log goes with the last of the cache's paths its derivation built.
+    if (deriver !== undefined) await this.logs.deleteIfUnused(cache, deriver);
   }
 
   async #narOf(cache: CacheRecord, info: NarInfo): Promise<NarRecord> {

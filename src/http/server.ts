@@ -9,6 +9,7 @@ import { sendError } from './error-mapping.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
 import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
+import { registerBuildLogRoutes } from './routes/build-log.js';
 import { registerCacheInfoRoutes } from './routes/cache-info.js';
 import { registerLandingRoute } from './routes/landing.js';
 import {
@@ -111,6 +112,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   registerNarRoutes(app, context);
   registerNarInfoRoutes(app, context);
   registerListingRoutes(app, context);
+  registerBuildLogRoutes(app, context);
   registerUnsupportedRoutes(app, context);
   if (options.localStore !== undefined) registerLocalStoreRoutes(app, options.localStore);
   return app;

@@ -1,14 +1,20 @@
 // The binary cache files besides narinfos and NARs, through the real HTTP server: `<hash>.ls` listings
-// (made from the stored NAR, uploads checked against it), with the same access rules as narinfos.
+// (made from the stored NAR, uploads checked against it) and build logs (stored per cache, gone with their
+// paths and their cache), with the same access rules as narinfos, and uploads with a Content-Encoding.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { get, type IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, before, describe, it } from 'node:test';
+import zlib from 'node:zlib';
 import { NarListingBuilder } from '../../src/nix/nar-listing.js';
 import { NarParser } from '../../src/nix/nar-parser.js';
 import { narFromPath } from '../../src/nix/nar-writer.js';
+import { createDecompressor } from '../../src/util/compression.js';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
 import {
   compress,
@@ -81,14 +87,52 @@ async function publish(base: string, fx: NarFixture): Promise<void> {
   await expectStatus(await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx)), 201);
 }
 
+let configDir: string;
+
 before(async () => {
-  t = await startTestServer();
+  configDir = await mkdtemp(join(tmpdir(), 'niche-files-config-'));
+  const config = join(configDir, 'niche.toml');
+  await writeFile(config, '[limits]\nmax-log-size = "1M"\n');
+  t = await startTestServer({ flags: { config } });
   push = await t.token(['main'], ['pull', 'push']);
   pull = await t.token(['main'], ['pull']);
 });
 after(async () => {
   await t.stop();
+  await rm(configDir, { recursive: true, force: true });
 });
+
+/** The keys of the blobs holding build logs. */
+async function logBlobs(): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const key of t.server.stores.blobs.list('log/')) keys.push(key);
+  return keys.sort();
+}
+
+/** `data` encoded as a Content-Encoding niche decodes. */
+async function encode(data: Buffer, coding: string): Promise<Buffer> {
+  switch (coding) {
+    case 'gzip':
+      return zlib.gzipSync(data);
+    case 'deflate':
+      return zlib.deflateSync(data);
+    case 'br':
+      return zlib.brotliCompressSync(data);
+    case 'zstd':
+    case 'xz':
+      return compress(data, coding);
+    case 'bzip2':
+      return execFileSync('bzip2', ['-c'], { input: data });
+    default:
+      throw new Error(coding);
+  }
+}
+
+/** Some lines of build output, with a non-ASCII byte and no final newline. */
+function buildOutput(label: string, lines = 2000): Buffer {
+  const text = Array.from({ length: lines }, (_, i) => `${label} step ${i}: compiling ü.c`).join('\n');
+  return Buffer.from(text);
+}
 
 describe('NAR listings', () => {
   it('serves the listing of a published path, made from its NAR', async () => {
@@ -173,5 +217,184 @@ describe('NAR listings', () => {
     await expectStatus(await put(`/main/${hash}.ls`, Buffer.alloc(33 * 2 ** 20, 32)), 413, 'BODY_TOO_LARGE');
     await expectStatus(await put(`/main/${hash}.ls`, '{}', null), 401, 'TOKEN_MISSING');
     await expectStatus(await put(`/main/${hash}.ls`, '{}', pull), 403, 'PERMISSION_DENIED');
+  });
+});
+
+describe('build logs', () => {
+  it('stores a log and serves it plain, or zstd-encoded to clients that take zstd', async () => {
+    const drv = fakeBaseName('served.drv');
+    const log = buildOutput('served');
+    await expectStatus(await fetch(`${t.url}/main/log/${drv}`), 404);
+    await expectStatus(
+      await put(`/main/log/${drv}`, log, push, { 'content-type': 'text/plain; charset=utf-8' }),
+      201,
+    );
+
+    const plain = await fetch(`${t.url}/main/log/${drv}`, { headers: { 'accept-encoding': 'identity' } });
+    assert.equal(plain.status, 200);
+    assert.equal(plain.headers.get('content-type'), 'text/plain; charset=utf-8');
+    assert.equal(plain.headers.get('content-encoding'), null);
+    assert.equal(plain.headers.get('content-length'), String(log.length));
+    assert.deepEqual(Buffer.from(await plain.arrayBuffer()), log);
+
+    // Raw bytes: fetch would decode the zstd itself (on Node versions that know it).
+    const raw = await new Promise<IncomingMessage>((resolve, reject) => {
+      get(`${t.url}/main/log/${drv}`, { headers: { 'accept-encoding': 'gzip, zstd' } }, resolve).on(
+        'error',
+        reject,
+      );
+    });
+    assert.equal(raw.headers['content-encoding'], 'zstd');
+    const encoded = await buffer(raw);
+    assert.equal(raw.headers['content-length'], String(encoded.length));
+    assert.ok(encoded.length < log.length / 2);
+    assert.deepEqual(await buffer(Readable.from([encoded]).pipe(createDecompressor('zstd'))), log);
+
+    const head = await fetch(`${t.url}/main/log/${drv}`, {
+      method: 'HEAD',
+      headers: { 'accept-encoding': 'identity' },
+    });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get('content-length'), String(log.length));
+
+    // Another upload replaces it; only its blob remains.
+    const before = await logBlobs();
+    const second = buildOutput('second run');
+    await expectStatus(await put(`/main/log/${drv}`, second), 200);
+    assert.deepEqual(Buffer.from(await (await fetch(`${t.url}/main/log/${drv}`)).arrayBuffer()), second);
+    assert.equal((await logBlobs()).length, before.length);
+
+    // Per cache, with the cache's read rules.
+    await expectStatus(await fetch(`${t.url}/other/log/${drv}`), 401);
+    await expectStatus(await fetch(`${t.url}/main/log/${fakeBaseName('missing.drv')}`), 404);
+  });
+
+  for (const coding of ['gzip', 'deflate', 'br', 'zstd', 'xz', 'bzip2']) {
+    it(`decodes a log uploaded with Content-Encoding: ${coding}`, async () => {
+      const drv = fakeBaseName(`encoded-${coding}.drv`);
+      const log = buildOutput(coding);
+      const body = await encode(log, coding);
+      await expectStatus(await put(`/main/log/${drv}`, body, push, { 'content-encoding': coding }), 201);
+      const got = await fetch(`${t.url}/main/log/${drv}`, { headers: { 'accept-encoding': 'identity' } });
+      assert.deepEqual(Buffer.from(await got.arrayBuffer()), log);
+    });
+  }
+
+  it('refuses bad names, encodings, oversized logs and uploads without push rights, storing nothing', async () => {
+    const drv = fakeBaseName('refused.drv');
+    const before = await logBlobs();
+    await expectStatus(await put(`/main/log/${fakeBaseName('not-a-drv')}`, 'x'), 400, 'STORE_PATH_INVALID');
+    await expectStatus(await put('/main/log/nonsense.drv', 'x'), 400, 'STORE_PATH_INVALID');
+    await expectStatus(await put(`/main/log/${drv}`, 'x', push, { 'content-encoding': 'lz4' }), 415);
+    await expectStatus(
+      await put(`/main/log/${drv}`, 'x', push, { 'content-encoding': 'gzip, br' }),
+      415,
+      'MEDIA_TYPE_UNSUPPORTED',
+    );
+    await expectStatus(
+      await put(`/main/log/${drv}`, 'not gzip at all', push, { 'content-encoding': 'gzip' }),
+      400,
+      'COMPRESSION_INVALID',
+    );
+    const tooLarge = Buffer.alloc(1.5 * 2 ** 20, 'a');
+    await expectStatus(await put(`/main/log/${drv}`, tooLarge), 413, 'BODY_TOO_LARGE');
+    // A bomb: 64 KiB of gzip that decodes to 64 MiB is stopped at the limit.
+    const bomb = zlib.gzipSync(Buffer.alloc(64 * 2 ** 20), { level: 9 });
+    assert.ok(bomb.length < 2 ** 17);
+    await expectStatus(
+      await put(`/main/log/${drv}`, bomb, push, { 'content-encoding': 'gzip' }),
+      413,
+      'BODY_TOO_LARGE',
+    );
+    await expectStatus(await put(`/main/log/${drv}`, 'x', null), 401, 'TOKEN_MISSING');
+    await expectStatus(await put(`/main/log/${drv}`, 'x', pull), 403, 'PERMISSION_DENIED');
+    await expectStatus(await fetch(`${t.url}/main/log/${drv}`), 404);
+    assert.deepEqual(await logBlobs(), before);
+  });
+
+  it('goes with the last path its derivation built, and with its cache', async () => {
+    const admin = await t.token(['*'], ['pull', 'push', 'delete', 'server-admin']);
+    const created = await fetch(`${t.url}/api/v1/caches`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'logs', public: true }),
+    });
+    await expectStatus(created, 201);
+    const drv = fakeBaseName('multi.drv');
+    const other = fakeBaseName('other.drv');
+    const outputs = [fakeBaseName('multi-out'), fakeBaseName('multi-dev')];
+    for (const [index, base] of outputs.entries()) {
+      const fx = await treeFixture(`output ${index}`);
+      await expectStatus(await put(`/logs/nar/${fx.fileName}`, fx.file, admin), 201);
+      const text = narInfoText(base, fx, { extra: `Deriver: ${drv}\n` });
+      await expectStatus(await put(`/logs/${base.slice(0, 32)}.narinfo`, text, admin), 201);
+    }
+    const before = await logBlobs();
+    await expectStatus(await put(`/logs/log/${drv}`, 'multi log', admin), 201);
+    await expectStatus(await put(`/logs/log/${other}`, 'other log', admin), 201);
+    assert.equal((await logBlobs()).length, before.length + 2);
+
+    const remove = (base: string): Promise<Response> =>
+      fetch(`${t.url}/api/v1/caches/logs/paths/${base.slice(0, 32)}`, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${admin}` },
+      });
+    await expectStatus(await remove(outputs[0] ?? ''), 204);
+    await expectStatus(await fetch(`${t.url}/logs/log/${drv}`), 200);
+    await expectStatus(await remove(outputs[1] ?? ''), 204);
+    await expectStatus(await fetch(`${t.url}/logs/log/${drv}`), 404);
+    assert.equal((await logBlobs()).length, before.length + 1);
+
+    const deleted = await fetch(`${t.url}/api/v1/caches/logs`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${admin}` },
+    });
+    await expectStatus(deleted, 204);
+    assert.deepEqual(await logBlobs(), before);
+  });
+});
+
+describe('uploads with a Content-Encoding', () => {
+  it('decodes narinfos and listings (Nix 2.32+ narinfo-compression, ls-compression)', async () => {
+    const fx = await treeFixture('encoded narinfo');
+    const base = fakeBaseName('encoded-narinfo');
+    const hash = base.slice(0, 32);
+    await expectStatus(
+      await put(`/main/${hash}.ls`, zlib.brotliCompressSync(listingOf(fx.nar)), push, {
+        'content-encoding': 'br',
+      }),
+      204,
+    );
+    await expectStatus(await put(`/main/nar/${fx.fileName}`, fx.file), 201);
+    const narinfo = await encode(Buffer.from(narInfoText(base, fx)), 'zstd');
+    await expectStatus(
+      await put(`/main/${hash}.narinfo`, narinfo, push, { 'content-encoding': 'zstd' }),
+      201,
+    );
+    const served = await (await fetch(`${t.url}/main/${hash}.narinfo`)).text();
+    assert.match(served, new RegExp(`^StorePath: /nix/store/${base}\n`));
+    const listing = await encode(Buffer.from(listingOf(fx.nar).replace('"size":18', '"size":17')), 'xz');
+    await expectStatus(
+      await put(`/main/${hash}.ls`, listing, push, { 'content-encoding': 'xz' }),
+      400,
+      'LISTING_MISMATCH',
+    );
+
+    await expectStatus(
+      await put(`/main/${hash}.narinfo`, Buffer.from('garbage'), push, { 'content-encoding': 'zstd' }),
+      400,
+      'COMPRESSION_INVALID',
+    );
+    // The limit applies to the decoded narinfo (1 MiB by default).
+    const huge = zlib.gzipSync(Buffer.alloc(2 * 2 ** 20, 'a'));
+    await expectStatus(
+      await put(`/main/${hash}.narinfo`, huge, push, { 'content-encoding': 'gzip' }),
+      413,
+      'BODY_TOO_LARGE',
+    );
+    await expectStatus(
+      await put(`/main/${hash}.narinfo`, 'x', push, { 'content-encoding': 'compress' }),
+      415,
+    );
   });
 });

@@ -3,7 +3,7 @@
 // checks a client's listing and stores nothing (CacheService.putListing says why).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { NotFoundError } from '../../errors.js';
-import { contentLengthOf, readSmallBody } from '../body.js';
+import { readSmallUpload } from '../body.js';
 import { openCache, type HttpContext } from '../context.js';
 
 interface Params {
@@ -27,11 +27,7 @@ export async function putListing(
   reply: FastifyReply,
 ): Promise<FastifyReply> {
   const cache = await openCache(context, request, request.params.cache, 'push');
-  const body = await readSmallBody(
-    request.raw,
-    context.service.limits.maxListingSize,
-    contentLengthOf(request.headers['content-length']),
-  );
+  const body = await readSmallUpload(request.raw, context.service.limits.maxListingSize);
   await context.service.putListing(cache, hashPartOf(request.params.file), body.toString('utf8'));
   return reply.code(204).send();
 }

@@ -3,7 +3,7 @@
 // shares the URL shape and is handed to listing.ts.
 import type { FastifyInstance } from 'fastify';
 import { NotFoundError } from '../../errors.js';
-import { contentLengthOf, readSmallBody } from '../body.js';
+import { readSmallUpload } from '../body.js';
 import { openCache, type HttpContext } from '../context.js';
 import { isListingFile, putListing } from './listing.js';
 
@@ -25,11 +25,7 @@ export function registerNarInfoRoutes(app: FastifyInstance, context: HttpContext
     if (isListingFile(request.params.file)) return putListing(context, request, reply);
     const cache = await openCache(context, request, request.params.cache, 'push');
     const hashPart = hashPartOf(request.params.file);
-    const body = await readSmallBody(
-      request.raw,
-      context.service.limits.maxNarInfoSize,
-      contentLengthOf(request.headers['content-length']),
-    );
+    const body = await readSmallUpload(request.raw, context.service.limits.maxNarInfoSize);
     const result = await context.service.putNarInfo(cache, hashPart, body.toString('utf8'));
     return reply.code(result.status === 'added' ? 201 : 200).send();
   });
