@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'NAR_INVALID'
   | 'NARINFO_INVALID'
   | 'LISTING_INVALID'
+  | 'REALISATION_INVALID'
   | 'CACHE_INFO_INVALID'
   | 'KEY_INVALID'
   | 'SIGNATURE_INVALID'
@@ -40,6 +41,7 @@ export type ErrorCode =
   | 'PATH_REFERENCED'
   | 'UPLOAD_INCOMPLETE'
   | 'LISTING_MISMATCH'
+  | 'REALISATION_CONFLICT'
   | 'BODY_TOO_LARGE'
   // requests and auth
   | 'BAD_REQUEST'
@@ -122,7 +124,10 @@ export class NotFoundError extends NicheError {
 }
 
 export class ConflictError extends NicheError {
-  constructor(code: 'PATH_CONFLICT' | 'PATH_REFERENCED' | 'CACHE_EXISTS' | 'KEY_EXISTS', message: string) {
+  constructor(
+    code: 'PATH_CONFLICT' | 'PATH_REFERENCED' | 'CACHE_EXISTS' | 'KEY_EXISTS' | 'REALISATION_CONFLICT',
+    message: string,
+  ) {
     super('conflict', code, message);
   }
 }

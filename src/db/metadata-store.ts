@@ -141,6 +141,24 @@ export interface BuildLogRecord {
   readonly createdAt: Date;
 }
 
+/** A realisation of a content-addressed derivation's output in a cache (PROTOCOL.md §7.2). */
+export interface RealisationRecord {
+  /** `sha256:<hex>!<output name>`. */
+  readonly id: string;
+  /** The output path's base name. */
+  readonly outPath: string;
+  /** Ids of other realisations and their out paths' base names. */
+  readonly dependentRealisations: Readonly<Record<string, string>>;
+  /** `keyname:base64` signatures, in order. */
+  readonly signatures: readonly string[];
+  readonly createdAt: Date;
+}
+
+export type AddRealisationOutcome =
+  | { readonly status: 'added' }
+  /** The id is already taken; nothing was changed. */
+  | { readonly status: 'exists'; readonly existing: RealisationRecord };
+
 export type AddPathOutcome =
   | { readonly status: 'added' }
   /** The hash part is already taken; nothing was changed. */
@@ -155,7 +173,7 @@ export interface MetadataStore {
   /** Returns the updated record; throws NotFoundError('CACHE_NOT_FOUND') if there is no such cache. */
   updateCache(cacheId: number, changes: CacheChanges): Promise<CacheRecord>;
   /**
-   * Deletes the cache with its keys, paths, build logs and pending uploads (the NAR records and blobs stay
+   * Deletes the cache with its keys, paths, realisations, build logs and pending uploads (the NAR records and blobs stay
    * for GC; the logs' blobs are the caller's to delete, see listBuildLogBlobKeys).
    * Returns false if there was no such cache.
    */
@@ -228,4 +246,12 @@ export interface MetadataStore {
    * removed log's blob key, or undefined if nothing was removed.
    */
   deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined>;
+
+  /** Adds the realisation unless its id is taken. Throws NotFoundError('CACHE_NOT_FOUND') without a cache. */
+  addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome>;
+  getRealisation(cacheId: number, id: string): Promise<RealisationRecord | undefined>;
+  /** Appends signatures not yet present to an existing realisation; NOT_FOUND if there is none. */
+  addRealisationSignatures(cacheId: number, id: string, signatures: readonly string[]): Promise<void>;
+  /** Removes the realisations whose out path is `outPath` (a base name); returns how many. */
+  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number>;
 }

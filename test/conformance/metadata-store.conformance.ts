@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 
 import type {
   BuildLogRecord,
+  RealisationRecord,
   MetadataStore,
   NarRecord,
   NewToken,
@@ -665,6 +666,77 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
       void it('rejects signatures for a missing path with NOT_FOUND', async () => {
         const a = await cache('a');
         await assertCode(store().addSignatures(a, fakeHash(1, 32), ['k:a']), 'NOT_FOUND');
+      });
+    });
+
+    void describe('realisations', () => {
+      const id = `sha256:${'ab'.repeat(32)}!out`;
+      function realisation(overrides: Partial<RealisationRecord> = {}): RealisationRecord {
+        return {
+          id,
+          outPath: `${fakeHash('ca-out', 32)}-hello-2.12`,
+          dependentRealisations: { [`sha256:${'cd'.repeat(32)}!dev`]: `${fakeHash('dep', 32)}-dep` },
+          signatures: ['k2:b', 'k1:a'],
+          createdAt: new Date(1_700_000_000_789),
+          ...overrides,
+        };
+      }
+
+      void it('adds a realisation once and returns exactly what was stored', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        assert.equal(await store().getRealisation(a, id), undefined);
+        assert.deepEqual(await store().addRealisation(a, realisation()), { status: 'added' });
+        assert.deepEqual(await store().getRealisation(a, id), realisation());
+        assert.equal(await store().getRealisation(b, id), undefined);
+        const other = realisation({
+          outPath: `${fakeHash('other', 32)}-hello-2.12`,
+          dependentRealisations: {},
+        });
+        assert.deepEqual(await store().addRealisation(a, other), {
+          status: 'exists',
+          existing: realisation(),
+        });
+        assert.deepEqual(await store().getRealisation(a, id), realisation());
+        const bare = realisation({ dependentRealisations: {}, signatures: [] });
+        assert.deepEqual(await store().addRealisation(b, bare), { status: 'added' });
+        assert.deepEqual(await store().getRealisation(b, id), bare);
+      });
+
+      void it('appends only new signatures, and refuses them for a missing realisation', async () => {
+        const a = await cache('a');
+        await store().addRealisation(a, realisation());
+        await store().addRealisationSignatures(a, id, ['k1:a', 'k3:c', 'k3:c']);
+        assert.deepEqual((await store().getRealisation(a, id))?.signatures, ['k2:b', 'k1:a', 'k3:c']);
+        await assertCode(
+          store().addRealisationSignatures(a, `sha256:${'00'.repeat(32)}!out`, ['k:a']),
+          'NOT_FOUND',
+        );
+      });
+
+      void it('rejects a realisation for a missing cache with CACHE_NOT_FOUND', async () => {
+        await assertCode(store().addRealisation(987_654, realisation()), 'CACHE_NOT_FOUND');
+      });
+
+      void it('deletes the realisations of an out path, and all of a deleted cache', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const second = realisation({ id: `sha256:${'ef'.repeat(32)}!out` });
+        const elsewhere = realisation({
+          id: `sha256:${'12'.repeat(32)}!out`,
+          outPath: `${fakeHash('x', 32)}-x`,
+        });
+        await store().addRealisation(a, realisation());
+        await store().addRealisation(a, second);
+        await store().addRealisation(a, elsewhere);
+        await store().addRealisation(b, realisation());
+        assert.equal(await store().deleteRealisationsOf(a, realisation().outPath), 2);
+        assert.equal(await store().getRealisation(a, id), undefined);
+        assert.deepEqual(await store().getRealisation(a, elsewhere.id), elsewhere);
+        assert.deepEqual(await store().getRealisation(b, id), realisation());
+        assert.equal(await store().deleteRealisationsOf(a, realisation().outPath), 0);
+        await store().deleteCache(b);
+        assert.equal(await store().getRealisation(b, id), undefined);
       });
     });
 

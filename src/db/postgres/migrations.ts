@@ -124,4 +124,18 @@ export const MIGRATIONS: readonly string[] = [
   -- "Does a path of this cache still name this derivation" when a path is deleted.
   CREATE INDEX paths_deriver ON paths (deriver, cache_id);
   `,
+  `
+  -- Realisations of content-addressed derivations' outputs (ca-derivations), signed by the cache.
+  CREATE TABLE realisations (
+    cache_id BIGINT NOT NULL CONSTRAINT realisations_cache_fkey REFERENCES caches (id) ON DELETE CASCADE,
+    id TEXT COLLATE "C" NOT NULL,
+    out_path TEXT COLLATE "C" NOT NULL,
+    dependents JSONB NOT NULL CHECK (jsonb_typeof(dependents) = 'object'),
+    signatures JSONB NOT NULL CHECK (jsonb_typeof(signatures) = 'array'),
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (cache_id, id)
+  );
+  -- Deleting a path deletes the realisations that point at it.
+  CREATE INDEX realisations_out_path ON realisations (cache_id, out_path);
+  `,
 ];

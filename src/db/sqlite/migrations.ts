@@ -119,4 +119,18 @@ export const MIGRATIONS: readonly string[] = [
   -- "Does a path of this cache still name this derivation" when a path is deleted.
   CREATE INDEX paths_deriver ON paths (deriver, cache_id);
   `,
+  `
+  -- Realisations of content-addressed derivations' outputs (ca-derivations), signed by the cache.
+  CREATE TABLE realisations (
+    cache_id INTEGER NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    out_path TEXT NOT NULL,
+    dependents TEXT NOT NULL,
+    signatures TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (cache_id, id)
+  ) STRICT, WITHOUT ROWID;
+  -- Deleting a path deletes the realisations that point at it.
+  CREATE INDEX realisations_out_path ON realisations (cache_id, out_path);
+  `,
 ];

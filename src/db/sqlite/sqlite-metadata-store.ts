@@ -9,6 +9,7 @@ import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError 
 import {
   PERMISSIONS,
   type AddPathOutcome,
+  type AddRealisationOutcome,
   type BuildLogRecord,
   type CacheChanges,
   type CacheNar,
@@ -21,20 +22,25 @@ import {
   type PathRecord,
   type PathWithNar,
   type Permission,
+  type RealisationRecord,
   type SigningKeyRecord,
   type TokenRecord,
   type TokenScope,
 } from '../metadata-store.js';
 import {
   BUILD_LOG_COLUMNS,
+  REALISATION_COLUMNS,
   hashPartsOf,
   optionalDate,
   presentBaseNames,
   toNar,
   toPathWithNar,
+  stringRecord,
   toBuildLog,
+  toRealisation,
   toSigningKey,
   type BuildLogRow,
+  type RealisationRow,
   type NarRow,
   type PathNarRow,
   type SigningKeyRow,
@@ -87,6 +93,11 @@ interface PathKey {
 interface LogKey {
   cacheId: number;
   drv: string;
+}
+
+interface RealisationKey {
+  cacheId: number;
+  id: string;
 }
 
 const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob_key';
@@ -267,6 +278,20 @@ function prepareStatements(db: Database.Database) {
          RETURNING blob_key`,
       )
       .pluck(),
+
+    realisation: db.prepare<RealisationKey, RealisationRow<string>>(
+      `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE cache_id = @cacheId AND id = @id`,
+    ),
+    insertRealisation: db.prepare<RealisationKey & Omit<RealisationRow<string>, 'id'>>(
+      `INSERT INTO realisations (cache_id, ${REALISATION_COLUMNS})
+       VALUES (@cacheId, @id, @out_path, @dependents, @signatures, @created_at)`,
+    ),
+    updateRealisationSignatures: db.prepare<RealisationKey & { signatures: string }>(
+      'UPDATE realisations SET signatures = @signatures WHERE cache_id = @cacheId AND id = @id',
+    ),
+    deleteRealisationsOf: db.prepare<{ cacheId: number; outPath: string }>(
+      'DELETE FROM realisations WHERE cache_id = @cacheId AND out_path = @outPath',
+    ),
   };
 }
 
@@ -644,6 +669,63 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#run('deleteUnusedBuildLog', () => this.#sql.deleteUnusedBuildLog.get({ cacheId, drv }));
   }
 
+  addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome> {
+    return this.#run('addRealisation', () => {
+      try {
+        return this.#db
+          .transaction((): AddRealisationOutcome => {
+            const existing = this.#sql.realisation.get({ cacheId, id: realisation.id });
+            if (existing !== undefined) {
+              return { status: 'exists', existing: toRealisation(existing, parseStrings, parseRecord) };
+            }
+            this.#sql.insertRealisation.run({
+              cacheId,
+              id: realisation.id,
+              out_path: realisation.outPath,
+              dependents: JSON.stringify(realisation.dependentRealisations),
+              signatures: JSON.stringify(realisation.signatures),
+              created_at: realisation.createdAt.getTime(),
+            });
+            return { status: 'added' };
+          })
+          .immediate();
+      } catch (error) {
+        if (constraint(error) === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noSuchCache(cacheId);
+        throw error;
+      }
+    });
+  }
+
+  getRealisation(cacheId: number, id: string): Promise<RealisationRecord | undefined> {
+    return this.#run('getRealisation', () => {
+      const row = this.#sql.realisation.get({ cacheId, id });
+      return row === undefined ? undefined : toRealisation(row, parseStrings, parseRecord);
+    });
+  }
+
+  addRealisationSignatures(cacheId: number, id: string, signatures: readonly string[]): Promise<void> {
+    return this.#run('addRealisationSignatures', () => {
+      this.#db
+        .transaction(() => {
+          const row = this.#sql.realisation.get({ cacheId, id });
+          if (row === undefined) throw new NotFoundError('NOT_FOUND', `no realisation ${id} in this cache`);
+          const current = parseStrings(row.signatures, 'signatures');
+          const merged = [...new Set([...current, ...signatures])];
+          if (merged.length !== current.length) {
+            this.#sql.updateRealisationSignatures.run({ cacheId, id, signatures: JSON.stringify(merged) });
+          }
+        })
+        .immediate();
+    });
+  }
+
+  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number> {
+    return this.#run(
+      'deleteRealisationsOf',
+      () => this.#sql.deleteRealisationsOf.run({ cacheId, outPath }).changes,
+    );
+  }
+
   /** Runs synchronous work as a settled promise; failures that are not ours become DatabaseErrors. */
   #run<T>(operation: string, work: () => T): Promise<T> {
     try {
@@ -739,6 +821,14 @@ function parseStrings(text: string, what: string): string[] {
     throw new DatabaseError(`stored ${what} are not a JSON list of strings: ${text.slice(0, 100)}`);
   }
   return value;
+}
+
+function parseRecord(text: string, what: string): Record<string, string> {
+  const record = stringRecord(JSON.parse(text));
+  if (record === undefined) {
+    throw new DatabaseError(`stored ${what} are not a JSON object of strings: ${text.slice(0, 100)}`);
+  }
+  return record;
 }
 
 function required<T>(value: T | undefined, what: string): T {
