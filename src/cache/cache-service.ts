@@ -30,6 +30,7 @@ import { Keyring, type CacheKeys } from './keyring.js';
 import { NarInfoCache } from './narinfo-cache.js';
 import { BuildLogs } from './build-logs.js';
 import { NarListings } from './nar-listings.js';
+import { Realisations } from './realisations.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
 import { permissionsFor } from './tokens.js';
@@ -106,6 +107,8 @@ export class CacheService {
   readonly #listings: NarListings;
   /** The caches' build logs. */
   readonly logs: BuildLogs;
+  /** The caches' realisations of content-addressed derivations. */
+  readonly realisations: Realisations;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -124,6 +127,7 @@ export class CacheService {
       maxLogSize: this.limits.maxLogSize,
       now: this.#now,
     });
+    this.realisations = new Realisations({ db: options.db, keyring: this.keyring, now: this.#now });
     this.#narinfos = new NarInfoCache(
       options.narInfoCacheEntries ?? 10_000,
       options.narInfoCacheTtlMs ?? 10_000,
@@ -551,13 +555,16 @@ export class CacheService {
       );
     }
     this.#narinfos.forget(cache.id, hash);
-    const deriver = (await this.db.getPath(cache.id, hash))?.path.deriver;
+    const path = (await this.db.getPath(cache.id, hash))?.path;
     if (!(await this.db.deletePath(cache.id, hash))) {
       throw new NotFoundError('NOT_FOUND', `${hash} is not in cache ${cache.name}`);
     }
     this.#logger.info({ cache: cache.name, hashPart: hash }, 'path deleted');
-    // Its build log goes with the last of the cache's paths its derivation built.
-    if (deriver !== undefined) await this.logs.deleteIfUnused(cache, deriver);
+    if (path === undefined) return;
+    // Realisations resolving to it go with it, and its build log with the last of the cache's paths its
+    // derivation built.
+    await this.realisations.deleteOf(cache, path.storePath.slice(path.storePath.lastIndexOf('/') + 1));
+    if (path.deriver !== undefined) await this.logs.deleteIfUnused(cache, path.deriver);
   }
 
   async #narOf(cache: CacheRecord, info: NarInfo): Promise<NarRecord> {

@@ -20,6 +20,7 @@ import {
 import { registerListingRoutes } from './routes/listing.js';
 import { registerNarRoutes } from './routes/nar.js';
 import { registerNarInfoRoutes } from './routes/narinfo.js';
+import { registerRealisationRoutes } from './routes/realisation.js';
 import { registerUnsupportedRoutes } from './routes/unsupported.js';
 import { chunkPool } from '../util/buffer-pool.js';
 
@@ -113,6 +114,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   registerNarInfoRoutes(app, context);
   registerListingRoutes(app, context);
   registerBuildLogRoutes(app, context);
+  registerRealisationRoutes(app, context);
   registerUnsupportedRoutes(app, context);
   if (options.localStore !== undefined) registerLocalStoreRoutes(app, options.localStore);
   return app;

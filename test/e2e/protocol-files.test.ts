@@ -2,7 +2,9 @@
 // Nix 2.26 (../shared/tools/modern-nix, a chroot sharing /tmp): `nix copy --to '…?write-nar-listing=true'`
 // uploads listings that niche checks, `GET <hash>.ls` serves the listing the client itself writes to a
 // file:// cache, `nix store ls --store http://…` lists the path, and `nix store copy-log --to` then
-// `nix log --store` round-trip a build log found through the output's Deriver.
+// `nix log --store` round-trip a build log found through the output's Deriver. With `ca-derivations`,
+// Nix 2.26 pushes a content-addressed derivation's output and realisation, which niche signs, and Nix 2.8
+// (whose store never had that output) substitutes it through the realisation instead of building.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -26,12 +28,20 @@ function modernNixTool(): string | undefined {
 
 interface Client {
   readonly name: string;
+  /** Runs the command; resolves with its stdout. */
   run(cmd: string, args: readonly string[]): Promise<string>;
+  /** Runs the command; resolves with stdout and stderr. */
+  runBoth(cmd: string, args: readonly string[]): Promise<{ stdout: string; stderr: string }>;
   cleanup(): Promise<void>;
 }
 
 /** A client with its own HOME (under /tmp, which the chroot shares), netrc and no narinfo caching. */
-async function makeClient(name: string, token: string, modern: string | undefined): Promise<Client> {
+async function makeClient(
+  name: string,
+  token: string,
+  modern: string | undefined,
+  extraConfig: readonly string[] = [],
+): Promise<Client> {
   const home = await mkdtemp(join(tmpdir(), 'niche-e2e-files-'));
   const netrc = join(home, 'netrc');
   await writeFile(netrc, `machine 127.0.0.1 login niche password ${token}\n`);
@@ -40,21 +50,27 @@ async function makeClient(name: string, token: string, modern: string | undefine
     `netrc-file = ${netrc}`,
     'narinfo-cache-negative-ttl = 0',
     'narinfo-cache-positive-ttl = 0',
+    ...extraConfig,
   ].join('\n');
+  const runBoth = async (
+    cmd: string,
+    args: readonly string[],
+  ): Promise<{ stdout: string; stderr: string }> => {
+    const env = { NIX_CONFIG: config };
+    const { stdout, stderr } =
+      modern === undefined
+        ? await runNix(cmd, args, { home, env })
+        : await runNix(
+            modern,
+            ['run', 'env', `HOME=${home}`, `XDG_CACHE_HOME=${join(home, '.cache')}`, cmd, ...args],
+            { home, env },
+          );
+    return { stdout: stdout.toString('utf8'), stderr };
+  };
   return {
     name,
-    async run(cmd, args) {
-      const env = { NIX_CONFIG: config };
-      const { stdout } =
-        modern === undefined
-          ? await runNix(cmd, args, { home, env })
-          : await runNix(
-              modern,
-              ['run', 'env', `HOME=${home}`, `XDG_CACHE_HOME=${join(home, '.cache')}`, cmd, ...args],
-              { home, env },
-            );
-      return stdout.toString('utf8');
-    },
+    run: async (cmd, args) => (await runBoth(cmd, args)).stdout,
+    runBoth,
     cleanup: () => rm(home, { recursive: true, force: true }),
   };
 }
@@ -148,3 +164,84 @@ for (const { name, skip, tool } of CLIENTS) {
     });
   });
 }
+
+const CA_DERIVATION = `{ tag }:
+let
+  drv = name: attrs: derivation ({
+    name = "niche-ca-\${name}-\${tag}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    __contentAddressed = true;
+    outputHashMode = "recursive";
+    outputHashAlgo = "sha256";
+  } // attrs);
+  dep = drv "dep" { args = [ "-c" "echo dep \${tag} > $out" ]; };
+in drv "top" { inherit dep; args = [ "-c" "echo built; cat $dep > $out" ]; }
+`;
+
+const [nix28, nix226] = CLIENTS;
+const caSkip = nix28?.skip ?? nix226?.skip;
+describe(
+  'realisations: Nix 2.26 pushes a CA derivation, Nix 2.8 substitutes it',
+  caSkip === undefined ? {} : { skip: caSkip },
+  () => {
+    let t: TestServer;
+    let work: string;
+    const clients: Client[] = [];
+    after(async () => {
+      for (const client of clients) await client.cleanup();
+      await rm(work, { recursive: true, force: true });
+      await t.stop();
+    });
+
+    it('round-trips the realisation, signed by the cache', async () => {
+      t = await startTestServer();
+      work = await mkdtemp(join(tmpdir(), 'niche-e2e-ca-'));
+      const expression = join(work, 'ca.nix');
+      await writeFile(expression, CA_DERIVATION);
+      const token = await t.token(['main'], ['pull', 'push']);
+      const ca = ['experimental-features = nix-command ca-derivations'];
+      const pusher = await makeClient('Nix 2.26', token, nix226?.tool, ca);
+      const substituter = await makeClient('Nix 2.8', token, undefined, ca);
+      clients.push(pusher, substituter);
+      const tag = String(Date.now());
+      const args = [expression, '--argstr', 'tag', tag];
+      const out = (await pusher.run('nix-build', ['--no-out-link', ...args])).trim();
+      const drv = (await pusher.run('nix-instantiate', args)).trim();
+      await pusher.run('nix', ['copy', '--to', `${t.url}/main`, `${drv}^out`]);
+
+      const [local] = JSON.parse(
+        await pusher.run('nix', ['realisation', 'info', '--json', `${drv}^out`]),
+      ) as {
+        id: string;
+        outPath: string;
+      }[];
+      assert.ok(local !== undefined);
+      assert.equal(`/nix/store/${local.outPath}`, out);
+      const served = await fetch(`${t.url}/main/realisations/${local.id}.doi`);
+      const realisation = JSON.parse(await served.text()) as { outPath: string; signatures: string[] };
+      assert.equal(served.status, 200);
+      assert.equal(realisation.outPath, local.outPath);
+      const info = (await (await fetch(`${t.url}/api/v1/caches/main`)).json()) as { publicKeys: string[] };
+      const key = info.publicKeys[0] ?? '';
+      assert.ok(
+        realisation.signatures.some((signature) => signature.startsWith(`${key.split(':')[0] ?? ''}:`)),
+      );
+
+      // The host's store has neither output: it instantiates the same derivation and substitutes.
+      assert.equal((await substituter.run('nix-instantiate', args)).trim(), drv);
+      const options = ['--option', 'substituters', `${t.url}/main`, '--option', 'trusted-public-keys', key];
+      const realised = await substituter.run('nix-store', [
+        '--realise',
+        drv,
+        ...options,
+        '--option',
+        'require-sigs',
+        'true',
+      ]);
+      assert.equal(realised.trim(), out);
+      assert.ok(existsSync(out));
+    });
+  },
+);

@@ -12,6 +12,8 @@ import { buffer } from 'node:stream/consumers';
 import { after, before, describe, it } from 'node:test';
 import zlib from 'node:zlib';
 import { NarListingBuilder } from '../../src/nix/nar-listing.js';
+import { realisationFingerprint } from '../../src/nix/realisation.js';
+import { PublicKey, SecretKey } from '../../src/nix/signing.js';
 import { NarParser } from '../../src/nix/nar-parser.js';
 import { narFromPath } from '../../src/nix/nar-writer.js';
 import { createDecompressor } from '../../src/util/compression.js';
@@ -395,6 +397,100 @@ describe('uploads with a Content-Encoding', () => {
     await expectStatus(
       await put(`/main/${hash}.narinfo`, 'x', push, { 'content-encoding': 'compress' }),
       415,
+    );
+  });
+});
+
+describe('realisations', () => {
+  const id = `sha256:${'7a'.repeat(32)}!out`;
+  const url = `/main/realisations/${id}.doi`;
+  const body = (
+    outPath: string,
+    signatures: string[] = [],
+    dependents: Record<string, string> = {},
+  ): string => JSON.stringify({ dependentRealisations: dependents, id, outPath, signatures });
+
+  it('accepts a realisation of a path in the cache, signs it, and never replaces it', async () => {
+    const fx = await treeFixture('ca output');
+    const base = fakeBaseName('ca-output');
+    const dependents = { [`sha256:${'01'.repeat(32)}!lib`]: fakeBaseName('ca-lib') };
+    const client = SecretKey.generate('client-1');
+    const clientSignature = client.sign(
+      realisationFingerprint({
+        id,
+        outPath: base,
+        dependentRealisations: new Map(Object.entries(dependents)),
+      }),
+    );
+    // The output path first, as Nix uploads it.
+    await expectStatus(await put(url, body(base, [clientSignature], dependents)), 400, 'REFERENCE_MISSING');
+    await publish(base, fx);
+    await expectStatus(await fetch(`${t.url}${url}`), 404);
+    await expectStatus(await put(url, body(base, [clientSignature], dependents)), 201);
+
+    const response = await fetch(`${t.url}${url}`);
+    const text = await expectStatus(response, 200);
+    assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
+    const served = JSON.parse(text) as { signatures: string[]; outPath: string };
+    assert.equal(served.outPath, base);
+    const api = (await (await fetch(`${t.url}/api/v1/caches/main`)).json()) as { publicKeys: string[] };
+    const key = PublicKey.parse(api.publicKeys[0] ?? '');
+    const ours = served.signatures.filter((sig) => sig.startsWith(`${key.name}:`));
+    assert.equal(ours.length, 1);
+    const fingerprint = `{"dependentRealisations":${JSON.stringify(dependents)},"id":"${id}","outPath":"${base}"}`;
+    assert.ok(key.verify(fingerprint, ours[0] ?? ''));
+    assert.ok(served.signatures.includes(clientSignature));
+    assert.equal(
+      text,
+      `{"dependentRealisations":${JSON.stringify(dependents)},"id":"${id}","outPath":"${base}","signatures":${JSON.stringify(served.signatures)}}`,
+    );
+
+    // The same again, with another client signature: merged. Another out path: refused.
+    const other = SecretKey.generate('client-2').sign(fingerprint);
+    await expectStatus(
+      await put(url, zlib.gzipSync(body(base, [other], dependents)), push, { 'content-encoding': 'gzip' }),
+      200,
+    );
+    const merged = JSON.parse(await (await fetch(`${t.url}${url}`)).text()) as { signatures: string[] };
+    assert.deepEqual(merged.signatures, [...served.signatures, other]);
+    const elsewhere = fakeBaseName('ca-elsewhere');
+    await publish(elsewhere, await treeFixture('elsewhere'));
+    await expectStatus(await put(url, body(elsewhere)), 409, 'REALISATION_CONFLICT');
+    await expectStatus(await put(url, body(base)), 409, 'REALISATION_CONFLICT');
+
+    // It goes with its out path.
+    const admin = await t.token(['main'], ['pull', 'delete']);
+    const deleted = await fetch(`${t.url}/api/v1/caches/main/paths/${base.slice(0, 32)}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${admin}` },
+    });
+    await expectStatus(deleted, 204);
+    await expectStatus(await fetch(`${t.url}${url}`), 404);
+  });
+
+  it('refuses malformed realisations and uploads without push rights', async () => {
+    const base = fakeBaseName('ca-refused');
+    await expectStatus(await put(url, 'not json'), 400, 'REALISATION_INVALID');
+    await expectStatus(
+      await put(url, JSON.stringify({ id, outPath: '/nix/store/x' })),
+      400,
+      'REALISATION_INVALID',
+    );
+    await expectStatus(await put(url, body(base, ['no signature'])), 400, 'SIGNATURE_INVALID');
+    await expectStatus(
+      await put(`/main/realisations/sha256:${'7b'.repeat(32)}!out.doi`, body(base)),
+      400,
+      'REALISATION_INVALID',
+    );
+    await expectStatus(await put('/main/realisations/nonsense.doi', body(base)), 400, 'REALISATION_INVALID');
+    await expectStatus(await put(url, body(base), null), 401, 'TOKEN_MISSING');
+    await expectStatus(await put(url, body(base), pull), 403, 'PERMISSION_DENIED');
+    await expectStatus(await fetch(`${t.url}/main/realisations/nonsense.doi`), 404);
+    // Nix 2.35's build traces are not stored.
+    await expectStatus(
+      await put(`/main/build-trace-v2/${fakeBaseName('x.drv')}/out.doi`, '{}'),
+      501,
+      'NOT_SUPPORTED',
     );
   });
 });
