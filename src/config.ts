@@ -55,6 +55,8 @@ export interface ServeConfig {
     readonly maxNarFileSize: number;
     readonly maxNarSize: number;
     readonly maxNarInfoSize: number;
+    readonly maxListingSize: number;
+    readonly maxLogSize: number;
   };
   /** Serve the host's own Nix store too (`--local-store`); undefined when off. */
   readonly localStore: LocalStoreConfig | undefined;
@@ -195,7 +197,13 @@ const rawSchema = z.strictObject({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   defaultCache: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, 'invalid cache name'),
   signingKeyFile: z.string().min(1).optional(),
-  limits: z.strictObject({ maxNarSize: size.optional(), maxNarinfoSize: size.optional() }).optional(),
+  limits: z
+    .strictObject({
+      maxNarSize: size.optional(),
+      maxNarinfoSize: size.optional(),
+      maxLogSize: size.optional(),
+    })
+    .optional(),
   storage: z
     .strictObject({
       type: z.enum(['fs', 's3']).optional(),
@@ -411,6 +419,8 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
       maxNarFileSize: maxNarSize + Math.ceil(maxNarSize / 64) + 2 ** 20,
       maxNarSize,
       maxNarInfoSize: value.limits?.maxNarinfoSize ?? DEFAULT_LIMITS.maxNarInfoSize,
+      maxListingSize: DEFAULT_LIMITS.maxListingSize,
+      maxLogSize: value.limits?.maxLogSize ?? DEFAULT_LIMITS.maxLogSize,
     }),
     localStore: value.localStore,
     publicUrl: value.publicUrl,

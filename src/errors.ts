@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'STORE_PATH_INVALID'
   | 'NAR_INVALID'
   | 'NARINFO_INVALID'
+  | 'LISTING_INVALID'
+  | 'REALISATION_INVALID'
   | 'CACHE_INFO_INVALID'
   | 'KEY_INVALID'
   | 'SIGNATURE_INVALID'
@@ -38,6 +40,8 @@ export type ErrorCode =
   | 'PATH_CONFLICT'
   | 'PATH_REFERENCED'
   | 'UPLOAD_INCOMPLETE'
+  | 'LISTING_MISMATCH'
+  | 'REALISATION_CONFLICT'
   | 'BODY_TOO_LARGE'
   // requests and auth
   | 'BAD_REQUEST'
@@ -59,6 +63,7 @@ export type ErrorCode =
   | 'KEY_FILE_INVALID'
   // backends
   | 'STORAGE_FAILURE'
+  | 'BUSY'
   | 'DATABASE_FAILURE'
   | 'SHUTTING_DOWN'
   | 'INTERNAL'
@@ -119,7 +124,10 @@ export class NotFoundError extends NicheError {
 }
 
 export class ConflictError extends NicheError {
-  constructor(code: 'PATH_CONFLICT' | 'PATH_REFERENCED' | 'CACHE_EXISTS' | 'KEY_EXISTS', message: string) {
+  constructor(
+    code: 'PATH_CONFLICT' | 'PATH_REFERENCED' | 'CACHE_EXISTS' | 'KEY_EXISTS' | 'REALISATION_CONFLICT',
+    message: string,
+  ) {
     super('conflict', code, message);
   }
 }
@@ -149,6 +157,13 @@ export class UnsupportedError extends NicheError {
 export class UnsupportedMediaTypeError extends NicheError {
   constructor(message: string) {
     super('unsupported', 'MEDIA_TYPE_UNSUPPORTED', message);
+  }
+}
+
+/** Too much of some costly work is already under way; the client should retry later (HTTP 503). */
+export class BusyError extends NicheError {
+  constructor(message: string) {
+    super('unavailable', 'BUSY', message);
   }
 }
 

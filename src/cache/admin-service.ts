@@ -204,10 +204,7 @@ export class AdminService {
 
   async deleteCache(principal: Principal, name: string): Promise<void> {
     const cache = await this.#caches.open(name, principal, 'server-admin');
-    await this.#db.deleteCache(cache.id);
-    this.#caches.forgetCacheRecord(name);
-    this.#caches.forgetNarInfos();
-    this.#caches.keyring.invalidate(cache.id);
+    await this.#caches.deleteCache(cache);
   }
 
   async keys(principal: Principal, name: string): Promise<SigningKeyRecord[]> {

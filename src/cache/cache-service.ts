@@ -19,6 +19,8 @@ import { formatCacheInfo } from '../nix/cache-info.js';
 import { formatContentAddress, parseContentAddress } from '../nix/content-address.js';
 import { isCompression, parseNarFileName, type Compression } from '../nix/compression.js';
 import { Hash } from '../nix/hash.js';
+import type { NarListing } from '../nix/nar-listing.js';
+import { listingDifference, parseUploadedListing } from '../nix/nar-listing-check.js';
 import { narInfoFingerprint, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
@@ -27,6 +29,9 @@ import { ANONYMOUS, authorize, type Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import { Keyring, type CacheKeys } from './keyring.js';
 import { NarInfoCache } from './narinfo-cache.js';
+import { BuildLogs } from './build-logs.js';
+import { NarListings } from './nar-listings.js';
+import { Realisations } from './realisations.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
 import { permissionsFor } from './tokens.js';
@@ -38,6 +43,10 @@ export interface CacheLimits {
   readonly maxNarSize: number;
   /** Largest narinfo body accepted. */
   readonly maxNarInfoSize: number;
+  /** Largest `<hash>.ls` listing accepted or made (bytes of JSON). */
+  readonly maxListingSize: number;
+  /** Largest build log accepted (bytes of plain text). */
+  readonly maxLogSize: number;
 }
 
 /**
@@ -52,6 +61,8 @@ export const DEFAULT_LIMITS: CacheLimits = {
   maxNarFileSize: 65 * 2 ** 30,
   maxNarSize: 64 * 2 ** 30,
   maxNarInfoSize: 1 << 20,
+  maxListingSize: 32 * 2 ** 20,
+  maxLogSize: 64 * 2 ** 20,
 };
 
 export interface CacheServiceOptions {
@@ -94,6 +105,11 @@ export class CacheService {
   readonly #records = new Map<string, { record: CacheRecord | undefined; expires: number }>();
   readonly #narinfos: NarInfoCache;
   readonly #pendingUploadTtlMs: number;
+  readonly #listings: NarListings;
+  /** The caches' build logs. */
+  readonly logs: BuildLogs;
+  /** The caches' realisations of content-addressed derivations. */
+  readonly realisations: Realisations;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -104,6 +120,15 @@ export class CacheService {
     this.#recordTtlMs = options.cacheRecordTtlMs ?? 2000;
     this.#pendingUploadTtlMs = options.pendingUploadTtlMs ?? PENDING_UPLOAD_TTL_MS;
     this.keyring = new Keyring(options.db);
+    this.#listings = new NarListings({ blobs: options.blobs, maxListingSize: this.limits.maxListingSize });
+    this.logs = new BuildLogs({
+      db: options.db,
+      blobs: options.blobs,
+      logger: options.logger,
+      maxLogSize: this.limits.maxLogSize,
+      now: this.#now,
+    });
+    this.realisations = new Realisations({ db: options.db, keyring: this.keyring, now: this.#now });
     this.#narinfos = new NarInfoCache(
       options.narInfoCacheEntries ?? 10_000,
       options.narInfoCacheTtlMs ?? 10_000,
@@ -286,6 +311,42 @@ export class CacheService {
     const nar = await this.#narOf(cache, info);
     checkAgainstNar(info, nar);
     return this.#publish(cache, info, nar);
+  }
+
+  /** The `<hash>.ls` listing of a published path, made from its NAR; undefined if there is no such path. */
+  async getListing(cache: CacheRecord, hashPart: string): Promise<string | undefined> {
+    if (!isStorePathHash(hashPart)) return undefined;
+    const found = await this.db.getPath(cache.id, hashPart);
+    if (found === undefined) return undefined;
+    const listing = await this.#listings.listing(found.nar);
+    if (listing === undefined) {
+      this.#logger.error(
+        { cache: cache.name, blobKey: found.nar.blobKey },
+        'NAR recorded in metadata but its blob is missing',
+      );
+    }
+    return listing;
+  }
+
+  /**
+   * Checks a `<hash>.ls` listing a client uploaded (`write-nar-listing=true`). It is not stored: listings
+   * are made from the NAR (getListing). Nix uploads it before the NAR and narinfo, so it can be compared
+   * with the NAR only if the path is already in the cache; otherwise only its form is checked.
+   */
+  async putListing(cache: CacheRecord, hashPart: string, text: string): Promise<void> {
+    const hash = requireHashPart(hashPart);
+    const uploaded = parseUploadedListing(text);
+    const found = await this.db.getPath(cache.id, hash);
+    if (found === undefined) return;
+    const actual = await this.#listings.listing(found.nar);
+    if (actual === undefined) return;
+    const difference = listingDifference(uploaded, JSON.parse(actual) as NarListing);
+    if (difference !== undefined) {
+      throw new InvalidInputError(
+        'LISTING_MISMATCH',
+        `the listing does not match the NAR of ${found.path.storePath}: ${difference}`,
+      );
+    }
   }
 
   /**
@@ -472,6 +533,17 @@ export class CacheService {
     return paths.filter((_path, index) => !present.has(baseNames[index] ?? ''));
   }
 
+  /** Deletes the cache with its paths, keys and build logs (NAR blobs stay for GC). False if it was gone. */
+  async deleteCache(cache: CacheRecord): Promise<boolean> {
+    const logBlobs = await this.db.listBuildLogBlobKeys(cache.id);
+    const deleted = await this.db.deleteCache(cache.id);
+    await this.logs.deleteBlobs(logBlobs);
+    this.forgetCacheRecord(cache.name);
+    this.forgetNarInfos();
+    this.keyring.invalidate(cache.id);
+    return deleted;
+  }
+
   /** Deletes a path that nothing else in the cache references. */
   async deletePath(cache: CacheRecord, hashPart: string): Promise<void> {
     const hash = requireHashPart(hashPart);
@@ -484,10 +556,16 @@ export class CacheService {
       );
     }
     this.#narinfos.forget(cache.id, hash);
+    const path = (await this.db.getPath(cache.id, hash))?.path;
     if (!(await this.db.deletePath(cache.id, hash))) {
       throw new NotFoundError('NOT_FOUND', `${hash} is not in cache ${cache.name}`);
     }
     this.#logger.info({ cache: cache.name, hashPart: hash }, 'path deleted');
+    if (path === undefined) return;
+    // Realisations resolving to it go with it, and its build log with the last of the cache's paths its
+    // derivation built.
+    await this.realisations.deleteOf(cache, path.storePath.slice(path.storePath.lastIndexOf('/') + 1));
+    if (path.deriver !== undefined) await this.logs.deleteIfUnused(cache, path.deriver);
   }
 
   async #narOf(cache: CacheRecord, info: NarInfo): Promise<NarRecord> {

@@ -126,6 +126,39 @@ export interface PathWithNar {
   readonly nar: NarRecord;
 }
 
+/** A build log kept for a cache (`nix store copy-log`), keyed by its derivation. */
+export interface BuildLogRecord {
+  /** The derivation's base name, `<hash>-<name>.drv`. */
+  readonly drv: string;
+  /** The blob holding the log, compressed as `compression` says. */
+  readonly blobKey: string;
+  /** `zstd` or `none`. */
+  readonly compression: string;
+  /** Bytes of the plain log. */
+  readonly size: number;
+  /** Bytes of the blob. */
+  readonly storedSize: number;
+  readonly createdAt: Date;
+}
+
+/** A realisation of a content-addressed derivation's output in a cache (PROTOCOL.md §7.2). */
+export interface RealisationRecord {
+  /** `sha256:<hex>!<output name>`. */
+  readonly id: string;
+  /** The output path's base name. */
+  readonly outPath: string;
+  /** Ids of other realisations and their out paths' base names. */
+  readonly dependentRealisations: Readonly<Record<string, string>>;
+  /** `keyname:base64` signatures, in order. */
+  readonly signatures: readonly string[];
+  readonly createdAt: Date;
+}
+
+export type AddRealisationOutcome =
+  | { readonly status: 'added' }
+  /** The id is already taken; nothing was changed. */
+  | { readonly status: 'exists'; readonly existing: RealisationRecord };
+
 export type AddPathOutcome =
   | { readonly status: 'added' }
   /** The hash part is already taken; nothing was changed. */
@@ -140,7 +173,8 @@ export interface MetadataStore {
   /** Returns the updated record; throws NotFoundError('CACHE_NOT_FOUND') if there is no such cache. */
   updateCache(cacheId: number, changes: CacheChanges): Promise<CacheRecord>;
   /**
-   * Deletes the cache with its keys, paths and pending uploads (the NAR records and blobs stay for GC).
+   * Deletes the cache with its keys, paths, realisations, build logs and pending uploads (the NAR records and blobs stay
+   * for GC; the logs' blobs are the caller's to delete, see listBuildLogBlobKeys).
    * Returns false if there was no such cache.
    */
   deleteCache(cacheId: number): Promise<boolean>;
@@ -198,4 +232,26 @@ export interface MetadataStore {
   findReferrers(cacheId: number, hashPart: string, limit: number): Promise<string[]>;
   /** Removes the path (its NAR record and blob stay for GC). Returns false if it was not there. */
   deletePath(cacheId: number, hashPart: string): Promise<boolean>;
+
+  /**
+   * Stores the log of `log.drv` in the cache, replacing the one it had: returns the replaced log's blob key
+   * (the caller deletes that blob), or undefined. Throws NotFoundError('CACHE_NOT_FOUND') without a cache.
+   */
+  putBuildLog(cacheId: number, log: BuildLogRecord): Promise<string | undefined>;
+  getBuildLog(cacheId: number, drv: string): Promise<BuildLogRecord | undefined>;
+  /** The blob keys of all the cache's logs (deleteCache removes the rows; the caller the blobs). */
+  listBuildLogBlobKeys(cacheId: number): Promise<string[]>;
+  /**
+   * Removes the log of `drv` unless a path of the cache still names `drv` as its deriver. Returns the
+   * removed log's blob key, or undefined if nothing was removed.
+   */
+  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined>;
+
+  /** Adds the realisation unless its id is taken. Throws NotFoundError('CACHE_NOT_FOUND') without a cache. */
+  addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome>;
+  getRealisation(cacheId: number, id: string): Promise<RealisationRecord | undefined>;
+  /** Appends signatures not yet present to an existing realisation; NOT_FOUND if there is none. */
+  addRealisationSignatures(cacheId: number, id: string, signatures: readonly string[]): Promise<void>;
+  /** Removes the realisations whose out path is `outPath` (a base name); returns how many. */
+  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number>;
 }

@@ -1,7 +1,13 @@
 // The rows both SQL backends read (the schemas share column names) and their conversion to records. Only
 // how a list column arrives differs: JSON text in SQLite, an already-parsed JSONB value in PostgreSQL, so
 // the backend passes its decoder.
-import type { NarRecord, PathWithNar, SigningKeyRecord } from './metadata-store.js';
+import type {
+  BuildLogRecord,
+  NarRecord,
+  PathWithNar,
+  RealisationRecord,
+  SigningKeyRecord,
+} from './metadata-store.js';
 
 /** Decodes a stored list of strings, throwing DatabaseError if it is not one. */
 export type ListDecoder<L> = (value: L, what: string) => string[];
@@ -113,4 +119,65 @@ export function presentBaseNames(baseNames: readonly string[], storePaths: Itera
     if (wanted.has(baseName)) present.add(baseName);
   }
   return present;
+}
+
+export interface BuildLogRow {
+  drv: string;
+  blob_key: string;
+  compression: string;
+  size: number;
+  stored_size: number;
+  created_at: number;
+}
+
+export const BUILD_LOG_COLUMNS = 'drv, blob_key, compression, size, stored_size, created_at';
+
+export function toBuildLog(row: BuildLogRow): BuildLogRecord {
+  return {
+    drv: row.drv,
+    blobKey: row.blob_key,
+    compression: row.compression,
+    size: row.size,
+    storedSize: row.stored_size,
+    createdAt: new Date(row.created_at),
+  };
+}
+
+/** A realisation; `dependents` (an object) and `signatures` (a list) arrive as the backend stores JSON. */
+export interface RealisationRow<J> {
+  id: string;
+  out_path: string;
+  dependents: J;
+  signatures: J;
+  created_at: number;
+}
+
+export const REALISATION_COLUMNS = 'id, out_path, dependents, signatures, created_at';
+
+/** Decodes a stored object of strings, throwing DatabaseError if it is not one. */
+export type MapDecoder<J> = (value: J, what: string) => Record<string, string>;
+
+export function toRealisation<J>(
+  row: RealisationRow<J>,
+  list: ListDecoder<J>,
+  map: MapDecoder<J>,
+): RealisationRecord {
+  return {
+    id: row.id,
+    outPath: row.out_path,
+    dependentRealisations: map(row.dependents, 'dependent realisations'),
+    signatures: list(row.signatures, 'signatures'),
+    createdAt: new Date(row.created_at),
+  };
+}
+
+/** Checks that a parsed JSON value is an object whose values are strings. */
+export function stringRecord(value: unknown): Record<string, string> | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const record: Record<string, string> = {};
+  for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+    if (typeof item !== 'string') return undefined;
+    record[key] = item;
+  }
+  return record;
 }

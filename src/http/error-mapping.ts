@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
-import { NicheError, RangeNotSatisfiableError, type ErrorKind } from '../errors.js';
+import { BusyError, NicheError, RangeNotSatisfiableError, type ErrorKind } from '../errors.js';
 
 const STATUS: Record<ErrorKind, number> = {
   invalid: 400,
@@ -84,6 +84,8 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
   }
   if (status === 401) headers['www-authenticate'] = wwwAuthenticate(url);
   if (error instanceof RangeNotSatisfiableError) headers['content-range'] = `bytes */${error.size}`;
+  // Nix 2.29+ waits this long before retrying a 503.
+  if (error instanceof BusyError) headers['retry-after'] = '5';
   return { status, headers, ...errorBody(url, code, message) };
 }
 

@@ -22,6 +22,7 @@ import type { BufferPool } from '../util/buffer-pool.js';
 import { createCompressor } from '../util/compression.js';
 import type { HttpContext } from './context.js';
 import { sendRawError, sendRawNotFound } from './error-mapping.js';
+import { acceptsEncoding } from './accept-encoding.js';
 import { parseRange } from './range.js';
 import type { LocalStoreMount } from './routes/local-store.js';
 import { writeChunks } from './write-chunks.js';
@@ -298,16 +299,4 @@ function hashParameter(query: string): string | undefined {
   if (query === '') return undefined;
   const values = new URLSearchParams(query).getAll('hash');
   return values.length === 1 ? values[0] : undefined;
-}
-
-/** Whether `header` (Accept-Encoding) lists `coding` with a non-zero quality. */
-function acceptsEncoding(header: string | undefined, coding: string): boolean {
-  if (header === undefined) return false;
-  for (const item of header.split(',')) {
-    const [name = '', ...parameters] = item.split(';').map((part) => part.trim().toLowerCase());
-    if (name !== coding) continue;
-    const quality = parameters.find((parameter) => parameter.startsWith('q='));
-    return quality === undefined || Number(quality.slice(2)) > 0;
-  }
-  return false;
 }

@@ -16,6 +16,7 @@ import { continueOnRead } from './expect-continue.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
 import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
+import { registerBuildLogRoutes } from './routes/build-log.js';
 import { registerCacheInfoRoutes } from './routes/cache-info.js';
 import { registerLandingRoute } from './routes/landing.js';
 import {
@@ -23,8 +24,10 @@ import {
   registerLocalStoreRoutes,
   type LocalStoreMount,
 } from './routes/local-store.js';
+import { registerListingRoutes } from './routes/listing.js';
 import { registerNarRoutes } from './routes/nar.js';
 import { registerNarInfoRoutes } from './routes/narinfo.js';
+import { registerRealisationRoutes } from './routes/realisation.js';
 import { registerUnsupportedRoutes } from './routes/unsupported.js';
 import { chunkPool } from '../util/buffer-pool.js';
 
@@ -140,6 +143,9 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   registerCacheInfoRoutes(app, context);
   registerNarRoutes(app, context);
   registerNarInfoRoutes(app, context);
+  registerListingRoutes(app, context);
+  registerBuildLogRoutes(app, context);
+  registerRealisationRoutes(app, context);
   registerUnsupportedRoutes(app, context);
   if (options.localStore !== undefined) registerLocalStoreRoutes(app, options.localStore);
   return app;

@@ -57,3 +57,41 @@ export function createCompressor(
       });
   }
 }
+
+/**
+ * The `Content-Encoding`s niche decodes on uploads: what Nix 2.32+ sends with `narinfo-compression`,
+ * `ls-compression` and `log-compression` (any of its compressions that HTTP or niche knows).
+ */
+export type ContentCoding = 'gzip' | 'deflate' | 'br' | 'zstd' | 'xz' | 'bzip2';
+
+const CONTENT_CODINGS: Readonly<Record<string, ContentCoding>> = {
+  gzip: 'gzip',
+  'x-gzip': 'gzip',
+  deflate: 'deflate',
+  br: 'br',
+  zstd: 'zstd',
+  xz: 'xz',
+  bzip2: 'bzip2',
+};
+
+/** The coding a `Content-Encoding` token names, 'identity', or undefined if niche cannot decode it. */
+export function parseContentCoding(token: string): ContentCoding | 'identity' | undefined {
+  const name = token.trim().toLowerCase();
+  if (name === 'identity' || name === 'none') return 'identity';
+  return Object.hasOwn(CONTENT_CODINGS, name) ? CONTENT_CODINGS[name] : undefined;
+}
+
+/** A decoder for an upload's `Content-Encoding`, as bounded as the NAR decompressors. */
+export function createContentDecoder(coding: ContentCoding): Duplex {
+  switch (coding) {
+    case 'gzip':
+      return zlib.createGunzip({ chunkSize: STEP_OUTPUT });
+    case 'deflate':
+      return zlib.createInflate({ chunkSize: STEP_OUTPUT });
+    case 'br':
+    case 'zstd':
+    case 'xz':
+    case 'bzip2':
+      return createDecompressor(coding);
+  }
+}

@@ -4,7 +4,14 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 
-import type { MetadataStore, NarRecord, NewToken, PathRecord } from '../../src/db/metadata-store.js';
+import type {
+  BuildLogRecord,
+  RealisationRecord,
+  MetadataStore,
+  NarRecord,
+  NewToken,
+  PathRecord,
+} from '../../src/db/metadata-store.js';
 import { ConflictError, isNicheError, type ErrorCode } from '../../src/errors.js';
 
 export interface MetadataStoreFixture {
@@ -659,6 +666,157 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
       void it('rejects signatures for a missing path with NOT_FOUND', async () => {
         const a = await cache('a');
         await assertCode(store().addSignatures(a, fakeHash(1, 32), ['k:a']), 'NOT_FOUND');
+      });
+    });
+
+    void describe('realisations', () => {
+      const id = `sha256:${'ab'.repeat(32)}!out`;
+      function realisation(overrides: Partial<RealisationRecord> = {}): RealisationRecord {
+        return {
+          id,
+          outPath: `${fakeHash('ca-out', 32)}-hello-2.12`,
+          dependentRealisations: { [`sha256:${'cd'.repeat(32)}!dev`]: `${fakeHash('dep', 32)}-dep` },
+          signatures: ['k2:b', 'k1:a'],
+          createdAt: new Date(1_700_000_000_789),
+          ...overrides,
+        };
+      }
+
+      void it('adds a realisation once and returns exactly what was stored', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        assert.equal(await store().getRealisation(a, id), undefined);
+        assert.deepEqual(await store().addRealisation(a, realisation()), { status: 'added' });
+        assert.deepEqual(await store().getRealisation(a, id), realisation());
+        assert.equal(await store().getRealisation(b, id), undefined);
+        const other = realisation({
+          outPath: `${fakeHash('other', 32)}-hello-2.12`,
+          dependentRealisations: {},
+        });
+        assert.deepEqual(await store().addRealisation(a, other), {
+          status: 'exists',
+          existing: realisation(),
+        });
+        assert.deepEqual(await store().getRealisation(a, id), realisation());
+        const bare = realisation({ dependentRealisations: {}, signatures: [] });
+        assert.deepEqual(await store().addRealisation(b, bare), { status: 'added' });
+        assert.deepEqual(await store().getRealisation(b, id), bare);
+      });
+
+      void it('appends only new signatures, and refuses them for a missing realisation', async () => {
+        const a = await cache('a');
+        await store().addRealisation(a, realisation());
+        await store().addRealisationSignatures(a, id, ['k1:a', 'k3:c', 'k3:c']);
+        assert.deepEqual((await store().getRealisation(a, id))?.signatures, ['k2:b', 'k1:a', 'k3:c']);
+        await assertCode(
+          store().addRealisationSignatures(a, `sha256:${'00'.repeat(32)}!out`, ['k:a']),
+          'NOT_FOUND',
+        );
+      });
+
+      void it('rejects a realisation for a missing cache with CACHE_NOT_FOUND', async () => {
+        await assertCode(store().addRealisation(987_654, realisation()), 'CACHE_NOT_FOUND');
+      });
+
+      void it('deletes the realisations of an out path, and all of a deleted cache', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const second = realisation({ id: `sha256:${'ef'.repeat(32)}!out` });
+        const elsewhere = realisation({
+          id: `sha256:${'12'.repeat(32)}!out`,
+          outPath: `${fakeHash('x', 32)}-x`,
+        });
+        await store().addRealisation(a, realisation());
+        await store().addRealisation(a, second);
+        await store().addRealisation(a, elsewhere);
+        await store().addRealisation(b, realisation());
+        assert.equal(await store().deleteRealisationsOf(a, realisation().outPath), 2);
+        assert.equal(await store().getRealisation(a, id), undefined);
+        assert.deepEqual(await store().getRealisation(a, elsewhere.id), elsewhere);
+        assert.deepEqual(await store().getRealisation(b, id), realisation());
+        assert.equal(await store().deleteRealisationsOf(a, realisation().outPath), 0);
+        await store().deleteCache(b);
+        assert.equal(await store().getRealisation(b, id), undefined);
+      });
+    });
+
+    void describe('build logs', () => {
+      function buildLog(
+        drv: string,
+        blobKey: string,
+        overrides: Partial<BuildLogRecord> = {},
+      ): BuildLogRecord {
+        return {
+          drv,
+          blobKey,
+          compression: 'zstd',
+          size: 9_876_543_210,
+          storedSize: 123_456,
+          createdAt: new Date(1_700_000_000_456),
+          ...overrides,
+        };
+      }
+      const drv = `${fakeHash('drv', 32)}-hello-2.12.drv`;
+
+      void it('stores a log per cache and derivation and returns exactly what was stored', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        assert.equal(await store().getBuildLog(a, drv), undefined);
+        const log = buildLog(drv, 'log/one');
+        assert.equal(await store().putBuildLog(a, log), undefined);
+        assert.deepEqual(await store().getBuildLog(a, drv), log);
+        assert.equal(await store().getBuildLog(b, drv), undefined);
+        assert.equal(await store().getBuildLog(a, `${fakeHash('other', 32)}-x.drv`), undefined);
+      });
+
+      void it('replaces a log and returns the replaced blob key', async () => {
+        const a = await cache('a');
+        await store().putBuildLog(a, buildLog(drv, 'log/one'));
+        const second = buildLog(drv, 'log/two', { compression: 'none', size: 5, storedSize: 5 });
+        assert.equal(await store().putBuildLog(a, second), 'log/one');
+        assert.deepEqual(await store().getBuildLog(a, drv), second);
+        assert.deepEqual(await store().listBuildLogBlobKeys(a), ['log/two']);
+      });
+
+      void it('rejects a log for a missing cache with CACHE_NOT_FOUND', async () => {
+        await assertCode(store().putBuildLog(987_654, buildLog(drv, 'log/x')), 'CACHE_NOT_FOUND');
+      });
+
+      void it('lists the blob keys of a cache, and deleting the cache deletes its logs', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const other = `${fakeHash('other', 32)}-x.drv`;
+        await store().putBuildLog(a, buildLog(drv, 'log/a1'));
+        await store().putBuildLog(a, buildLog(other, 'log/a2'));
+        await store().putBuildLog(b, buildLog(drv, 'log/b1'));
+        assert.deepEqual((await store().listBuildLogBlobKeys(a)).sort(), ['log/a1', 'log/a2']);
+        assert.equal(await store().deleteCache(a), true);
+        assert.deepEqual(await store().listBuildLogBlobKeys(a), []);
+        assert.equal(await store().getBuildLog(a, drv), undefined);
+        assert.deepEqual(await store().getBuildLog(b, drv), buildLog(drv, 'log/b1'));
+      });
+
+      void it('deletes a log only once no path of the cache names its derivation', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        const out = pathRecord('out', nar, { deriver: drv, references: [] });
+        const dev = pathRecord('dev', nar, { deriver: drv, references: [] });
+        await store().addPath(a, out, ANY_UPLOAD);
+        await store().addPath(a, dev, ANY_UPLOAD);
+        await store().addPath(b, pathRecord('b', nar, { deriver: drv, references: [] }), ANY_UPLOAD);
+        await store().putBuildLog(a, buildLog(drv, 'log/a'));
+
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+        await store().deletePath(a, out.hashPart);
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+        await store().deletePath(a, dev.hashPart);
+        // Cache b's path names the same derivation; it does not keep cache a's log.
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), 'log/a');
+        assert.equal(await store().getBuildLog(a, drv), undefined);
+        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
       });
     });
   });

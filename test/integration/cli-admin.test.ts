@@ -3,9 +3,13 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { openStores } from '../../src/app/data-dir.js';
+import { CacheService } from '../../src/cache/cache-service.js';
 import { main } from '../../src/cli/main.js';
+import { loadServeConfig } from '../../src/config.js';
 
 let data: string;
 
@@ -60,6 +64,41 @@ describe('niche cache', () => {
     assert.match((await niche('cache', 'list')).stdout, /team/);
     assert.equal((await niche('cache', 'delete', 'team', '--yes')).code, 0);
     assert.doesNotMatch((await niche('cache', 'list')).stdout, /team/);
+  });
+
+  it('deletes a cache with its build logs, blobs included', async () => {
+    assert.equal((await niche('cache', 'create', 'logged')).code, 0);
+    const logBlobs = async (): Promise<string[]> => {
+      const stores = await openStores(loadServeConfig({ data }, {}));
+      try {
+        const cache = await stores.db.getCache('logged');
+        if (cache !== undefined) {
+          const service = new CacheService({
+            db: stores.db,
+            blobs: stores.blobs,
+            logger: pino({ level: 'silent' }),
+          });
+          if ((await stores.db.listBuildLogBlobKeys(cache.id)).length === 0) {
+            await service.logs.put(cache, `${'0'.repeat(32)}-x.drv`, {
+              body: Readable.from([Buffer.from('a build log')]),
+              coding: undefined,
+              contentLength: undefined,
+            });
+          }
+        }
+        const keys: string[] = [];
+        for await (const key of stores.blobs.list('log/')) keys.push(key);
+        return keys;
+      } finally {
+        await stores.db.close();
+        await stores.blobs.close();
+      }
+    };
+    assert.equal((await logBlobs()).length, 1);
+    const deleted = await niche('cache', 'delete', 'logged', '--yes');
+    assert.equal(deleted.code, 0, deleted.stderr);
+    assert.match(deleted.stderr, /and its build logs/);
+    assert.deepEqual(await logBlobs(), []);
   });
 });
 

@@ -450,18 +450,16 @@ describe('bad input leaves the store unchanged', () => {
 });
 
 describe('uploads niche does not store', () => {
-  it('refuses listings, logs and realisations with 501 and a reason', async () => {
+  it('refuses build traces and debug info with 501 and a reason', async () => {
     const before = await snapshot();
-    const hash = fakeBaseName('ls').slice(0, 32);
     await expectRefused(
-      await put(`/main/${hash}.ls`, '{"version":1,"root":{"type":"regular","size":0}}'),
+      await put(`/main/build-trace-v2/${fakeBaseName('x.drv')}/out.doi`, '{}'),
       501,
-      'write-nar-listing',
+      'ca-derivations',
     );
-    await expectRefused(await put(`/main/log/${fakeBaseName('x.drv')}`, 'log'), 501, 'copy-log');
-    await expectRefused(await put('/main/realisations/sha256:00!out.doi', '{}'), 501, 'ca-derivations');
+    await expectRefused(await put(`/main/debuginfo/${'ab'.repeat(20)}.debug`, '{}'), 501, 'index-debug-info');
     // Still authenticated first.
-    await expectRefused(await put(`/main/${hash}.ls`, '{}', null), 401, 'TOKEN_MISSING');
+    await expectRefused(await put('/main/debuginfo/x.debug', '{}', null), 401, 'TOKEN_MISSING');
     assert.equal(await snapshot(), before);
   });
 });

@@ -1,8 +1,10 @@
 // `niche cache create|update|delete|list|show`: manage caches directly in the data directory (operator side).
 import type { Command } from 'commander';
+import { openStores } from '../../app/data-dir.js';
 import { createCacheWithKey, DEFAULT_PRIORITY, parseUpstreamKeys } from '../../cache/admin-service.js';
 import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, requireCache, withMetadata } from '../backends.js';
 import { parseCacheName } from '../../cache/cache-name.js';
+import { loadServeConfig } from '../../config.js';
 import { InvalidInputError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
 
@@ -131,7 +133,11 @@ export function registerCache(
     .option('--config <file>', CONFIG_OPTION_HELP)
     .action((name: string, options: { yes?: boolean; data?: string; config?: string }) =>
       run(async () => {
-        await withMetadata(io, options, async (db) => {
+        // The blob store too: the cache's build logs are deleted with it.
+        const config = loadServeConfig({ data: options.data, config: options.config }, io.env);
+        const stores = await openStores(config);
+        try {
+          const { db } = stores;
           const record = await requireCache(db, name);
           let paths = 0;
           for (let page = await db.listPaths(record.id, { limit: 1000 }); page.length > 0;) {
@@ -141,14 +147,28 @@ export function registerCache(
           }
           if (options.yes !== true) {
             print(io.stderr, `would delete cache ${name} with ${paths} paths; run again with --yes to do it`);
-            return;
+            return 0;
           }
-          await db.deleteCache(record.id);
+          // Loaded only here: the service and logger are not needed by the other cache commands.
+          const [{ CacheService }, { pino }] = await Promise.all([
+            import('../../cache/cache-service.js'),
+            import('pino'),
+          ]);
+          const service = new CacheService({
+            db,
+            blobs: stores.blobs,
+            logger: pino({ level: 'warn' }, io.stderr),
+            limits: config.limits,
+          });
+          await service.deleteCache(record);
           print(
             io.stderr,
-            `deleted cache ${name} (${paths} paths); unreferenced NAR files are removed by GC`,
+            `deleted cache ${name} (${paths} paths, and its build logs); unreferenced NAR files are removed by GC`,
           );
-        });
+        } finally {
+          await stores.db.close();
+          await stores.blobs.close();
+        }
         return 0;
       }),
     );

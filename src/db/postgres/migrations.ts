@@ -15,8 +15,8 @@
 //   SQLite and JavaScript's default sort, so listPaths pages the same way on both, independent of the
 //   database's locale, and comparisons in the primary-key indexes skip locale rules.
 //
-// PostgreSQL has had no shipped version yet, so the SQLite history (upstream_keys and path_refs added by
-// its second migration) is folded into the first.
+// The SQLite history up to its second migration (upstream_keys, path_refs) is folded into the first here;
+// later migrations correspond one to one (SQLite's third is PostgreSQL's second).
 
 export const MIGRATIONS: readonly string[] = [
   `
@@ -108,5 +108,34 @@ export const MIGRATIONS: readonly string[] = [
     FOREIGN KEY (cache_id, hash_part) REFERENCES paths (cache_id, hash_part) ON DELETE CASCADE
   );
   CREATE INDEX path_refs_referrer ON path_refs (cache_id, hash_part);
+  `,
+  `
+  -- Build logs (nix store copy-log), one per derivation and cache; the log itself is a blob.
+  CREATE TABLE build_logs (
+    cache_id BIGINT NOT NULL CONSTRAINT build_logs_cache_fkey REFERENCES caches (id) ON DELETE CASCADE,
+    drv TEXT COLLATE "C" NOT NULL,
+    blob_key TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    size BIGINT NOT NULL CHECK (size >= 0),
+    stored_size BIGINT NOT NULL CHECK (stored_size >= 0),
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (cache_id, drv)
+  );
+  -- "Does a path of this cache still name this derivation" when a path is deleted.
+  CREATE INDEX paths_deriver ON paths (deriver, cache_id);
+  `,
+  `
+  -- Realisations of content-addressed derivations' outputs (ca-derivations), signed by the cache.
+  CREATE TABLE realisations (
+    cache_id BIGINT NOT NULL CONSTRAINT realisations_cache_fkey REFERENCES caches (id) ON DELETE CASCADE,
+    id TEXT COLLATE "C" NOT NULL,
+    out_path TEXT COLLATE "C" NOT NULL,
+    dependents JSONB NOT NULL CHECK (jsonb_typeof(dependents) = 'object'),
+    signatures JSONB NOT NULL CHECK (jsonb_typeof(signatures) = 'array'),
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (cache_id, id)
+  );
+  -- Deleting a path deletes the realisations that point at it.
+  CREATE INDEX realisations_out_path ON realisations (cache_id, out_path);
   `,
 ];

@@ -12,6 +12,8 @@ import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError 
 import {
   PERMISSIONS,
   type AddPathOutcome,
+  type AddRealisationOutcome,
+  type BuildLogRecord,
   type CacheChanges,
   type CacheNar,
   type CacheRecord,
@@ -23,17 +25,25 @@ import {
   type PathRecord,
   type PathWithNar,
   type Permission,
+  type RealisationRecord,
   type SigningKeyRecord,
   type TokenRecord,
   type TokenScope,
 } from '../metadata-store.js';
 import {
+  BUILD_LOG_COLUMNS,
+  REALISATION_COLUMNS,
   hashPartsOf,
   optionalDate,
   presentBaseNames,
   toNar,
   toPathWithNar,
+  stringRecord,
+  toBuildLog,
+  toRealisation,
   toSigningKey,
+  type BuildLogRow,
+  type RealisationRow,
   type NarRow,
   type PathNarRow,
   type SigningKeyRow,
@@ -599,6 +609,138 @@ export class PostgresMetadataStore implements MetadataStore {
     });
   }
 
+  putBuildLog(cacheId: number, log: BuildLogRecord): Promise<string | undefined> {
+    // The old row is locked until the new one is in. Two first uploads of the same log at once both find
+    // no old row; the blob of the one overwritten is then left for GC.
+    return this.#run('putBuildLog', async () => {
+      try {
+        return await this.#transaction(async (client) => {
+          const { rows } = await client.query<{ blob_key: string }>(
+            'SELECT blob_key FROM build_logs WHERE cache_id = $1 AND drv = $2 FOR UPDATE',
+            [cacheId, log.drv],
+          );
+          await client.query(
+            `INSERT INTO build_logs (cache_id, ${BUILD_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (cache_id, drv) DO UPDATE SET blob_key = excluded.blob_key,
+               compression = excluded.compression, size = excluded.size, stored_size = excluded.stored_size,
+               created_at = excluded.created_at`,
+            [
+              cacheId,
+              log.drv,
+              log.blobKey,
+              log.compression,
+              log.size,
+              log.storedSize,
+              log.createdAt.getTime(),
+            ],
+          );
+          return rows[0]?.blob_key;
+        });
+      } catch (error) {
+        if (violated(error, 'build_logs_cache_fkey')) throw noSuchCache(cacheId);
+        throw error;
+      }
+    });
+  }
+
+  getBuildLog(cacheId: number, drv: string): Promise<BuildLogRecord | undefined> {
+    return this.#run('getBuildLog', async () => {
+      const { rows } = await this.#pool.query<BuildLogRow>(
+        `SELECT ${BUILD_LOG_COLUMNS} FROM build_logs WHERE cache_id = $1 AND drv = $2`,
+        [cacheId, drv],
+      );
+      const row = rows[0];
+      return row === undefined ? undefined : toBuildLog(row);
+    });
+  }
+
+  listBuildLogBlobKeys(cacheId: number): Promise<string[]> {
+    return this.#run('listBuildLogBlobKeys', async () => {
+      const { rows } = await this.#pool.query<{ blob_key: string }>(
+        'SELECT blob_key FROM build_logs WHERE cache_id = $1',
+        [cacheId],
+      );
+      return rows.map((row) => row.blob_key);
+    });
+  }
+
+  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined> {
+    return this.#run('deleteUnusedBuildLog', async () => {
+      const { rows } = await this.#pool.query<{ blob_key: string }>(
+        `DELETE FROM build_logs WHERE cache_id = $1 AND drv = $2
+           AND NOT EXISTS (SELECT 1 FROM paths WHERE cache_id = $1 AND deriver = $2)
+         RETURNING blob_key`,
+        [cacheId, drv],
+      );
+      return rows[0]?.blob_key;
+    });
+  }
+
+  addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome> {
+    return this.#run('addRealisation', async () => {
+      // Insert-or-read as in addPath: the rival row read back may vanish (deleted) in between; retry then.
+      for (let attempt = 0; attempt < ADD_PATH_ATTEMPTS; attempt++) {
+        try {
+          const inserted = await this.#pool.query(
+            `INSERT INTO realisations (cache_id, ${REALISATION_COLUMNS})
+             VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6) ON CONFLICT (cache_id, id) DO NOTHING`,
+            [
+              cacheId,
+              realisation.id,
+              realisation.outPath,
+              JSON.stringify(realisation.dependentRealisations),
+              JSON.stringify(realisation.signatures),
+              realisation.createdAt.getTime(),
+            ],
+          );
+          if ((inserted.rowCount ?? 0) > 0) return { status: 'added' };
+        } catch (error) {
+          if (violated(error, 'realisations_cache_fkey')) throw noSuchCache(cacheId);
+          throw error;
+        }
+        const existing = await findRealisation(this.#pool, cacheId, realisation.id);
+        if (existing !== undefined) return { status: 'exists', existing };
+      }
+      throw new DatabaseError(`realisation ${realisation.id} kept appearing and vanishing`);
+    });
+  }
+
+  getRealisation(cacheId: number, id: string): Promise<RealisationRecord | undefined> {
+    return this.#run('getRealisation', () => findRealisation(this.#pool, cacheId, id));
+  }
+
+  addRealisationSignatures(cacheId: number, id: string, signatures: readonly string[]): Promise<void> {
+    return this.#run('addRealisationSignatures', () =>
+      this.#transaction(async (client) => {
+        // FOR UPDATE: two concurrent calls merge one after the other instead of losing one's signatures.
+        const { rows } = await client.query<{ signatures: unknown }>(
+          'SELECT signatures FROM realisations WHERE cache_id = $1 AND id = $2 FOR UPDATE',
+          [cacheId, id],
+        );
+        const row = rows[0];
+        if (row === undefined) throw new NotFoundError('NOT_FOUND', `no realisation ${id} in this cache`);
+        const current = stringList(row.signatures, 'signatures');
+        const merged = [...new Set([...current, ...signatures])];
+        if (merged.length !== current.length) {
+          await client.query(
+            'UPDATE realisations SET signatures = $3::jsonb WHERE cache_id = $1 AND id = $2',
+            [cacheId, id, JSON.stringify(merged)],
+          );
+        }
+      }),
+    );
+  }
+
+  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number> {
+    return this.#run('deleteRealisationsOf', async () => {
+      const result = await this.#pool.query(
+        'DELETE FROM realisations WHERE cache_id = $1 AND out_path = $2',
+        [cacheId, outPath],
+      );
+      return result.rowCount ?? 0;
+    });
+  }
+
   /** Runs the work; failures that are not ours become DatabaseErrors naming the operation. */
   async #run<T>(operation: string, work: () => Promise<T>): Promise<T> {
     if (this.#closed) throw new DatabaseError('the metadata store is closed');
@@ -767,6 +909,29 @@ function toCache(row: CacheRow): CacheRecord {
 }
 
 /** A JSONB column as parsed by the driver, checked to be the list of strings it must hold. */
+async function findRealisation(
+  db: Queryable,
+  cacheId: number,
+  id: string,
+): Promise<RealisationRecord | undefined> {
+  const { rows } = await db.query<RealisationRow<unknown>>(
+    `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE cache_id = $1 AND id = $2`,
+    [cacheId, id],
+  );
+  const row = rows[0];
+  return row === undefined ? undefined : toRealisation(row, stringList, jsonRecord);
+}
+
+function jsonRecord(value: unknown, what: string): Record<string, string> {
+  const record = stringRecord(value);
+  if (record === undefined) {
+    throw new DatabaseError(
+      `stored ${what} are not an object of strings: ${JSON.stringify(value).slice(0, 100)}`,
+    );
+  }
+  return record;
+}
+
 function stringList(value: unknown, what: string): string[] {
   if (!Array.isArray(value) || !value.every((item): item is string => typeof item === 'string')) {
     throw new DatabaseError(

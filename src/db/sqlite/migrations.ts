@@ -104,4 +104,33 @@ export const MIGRATIONS: readonly string[] = [
     FROM paths AS p, json_each(p.refs) AS j
     WHERE substr(j.value, 1, 32) <> p.hash_part;
   `,
+  `
+  -- Build logs (nix store copy-log), one per derivation and cache; the log itself is a blob.
+  CREATE TABLE build_logs (
+    cache_id INTEGER NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    drv TEXT NOT NULL,
+    blob_key TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (cache_id, drv)
+  ) STRICT, WITHOUT ROWID;
+  -- "Does a path of this cache still name this derivation" when a path is deleted.
+  CREATE INDEX paths_deriver ON paths (deriver, cache_id);
+  `,
+  `
+  -- Realisations of content-addressed derivations' outputs (ca-derivations), signed by the cache.
+  CREATE TABLE realisations (
+    cache_id INTEGER NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    id TEXT NOT NULL,
+    out_path TEXT NOT NULL,
+    dependents TEXT NOT NULL,
+    signatures TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (cache_id, id)
+  ) STRICT, WITHOUT ROWID;
+  -- Deleting a path deletes the realisations that point at it.
+  CREATE INDEX realisations_out_path ON realisations (cache_id, out_path);
+  `,
 ];

@@ -9,6 +9,8 @@ import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError 
 import {
   PERMISSIONS,
   type AddPathOutcome,
+  type AddRealisationOutcome,
+  type BuildLogRecord,
   type CacheChanges,
   type CacheNar,
   type CacheRecord,
@@ -20,17 +22,25 @@ import {
   type PathRecord,
   type PathWithNar,
   type Permission,
+  type RealisationRecord,
   type SigningKeyRecord,
   type TokenRecord,
   type TokenScope,
 } from '../metadata-store.js';
 import {
+  BUILD_LOG_COLUMNS,
+  REALISATION_COLUMNS,
   hashPartsOf,
   optionalDate,
   presentBaseNames,
   toNar,
   toPathWithNar,
+  stringRecord,
+  toBuildLog,
+  toRealisation,
   toSigningKey,
+  type BuildLogRow,
+  type RealisationRow,
   type NarRow,
   type PathNarRow,
   type SigningKeyRow,
@@ -78,6 +88,16 @@ interface CacheKey {
 interface PathKey {
   cacheId: number;
   hashPart: string;
+}
+
+interface LogKey {
+  cacheId: number;
+  drv: string;
+}
+
+interface RealisationKey {
+  cacheId: number;
+  id: string;
 }
 
 const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob_key';
@@ -236,6 +256,41 @@ function prepareStatements(db: Database.Database) {
       .pluck(),
     updateSignatures: db.prepare<PathKey & { signatures: string }>(
       'UPDATE paths SET signatures = @signatures WHERE cache_id = @cacheId AND hash_part = @hashPart',
+    ),
+
+    buildLog: db.prepare<LogKey, BuildLogRow>(
+      `SELECT ${BUILD_LOG_COLUMNS} FROM build_logs WHERE cache_id = @cacheId AND drv = @drv`,
+    ),
+    upsertBuildLog: db.prepare<LogKey & Omit<BuildLogRow, 'drv'>>(
+      `INSERT INTO build_logs (cache_id, ${BUILD_LOG_COLUMNS})
+       VALUES (@cacheId, @drv, @blob_key, @compression, @size, @stored_size, @created_at)
+       ON CONFLICT (cache_id, drv) DO UPDATE SET blob_key = excluded.blob_key,
+         compression = excluded.compression, size = excluded.size, stored_size = excluded.stored_size,
+         created_at = excluded.created_at`,
+    ),
+    buildLogBlobKeys: db
+      .prepare<[number], string>('SELECT blob_key FROM build_logs WHERE cache_id = ?')
+      .pluck(),
+    deleteUnusedBuildLog: db
+      .prepare<LogKey, string>(
+        `DELETE FROM build_logs WHERE cache_id = @cacheId AND drv = @drv
+           AND NOT EXISTS (SELECT 1 FROM paths WHERE cache_id = @cacheId AND deriver = @drv)
+         RETURNING blob_key`,
+      )
+      .pluck(),
+
+    realisation: db.prepare<RealisationKey, RealisationRow<string>>(
+      `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE cache_id = @cacheId AND id = @id`,
+    ),
+    insertRealisation: db.prepare<RealisationKey & Omit<RealisationRow<string>, 'id'>>(
+      `INSERT INTO realisations (cache_id, ${REALISATION_COLUMNS})
+       VALUES (@cacheId, @id, @out_path, @dependents, @signatures, @created_at)`,
+    ),
+    updateRealisationSignatures: db.prepare<RealisationKey & { signatures: string }>(
+      'UPDATE realisations SET signatures = @signatures WHERE cache_id = @cacheId AND id = @id',
+    ),
+    deleteRealisationsOf: db.prepare<{ cacheId: number; outPath: string }>(
+      'DELETE FROM realisations WHERE cache_id = @cacheId AND out_path = @outPath',
     ),
   };
 }
@@ -574,6 +629,103 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
+  putBuildLog(cacheId: number, log: BuildLogRecord): Promise<string | undefined> {
+    return this.#run('putBuildLog', () => {
+      try {
+        return this.#db
+          .transaction((): string | undefined => {
+            const replaced = this.#sql.buildLog.get({ cacheId, drv: log.drv });
+            this.#sql.upsertBuildLog.run({
+              cacheId,
+              drv: log.drv,
+              blob_key: log.blobKey,
+              compression: log.compression,
+              size: log.size,
+              stored_size: log.storedSize,
+              created_at: log.createdAt.getTime(),
+            });
+            return replaced?.blob_key;
+          })
+          .immediate();
+      } catch (error) {
+        if (constraint(error) === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noSuchCache(cacheId);
+        throw error;
+      }
+    });
+  }
+
+  getBuildLog(cacheId: number, drv: string): Promise<BuildLogRecord | undefined> {
+    return this.#run('getBuildLog', () => {
+      const row = this.#sql.buildLog.get({ cacheId, drv });
+      return row === undefined ? undefined : toBuildLog(row);
+    });
+  }
+
+  listBuildLogBlobKeys(cacheId: number): Promise<string[]> {
+    return this.#run('listBuildLogBlobKeys', () => this.#sql.buildLogBlobKeys.all(cacheId));
+  }
+
+  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined> {
+    return this.#run('deleteUnusedBuildLog', () => this.#sql.deleteUnusedBuildLog.get({ cacheId, drv }));
+  }
+
+  addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome> {
+    return this.#run('addRealisation', () => {
+      try {
+        return this.#db
+          .transaction((): AddRealisationOutcome => {
+            const existing = this.#sql.realisation.get({ cacheId, id: realisation.id });
+            if (existing !== undefined) {
+              return { status: 'exists', existing: toRealisation(existing, parseStrings, parseRecord) };
+            }
+            this.#sql.insertRealisation.run({
+              cacheId,
+              id: realisation.id,
+              out_path: realisation.outPath,
+              dependents: JSON.stringify(realisation.dependentRealisations),
+              signatures: JSON.stringify(realisation.signatures),
+              created_at: realisation.createdAt.getTime(),
+            });
+            return { status: 'added' };
+          })
+          .immediate();
+      } catch (error) {
+        if (constraint(error) === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noSuchCache(cacheId);
+        throw error;
+      }
+    });
+  }
+
+  getRealisation(cacheId: number, id: string): Promise<RealisationRecord | undefined> {
+    return this.#run('getRealisation', () => {
+      const row = this.#sql.realisation.get({ cacheId, id });
+      return row === undefined ? undefined : toRealisation(row, parseStrings, parseRecord);
+    });
+  }
+
+  addRealisationSignatures(cacheId: number, id: string, signatures: readonly string[]): Promise<void> {
+    return this.#run('addRealisationSignatures', () => {
+      this.#db
+        .transaction(() => {
+          const row = this.#sql.realisation.get({ cacheId, id });
+          if (row === undefined) throw new NotFoundError('NOT_FOUND', `no realisation ${id} in this cache`);
+          const current = parseStrings(row.signatures, 'signatures');
+          const merged = [...new Set([...current, ...signatures])];
+          if (merged.length !== current.length) {
+            this.#sql.updateRealisationSignatures.run({ cacheId, id, signatures: JSON.stringify(merged) });
+          }
+        })
+        .immediate();
+    });
+  }
+
+  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number> {
+    return this.#run(
+      'deleteRealisationsOf',
+      () => this.#sql.deleteRealisationsOf.run({ cacheId, outPath }).changes,
+    );
+  }
+
   /** Runs synchronous work as a settled promise; failures that are not ours become DatabaseErrors. */
   #run<T>(operation: string, work: () => T): Promise<T> {
     try {
@@ -669,6 +821,14 @@ function parseStrings(text: string, what: string): string[] {
     throw new DatabaseError(`stored ${what} are not a JSON list of strings: ${text.slice(0, 100)}`);
   }
   return value;
+}
+
+function parseRecord(text: string, what: string): Record<string, string> {
+  const record = stringRecord(JSON.parse(text));
+  if (record === undefined) {
+    throw new DatabaseError(`stored ${what} are not a JSON object of strings: ${text.slice(0, 100)}`);
+  }
+  return record;
 }
 
 function required<T>(value: T | undefined, what: string): T {
