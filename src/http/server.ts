@@ -1,12 +1,13 @@
 // Builds the HTTP front end: a fastify instance with every route, raw request bodies (routes stream or
 // bound them themselves), and the one error handler. Listening and shutdown belong to the caller.
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { NotFoundError } from '../errors.js';
 import type { HttpContext } from './context.js';
 import { sendError } from './error-mapping.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
+import { pushUrlRewrite } from './push-url.js';
 import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
 import { registerCacheInfoRoutes } from './routes/cache-info.js';
@@ -31,10 +32,16 @@ export interface HttpServerOptions {
 
 export function buildHttpServer(context: HttpContext, options: HttpServerOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = options.logger;
-  const rewriteUrl =
+  // Push URLs (`/<cache>/push/…`, src/http/push-url.ts) first, then the local store's root mount.
+  const pushRewrite = pushUrlRewrite(options.localStore?.mountPath);
+  const rootRewrite =
     options.localStore?.mountAtRoot === true
       ? localStoreRootRewrite(options.localStore.mountPath)
       : undefined;
+  const rewriteUrl = (request: IncomingMessage): string => {
+    const url = pushRewrite(request.url ?? '/');
+    return rootRewrite === undefined ? url : rootRewrite(url);
+  };
   let closing = false;
   const readPath = createReadPath(context, {
     logger: loggerInstance,
@@ -68,8 +75,8 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 200 },
     trustProxy: false,
-    // The local store's root mount (/nix-cache-info, /<hash>.narinfo, /nar/…) is a rewrite to its prefix.
-    ...(rewriteUrl === undefined ? {} : { rewriteUrl }),
+    // Push URLs, and the local store's root mount (/nix-cache-info, /<hash>.narinfo, /nar/…), are rewrites.
+    rewriteUrl,
   });
 
   // Bodies are never parsed by fastify: NAR uploads stream, small bodies are read with a limit.

@@ -5,7 +5,6 @@
 // required and only niche's key trusted, Nix must get niche's signed narinfo and not its own unsigned
 // copy. Same for `niche push`. With Nix 2.8 and 2.26.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { cacheInfoSchema } from '../../src/api/v1.js';
 import { nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
@@ -37,24 +36,23 @@ for (const version of nixVersionsUnderTest()) {
         await t?.stop();
       });
 
-      async function cacheInfo(): Promise<{ url: string; key: string }> {
+      async function cacheInfo(): Promise<{ url: string; pushUrl: string; key: string }> {
         assert.ok(t);
         const response = await fetch(`${t.url}/api/v1/caches/main`);
         assert.equal(response.status, 200);
         const info = cacheInfoSchema.parse(await response.json());
         const key = info.publicKeys[0];
         assert.ok(key !== undefined);
-        return { url: info.url, key };
+        return { url: info.url, pushUrl: info.pushUrl, key };
       }
 
       /** Deletes the closure locally, then substitutes it back from the cache with require-sigs. */
       async function roundTrip(closure: BuiltClosure, url: string, key: string): Promise<void> {
         assert.ok(nix);
         await closure.deleteOutputs();
-        for (const path of closure.paths) assert.ok(!existsSync(nix.storeFile(path)), `${path} was deleted`);
+        for (const path of closure.paths) assert.ok(!nix.hasPath(path), `${path} was deleted`);
         await substitute(nix, url, [closure.top], key);
-        for (const path of closure.paths)
-          assert.ok(existsSync(nix.storeFile(path)), `${path} was substituted`);
+        for (const path of closure.paths) assert.ok(nix.hasPath(path), `${path} was substituted`);
         const { stdout } = await nix.run('nix', ['path-info', '--sigs', closure.top]);
         assert.match(stdout.toString('utf8'), new RegExp(`${key.split(':')[0] ?? ''}:`), 'signed by niche');
       }
@@ -63,9 +61,10 @@ for (const version of nixVersionsUnderTest()) {
         assert.ok(t && nix);
         const closure = await buildClosure(nix, { label: `pusher-copy-${version}` });
         closures.push(closure);
-        const { url, key } = await cacheInfo();
+        const { url, pushUrl, key } = await cacheInfo();
+        assert.equal(pushUrl, `${url}/push`);
         await nix.setToken(await t.token(['main'], ['pull', 'push']));
-        await nix.run('nix', ['copy', '--to', `${url}?compression=zstd`, closure.top]);
+        await nix.run('nix', ['copy', '--to', `${pushUrl}?compression=zstd`, closure.top]);
         await roundTrip(closure, url, key);
       });
     },

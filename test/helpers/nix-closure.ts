@@ -3,6 +3,7 @@
 // freshly built closure of test paths (e2e-closure.nix) that can be pushed, deleted locally and
 // substituted back.
 import { randomBytes } from 'node:crypto';
+import { lstatSync } from 'node:fs';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,8 @@ export interface NixClient {
   run(cmd: string, args: readonly string[]): Promise<{ stdout: Buffer; stderr: string }>;
   /** Where the files of a store path of this client's store are on this machine. */
   storeFile(storePath: string): string;
+  /** Whether `storePath` is on disk in this client's store (a symlink counts, wherever it points). */
+  hasPath(storePath: string): boolean;
   cleanup(): Promise<void>;
 }
 
@@ -59,6 +62,8 @@ export async function nixClient(options: NixClientOptions = {}): Promise<NixClie
     },
     run: (cmd, args) => runNix(cmd, args, { home, version, env: { NIX_CONFIG: nixConfig } }),
     storeFile: (storePath) => nixStoreFile(version, storePath),
+    hasPath: (storePath) =>
+      lstatSync(nixStoreFile(version, storePath), { throwIfNoEntry: false }) !== undefined,
     cleanup: () => rm(home, { recursive: true, force: true }),
   };
 }

@@ -1,6 +1,7 @@
 // `niche serve`: runs the HTTP cache server until SIGINT/SIGTERM, then finishes in-flight requests.
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { pushUrlOf } from '../../api/v1.js';
 import { DEFAULT_DATA_DIR, loadServeConfig, type ServeConfig, type ServeFlags } from '../../config.js';
 import { print, type CliIo } from '../io.js';
 
@@ -161,12 +162,13 @@ export function registerServe(
               'niche: to use it, add to nix.conf:',
               `  extra-substituters = ${base}/${boot.cache.name}`,
               `  extra-trusted-public-keys = ${keys.publicKeys.join(' ')}`,
-              'niche: to push, create a token and put it in your netrc:',
+              'niche: to push, create a token, put it in your netrc, and copy to the push URL:',
               `  niche token create --cache ${boot.cache.name} --push${operator.args}`,
               operator.env.length === 0
                 ? ''
                 : `  (with ${operator.env.join(' and ')} set as for this server)`,
               `  machine ${unnamed ? '<host>' : new URL(base).hostname.replace(/^\[(.*)\]$/, '$1')} login niche password <token>`,
+              `  nix copy --to ${pushUrlOf(`${base}/${boot.cache.name}`)} <paths>`,
             ]
               .filter((line) => line !== '')
               .join('\n'),
