@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { cacheInfoSchema } from '../../src/api/v1.js';
-import { nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
+import { join } from 'node:path';
+import { runCli } from '../helpers/cli-process.js';
+import { nixBinDir, nixEnv, nixTestOptions, nixVersionsUnderTest, onClientMachine } from '../helpers/nix.js';
 import {
   buildClosure,
   nixClient,
@@ -65,6 +67,29 @@ for (const version of nixVersionsUnderTest()) {
         assert.equal(pushUrl, `${url}/push`);
         await nix.setToken(await t.token(['main'], ['pull', 'push']));
         await nix.run('nix', ['copy', '--to', `${pushUrl}?compression=zstd`, closure.top]);
+        await roundTrip(closure, url, key);
+      });
+
+      it('after niche push, with signatures required', async () => {
+        assert.ok(t && nix);
+        const closure = await buildClosure(nix, { label: `pusher-niche-${version}` });
+        closures.push(closure);
+        const { url, key } = await cacheInfo();
+        // niche runs as on a machine whose Nix is this one: its `nix` and its /nix/store.
+        const bin = nixBinDir(version, nix.home);
+        const env = {
+          ...nixEnv(nix.home),
+          PATH: bin === undefined ? process.env.PATH : `${bin}:${process.env.PATH ?? ''}`,
+          NICHE_TOKEN: await t.token(['main'], ['pull', 'push']),
+          NICHE_CONFIG_DIR: join(nix.home, 'niche'),
+        };
+        const push = await runCli(['push', url, closure.top], {
+          env,
+          wrap: (program, args) => onClientMachine(version, program, args),
+          timeoutMs: 120_000,
+        });
+        assert.equal(push.code, 0, push.stderr);
+        assert.match(push.stdout, new RegExp(`pushed ${closure.paths.length}, already present 0`));
         await roundTrip(closure, url, key);
       });
     },

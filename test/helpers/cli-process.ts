@@ -25,10 +25,14 @@ interface SpawnOptions {
   readonly ipc?: boolean | undefined;
   /** A descriptor the child writes its stdout and stderr to, instead of pipes to this process. */
   readonly output?: number | undefined;
+  /** Rewrites the command line, e.g. to run it in another mount namespace (test/helpers/nix.ts). */
+  readonly wrap?: ((program: string, args: readonly string[]) => [string, string[]]) | undefined;
 }
 
 function spawnCli(args: readonly string[], options: SpawnOptions = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', ...(options.nodeArgs ?? []), CLI_ENTRY, ...args], {
+  const argv = ['--import', 'tsx', ...(options.nodeArgs ?? []), CLI_ENTRY, ...args];
+  const [program, programArgs] = options.wrap?.(process.execPath, argv) ?? [process.execPath, argv];
+  return spawn(program, programArgs, {
     cwd: REPO_ROOT,
     env: cliEnv(options.env),
     stdio: [
@@ -50,9 +54,9 @@ export interface CliResult {
 /** Runs one CLI command to completion (killed after `timeoutMs`). */
 export function runCli(
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; wrap?: SpawnOptions['wrap'] } = {},
 ): Promise<CliResult> {
-  const child = spawnCli(args, { env: options.env });
+  const child = spawnCli(args, { env: options.env, wrap: options.wrap });
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
   child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));

@@ -8,7 +8,7 @@
 // netrc, keys, Nix expressions) lives under /tmp; a store path's files are found with `nixStoreFile`.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -206,6 +206,52 @@ export function commandLine(
   const inner = ['env', ...assignments, cmd, ...args];
   if (cwd === undefined) return [MODERN_NIX, ['run', ...inner]];
   return [MODERN_NIX, ['run', 'sh', '-c', 'cd "$1" && shift && exec "$@"', 'sh', cwd, ...inner]];
+}
+
+/**
+ * A directory to put first on PATH for a program that runs `nix` itself (niche push, niche use): for 2.26 it
+ * holds `nix`, `nix-store` and `nix-build` scripts that run them in the chroot, passing HOME and the XDG
+ * directories along; for 2.8 nothing is needed (undefined).
+ */
+export function nixBinDir(version: NixVersion, home: string): string | undefined {
+  if (version === '2.8') return undefined;
+  const dir = join(home, 'modern-nix-bin');
+  mkdirSync(dir, { recursive: true });
+  const pass = CHROOT_VARIABLES.map((name) => `\${${name}:+"${name}=$${name}"}`).join(' ');
+  for (const name of ['nix', 'nix-store', 'nix-build']) {
+    const script = `#!/bin/sh\nexec '${MODERN_NIX}' run env ${pass} ${name} "$@"\n`;
+    writeFileSync(join(dir, name), script, { mode: 0o755 });
+  }
+  return dir;
+}
+
+/**
+ * The command line that runs `program args` as on a machine whose Nix is `version`: unchanged for 2.8; for
+ * 2.26 in a private mount namespace (`unshare`, as root) where /nix/store is the 2.26 client's store, so
+ * a program that reads store paths itself (niche push serialises NARs from the store) finds its paths.
+ * Give it `nixBinDir` first on PATH, so its `nix` is the same client.
+ */
+export function onClientMachine(
+  version: NixVersion,
+  program: string,
+  args: readonly string[],
+): [string, string[]] {
+  if (version === '2.8') return [program, [...args]];
+  const store = join(modernNixRoot(), 'nix', 'store');
+  return [
+    'unshare',
+    [
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      'mount --bind "$0" /nix/store && exec "$@"',
+      store,
+      program,
+      ...args,
+    ],
+  ];
 }
 
 /** A store URL for a private local store rooted at `root` (store paths still read /nix/store/...). */
