@@ -227,9 +227,9 @@ export function nixBinDir(version: NixVersion, home: string): string | undefined
 
 /**
  * The command line that runs `program args` as on a machine whose Nix is `version`: unchanged for 2.8; for
- * 2.26 in a private mount namespace (`unshare`, as root) where /nix/store is the 2.26 client's store, so
- * a program that reads store paths itself (niche push serialises NARs from the store) finds its paths.
- * Give it `nixBinDir` first on PATH, so its `nix` is the same client.
+ * 2.26 in a private mount namespace (`unshare`, as root) where /nix is the 2.26 client's, so a program
+ * that reads the store itself (niche push serialises NARs from it, watch-store reads the Nix database)
+ * finds its paths. Give it `nixBinDir` first on PATH, so its `nix` is the same client.
  */
 export function onClientMachine(
   version: NixVersion,
@@ -237,7 +237,7 @@ export function onClientMachine(
   args: readonly string[],
 ): [string, string[]] {
   if (version === '2.8') return [program, [...args]];
-  const store = join(modernNixRoot(), 'nix', 'store');
+  const nix = join(modernNixRoot(), 'nix');
   return [
     'unshare',
     [
@@ -246,8 +246,8 @@ export function onClientMachine(
       'private',
       'sh',
       '-c',
-      'mount --bind "$0" /nix/store && exec "$@"',
-      store,
+      'mount --bind "$0" /nix && exec "$@"',
+      nix,
       program,
       ...args,
     ],
