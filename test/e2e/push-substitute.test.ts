@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { cacheInfoSchema } from '../../src/api/v1.js';
-import { NixCommandError, nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
+import { NixCommandError, nixTestOptions, nixVersionsUnderTest, type NixVersion } from '../helpers/nix.js';
 import {
   buildClosure,
   generateNixKey,
@@ -18,7 +18,11 @@ import {
 } from '../helpers/nix-closure.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
-const BIG_FILE_BYTES = 21_000_000;
+/**
+ * The incompressible file's size: large (server-side streaming of big NARs) with Nix 2.8; smaller with
+ * 2.26, whose leg is about the client's protocol and would otherwise spend half a minute in xz.
+ */
+const BIG_FILE_BYTES: Record<NixVersion, number> = { '2.8': 21_000_000, '2.26': 3_000_000 };
 const EXTENSIONS = { xz: '.xz', zstd: '.zst', none: '' } as const;
 
 async function publicKeyOf(t: TestServer): Promise<string> {
@@ -55,7 +59,10 @@ for (const version of nixVersionsUnderTest())
 
     before(async () => {
       client = await nixClient({ version });
-      closure = await buildClosure(client, { bigBytes: BIG_FILE_BYTES, label: `push-substitute-${version}` });
+      closure = await buildClosure(client, {
+        bigBytes: BIG_FILE_BYTES[version],
+        label: `push-substitute-${version}`,
+      });
     });
     after(async () => {
       await closure?.cleanup();
@@ -76,7 +83,7 @@ for (const version of nixVersionsUnderTest())
       assert.deepEqual(top.references, [mid.path, file.path, link.path].sort());
       assert.deepEqual(mid.references, [leaf.path, mid.path].sort(), 'mid refers to leaf and to itself');
       assert.deepEqual(link.references, [file.path]);
-      assert.ok(leaf.narSize > BIG_FILE_BYTES);
+      assert.ok(leaf.narSize > BIG_FILE_BYTES[version]);
     });
 
     // One fresh server per compression, so every round really uploads; each round ends with the closure
