@@ -237,46 +237,48 @@ function suite(version: NixVersion): void {
       assert.match(sigs.stdout.toString('utf8'), new RegExp(`${keyName.replace(/[.]/g, '\\.')}:`));
     });
 
-    it('a second push uploads nothing; a half-present closure uploads only the missing half', async () => {
-      const client = await machine('second');
-      const proxy = await countingProxy(server.url);
-      try {
-        const login = await niche(['login', 'e2e', proxy.url, pushToken], client.env);
-        assert.equal(login.code, 0, login.stderr);
-        const closure = await build('client-second');
-        const top = closure.top;
-        // First the half below `mid` (mid and leaf), then the whole closure.
-        const mid = closure.paths.find((path) => path.endsWith('-niche-e2e-mid'));
-        assert.ok(mid !== undefined);
-        const half = await niche(['push', `e2e/${CACHE}`, mid], client.env);
-        assert.equal(half.code, 0, half.stderr);
-        assert.deepEqual(summaryCounts(half.stdout), { pushed: 2, present: 0, failed: 0 });
-        assert.equal(proxy.uploads, 2);
+    // niche's own bookkeeping, the same whatever the Nix: with Nix 2.8 only (CI time).
+    if (version === '2.8')
+      it('a second push uploads nothing; a half-present closure uploads only the missing half', async () => {
+        const client = await machine('second');
+        const proxy = await countingProxy(server.url);
+        try {
+          const login = await niche(['login', 'e2e', proxy.url, pushToken], client.env);
+          assert.equal(login.code, 0, login.stderr);
+          const closure = await build('client-second');
+          const top = closure.top;
+          // First the half below `mid` (mid and leaf), then the whole closure.
+          const mid = closure.paths.find((path) => path.endsWith('-niche-e2e-mid'));
+          assert.ok(mid !== undefined);
+          const half = await niche(['push', `e2e/${CACHE}`, mid], client.env);
+          assert.equal(half.code, 0, half.stderr);
+          assert.deepEqual(summaryCounts(half.stdout), { pushed: 2, present: 0, failed: 0 });
+          assert.equal(proxy.uploads, 2);
 
-        proxy.uploads = 0;
-        const rest = await niche(['push', `e2e/${CACHE}`, top], client.env);
-        assert.equal(rest.code, 0, rest.stderr);
-        assert.deepEqual(summaryCounts(rest.stdout), {
-          pushed: closure.paths.length - 2,
-          present: 2,
-          failed: 0,
-        });
-        assert.equal(proxy.uploads, closure.paths.length - 2, 'only the missing half was uploaded');
+          proxy.uploads = 0;
+          const rest = await niche(['push', `e2e/${CACHE}`, top], client.env);
+          assert.equal(rest.code, 0, rest.stderr);
+          assert.deepEqual(summaryCounts(rest.stdout), {
+            pushed: closure.paths.length - 2,
+            present: 2,
+            failed: 0,
+          });
+          assert.equal(proxy.uploads, closure.paths.length - 2, 'only the missing half was uploaded');
 
-        proxy.uploads = 0;
-        const again = await niche(['push', `e2e/${CACHE}`, top], client.env);
-        assert.equal(again.code, 0, again.stderr);
-        assert.deepEqual(summaryCounts(again.stdout), {
-          pushed: 0,
-          present: closure.paths.length,
-          failed: 0,
-        });
-        assert.equal(proxy.uploads, 0, 'a second push uploads nothing');
-        assert.deepEqual(await missingIn(closure.paths), []);
-      } finally {
-        await proxy.close();
-      }
-    });
+          proxy.uploads = 0;
+          const again = await niche(['push', `e2e/${CACHE}`, top], client.env);
+          assert.equal(again.code, 0, again.stderr);
+          assert.deepEqual(summaryCounts(again.stdout), {
+            pushed: 0,
+            present: closure.paths.length,
+            failed: 0,
+          });
+          assert.equal(proxy.uploads, 0, 'a second push uploads nothing');
+          assert.deepEqual(await missingIn(closure.paths), []);
+        } finally {
+          await proxy.close();
+        }
+      });
 
     it('skips paths signed upstream; the server accepts them as references on the upstream signature', async () => {
       const key = await generateNixKey(nix, `upstream-${randomBytes(4).toString('hex')}`);
@@ -311,38 +313,40 @@ function suite(version: NixVersion): void {
       assert.deepEqual(((await missing.json()) as { missing: string[] }).missing.sort(), [leaf, file].sort());
     });
 
-    it('pushes paths from --stdin, and to a URL with NICHE_TOKEN and no login', async () => {
-      const closure = await build('client-stdin', 0);
-      const viaStdin = await machine('stdin');
-      await niche(['login', 'e2e', server.url, pushToken], viaStdin.env);
-      const file = closure.paths.find((path) => path.endsWith('-niche-e2e-file'));
-      const link = closure.paths.find((path) => path.endsWith('-niche-e2e-link'));
-      assert.ok(file !== undefined && link !== undefined);
-      const stdin = await niche(
-        ['push', `e2e/${CACHE}`, '--stdin', '--compression', 'xz'],
-        viaStdin.env,
-        `${link}\n  ${file}\n`,
-      );
-      assert.equal(stdin.code, 0, stdin.stderr);
-      assert.deepEqual(summaryCounts(stdin.stdout), { pushed: 2, present: 0, failed: 0 });
+    // niche's own bookkeeping, the same whatever the Nix: with Nix 2.8 only (CI time).
+    if (version === '2.8')
+      it('pushes paths from --stdin, and to a URL with NICHE_TOKEN and no login', async () => {
+        const closure = await build('client-stdin', 0);
+        const viaStdin = await machine('stdin');
+        await niche(['login', 'e2e', server.url, pushToken], viaStdin.env);
+        const file = closure.paths.find((path) => path.endsWith('-niche-e2e-file'));
+        const link = closure.paths.find((path) => path.endsWith('-niche-e2e-link'));
+        assert.ok(file !== undefined && link !== undefined);
+        const stdin = await niche(
+          ['push', `e2e/${CACHE}`, '--stdin', '--compression', 'xz'],
+          viaStdin.env,
+          `${link}\n  ${file}\n`,
+        );
+        assert.equal(stdin.code, 0, stdin.stderr);
+        assert.deepEqual(summaryCounts(stdin.stdout), { pushed: 2, present: 0, failed: 0 });
 
-      const ci = await machine('ci', { NICHE_TOKEN: pushToken });
-      const viaEnv = await niche(['push', `${server.url}/${CACHE}`, closure.top], ci.env);
-      assert.equal(viaEnv.code, 0, viaEnv.stderr);
-      assert.deepEqual(summaryCounts(viaEnv.stdout), {
-        pushed: closure.paths.length - 2,
-        present: 2,
-        failed: 0,
+        const ci = await machine('ci', { NICHE_TOKEN: pushToken });
+        const viaEnv = await niche(['push', `${server.url}/${CACHE}`, closure.top], ci.env);
+        assert.equal(viaEnv.code, 0, viaEnv.stderr);
+        assert.deepEqual(summaryCounts(viaEnv.stdout), {
+          pushed: closure.paths.length - 2,
+          present: 2,
+          failed: 0,
+        });
+        assert.deepEqual(await missingIn(closure.paths), []);
+
+        const denied = await niche(
+          ['push', `${server.url}/${CACHE}`, closure.top],
+          (await machine('no-token')).env,
+        );
+        assert.equal(denied.code, 77);
+        assert.match(denied.stderr, /needs a token/);
       });
-      assert.deepEqual(await missingIn(closure.paths), []);
-
-      const denied = await niche(
-        ['push', `${server.url}/${CACHE}`, closure.top],
-        (await machine('no-token')).env,
-      );
-      assert.equal(denied.code, 77);
-      assert.match(denied.stderr, /needs a token/);
-    });
 
     it('watch-store pushes a newly built path and exits 0 on SIGTERM', async () => {
       const client = await machine('watch');
@@ -396,7 +400,11 @@ function suite(version: NixVersion): void {
           timeoutMs: 30_000,
           intervalMs: 200,
         });
-        assert.match(stderr, new RegExp(`pushed ${path.replace(/[.+]/g, '\\$&')}`));
+        // The server has it once it has answered; watch-store says so when it reads the answer.
+        await waitFor(() => stderr.includes(`pushed ${path}`), {
+          what: `watch-store to report pushing ${path} (it said: ${stderr})`,
+          timeoutMs: 10_000,
+        });
         assert.doesNotMatch(stderr, /\.drv {2}/, 'derivations are not pushed');
         child.kill('SIGTERM');
         assert.equal(await exited, 0, stderr);

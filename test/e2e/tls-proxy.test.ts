@@ -88,7 +88,8 @@ for (const version of nixVersionsUnderTest())
       };
     }
 
-    for (const trusted of [true, false]) {
+    // With Nix 2.26 only behind the trusted proxy: how niche use picks the URL does not depend on the Nix.
+    for (const trusted of version === '2.8' ? [true, false] : [true]) {
       it(`writes the https:// URL the user logged in with (${trusted ? 'trusted proxy' : 'unconfigured server'})`, async () => {
         const { proxy, token } = await deploy(trusted ? ['127.0.0.1'] : []);
         const info = cacheInfoSchema.parse(
