@@ -1,9 +1,10 @@
-// The niche client against a real server and the real Nix 2.8: `niche login` + `niche push` a closure
+// The niche client against a real server and the real Nix (2.8, and 2.26 as on a machine whose Nix it is:
+// test/helpers/nix.ts): `niche login` + `niche push` a closure
 // into a private cache, `niche use` on a clean nix.conf, delete the paths locally and substitute them back
 // with plain `nix-store -r` (signatures required, no --option); pushing again uploads nothing, a
 // half-present closure uploads only the missing half (counted at a proxy in front of the server),
-// `--stdin` and NICHE_TOKEN-with-a-URL work, and `watch-store` pushes a freshly built path and exits 0 on
-// SIGTERM.
+// `--stdin` and NICHE_TOKEN-with-a-URL work (these two with 2.8 only), and `watch-store` pushes a freshly
+// built path (reading that Nix's database) and exits 0 on SIGTERM.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
