@@ -54,6 +54,8 @@ export interface ServeConfig {
     readonly maxNarFileSize: number;
     readonly maxNarSize: number;
     readonly maxNarInfoSize: number;
+    /** NAR uploads received at once; more are answered 503 with Retry-After. */
+    readonly maxUploads: number;
   };
   /** Serve the host's own Nix store too (`--local-store`); undefined when off. */
   readonly localStore: LocalStoreConfig | undefined;
@@ -77,6 +79,7 @@ export interface ServeFlags {
   readonly logLevel?: string | undefined;
   readonly signingKeyFile?: string | undefined;
   readonly maxNarSize?: string | undefined;
+  readonly maxUploads?: string | undefined;
   readonly publicUrl?: string | undefined;
   readonly trustedProxies?: readonly string[] | undefined;
   // The local store (src/localstore/local-store-config.ts).
@@ -147,7 +150,13 @@ const rawSchema = z.strictObject({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   defaultCache: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, 'invalid cache name'),
   signingKeyFile: z.string().min(1).optional(),
-  limits: z.strictObject({ maxNarSize: size.optional(), maxNarinfoSize: size.optional() }).optional(),
+  limits: z
+    .strictObject({
+      maxNarSize: size.optional(),
+      maxNarinfoSize: size.optional(),
+      maxUploads: positiveInt.optional(),
+    })
+    .optional(),
   storage: z
     .strictObject({
       type: z.enum(['fs', 's3']).optional(),
@@ -226,7 +235,7 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     signingKeyFile: env.NICHE_SIGNING_KEY_FILE,
     publicUrl: env.NICHE_PUBLIC_URL,
     trustedProxies: list(env.NICHE_TRUSTED_PROXIES),
-    limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE }),
+    limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE, maxUploads: env.NICHE_MAX_UPLOADS }),
     storage: defined({
       type: env.NICHE_STORAGE,
       path: env.NICHE_STORAGE_PATH,
@@ -261,7 +270,7 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     signingKeyFile: flags.signingKeyFile,
     publicUrl: flags.publicUrl,
     trustedProxies: flags.trustedProxies,
-    limits: defined({ maxNarSize: flags.maxNarSize }),
+    limits: defined({ maxNarSize: flags.maxNarSize, maxUploads: flags.maxUploads }),
     localStore: defined({
       enabled: flags.localStore,
       root: flags.localStoreRoot,
@@ -357,6 +366,7 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
       maxNarFileSize: maxNarSize + Math.ceil(maxNarSize / 64) + 2 ** 20,
       maxNarSize,
       maxNarInfoSize: value.limits?.maxNarinfoSize ?? DEFAULT_LIMITS.maxNarInfoSize,
+      maxUploads: value.limits?.maxUploads ?? DEFAULT_LIMITS.maxUploads,
     }),
     localStore: value.localStore,
     publicUrl: value.publicUrl,

@@ -61,6 +61,7 @@ export type ErrorCode =
   | 'STORAGE_FAILURE'
   | 'DATABASE_FAILURE'
   | 'SHUTTING_DOWN'
+  | 'OVERLOADED'
   | 'INTERNAL'
   // the client commands (src/client)
   | 'SERVER_UNKNOWN'
@@ -171,6 +172,20 @@ export class StorageError extends NicheError {
 export class DatabaseError extends NicheError {
   constructor(message: string, options?: ErrorOptions) {
     super('internal', 'DATABASE_FAILURE', message, options);
+  }
+}
+
+/**
+ * The server sheds load (too many uploads in progress): answered 503 with `Retry-After`, which Nix 2.29
+ * and later honour, before the request body is read.
+ */
+export class OverloadedError extends NicheError {
+  constructor(
+    message: string,
+    /** Seconds the client should wait before retrying. */
+    readonly retryAfterSeconds: number,
+  ) {
+    super('unavailable', 'OVERLOADED', message);
   }
 }
 

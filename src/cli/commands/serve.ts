@@ -12,6 +12,7 @@ interface ServeOptions {
   readonly logLevel?: string;
   readonly signingKeyFile?: string;
   readonly maxNarSize?: string;
+  readonly maxUploads?: string;
   readonly publicUrl?: string;
   readonly trustedProxy?: string[];
   readonly localStore?: boolean;
@@ -87,6 +88,10 @@ export function registerServe(
     )
     .option('--max-nar-size <size>', 'largest NAR accepted, e.g. 64G (env NICHE_MAX_NAR_SIZE, default 64G)')
     .option(
+      '--max-uploads <n>',
+      'NAR uploads received at once; more are answered 503 with Retry-After (env NICHE_MAX_UPLOADS, default 32)',
+    )
+    .option(
       '--public-url <url>',
       'the URL clients use, e.g. https://cache.example.org behind a TLS proxy; used for every URL niche prints or returns (env NICHE_PUBLIC_URL)',
     )
@@ -128,6 +133,7 @@ export function registerServe(
           logLevel: options.logLevel,
           signingKeyFile: options.signingKeyFile,
           maxNarSize: options.maxNarSize,
+          maxUploads: options.maxUploads,
           publicUrl: options.publicUrl,
           trustedProxies: options.trustedProxy,
           localStore: options.localStore,
