@@ -57,6 +57,8 @@ export interface ServeConfig {
     readonly maxNarInfoSize: number;
     readonly maxListingSize: number;
     readonly maxLogSize: number;
+    /** NAR uploads received at once; more are answered 503 with Retry-After. */
+    readonly maxUploads: number;
   };
   /** Serve the host's own Nix store too (`--local-store`); undefined when off. */
   readonly localStore: LocalStoreConfig | undefined;
@@ -87,6 +89,7 @@ export interface ServeFlags {
   readonly logLevel?: string | undefined;
   readonly signingKeyFile?: string | undefined;
   readonly maxNarSize?: string | undefined;
+  readonly maxUploads?: string | undefined;
   readonly publicUrl?: string | undefined;
   readonly trustedProxies?: readonly string[] | undefined;
   readonly idleTimeout?: string | undefined;
@@ -202,6 +205,7 @@ const rawSchema = z.strictObject({
       maxNarSize: size.optional(),
       maxNarinfoSize: size.optional(),
       maxLogSize: size.optional(),
+      maxUploads: positiveInt.optional(),
     })
     .optional(),
   storage: z
@@ -286,7 +290,7 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     trustedProxies: list(env.NICHE_TRUSTED_PROXIES),
     idleTimeout: env.NICHE_IDLE_TIMEOUT,
     minTransferRate: env.NICHE_MIN_TRANSFER_RATE,
-    limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE }),
+    limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE, maxUploads: env.NICHE_MAX_UPLOADS }),
     storage: defined({
       type: env.NICHE_STORAGE,
       path: env.NICHE_STORAGE_PATH,
@@ -323,7 +327,7 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     trustedProxies: flags.trustedProxies,
     idleTimeout: flags.idleTimeout,
     minTransferRate: flags.minTransferRate,
-    limits: defined({ maxNarSize: flags.maxNarSize }),
+    limits: defined({ maxNarSize: flags.maxNarSize, maxUploads: flags.maxUploads }),
     localStore: defined({
       enabled: flags.localStore,
       root: flags.localStoreRoot,
@@ -421,6 +425,7 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
       maxNarInfoSize: value.limits?.maxNarinfoSize ?? DEFAULT_LIMITS.maxNarInfoSize,
       maxListingSize: DEFAULT_LIMITS.maxListingSize,
       maxLogSize: value.limits?.maxLogSize ?? DEFAULT_LIMITS.maxLogSize,
+      maxUploads: value.limits?.maxUploads ?? DEFAULT_LIMITS.maxUploads,
     }),
     localStore: value.localStore,
     publicUrl: value.publicUrl,

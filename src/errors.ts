@@ -63,9 +63,9 @@ export type ErrorCode =
   | 'KEY_FILE_INVALID'
   // backends
   | 'STORAGE_FAILURE'
-  | 'BUSY'
   | 'DATABASE_FAILURE'
   | 'SHUTTING_DOWN'
+  | 'OVERLOADED'
   | 'INTERNAL'
   // the client commands (src/client)
   | 'SERVER_UNKNOWN'
@@ -161,12 +161,6 @@ export class UnsupportedMediaTypeError extends NicheError {
 }
 
 /** Too much of some costly work is already under way; the client should retry later (HTTP 503). */
-export class BusyError extends NicheError {
-  constructor(message: string) {
-    super('unavailable', 'BUSY', message);
-  }
-}
-
 export class ConfigError extends NicheError {
   constructor(
     code: 'CONFIG_INVALID' | 'DATA_DIR_UNUSABLE' | 'LISTEN_FAILED' | 'KEY_FILE_INVALID',
@@ -186,6 +180,20 @@ export class StorageError extends NicheError {
 export class DatabaseError extends NicheError {
   constructor(message: string, options?: ErrorOptions) {
     super('internal', 'DATABASE_FAILURE', message, options);
+  }
+}
+
+/**
+ * The server sheds load (too many uploads in progress): answered 503 with `Retry-After`, which Nix 2.29
+ * and later honour, before the request body is read.
+ */
+export class OverloadedError extends NicheError {
+  constructor(
+    message: string,
+    /** Seconds the client should wait before retrying. */
+    readonly retryAfterSeconds: number,
+  ) {
+    super('unavailable', 'OVERLOADED', message);
   }
 }
 

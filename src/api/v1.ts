@@ -4,6 +4,14 @@ import { z } from 'zod';
 
 export const API_PREFIX = '/api/v1';
 
+/** A cache's push URL is its URL and this segment: `<server>/<cache>/push` (src/http/push-url.ts). */
+export const PUSH_SEGMENT = 'push';
+
+/** The URL to push to with `nix copy --to`, for a cache at `cacheUrl`. */
+export function pushUrlOf(cacheUrl: string): string {
+  return `${cacheUrl.replace(/\/+$/, '')}/${PUSH_SEGMENT}`;
+}
+
 export const permissionSchema = z.enum(['pull', 'push', 'delete', 'cache-admin', 'server-admin']);
 
 export const cacheInfoSchema = z.object({
@@ -13,6 +21,11 @@ export const cacheInfoSchema = z.object({
   storeDir: z.string(),
   /** Where Nix should substitute from (`<server>/<cache>`). */
   url: z.string(),
+  /**
+   * Where `nix copy --to` should push to (`<server>/<cache>/push`): the same cache under another URL, so
+   * the pusher's narinfo disk cache never stands in for the substituter's (src/http/push-url.ts).
+   */
+  pushUrl: z.string(),
   /** Keys to put in trusted-public-keys (`name:base64`), retired ones included. */
   publicKeys: z.array(z.string()),
   /** Upstream caches' keys: paths they signed need not be pushed. */

@@ -14,7 +14,14 @@ import type {
   PathRecord,
   Permission,
 } from '../db/metadata-store.js';
-import { ConflictError, InvalidInputError, NicheError, NotFoundError, TooLargeError } from '../errors.js';
+import {
+  ConflictError,
+  InvalidInputError,
+  NicheError,
+  NotFoundError,
+  OverloadedError,
+  TooLargeError,
+} from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
 import { formatContentAddress, parseContentAddress } from '../nix/content-address.js';
 import { isCompression, parseNarFileName, type Compression } from '../nix/compression.js';
@@ -47,7 +54,12 @@ export interface CacheLimits {
   readonly maxListingSize: number;
   /** Largest build log accepted (bytes of plain text). */
   readonly maxLogSize: number;
+  /** NAR uploads received at once; more are refused with 503 and Retry-After (OverloadedError). */
+  readonly maxUploads: number;
 }
+
+/** How long a client refused for overload is asked to wait, in seconds. */
+export const OVERLOAD_RETRY_AFTER_SECONDS = 2;
 
 /**
  * How long a NAR uploaded without its narinfo stays pending: publishable by a narinfo, and visible to those
@@ -63,6 +75,7 @@ export const DEFAULT_LIMITS: CacheLimits = {
   maxNarInfoSize: 1 << 20,
   maxListingSize: 32 * 2 ** 20,
   maxLogSize: 64 * 2 ** 20,
+  maxUploads: 32,
 };
 
 export interface CacheServiceOptions {
@@ -110,6 +123,8 @@ export class CacheService {
   readonly logs: BuildLogs;
   /** The caches' realisations of content-addressed derivations. */
   readonly realisations: Realisations;
+  /** NAR uploads being received now (bounded by limits.maxUploads). */
+  #uploadsInProgress = 0;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -261,6 +276,31 @@ export class CacheService {
     return { ...opened, nar };
   }
 
+  /** NAR uploads being received right now. */
+  get uploadsInProgress(): number {
+    return this.#uploadsInProgress;
+  }
+
+  /**
+   * Takes one of the limits.maxUploads upload slots, or refuses at once with OverloadedError (before any
+   * of the body is read); call the returned function when the upload has ended, however it ended.
+   */
+  #takeUploadSlot(): () => void {
+    if (this.#uploadsInProgress >= this.limits.maxUploads) {
+      throw new OverloadedError(
+        `${this.#uploadsInProgress} uploads are in progress, the most this server takes at once; retry in a moment`,
+        OVERLOAD_RETRY_AFTER_SECONDS,
+      );
+    }
+    this.#uploadsInProgress++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#uploadsInProgress--;
+    };
+  }
+
   /** Streams an uploaded NAR file in, verifying it completely before it becomes visible. */
   async uploadNar(
     cache: CacheRecord,
@@ -276,25 +316,30 @@ export class CacheService {
       );
     }
     const blobKey = `nar/${parsed.fileHash}`;
-    const received = await receiveNar({
-      body,
-      compression: parsed.compression,
-      blobs: this.blobs,
-      blobKey,
-      expectedFileHash: Hash.parsePrefixed(`sha256:${parsed.fileHash}`),
-      contentLength: options.contentLength,
-      maxFileSize: this.limits.maxNarFileSize,
-      maxNarSize: this.limits.maxNarSize,
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-    });
-    return this.#recordNar(cache, {
-      fileHash: received.fileHash.toNix32(),
-      fileSize: received.fileSize,
-      compression: parsed.compression,
-      narHash: received.narHash.toNix32(),
-      narSize: received.narSize,
-      blobKey,
-    });
+    const release = this.#takeUploadSlot();
+    try {
+      const received = await receiveNar({
+        body,
+        compression: parsed.compression,
+        blobs: this.blobs,
+        blobKey,
+        expectedFileHash: Hash.parsePrefixed(`sha256:${parsed.fileHash}`),
+        contentLength: options.contentLength,
+        maxFileSize: this.limits.maxNarFileSize,
+        maxNarSize: this.limits.maxNarSize,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
+      return await this.#recordNar(cache, {
+        fileHash: received.fileHash.toNix32(),
+        fileSize: received.fileSize,
+        compression: parsed.compression,
+        narHash: received.narHash.toNix32(),
+        narSize: received.narSize,
+        blobKey,
+      });
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -421,26 +466,32 @@ export class CacheService {
       return this.#publish(cache, claim, existing.nar, upstream);
     }
     const blobKey = `nar/u-${randomUUID()}`;
-    const received = await receiveNar({
-      body,
-      compression: upload.compression,
-      blobs: this.blobs,
-      blobKey,
-      expectedFileHash: undefined,
-      expectedNar: { hash: claim.narHash, size: claim.narSize },
-      contentLength: undefined,
-      maxFileSize: this.limits.maxNarFileSize,
-      maxNarSize: this.limits.maxNarSize,
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-    });
-    const recorded = await this.#recordNar(cache, {
-      fileHash: received.fileHash.toNix32(),
-      fileSize: received.fileSize,
-      compression: upload.compression,
-      narHash: received.narHash.toNix32(),
-      narSize: received.narSize,
-      blobKey,
-    });
+    const release = this.#takeUploadSlot();
+    let recorded: NarRecord;
+    try {
+      const received = await receiveNar({
+        body,
+        compression: upload.compression,
+        blobs: this.blobs,
+        blobKey,
+        expectedFileHash: undefined,
+        expectedNar: { hash: claim.narHash, size: claim.narSize },
+        contentLength: undefined,
+        maxFileSize: this.limits.maxNarFileSize,
+        maxNarSize: this.limits.maxNarSize,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
+      recorded = await this.#recordNar(cache, {
+        fileHash: received.fileHash.toNix32(),
+        fileSize: received.fileSize,
+        compression: upload.compression,
+        narHash: received.narHash.toNix32(),
+        narSize: received.narSize,
+        blobKey,
+      });
+    } finally {
+      release();
+    }
     return this.#publish(cache, claim, recorded, upstream);
   }
 

@@ -8,7 +8,7 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { NarRecord } from '../db/metadata-store.js';
-import { BusyError, NotFoundError } from '../errors.js';
+import { NotFoundError, OverloadedError } from '../errors.js';
 import { parseCompression } from '../nix/compression.js';
 import { NarListingBuilder } from '../nix/nar-listing.js';
 import { NarParser, type NarVisitor } from '../nix/nar-parser.js';
@@ -148,7 +148,7 @@ export class NarListings {
       return;
     }
     if (this.#waiting.length >= this.#maxWaiting) {
-      throw new BusyError('too many NAR listings are being made; try again later');
+      throw new OverloadedError('too many NAR listings are being made; try again later', 5);
     }
     // The slot is handed over by #release, so #running stays counted.
     await new Promise<void>((resolve) => this.#waiting.push(resolve));

@@ -19,9 +19,16 @@ export class RemoteError extends NicheError {
     message: string,
     readonly status: number,
     readonly retryable: boolean,
+    /** How long the server asked to wait before retrying (its Retry-After), if it said. */
+    readonly retryAfterMs?: number,
   ) {
     super(kind, code, message);
   }
+}
+
+/** The wait the server asked for before retrying after `error`, in milliseconds (0 if none). */
+export function retryAfterOf(error: unknown): number {
+  return error instanceof RemoteError ? (error.retryAfterMs ?? 0) : 0;
 }
 
 /** The server could not be reached, or did not answer in time. */

@@ -31,7 +31,7 @@ export type FetchFunction = typeof fetch;
 
 /** How a streamed request ended: the server's answer, or why there is none. */
 type StreamOutcome =
-  | { readonly ok: true; readonly status: number; readonly text: string }
+  | { readonly ok: true; readonly status: number; readonly text: string; readonly retryAfter?: string }
   | { readonly ok: false; readonly error: unknown };
 
 export interface HttpClientOptions {
@@ -90,6 +90,7 @@ const KNOWN_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'STORAGE_FAILURE',
   'DATABASE_FAILURE',
   'SHUTTING_DOWN',
+  'OVERLOADED',
   'INTERNAL',
 ]);
 
@@ -100,8 +101,20 @@ function knownCode(code: string | undefined): ErrorCode | undefined {
 /** Statuses that are not worth retrying even though they are 5xx (as Nix treats them, PROTOCOL.md §6.3). */
 const FINAL_5XX = new Set([501, 505, 511]);
 
+/** Longest Retry-After honoured; a longer one is cut to this (the retry policy's own cap applies too). */
+const MAX_RETRY_AFTER_MS = 5 * 60_000;
+
+/** A Retry-After header's wait in milliseconds: delay-seconds or an HTTP date; undefined if neither. */
+export function parseRetryAfter(header: string | undefined, now: number = Date.now()): number | undefined {
+  if (header === undefined) return undefined;
+  const text = header.trim();
+  // An HTTP date (IMF-fixdate, or the obsolete RFC 850 form) ends in GMT.
+  const ms = /^\d{1,9}$/.test(text) ? Number(text) * 1000 : /GMT$/.test(text) ? Date.parse(text) - now : NaN;
+  return Number.isNaN(ms) ? undefined : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
+}
+
 /** Turns a failed answer into the matching NicheError. Exported for tests. */
-export function errorFromResponse(status: number, body: string, where: string): Error {
+export function errorFromResponse(status: number, body: string, where: string, retryAfter?: string): Error {
   let serverCode: string | undefined;
   let serverMessage: string | undefined;
   try {
@@ -148,7 +161,14 @@ export function errorFromResponse(status: number, body: string, where: string): 
         : new RemoteError('unsupported', code, message, status, false);
     case 408:
     case 429:
-      return new RemoteError('unavailable', code ?? 'SERVER_ERROR', message, status, true);
+      return new RemoteError(
+        'unavailable',
+        code ?? 'SERVER_ERROR',
+        message,
+        status,
+        true,
+        parseRetryAfter(retryAfter),
+      );
     default:
       if (status >= 500) {
         return new RemoteError(
@@ -157,6 +177,7 @@ export function errorFromResponse(status: number, body: string, where: string): 
           message,
           status,
           !FINAL_5XX.has(status),
+          parseRetryAfter(retryAfter),
         );
       }
       return new RemoteError(
@@ -240,8 +261,8 @@ export class ApiClient {
     schema: z.ZodType<T>,
     options: StreamRequestOptions = {},
   ): Promise<T> {
-    const { status, text } = await this.streamRequest('PUT', path, body, contentType, options);
-    return this.parseAnswer(status, text, path, schema);
+    const { status, text, retryAfter } = await this.streamRequest('PUT', path, body, contentType, options);
+    return this.parseAnswer(status, text, path, schema, retryAfter);
   }
 
   private async streamRequest(
@@ -250,7 +271,7 @@ export class ApiClient {
     body: AsyncIterable<Uint8Array>,
     contentType: string,
     options: StreamRequestOptions,
-  ): Promise<{ status: number; text: string }> {
+  ): Promise<{ status: number; text: string; retryAfter: string | undefined }> {
     const url = this.apiUrl(path);
     const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     const callerSignal = options.signal;
@@ -288,6 +309,8 @@ export class ApiClient {
       state.answered = true;
       state.lastProgress = Date.now();
       const status = response.statusCode ?? 0;
+      const header = response.headers['retry-after'];
+      const retryAfter = typeof header === 'string' ? header : undefined;
       const limit = status >= 200 && status < 300 ? MAX_JSON_BYTES : MAX_ERROR_BYTES;
       const chunks: Buffer[] = [];
       let size = 0;
@@ -299,7 +322,7 @@ export class ApiClient {
             fail(new ResponseInvalidError(`the answer from ${new URL(url).host} is too large`));
           } else {
             // Enough of an error body to report it.
-            finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8') });
+            finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8'), retryAfter });
             request.destroy();
           }
           return;
@@ -307,14 +330,15 @@ export class ApiClient {
         chunks.push(chunk);
       });
       response.on('end', () => {
-        finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8') });
+        finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8'), retryAfter });
         // An answer that came before the whole body was sent ends the upload; the connection cannot be
         // reused with a body half-sent.
         if (!state.sourceDone) request.destroy();
       });
       const broken = (why: string, cause?: unknown): void => {
         // The connection broke while the answer arrived: an error status is still worth reporting.
-        if (status >= 400) finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8') });
+        if (status >= 400)
+          finish({ ok: true, status, text: Buffer.concat(chunks).toString('utf8'), retryAfter });
         else fail(networkError(`reading the answer failed: ${why}`, cause));
       };
       response.on('error', (error) => {
@@ -390,7 +414,7 @@ export class ApiClient {
         if (callerSignal?.aborted === true) throw callerSignal.reason;
         throw result.error;
       }
-      return { status: result.status, text: result.text };
+      return { status: result.status, text: result.text, retryAfter: result.retryAfter };
     } finally {
       clearInterval(watchdog);
       callerSignal?.removeEventListener('abort', onAbort);
@@ -458,7 +482,7 @@ export class ApiClient {
     const where = new URL(this.apiUrl(path)).host;
     if (!response.ok) {
       const text = (await readLimited(response, MAX_ERROR_BYTES).catch(() => '')) ?? '';
-      throw errorFromResponse(response.status, text, where);
+      throw errorFromResponse(response.status, text, where, response.headers.get('retry-after') ?? undefined);
     }
     const text = await readLimited(response, MAX_JSON_BYTES).catch((error: unknown) => {
       throw new NetworkError(`reading the answer from ${where} failed`, { cause: error });
@@ -468,9 +492,15 @@ export class ApiClient {
   }
 
   /** Maps an answer to its error, or validates its JSON body against `schema`. */
-  private parseAnswer<T>(status: number, text: string, path: string, schema: z.ZodType<T>): T {
+  private parseAnswer<T>(
+    status: number,
+    text: string,
+    path: string,
+    schema: z.ZodType<T>,
+    retryAfter?: string,
+  ): T {
     const where = new URL(this.apiUrl(path)).host;
-    if (status < 200 || status >= 300) throw errorFromResponse(status, text, where);
+    if (status < 200 || status >= 300) throw errorFromResponse(status, text, where, retryAfter);
     let value: unknown;
     try {
       value = JSON.parse(text);

@@ -7,7 +7,7 @@ import { type CacheInfo, MAX_MISSING_QUERY, missingResponseSchema } from '../api
 import type { CacheName } from '../cache/cache-name.js';
 import type { NicheError } from '../errors.js';
 import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
-import { endsPush, isRetryable } from './errors.js';
+import { endsPush, isRetryable, retryAfterOf } from './errors.js';
 import type { ApiClient } from './http.js';
 import type { NixRunner } from './nix-command.js';
 import { type LocalPathInfo, queryClosure } from './path-info.js';
@@ -81,7 +81,7 @@ async function withRetry<T>(
       return await action();
     } catch (error) {
       if (attempt >= policy.attempts || !policy.isRetryable(error) || signal?.aborted === true) throw error;
-      await sleep(backoffDelay(policy, attempt, Math.random), signal);
+      await sleep(backoffDelay(policy, attempt, Math.random, retryAfterOf(error)), signal);
     }
   }
 }

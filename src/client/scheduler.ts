@@ -6,6 +6,7 @@
 //
 // Memory is O(nodes + edges); the graph is the closure being pushed, which the caller already holds.
 import { setTimeout as sleepTimer } from 'node:timers/promises';
+import { retryAfterOf } from './errors.js';
 
 export interface GraphNode<T> {
   readonly id: string;
@@ -63,10 +64,18 @@ export class DependencyCycleError extends Error {
   }
 }
 
-/** The wait before attempt `attempt + 1`: base·2^(attempt-1), capped, with up to 25 % jitter. */
-export function backoffDelay(policy: RetryPolicy, attempt: number, random: () => number): number {
+/**
+ * The wait before attempt `attempt + 1`: base·2^(attempt-1), capped, with up to 25 % jitter; at least what
+ * the server asked for (`retryAfterMs`, its Retry-After), within the same cap.
+ */
+export function backoffDelay(
+  policy: RetryPolicy,
+  attempt: number,
+  random: () => number,
+  retryAfterMs = 0,
+): number {
   const exponential = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
-  return Math.round(exponential * (1 + random() * 0.25));
+  return Math.max(Math.round(exponential * (1 + random() * 0.25)), Math.min(policy.maxDelayMs, retryAfterMs));
 }
 
 const defaultSleep = async (ms: number, signal: AbortSignal | undefined): Promise<void> => {
@@ -166,7 +175,7 @@ export function runGraph<T>(
             return { status: 'failed', error, attempts: attempt };
           }
           if (stopped()) return { status: 'cancelled' };
-          const delayMs = backoffDelay(options.retry, attempt, random);
+          const delayMs = backoffDelay(options.retry, attempt, random, retryAfterOf(error));
           emit({ type: 'retry', node, attempt, error, delayMs });
           try {
             await sleep(delayMs, stop);

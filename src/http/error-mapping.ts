@@ -4,7 +4,10 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
-import { BusyError, NicheError, RangeNotSatisfiableError, type ErrorKind } from '../errors.js';
+import { NicheError, OverloadedError, RangeNotSatisfiableError, type ErrorKind } from '../errors.js';
+
+/** Retry-After of a 503 that names no better time (a backend down, shutting down). */
+const DEFAULT_RETRY_AFTER_SECONDS = 5;
 
 const STATUS: Record<ErrorKind, number> = {
   invalid: 400,
@@ -84,8 +87,11 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
   }
   if (status === 401) headers['www-authenticate'] = wwwAuthenticate(url);
   if (error instanceof RangeNotSatisfiableError) headers['content-range'] = `bytes */${error.size}`;
-  // Nix 2.29+ waits this long before retrying a 503.
-  if (error instanceof BusyError) headers['retry-after'] = '5';
+  // Every 503 says when to come back (Nix 2.29 and later wait that long before retrying).
+  if (status === 503) {
+    const seconds = error instanceof OverloadedError ? error.retryAfterSeconds : DEFAULT_RETRY_AFTER_SECONDS;
+    headers['retry-after'] = String(seconds);
+  }
   return { status, headers, ...errorBody(url, code, message) };
 }
 

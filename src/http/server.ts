@@ -14,6 +14,7 @@ import {
 } from './deadlines.js';
 import { continueOnRead } from './expect-continue.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
+import { pushUrlRewrite } from './push-url.js';
 import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
 import { registerBuildLogRoutes } from './routes/build-log.js';
@@ -44,10 +45,16 @@ export interface HttpServerOptions {
 
 export function buildHttpServer(context: HttpContext, options: HttpServerOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = options.logger;
-  const rewriteUrl =
+  // Push URLs (`/<cache>/push/…`, src/http/push-url.ts) first, then the local store's root mount.
+  const pushRewrite = pushUrlRewrite(options.localStore?.mountPath);
+  const rootRewrite =
     options.localStore?.mountAtRoot === true
       ? localStoreRootRewrite(options.localStore.mountPath)
       : undefined;
+  const rewriteUrl = (request: IncomingMessage): string => {
+    const url = pushRewrite(request.url ?? '/');
+    return rootRewrite === undefined ? url : rootRewrite(url);
+  };
   let closing = false;
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const readPath = createReadPath(context, {
@@ -102,8 +109,8 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 200 },
     trustProxy: false,
-    // The local store's root mount (/nix-cache-info, /<hash>.narinfo, /nar/…) is a rewrite to its prefix.
-    ...(rewriteUrl === undefined ? {} : { rewriteUrl }),
+    // Push URLs, and the local store's root mount (/nix-cache-info, /<hash>.narinfo, /nar/…), are rewrites.
+    rewriteUrl,
   });
 
   // Bodies are never parsed by fastify: NAR uploads stream, small bodies are read with a limit.

@@ -73,6 +73,7 @@ describe('first start and tokens', () => {
     assert.ok(lines.includes(`extra-substituters = ${server.url}/main`), stderr);
     assert.ok(lines.includes(`extra-trusted-public-keys = ${publicKeys.join(' ')}`), stderr);
     assert.ok(lines.includes('machine 127.0.0.1 login niche password <token>'), stderr);
+    assert.ok(lines.includes(`nix copy --to ${server.url}/main/push <paths>`), stderr);
     assert.match(stderr, /created cache "main"/);
 
     // The printed command works as printed.

@@ -11,19 +11,13 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { nixAvailable, runNix, TEST_NIX_CONFIG } from '../helpers/nix.js';
+import { MODERN_NIX, nixAvailable, runNix, TEST_NIX_CONFIG } from '../helpers/nix.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
-/** The Nix 2.26 wrapper: NICHE_MODERN_NIX, else ../shared/tools/modern-nix beside the checkout. */
+/** The Nix 2.26 wrapper (test/helpers/nix.ts finds it), if it is there. */
 function modernNixTool(): string | undefined {
-  const candidates = [
-    process.env.NICHE_MODERN_NIX,
-    fileURLToPath(new URL('../../../shared/tools/modern-nix', import.meta.url)),
-    '/work/shared/tools/modern-nix',
-  ];
-  return candidates.find((file) => file !== undefined && file !== '' && existsSync(file));
+  return existsSync(MODERN_NIX) ? MODERN_NIX : undefined;
 }
 
 interface Client {

@@ -2,9 +2,11 @@
 // in-process server cannot show: exit codes, stdout/stderr, signals, and a process that can be killed -9.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { main } from '../../src/cli/main.js';
+import { nixBinDir, onClientMachine, type NixVersion } from './nix.js';
 import { waitFor } from './wait.js';
 
 /** The repository root, found from this file's location (test/helpers/ → ../..). */
@@ -25,14 +27,20 @@ interface SpawnOptions {
   readonly ipc?: boolean | undefined;
   /** A descriptor the child writes its stdout and stderr to, instead of pipes to this process. */
   readonly output?: number | undefined;
+  /** Rewrites the command line, e.g. to run it in another mount namespace (test/helpers/nix.ts). */
+  readonly wrap?: ((program: string, args: readonly string[]) => [string, string[]]) | undefined;
+  /** A pipe for stdin instead of none. */
+  readonly stdin?: boolean | undefined;
 }
 
 function spawnCli(args: readonly string[], options: SpawnOptions = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', ...(options.nodeArgs ?? []), CLI_ENTRY, ...args], {
+  const argv = ['--import', 'tsx', ...(options.nodeArgs ?? []), CLI_ENTRY, ...args];
+  const [program, programArgs] = options.wrap?.(process.execPath, argv) ?? [process.execPath, argv];
+  return spawn(program, programArgs, {
     cwd: REPO_ROOT,
     env: cliEnv(options.env),
     stdio: [
-      'ignore',
+      options.stdin === true ? 'pipe' : 'ignore',
       options.output ?? 'pipe',
       options.output ?? 'pipe',
       ...(options.ipc === true ? (['ipc'] as const) : []),
@@ -50,9 +58,16 @@ export interface CliResult {
 /** Runs one CLI command to completion (killed after `timeoutMs`). */
 export function runCli(
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    timeoutMs?: number;
+    wrap?: SpawnOptions['wrap'];
+    /** Written to the command's stdin (which is closed otherwise). */
+    input?: string;
+  } = {},
 ): Promise<CliResult> {
-  const child = spawnCli(args, { env: options.env });
+  const child = spawnCli(args, { env: options.env, wrap: options.wrap, stdin: options.input !== undefined });
+  child.stdin?.end(options.input);
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
   child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
@@ -87,6 +102,32 @@ export async function runMain(
   const io = { stdout, stderr, env, ...(stdin === undefined ? {} : { stdin: Readable.from([stdin]) }) };
   const code = await main(args, io);
   return { code, stdout: out, stderr: err };
+}
+
+/** Commands that read the local store's files or database themselves, not only through `nix`. */
+const READS_STORE: ReadonlySet<string | undefined> = new Set(['push', 'watch-store']);
+
+/**
+ * Runs one CLI command as on a machine whose Nix is `version` (test/helpers/nix.ts): in-process, with that
+ * Nix's `nix` first on PATH; for 2.26, commands that read the store themselves run as a child process
+ * that sees the 2.26 client's /nix.
+ */
+export async function runNicheOn(
+  version: NixVersion,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  stdin?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const bin = nixBinDir(version, env.HOME ?? tmpdir());
+  const withNix = bin === undefined ? env : { ...env, PATH: `${bin}:${env.PATH ?? process.env.PATH ?? ''}` };
+  if (version === '2.8' || !READS_STORE.has(args[0])) return runMain(args, withNix, stdin);
+  const result = await runCli(args, {
+    env: withNix,
+    wrap: (program, programArgs) => onClientMachine(version, program, programArgs),
+    timeoutMs: 120_000,
+    ...(stdin === undefined ? {} : { input: stdin }),
+  });
+  return { code: result.code ?? -1, stdout: result.stdout, stderr: result.stderr };
 }
 
 /** A loopback port that was free a moment ago (bound to port 0, then released). */

@@ -1,39 +1,57 @@
 // The real Nix client against a niche server, for the end-to-end tests: an isolated client (own HOME,
-// netrc, no narinfo caching between commands), and a freshly built closure of test paths
-// (e2e-closure.nix) that can be pushed, deleted locally and substituted back.
+// netrc, no narinfo caching between commands unless asked), Nix 2.8 or 2.26 (test/helpers/nix.ts), and a
+// freshly built closure of test paths (e2e-closure.nix) that can be pushed, deleted locally and
+// substituted back.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runNix, TEST_NIX_CONFIG } from './nix.js';
+import { nixStoreFile, runNix, TEST_NIX_CONFIG, type NixVersion } from './nix.js';
 
 const CLOSURE_NIX = fileURLToPath(new URL('./e2e-closure.nix', import.meta.url));
 
 export interface NixClient {
+  readonly version: NixVersion;
+  /** Under /tmp, so both clients see it. */
   readonly home: string;
   readonly netrcFile: string;
   /** Puts `token` in the netrc for 127.0.0.1 (no credentials at all when undefined). */
   setToken(token: string | undefined): Promise<void>;
   run(cmd: string, args: readonly string[]): Promise<{ stdout: Buffer; stderr: string }>;
+  /** Where the files of a store path of this client's store are on this machine. */
+  storeFile(storePath: string): string;
+  /** Whether `storePath` is on disk in this client's store (a symlink counts, wherever it points). */
+  hasPath(storePath: string): boolean;
   cleanup(): Promise<void>;
 }
 
-/**
- * A nix client with its own HOME and netrc. Narinfo lookups are never cached (TTL 0), so one test's
- * "not in the cache" does not hide the path from the next command.
- */
-export async function nixClient(): Promise<NixClient> {
+export interface NixClientOptions {
+  /** The Nix client (2.8 by default). */
+  readonly version?: NixVersion;
+  /**
+   * Keep Nix's own narinfo cache TTLs (30 days positive, 1 hour negative); by default lookups are never
+   * cached, so one test's "not in the cache" does not hide the path from the next command.
+   */
+  readonly defaultTtls?: boolean;
+}
+
+/** A nix client with its own HOME and netrc. */
+export async function nixClient(options: NixClientOptions = {}): Promise<NixClient> {
+  const version = options.version ?? '2.8';
   const home = await mkdtemp(join(tmpdir(), 'niche-e2e-nix-'));
   const netrcFile = join(home, 'netrc');
   await writeFile(netrcFile, '');
   const nixConfig = [
     TEST_NIX_CONFIG,
     `netrc-file = ${netrcFile}`,
-    'narinfo-cache-negative-ttl = 0',
-    'narinfo-cache-positive-ttl = 0',
+    ...(options.defaultTtls === true
+      ? []
+      : ['narinfo-cache-negative-ttl = 0', 'narinfo-cache-positive-ttl = 0']),
   ].join('\n');
   return {
+    version,
     home,
     netrcFile,
     async setToken(token) {
@@ -42,7 +60,10 @@ export async function nixClient(): Promise<NixClient> {
         token === undefined ? '' : `machine 127.0.0.1 login niche password ${token}\n`,
       );
     },
-    run: (cmd, args) => runNix(cmd, args, { home, env: { NIX_CONFIG: nixConfig } }),
+    run: (cmd, args) => runNix(cmd, args, { home, version, env: { NIX_CONFIG: nixConfig } }),
+    storeFile: (storePath) => nixStoreFile(version, storePath),
+    hasPath: (storePath) =>
+      lstatSync(nixStoreFile(version, storePath), { throwIfNoEntry: false }) !== undefined,
     cleanup: () => rm(home, { recursive: true, force: true }),
   };
 }
@@ -71,9 +92,14 @@ function isPathInfo(value: unknown): value is PathInfo {
 export async function pathInfos(client: NixClient, paths: readonly string[]): Promise<Map<string, PathInfo>> {
   const { stdout } = await client.run('nix', ['path-info', '--json', '--recursive', ...paths]);
   const parsed: unknown = JSON.parse(stdout.toString('utf8'));
-  if (!Array.isArray(parsed)) throw new Error('nix path-info --json did not print an array');
+  // Nix 2.8 prints a list of entries with `path`; 2.19 and later an object keyed by path.
+  let entries: unknown[];
+  if (Array.isArray(parsed)) entries = parsed;
+  else if (typeof parsed === 'object' && parsed !== null)
+    entries = Object.entries(parsed).map(([path, info]) => ({ ...(info as object), path }));
+  else throw new Error('nix path-info --json printed neither a list nor an object');
   const infos = new Map<string, PathInfo>();
-  for (const entry of parsed) {
+  for (const entry of entries) {
     if (!isPathInfo(entry)) throw new Error(`unexpected nix path-info entry: ${JSON.stringify(entry)}`);
     infos.set(entry.path, {
       path: entry.path,
@@ -116,9 +142,12 @@ export async function buildClosure(
   options: { bigBytes?: number; label?: string } = {},
 ): Promise<BuiltClosure> {
   const nonce = `${options.label ?? 'e2e'}-${Date.now()}-${randomBytes(8).toString('hex')}`;
+  // A copy under the client's HOME (in /tmp), which Nix 2.26 in its chroot can read too.
+  const expression = join(client.home, 'e2e-closure.nix');
+  await copyFile(CLOSURE_NIX, expression);
   const { stdout } = await client.run('nix-build', [
     '--no-out-link',
-    CLOSURE_NIX,
+    expression,
     '--argstr',
     'nonce',
     nonce,

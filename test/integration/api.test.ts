@@ -85,6 +85,7 @@ describe('caches', () => {
     assert.equal(info.publicKeys.length, 1);
     assert.deepEqual(info.upstreamKeys, ['cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=']);
     assert.equal(info.url, `${t.url}/team`);
+    assert.equal(info.pushUrl, `${t.url}/team/push`);
     const anonymous = (await (await api('GET', '/caches', undefined, null)).json()) as {
       caches: CacheInfo[];
     };

@@ -41,7 +41,7 @@ function rawUpload(port: number, head: string, bodyBytes: number, readAfterMs: n
   });
 }
 
-describe('answers sent before the request body was read', () => {
+describe('answers sent before the request body was read', { timeout: 60_000 }, () => {
   let t: TestServer;
   let pullOnly: string;
   before(async () => {
@@ -69,7 +69,7 @@ describe('answers sent before the request body was read', () => {
   }
 });
 
-describe('a connection kept after an early answer', () => {
+describe('a connection kept after an early answer', { timeout: 60_000 }, () => {
   let t: TestServer;
   let push: string;
   before(async () => {
@@ -116,7 +116,7 @@ describe('a connection kept after an early answer', () => {
   });
 });
 
-describe('uploads that expect 100-continue', () => {
+describe('uploads that expect 100-continue', { timeout: 60_000 }, () => {
   let t: TestServer;
   let push: string;
   let pullOnly: string;

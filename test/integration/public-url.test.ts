@@ -75,6 +75,7 @@ describe('public URLs', () => {
     assert.match(page, /extra-substituters = https:\/\/cache\.example\.org\/nix\/main/);
     assert.match(page, /nix copy --to https:\/\/cache\.example\.org\/nix\/&lt;cache&gt;/);
     assert.match(page, /machine cache\.example\.org login niche/);
+    assert.match(page, /nix copy --to https:\/\/cache\.example\.org\/nix\/&lt;cache&gt;\/push/);
   });
 
   it('ignores forwarded headers from anyone else, and by default', async () => {
@@ -122,6 +123,7 @@ describe('public URLs', () => {
       );
       assert.ok(lines.includes('extra-substituters = https://cache.example.org/main'), serve.stderr());
       assert.ok(lines.includes('machine cache.example.org login niche password <token>'), serve.stderr());
+      assert.ok(lines.includes('nix copy --to https://cache.example.org/main/push <paths>'), serve.stderr());
       assert.doesNotMatch(serve.stderr(), /extra-substituters = http:/);
     } finally {
       await serve.stop();

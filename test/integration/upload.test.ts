@@ -432,6 +432,56 @@ describe('bad input leaves the store unchanged', () => {
     assert.equal(response.status, 201);
   });
 
+  it('serves the same protocol, auth and checks at the push URL /<cache>/push', async () => {
+    const fx = await fixture('pushed through the push URL\n', 'zstd');
+    const base = fakeBaseName('push-url');
+    const hash = base.slice(0, 32);
+    const pullOnly = await t.token(['main'], ['pull']);
+    const before = await snapshot();
+    await expectRefused(await put(`/main/push/nar/${fx.fileName}`, fx.file, null), 401, 'TOKEN_MISSING');
+    await expectRefused(
+      await put(`/main/push/nar/${fx.fileName}`, fx.file, pullOnly),
+      403,
+      'PERMISSION_DENIED',
+    );
+    await expectRefused(
+      await put(`/main/push/${hash}.narinfo`, narInfoText(base, fx)),
+      400,
+      'NAR_NOT_UPLOADED',
+    );
+    assert.equal(await snapshot(), before);
+
+    const info = await fetch(`${t.url}/main/push/nix-cache-info`);
+    assert.equal(info.status, 200);
+    assert.equal(await info.text(), await (await fetch(`${t.url}/main/nix-cache-info`)).text());
+    const auth = { authorization: basicAuth(push) };
+    assert.equal(
+      (await fetch(`${t.url}/main/push/nar/${fx.fileName}`, { method: 'HEAD', headers: auth })).status,
+      404,
+    );
+    assert.equal((await put(`/main/push/nar/${fx.fileName}`, fx.file)).status, 201);
+    assert.equal(
+      (await fetch(`${t.url}/main/push/nar/${fx.fileName}`, { method: 'HEAD', headers: auth })).status,
+      200,
+    );
+    assert.equal((await fetch(`${t.url}/main/push/${hash}.narinfo?x=1`)).status, 404);
+    assert.equal((await put(`/main/push/${hash}.narinfo`, narInfoText(base, fx))).status, 201);
+
+    // One path, served signed at both URLs.
+    const signed = await (await fetch(`${t.url}/main/${hash}.narinfo`)).text();
+    assert.match(signed, /^Sig: /m);
+    assert.equal(await (await fetch(`${t.url}/main/push/${hash}.narinfo`)).text(), signed);
+    const nar = await fetch(`${t.url}/main/push/nar/${fx.fileName}`);
+    assert.deepEqual(Buffer.from(await nar.arrayBuffer()), fx.file);
+    // Only `push` right after a cache name is the push URL.
+    assert.equal((await fetch(`${t.url}/main/pushed/nix-cache-info`)).status, 404);
+    assert.equal(
+      (await fetch(`${t.url}/push/nix-cache-info`)).status,
+      (await fetch(`${t.url}/nosuch/nix-cache-info`)).status,
+      'a cache named push is a cache like any other',
+    );
+  });
+
   it('never replaces a path with different contents', async () => {
     const first = await fixture('first\n');
     const second = await fixture('second\n');

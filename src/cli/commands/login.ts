@@ -12,6 +12,7 @@ import {
   writeClientConfig,
 } from '../../client/client-config.js';
 import { ApiClient } from '../../client/http.js';
+import { pushUrlOf } from '../../api/v1.js';
 import { USER_AGENT } from '../../client/session.js';
 import { print, type CliIo } from '../io.js';
 
@@ -72,6 +73,7 @@ export function registerLogin(
             ? ['no token: public caches only']
             : describeToken(whoami.token).map((line, index) => (index === 0 ? `the ${line}` : line))),
           `use it as ${alias}/<cache>, e.g. niche use ${alias}/<cache> or niche push ${alias}/<cache> <paths>`,
+          `(plain nix copy pushes to the push URL ${pushUrlOf(`${url}/<cache>`)}, not to the substituter URL)`,
         ];
         print(io.stdout, lines.join('\n'));
         return 0;

@@ -1,6 +1,7 @@
 // `niche serve`: runs the HTTP cache server until SIGINT/SIGTERM, then finishes in-flight requests.
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { pushUrlOf } from '../../api/v1.js';
 import { DEFAULT_DATA_DIR, loadServeConfig, type ServeConfig, type ServeFlags } from '../../config.js';
 import { print, type CliIo } from '../io.js';
 
@@ -11,6 +12,7 @@ interface ServeOptions {
   readonly logLevel?: string;
   readonly signingKeyFile?: string;
   readonly maxNarSize?: string;
+  readonly maxUploads?: string;
   readonly publicUrl?: string;
   readonly trustedProxy?: string[];
   readonly idleTimeout?: string;
@@ -88,6 +90,10 @@ export function registerServe(
     )
     .option('--max-nar-size <size>', 'largest NAR accepted, e.g. 64G (env NICHE_MAX_NAR_SIZE, default 64G)')
     .option(
+      '--max-uploads <n>',
+      'NAR uploads received at once; more are answered 503 with Retry-After (env NICHE_MAX_UPLOADS, default 32)',
+    )
+    .option(
       '--public-url <url>',
       'the URL clients use, e.g. https://cache.example.org behind a TLS proxy; used for every URL niche prints or returns (env NICHE_PUBLIC_URL)',
     )
@@ -137,6 +143,7 @@ export function registerServe(
           logLevel: options.logLevel,
           signingKeyFile: options.signingKeyFile,
           maxNarSize: options.maxNarSize,
+          maxUploads: options.maxUploads,
           publicUrl: options.publicUrl,
           trustedProxies: options.trustedProxy,
           idleTimeout: options.idleTimeout,
@@ -173,12 +180,13 @@ export function registerServe(
               'niche: to use it, add to nix.conf:',
               `  extra-substituters = ${base}/${boot.cache.name}`,
               `  extra-trusted-public-keys = ${keys.publicKeys.join(' ')}`,
-              'niche: to push, create a token and put it in your netrc:',
+              'niche: to push, create a token, put it in your netrc, and copy to the push URL:',
               `  niche token create --cache ${boot.cache.name} --push${operator.args}`,
               operator.env.length === 0
                 ? ''
                 : `  (with ${operator.env.join(' and ')} set as for this server)`,
               `  machine ${unnamed ? '<host>' : new URL(base).hostname.replace(/^\[(.*)\]$/, '$1')} login niche password <token>`,
+              `  nix copy --to ${pushUrlOf(`${base}/${boot.cache.name}`)} <paths>`,
             ]
               .filter((line) => line !== '')
               .join('\n'),

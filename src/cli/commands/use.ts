@@ -3,6 +3,7 @@
 // module that does the same (`--nixos`). Running it twice changes nothing. Says so when the daemon will
 // ignore the setting because the user is not trusted.
 import type { Command } from 'commander';
+import { pushUrlOf } from '../../api/v1.js';
 import { errorText } from '../../client/progress.js';
 import { nixRunner } from '../../client/nix-command.js';
 import { currentUser, judgeTrust, readNixTrustSettings, usesLocalStore } from '../../client/nix-trust.js';
@@ -90,6 +91,9 @@ export function registerUse(
               : `${result.netrc.file}: ${result.netrc.action} the credentials for ${host} (mode 0600)`,
           );
         }
+        // Pushing to the substituter URL would leave Nix's narinfo disk cache holding the unsigned
+        // narinfos it uploaded, under the URL it substitutes from (src/http/push-url.ts).
+        lines.push(`to push: niche push ${spec} <paths>, or nix copy --to ${pushUrlOf(info.url)} <paths>`);
         print(io.stdout, lines.join('\n'));
         if (result.netrc?.action === 'replaced') {
           print(

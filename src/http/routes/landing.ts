@@ -28,7 +28,8 @@ export function registerLandingRoute(app: FastifyInstance, context: HttpContext)
 </head><body>
 <h1>niche binary cache</h1>
 ${sections.length > 0 ? sections.join('\n') : '<p>No public caches.</p>'}
-<p>Push with <code>nix copy --to ${escapeHtml(base)}/&lt;cache&gt; &lt;paths&gt;</code> and a push token in your netrc
+<p>Push with <code>nix copy --to ${escapeHtml(base)}/&lt;cache&gt;/push &lt;paths&gt;</code> (the cache's push URL,
+not the substituter URL) and a push token in your netrc
 (<code>machine ${escapeHtml(netrcHost)} login niche password &lt;token&gt;</code>).</p>
 </body></html>
 `;

@@ -3,7 +3,6 @@
 // few shapes a binary cache client asks for, applied before routing, rather than root routes: the cache
 // routes (`/<cache>/…`, two segments and more) and `/`, `/api/…` never match those shapes, so nothing of
 // niche's own is shadowed, and no parametric root route can clash with routes added later.
-import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { NotFoundError } from '../../errors.js';
 import type { LocalStore } from '../../localstore/local-store.js';
@@ -71,9 +70,8 @@ const ROOT_SHAPES = new RegExp(
  * `/nar/…`, `/log/<drv>` and `/serve/<hash>…` go to the local store mount. None of these is a URL of a
  * cache (cache files are `/<cache>/<file>`, and `nar` is a reserved cache name).
  */
-export function localStoreRootRewrite(mountPath: string): (request: IncomingMessage) => string {
-  return (request) => {
-    const url = request.url ?? '/';
+export function localStoreRootRewrite(mountPath: string): (url: string) => string {
+  return (url) => {
     const query = url.indexOf('?');
     const path = query < 0 ? url : url.slice(0, query);
     return path.length > 1 && ROOT_SHAPES.test(path) ? `${mountPath}${url}` : url;

@@ -1,5 +1,5 @@
 // NarListings: listings made from stored NARs with bounded work (one run per NAR, a concurrency limit and
-// a bounded queue, then BUSY), results kept in memory, and listings past the size limit refused.
+// a bounded queue, then OVERLOADED), results kept in memory, and listings past the size limit refused.
 import assert from 'node:assert/strict';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
@@ -77,7 +77,7 @@ describe('NarListings', () => {
     assert.equal(await made.listing(nar('missing')), undefined);
   });
 
-  it('queues a bounded number of runs and answers BUSY beyond', async () => {
+  it('queues a bounded number of runs and answers OVERLOADED beyond', async () => {
     const blobs = new FakeBlobs();
     for (const key of ['a', 'b', 'c']) blobs.set(`nar/${key}`, HELLO_NAR);
     const made = listings(blobs);
@@ -87,7 +87,7 @@ describe('NarListings', () => {
     await new Promise((resolve) => setImmediate(resolve));
     await assert.rejects(made.listing(nar('c')), (error: unknown) => {
       assert.ok(isNicheError(error));
-      assert.equal(error.code, 'BUSY');
+      assert.equal(error.code, 'OVERLOADED');
       return true;
     });
     blobs.release();

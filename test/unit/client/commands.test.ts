@@ -81,6 +81,10 @@ describe('niche use', () => {
     const first = await cli(args, env);
     assert.equal(first.code, 0, first.stderr);
     assert.match(first.stdout, /added http:\/\/127\.0\.0\.1:\d+\/main to extra-substituters/);
+    assert.match(
+      first.stdout,
+      /^to push: niche push \S+ <paths>, or nix copy --to http:\/\/127\.0\.0\.1:\d+\/main\/push <paths>$/m,
+    );
     assert.match(first.stdout, /added the credentials for 127\.0\.0\.1 \(mode 0600\)/);
     assert.match(first.stderr, /nix is not installed/);
     const conf = await readFile(nixConf, 'utf8');

@@ -68,6 +68,7 @@ export async function startFakeNiche(
     priority: 40,
     storeDir: '/nix/store',
     url: '',
+    pushUrl: '',
     publicKeys: ['fake-1:Imv2z2mrgnZnYAcPriirpX3mrHwNga8WuxNYmahdemk='],
     upstreamKeys: [],
     ...options.cache,
@@ -183,7 +184,7 @@ export async function startFakeNiche(
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no address');
   const url = `http://127.0.0.1:${address.port}`;
-  info = { ...info, url: `${url}/${info.name}` };
+  info = { ...info, url: `${url}/${info.name}`, pushUrl: `${url}/${info.name}/push` };
   return {
     url,
     get info() {

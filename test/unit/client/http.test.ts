@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { cacheInfoSchema, whoamiSchema } from '../../../src/api/v1.js';
 import { isRetryable, NetworkError, RemoteError, ResponseInvalidError } from '../../../src/client/errors.js';
-import { ApiClient, errorFromResponse } from '../../../src/client/http.js';
+import { ApiClient, errorFromResponse, parseRetryAfter } from '../../../src/client/http.js';
 import {
   ConflictError,
   ForbiddenError,
@@ -82,6 +82,46 @@ describe('errorFromResponse', () => {
     assert.ok(!isRetryable(errorFromResponse(501, '', 'h')));
     assert.ok(!isRetryable(errorFromResponse(400, '', 'h')));
     assert.ok(!isRetryable(errorFromResponse(404, '', 'h')));
+  });
+});
+
+describe('Retry-After', () => {
+  it('is read as seconds or an HTTP date, bounded, and kept on retryable errors', () => {
+    const now = Date.parse('2026-01-01T00:00:00Z');
+    assert.equal(parseRetryAfter('2', now), 2000);
+    assert.equal(parseRetryAfter(' 0 ', now), 0);
+    assert.equal(parseRetryAfter('Thu, 01 Jan 2026 00:00:30 GMT', now), 30_000);
+    assert.equal(parseRetryAfter('Wed, 31 Dec 2025 23:00:00 GMT', now), 0, 'a date in the past: at once');
+    assert.equal(parseRetryAfter('999999999', now), 300_000, 'at most five minutes');
+    for (const junk of [undefined, '', 'soon', '-1', '1.5'])
+      assert.equal(parseRetryAfter(junk, now), undefined);
+    const overloaded = errorFromResponse(503, JSON.stringify(apiError('OVERLOADED', 'busy')), 'h', '2');
+    assert.ok(overloaded instanceof RemoteError && isRetryable(overloaded));
+    assert.equal(overloaded.code, 'OVERLOADED');
+    assert.equal(overloaded.retryAfterMs, 2000);
+    const tooMany = errorFromResponse(429, '', 'h', '7');
+    assert.ok(tooMany instanceof RemoteError);
+    assert.equal(tooMany.retryAfterMs, 7000);
+  });
+
+  it('comes from the answer of a JSON request and of a streamed upload', async () => {
+    handler = (request, response) => {
+      request.resume();
+      response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '3' });
+      response.end(JSON.stringify(apiError('OVERLOADED', 'too many uploads')));
+    };
+    const client = new ApiClient({ serverUrl: url, token: 'nch_secret' });
+    const check = (error: unknown): boolean => {
+      assert.ok(error instanceof RemoteError, String(error));
+      assert.equal(error.code, 'OVERLOADED');
+      assert.equal(error.retryAfterMs, 3000);
+      return true;
+    };
+    await assert.rejects(client.get('/whoami', whoamiSchema), check);
+    async function* one(): AsyncGenerator<Uint8Array> {
+      yield await Promise.resolve(Buffer.from('body'));
+    }
+    await assert.rejects(client.putStream('/p', one(), 'x/y', z.object({})), check);
   });
 });
 

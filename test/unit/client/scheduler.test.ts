@@ -130,6 +130,21 @@ describe('runGraph', () => {
       125,
       'jitter up to 25 %',
     );
+    assert.equal(
+      backoffDelay(policy(), 1, () => 0, 700),
+      700,
+      "at least the server's Retry-After",
+    );
+    assert.equal(
+      backoffDelay(policy(), 1, () => 0, 60_000),
+      1000,
+      'within the cap',
+    );
+    assert.equal(
+      backoffDelay(policy(), 3, () => 0, 50),
+      400,
+      'the backoff when it is longer',
+    );
   });
 
   it('skips every transitive dependant of a failed node and nothing else', async () => {

@@ -17,10 +17,17 @@ const PUBLIC: CacheInfo = {
   priority: 40,
   storeDir: '/nix/store',
   url: 'http://127.0.0.1:5000/main',
+  pushUrl: 'http://127.0.0.1:5000/main/push',
   publicKeys: ['host-main-1:Imv2z2mrgnZnYAcPriirpX3mrHwNga8WuxNYmahdemk='],
   upstreamKeys: [],
 };
-const PRIVATE: CacheInfo = { ...PUBLIC, name: 'secret', public: false, url: 'http://127.0.0.1:5000/secret' };
+const PRIVATE: CacheInfo = {
+  ...PUBLIC,
+  name: 'secret',
+  public: false,
+  url: 'http://127.0.0.1:5000/secret',
+  pushUrl: 'http://127.0.0.1:5000/secret/push',
+};
 
 let work: TempDir;
 before(async () => {

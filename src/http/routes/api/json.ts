@@ -2,7 +2,7 @@
 // the response shapes of src/api/v1.ts built from stored records.
 import type { FastifyRequest } from 'fastify';
 import type { z } from 'zod';
-import type { CacheInfo, KeyInfo, TokenInfo } from '../../../api/v1.js';
+import { pushUrlOf, type CacheInfo, type KeyInfo, type TokenInfo } from '../../../api/v1.js';
 import type { CacheRecord, SigningKeyRecord, TokenRecord } from '../../../db/metadata-store.js';
 import { InvalidInputError } from '../../../errors.js';
 import { contentLengthOf, readSmallBody } from '../../body.js';
@@ -49,6 +49,7 @@ export function cacheInfo(baseUrl: string, cache: CacheRecord, publicKeys: reado
     priority: cache.priority,
     storeDir: cache.storeDir,
     url: `${baseUrl}/${cache.name}`,
+    pushUrl: pushUrlOf(`${baseUrl}/${cache.name}`),
     publicKeys: [...publicKeys],
     upstreamKeys: [...cache.upstreamKeys],
   };
