@@ -191,6 +191,24 @@ void describe('FsBlobStore', () => {
     });
   });
 
+  void it('fails a put aborted before it reads its source, and only the put', async () => {
+    await withStore(async (store, root) => {
+      // Aborted at once: the temp file is still being opened, nothing listens to the source yet.
+      const controller = new AbortController();
+      const source = new PassThrough();
+      source.write(randomBytes(1024));
+      const put = store.put(narKey(), source, { signal: controller.signal });
+      controller.abort();
+      await assert.rejects(put, { name: 'AbortError' });
+      assert.ok(source.destroyed);
+      const staged = await readdir(join(root, '.tmp'), { recursive: true });
+      assert.deepEqual(
+        staged.filter((name) => name.includes('/')),
+        [],
+      );
+    });
+  });
+
   void it('destroys the source when a put fails', async () => {
     await withStore(async (store) => {
       const source = new PassThrough();

@@ -117,10 +117,17 @@ function oddSignatures(odd: OddSignature, context: MutationContext): string[] {
 }
 
 /** Whether a mutation alone must make the server refuse the narinfo, whatever else it does. */
-export function mustBeRefused(mutation: NarInfoMutation): boolean {
-  return (
-    mutation.kind === 'reference' &&
-    (mutation.reference.kind === 'absent' || mutation.reference.kind === 'many')
+/**
+ * Whether `mutations` leave references the cache lacks in the narinfo, so that it must be refused: an odd
+ * reference mutation not followed by one that may remove it again (a dropped line, or a value replaced,
+ * such as `References: ` emptied).
+ */
+export function mustBeRefused(mutations: readonly NarInfoMutation[]): boolean {
+  return mutations.some(
+    (mutation, i) =>
+      mutation.kind === 'reference' &&
+      (mutation.reference.kind === 'absent' || mutation.reference.kind === 'many') &&
+      !mutations.slice(i + 1).some((later) => later.kind === 'drop' || later.kind === 'value'),
   );
 }
 

@@ -338,7 +338,7 @@ void describe('fuzz: niche serve under random and mutated input', codecTestOptio
       no5xx(answer, 'PUT of a narinfo', answer.body.toString('utf8').slice(0, 300));
       if (recipe.mutations.length === 0 && !wasAccepted)
         expectStatus(answer, [201], 'PUT of a valid narinfo');
-      if (recipe.mutations.some(mustBeRefused)) {
+      if (mustBeRefused(recipe.mutations)) {
         assert.ok(
           is4xx(answer.status),
           `a narinfo with references the cache lacks was accepted (${answer.status})`,

@@ -96,6 +96,9 @@ export class FsBlobStore implements BlobStore {
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
     const { signal } = options;
     const onAbort = (): void => {
+      // The abort may come before anything reads the source (while a temp file is opened, say): its
+      // error is then the put's to report, not an unhandled 'error' event that would end the process.
+      if (source.listenerCount('error') === 0) source.once('error', ignore);
       source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('put aborted'));
     };
     const tmpPath = join(this.#tmpDir, randomBytes(16).toString('hex'));

@@ -170,6 +170,9 @@ export class S3BlobStore implements BlobStore {
     // lands after the put has cleaned up. (A part that fails for good likewise ends lib-storage's reading
     // of the body, and it aborts the multipart upload itself.)
     const onAbort = (): void => {
+      // The abort may come before anything reads the source (while a temp file is opened, say): its
+      // error is then the put's to report, not an unhandled 'error' event that would end the process.
+      if (source.listenerCount('error') === 0) source.once('error', ignore);
       source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('put aborted'));
     };
     let body: Readable | undefined;
