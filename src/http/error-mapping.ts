@@ -64,15 +64,6 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
     status = statusOf(error);
     code = error.code;
     message = error.message;
-    if (status >= 500) {
-      const requestId = randomUUID();
-      headers['x-request-id'] = requestId;
-      log.error({ err: error, method, url: logUrl(url), requestId }, 'request failed');
-      // 503s are written for clients ("shutting down", "try again"); a 500's message is not.
-      if (status === 500) message = internalMessage(requestId);
-    } else {
-      log.debug({ code, message }, 'request refused');
-    }
   } else if (clientError !== undefined) {
     status = clientError.statusCode ?? 400;
     code = status === 413 ? 'BODY_TOO_LARGE' : 'BAD_REQUEST';
@@ -80,10 +71,17 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
   } else {
     status = 500;
     code = 'INTERNAL';
+    message = 'internal server error';
+  }
+  if (status >= 500) {
     const requestId = randomUUID();
     headers['x-request-id'] = requestId;
-    message = internalMessage(requestId);
-    log.error({ err: error, method, url: logUrl(url), requestId }, 'unexpected error');
+    const what = error instanceof NicheError ? 'request failed' : 'unexpected error';
+    log.error({ err: error, method, url: logUrl(url), requestId }, what);
+    // 503s are written for clients ("shutting down", "try again"); a 500's message is not.
+    if (status === 500) message = internalMessage(requestId);
+  } else if (error instanceof NicheError) {
+    log.debug({ code, message }, 'request refused');
   }
   if (status === 401) headers['www-authenticate'] = wwwAuthenticate(url);
   if (error instanceof RangeNotSatisfiableError) headers['content-range'] = `bytes */${error.size}`;
