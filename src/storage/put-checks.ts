@@ -2,6 +2,7 @@
 // as it passes maxSize or expectedSize, and at the end check the size and SHA-256 the caller expected.
 // One implementation, so the backends cannot disagree on what a check means.
 import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { BlobCheckError } from './blob-check-error.js';
 import type { PutOptions } from './blob-store.js';
 
@@ -47,4 +48,20 @@ function asBuffer(chunk: unknown): Buffer {
   if (Buffer.isBuffer(chunk)) return chunk;
   if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   throw new TypeError('a blob source must yield bytes (Buffer or Uint8Array), not strings or objects');
+}
+
+/**
+ * What a put does when its signal aborts: fail the source with the abort's reason, which ends the put's
+ * reading of it. The abort may come before anything reads the source (while a temp file is opened, say):
+ * its error is then the put's to report, not an unhandled 'error' event that would end the process.
+ */
+export function failSourceOnAbort(source: Readable, signal: AbortSignal | undefined): () => void {
+  return () => {
+    if (source.listenerCount('error') === 0) source.once('error', ignoreError);
+    source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('put aborted'));
+  };
+}
+
+function ignoreError(): void {
+  // reported by the put that owns the source
 }

@@ -31,7 +31,7 @@ import {
   type PutResult,
 } from '../blob-store.js';
 import type { BufferPool } from '../../util/buffer-pool.js';
-import { PutChecks } from '../put-checks.js';
+import { failSourceOnAbort, PutChecks } from '../put-checks.js';
 import { InFlight } from '../in-flight.js';
 
 /** Where puts stage their temp files, under the root. Exported so tests can check nothing is left there. */
@@ -95,12 +95,7 @@ export class FsBlobStore implements BlobStore {
 
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
     const { signal } = options;
-    const onAbort = (): void => {
-      // The abort may come before anything reads the source (while a temp file is opened, say): its
-      // error is then the put's to report, not an unhandled 'error' event that would end the process.
-      if (source.listenerCount('error') === 0) source.once('error', ignore);
-      source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('put aborted'));
-    };
+    const onAbort = failSourceOnAbort(source, signal);
     const tmpPath = join(this.#tmpDir, randomBytes(16).toString('hex'));
     let handle: FileHandle | undefined;
     let writer: BatchWriter | undefined;

@@ -31,7 +31,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
-import { PutChecks } from '../put-checks.js';
+import { failSourceOnAbort, PutChecks } from '../put-checks.js';
 import { createS3Client } from './s3-client.js';
 import { InFlight } from '../in-flight.js';
 import {
@@ -169,12 +169,7 @@ export class S3BlobStore implements BlobStore {
     // finish the requests in flight and abort the multipart upload before done() rejects, so nothing
     // lands after the put has cleaned up. (A part that fails for good likewise ends lib-storage's reading
     // of the body, and it aborts the multipart upload itself.)
-    const onAbort = (): void => {
-      // The abort may come before anything reads the source (while a temp file is opened, say): its
-      // error is then the put's to report, not an unhandled 'error' event that would end the process.
-      if (source.listenerCount('error') === 0) source.once('error', ignore);
-      source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('put aborted'));
-    };
+    const onAbort = failSourceOnAbort(source, signal);
     let body: Readable | undefined;
     let uploadStarted = false;
     let committed = false;
