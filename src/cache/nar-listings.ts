@@ -15,6 +15,9 @@ import { NarParser, type NarVisitor } from '../nix/nar-parser.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createDecompressor } from '../util/compression.js';
 
+/** Seconds a client refused because too many listings are being made is asked to wait. */
+const BUSY_RETRY_AFTER_SECONDS = 5;
+
 export interface NarListingsOptions {
   readonly blobs: BlobStore;
   /** Largest listing made (bytes of JSON, estimated while parsing). */
@@ -148,7 +151,10 @@ export class NarListings {
       return;
     }
     if (this.#waiting.length >= this.#maxWaiting) {
-      throw new OverloadedError('too many NAR listings are being made; try again later', 5);
+      throw new OverloadedError(
+        'too many NAR listings are being made; try again later',
+        BUSY_RETRY_AFTER_SECONDS,
+      );
     }
     // The slot is handed over by #release, so #running stays counted.
     await new Promise<void>((resolve) => this.#waiting.push(resolve));
