@@ -143,7 +143,7 @@ export interface BuildLogRecord {
 
 /** A realisation of a content-addressed derivation's output in a cache (PROTOCOL.md §7.2). */
 export interface RealisationRecord {
-  /** `sha256:<hex>!<output name>`. */
+  /** `sha256:<hex>!<output name>` (Nix ≤ 2.34), or `<drv base name>^<output name>` (a 2.35+ build trace). */
   readonly id: string;
   /** The output path's base name. */
   readonly outPath: string;

@@ -91,3 +91,98 @@ function dependentsJson(dependents: ReadonlyMap<string, string>): string {
   const sorted = [...dependents].sort(([a], [b]) => compareBytes(a, b));
   return `{${sorted.map(([id, path]) => `${JSON.stringify(id)}:${JSON.stringify(path)}`).join(',')}}`;
 }
+
+// Build traces: the form Nix 2.35+ gives realisations (PROTOCOL.md §7.2, v3). The key is the derivation's
+// base name and an output name, in the file's path (`build-trace-v2/<drv>/<output>.doi`); the file holds
+// only the value, `{"outPath":…,"signatures":[{"keyName":…,"sig":…}]}`. Readers accept signatures as
+// objects or as `name:base64` strings; the signed fingerprint is the keyed entry without signatures,
+// `{"key":{"drvPath":…,"outputName":…},"value":{"outPath":…}}` (nlohmann's sorted, compact print).
+
+const OUTPUT_NAME = /^[A-Za-z0-9+\-._?=]{1,200}$/;
+
+export interface BuildTraceKey {
+  /** The derivation's base name, `<hash>-<name>.drv`. */
+  readonly drv: string;
+  readonly outputName: string;
+}
+
+export interface BuildTrace {
+  readonly outPath: string;
+  /** `name:base64` strings, whichever form they arrived in. */
+  readonly signatures: readonly string[];
+}
+
+/** The key of `build-trace-v2/<drv>/<file>`, or undefined if the two parts do not name one. */
+export function buildTraceKey(drv: string, fileName: string): BuildTraceKey | undefined {
+  if (!fileName.endsWith('.doi') || !drv.endsWith('.drv')) return undefined;
+  const outputName = fileName.slice(0, -'.doi'.length);
+  if (!OUTPUT_NAME.test(outputName)) return undefined;
+  try {
+    StorePath.parseBaseName(drv);
+  } catch {
+    return undefined;
+  }
+  return { drv, outputName };
+}
+
+/** The id niche keeps a build trace under: Nix's own rendering of the key, `<drv>^<output>`. */
+export function buildTraceId(key: BuildTraceKey): string {
+  return `${key.drv}^${key.outputName}`;
+}
+
+/** The key of an id written by buildTraceId; undefined for realisation ids of the older form. */
+export function parseBuildTraceId(id: string): BuildTraceKey | undefined {
+  const caret = id.lastIndexOf('^');
+  if (caret === -1) return undefined;
+  return buildTraceKey(id.slice(0, caret), `${id.slice(caret + 1)}.doi`);
+}
+
+function signatureOf(item: unknown): string {
+  if (typeof item === 'string') {
+    parseSignature(item);
+    return item;
+  }
+  if (typeof item === 'object' && item !== null && !Array.isArray(item)) {
+    const { keyName, sig } = item as Record<string, unknown>;
+    if (typeof keyName === 'string' && typeof sig === 'string') {
+      const text = `${keyName}:${sig}`;
+      parseSignature(text);
+      return text;
+    }
+  }
+  throw invalid('each signature must be "name:base64" or {"keyName":…,"sig":…}');
+}
+
+/** Parses a build trace value as Nix 2.35+ uploads it; throws REALISATION_INVALID. */
+export function parseBuildTrace(text: string): BuildTrace {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw invalid('not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('not an object');
+  const object = value as Record<string, unknown>;
+  const outPath = baseName(object.outPath, '"outPath"');
+  const signatures = object.signatures ?? [];
+  if (!Array.isArray(signatures)) throw invalid('"signatures" must be a list');
+  if (signatures.length > MAX_DEPENDENT_REALISATIONS) throw invalid('too many signatures');
+  return { outPath, signatures: [...new Set(signatures.map(signatureOf))] };
+}
+
+/** What a build trace's signatures sign. */
+export function buildTraceFingerprint(key: BuildTraceKey, outPath: string): string {
+  return `{"key":{"drvPath":${JSON.stringify(key.drv)},"outputName":${JSON.stringify(key.outputName)}},"value":{"outPath":${JSON.stringify(outPath)}}}`;
+}
+
+/** The value as Nix 2.35+ writes it: signatures as objects, in Nix's order (key name, then bytes). */
+export function formatBuildTrace(trace: BuildTrace): string {
+  const signatures = trace.signatures
+    .map((text) => parseSignature(text))
+    .sort((a, b) => compareBytes(a.keyName, b.keyName) || Buffer.compare(a.signature, b.signature))
+    .map(
+      ({ keyName, signature }) =>
+        `{"keyName":${JSON.stringify(keyName)},"sig":${JSON.stringify(signature.toString('base64'))}}`,
+    );
+  return `{"outPath":${JSON.stringify(trace.outPath)},"signatures":[${signatures.join(',')}]}`;
+}

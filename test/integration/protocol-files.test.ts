@@ -486,11 +486,97 @@ describe('realisations', () => {
     await expectStatus(await put(url, body(base), null), 401, 'TOKEN_MISSING');
     await expectStatus(await put(url, body(base), pull), 403, 'PERMISSION_DENIED');
     await expectStatus(await fetch(`${t.url}/main/realisations/nonsense.doi`), 404);
-    // Nix 2.35's build traces are not stored.
+  });
+});
+
+describe('build traces (Nix 2.35+ realisations)', () => {
+  const drv = fakeBaseName('trace.drv');
+  const url = `/main/build-trace-v2/${drv}/out.doi`;
+  const fingerprint = (outPath: string): string =>
+    `{"key":{"drvPath":"${drv}","outputName":"out"},"value":{"outPath":"${outPath}"}}`;
+
+  it('accepts a trace of a path in the cache, signs it as Nix 2.35 checks, and never replaces it', async () => {
+    const base = fakeBaseName('trace-output');
+    const client = SecretKey.generate('client-1');
+    const clientSig = client.sign(fingerprint(base));
+    const [clientName, clientB64] = clientSig.split(':') as [string, string];
+    // Signatures as Nix 2.35 writes them (objects).
+    const body = JSON.stringify({ outPath: base, signatures: [{ keyName: clientName, sig: clientB64 }] });
+    await expectStatus(await put(url, body), 400, 'REFERENCE_MISSING');
+    await publish(base, await treeFixture('trace output'));
+    await expectStatus(await fetch(`${t.url}${url}`), 404);
+    await expectStatus(await put(url, body), 201);
+
+    const response = await fetch(`${t.url}${url}`);
+    const text = await expectStatus(response, 200);
+    assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
+    const served = JSON.parse(text) as { outPath: string; signatures: { keyName: string; sig: string }[] };
+    assert.equal(served.outPath, base);
+    const api = (await (await fetch(`${t.url}/api/v1/caches/main`)).json()) as { publicKeys: string[] };
+    const key = PublicKey.parse(api.publicKeys[0] ?? '');
+    const ours = served.signatures.filter((sig) => sig.keyName === key.name);
+    assert.equal(ours.length, 1);
+    assert.ok(key.verify(fingerprint(base), `${key.name}:${ours[0]?.sig ?? ''}`));
+    assert.ok(served.signatures.some((sig) => sig.keyName === clientName && sig.sig === clientB64));
+    // Nix's own print: keys sorted, compact, signatures ordered by key name.
+    const sorted = [...served.signatures].sort((a, b) => (a.keyName < b.keyName ? -1 : 1));
+    assert.equal(text, JSON.stringify({ outPath: base, signatures: sorted }));
+
+    // The string form of signatures is read too; the same trace merges, another out path conflicts.
+    const other = SecretKey.generate('client-2').sign(fingerprint(base));
+    await expectStatus(await put(url, JSON.stringify({ outPath: base, signatures: [other] })), 200);
+    const merged = JSON.parse(await (await fetch(`${t.url}${url}`)).text()) as { signatures: unknown[] };
+    assert.equal(merged.signatures.length, 3);
+    const elsewhere = fakeBaseName('trace-elsewhere');
+    await publish(elsewhere, await treeFixture('trace elsewhere'));
+    await expectStatus(await put(url, JSON.stringify({ outPath: elsewhere })), 409, 'REALISATION_CONFLICT');
+    // A v1 id and a trace never meet: the old form of the same output is a different file.
+    await expectStatus(await fetch(`${t.url}/main/realisations/${drv}^out.doi`), 404);
+
+    // It goes with its out path.
+    const admin = await t.token(['main'], ['pull', 'delete']);
+    const deleted = await fetch(`${t.url}/api/v1/caches/main/paths/${base.slice(0, 32)}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${admin}` },
+    });
+    await expectStatus(deleted, 204);
+    await expectStatus(await fetch(`${t.url}${url}`), 404);
+  });
+
+  it('refuses malformed traces and uploads without push rights', async () => {
+    const base = fakeBaseName('trace-refused');
+    await publish(base, await treeFixture('trace refused'));
+    await expectStatus(await put(url, 'not json'), 400, 'REALISATION_INVALID');
     await expectStatus(
-      await put(`/main/build-trace-v2/${fakeBaseName('x.drv')}/out.doi`, '{}'),
-      501,
-      'NOT_SUPPORTED',
+      await put(url, JSON.stringify({ outPath: `/nix/store/${base}` })),
+      400,
+      'REALISATION_INVALID',
     );
+    await expectStatus(
+      await put(url, JSON.stringify({ outPath: base, signatures: [{ keyName: 'k', sig: 'short' }] })),
+      400,
+      'SIGNATURE_INVALID',
+    );
+    await expectStatus(
+      await put(url, JSON.stringify({ outPath: base, signatures: 'x' })),
+      400,
+      'REALISATION_INVALID',
+    );
+    await expectStatus(
+      await put(
+        `/main/build-trace-v2/${fakeBaseName('not-a-drv')}/out.doi`,
+        JSON.stringify({ outPath: base }),
+      ),
+      400,
+      'REALISATION_INVALID',
+    );
+    await expectStatus(
+      await put(`/main/build-trace-v2/${drv}/out`, JSON.stringify({ outPath: base })),
+      400,
+      'REALISATION_INVALID',
+    );
+    await expectStatus(await put(url, JSON.stringify({ outPath: base }), null), 401, 'TOKEN_MISSING');
+    await expectStatus(await put(url, JSON.stringify({ outPath: base }), pull), 403, 'PERMISSION_DENIED');
+    await expectStatus(await fetch(`${t.url}/main/build-trace-v2/${drv}/nonsense`), 404);
   });
 });

@@ -500,13 +500,8 @@ describe('bad input leaves the store unchanged', () => {
 });
 
 describe('uploads niche does not store', () => {
-  it('refuses build traces and debug info with 501 and a reason', async () => {
+  it('refuses debug info with 501 and a reason', async () => {
     const before = await snapshot();
-    await expectRefused(
-      await put(`/main/build-trace-v2/${fakeBaseName('x.drv')}/out.doi`, '{}'),
-      501,
-      'ca-derivations',
-    );
     await expectRefused(await put(`/main/debuginfo/${'ab'.repeat(20)}.debug`, '{}'), 501, 'index-debug-info');
     // Still authenticated first.
     await expectRefused(await put('/main/debuginfo/x.debug', '{}', null), 401, 'TOKEN_MISSING');

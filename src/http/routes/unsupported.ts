@@ -1,5 +1,4 @@
-// Uploads Nix can be asked to make that niche does not store: build traces (Nix 2.35+'s form of
-// realisations, `build-trace-v2/…`) and debug-info links (`index-debug-info`).
+// Uploads Nix can be asked to make that niche does not store: debug-info links (`index-debug-info`).
 // They are refused with 501 and a reason that tells the user which Nix option to drop, instead of a
 // confusing 404 or a silent discard. Reads of these files are simply 404 (Nix treats that as absent).
 import type { FastifyInstance } from 'fastify';
@@ -7,10 +6,6 @@ import { UnsupportedError } from '../../errors.js';
 import { openCache, type HttpContext } from '../context.js';
 
 const KINDS: readonly { url: string; what: string }[] = [
-  {
-    url: '/:cache/build-trace-v2/*',
-    what: 'build traces (Nix 2.35+ ca-derivations; realisations/ of older Nix are stored)',
-  },
   { url: '/:cache/debuginfo/*', what: 'debug info links (index-debug-info=true)' },
 ];
 
