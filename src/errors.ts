@@ -171,16 +171,107 @@ export class ConfigError extends NicheError {
   }
 }
 
+/**
+ * A blob store failure. One whose cause is transient (a connection refused or reset, S3 throttling or a
+ * 5xx, too many open files) is `unavailable` (HTTP 503 with Retry-After: clients retry); any other is
+ * `internal` (HTTP 500).
+ */
 export class StorageError extends NicheError {
   constructor(message: string, options?: ErrorOptions) {
-    super('internal', 'STORAGE_FAILURE', message, options);
+    super(
+      isTransientFailure(options?.cause) ? 'unavailable' : 'internal',
+      'STORAGE_FAILURE',
+      message,
+      options,
+    );
   }
 }
 
+/** A metadata store failure; transient ones (connection lost, database busy) are `unavailable`, as above. */
 export class DatabaseError extends NicheError {
   constructor(message: string, options?: ErrorOptions) {
-    super('internal', 'DATABASE_FAILURE', message, options);
+    super(
+      isTransientFailure(options?.cause) ? 'unavailable' : 'internal',
+      'DATABASE_FAILURE',
+      message,
+      options,
+    );
   }
+}
+
+/** errno codes of failures that go away by themselves: the network, a peer restarting, descriptors. */
+const TRANSIENT_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'EMFILE',
+  'ENFILE',
+  'EAGAIN',
+  'EBUSY',
+]);
+
+/** AWS SDK error names of S3 asking the client to slow down or try again. */
+const TRANSIENT_S3_NAMES = new Set([
+  'SlowDown',
+  'ServiceUnavailable',
+  'InternalError',
+  'RequestTimeout',
+  'RequestTimeTooSkewed',
+  'Throttling',
+  'ThrottlingException',
+  'TimeoutError',
+]);
+
+/** node-postgres messages of a connection lost or never made (they carry no SQLSTATE). */
+const TRANSIENT_PG_MESSAGE =
+  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+
+/**
+ * Whether a backend failure is worth retrying: walks the cause chain (bounded) and an AggregateError's
+ * members (Node's happy-eyeballs connect failures) looking for a transient errno, SQLite busy, a PostgreSQL
+ * connection or resource class SQLSTATE (08, 53, 57P0x, serialization failures), or S3 throttling and 5xx.
+ * Recognised by shape, so this layer imports no backend library.
+ */
+export function isTransientFailure(error: unknown, depth = 0): boolean {
+  if (depth > 8 || typeof error !== 'object' || error === null) return false;
+  const fields = error as {
+    code?: unknown;
+    name?: unknown;
+    message?: unknown;
+    cause?: unknown;
+    errors?: unknown;
+    $metadata?: { httpStatusCode?: unknown };
+  };
+  const code = typeof fields.code === 'string' ? fields.code : undefined;
+  if (code !== undefined) {
+    if (TRANSIENT_ERRNO.has(code)) return true;
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return true;
+    if (
+      /^(08|53)[0-9A-Z]{3}$/.test(code) ||
+      /^57P0[123]$/.test(code) ||
+      code === '40001' ||
+      code === '40P01'
+    ) {
+      return true;
+    }
+  }
+  const status = fields.$metadata?.httpStatusCode;
+  if (typeof status === 'number' && (status >= 500 || status === 429)) return true;
+  if (typeof fields.name === 'string' && TRANSIENT_S3_NAMES.has(fields.name)) return true;
+  if (typeof fields.message === 'string' && TRANSIENT_PG_MESSAGE.test(fields.message)) return true;
+  if (
+    Array.isArray(fields.errors) &&
+    fields.errors.slice(0, 8).some((e) => isTransientFailure(e, depth + 1))
+  ) {
+    return true;
+  }
+  return isTransientFailure(fields.cause, depth + 1);
 }
 
 /**

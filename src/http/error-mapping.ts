@@ -4,7 +4,14 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
-import { NicheError, OverloadedError, RangeNotSatisfiableError, type ErrorKind } from '../errors.js';
+import {
+  DatabaseError,
+  NicheError,
+  OverloadedError,
+  RangeNotSatisfiableError,
+  StorageError,
+  type ErrorKind,
+} from '../errors.js';
 
 /** Retry-After of a 503 that names no better time (a backend down, shutting down). */
 const DEFAULT_RETRY_AFTER_SECONDS = 5;
@@ -78,8 +85,12 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
     headers['x-request-id'] = requestId;
     const what = error instanceof NicheError ? 'request failed' : 'unexpected error';
     log.error({ err: error, method, url: logUrl(url), requestId }, what);
-    // 503s are written for clients ("shutting down", "try again"); a 500's message is not.
+    // 503s are written for clients ("shutting down", "try again"); a 500's message is not, nor is a
+    // backend's own message when it is only temporarily failing (it names files, hosts, buckets).
     if (status === 500) message = internalMessage(requestId);
+    else if (error instanceof StorageError || error instanceof DatabaseError) {
+      message = `the ${error instanceof StorageError ? 'blob' : 'metadata'} store is temporarily unavailable; retry later (request id ${requestId})`;
+    }
   } else if (error instanceof NicheError) {
     log.debug({ code, message }, 'request refused');
   }
