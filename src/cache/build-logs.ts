@@ -6,7 +6,7 @@
 // replacing (and deleting the blob of) the cache's earlier log for that derivation. Logs go with the cache
 // (deleteCache) and with the last of the cache's paths built by their derivation (deletePath).
 import { randomUUID } from 'node:crypto';
-import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { BuildLogRecord, CacheRecord, MetadataStore } from '../db/metadata-store.js';
@@ -19,6 +19,7 @@ import {
   createDecompressor,
   type ContentCoding,
 } from '../util/compression.js';
+import { BorrowedReadable } from '../util/read-chunk.js';
 
 /** Counts the bytes through it and fails once they pass `limit`. */
 class ByteLimit extends Transform {
@@ -112,7 +113,7 @@ export class BuildLogs {
     const plain = new ByteLimit(this.#maxLogSize, 'the log');
     const output = new PassThrough();
     // Not destroyed when the pipeline fails: the HTTP layer still answers on this connection.
-    const source = Readable.from(upload.body.iterator({ destroyOnReturn: false }));
+    const source = new BorrowedReadable(upload.body);
     const stages = [
       source,
       received,

@@ -14,6 +14,7 @@ import { encodeNix32 } from '../nix/nix32.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { BlobCheckError } from '../storage/blob-check-error.js';
 import { createDecompressor } from '../util/compression.js';
+import { readChunk } from '../util/read-chunk.js';
 
 const CHUNK = 1 << 20;
 
@@ -143,10 +144,17 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
     maxSize: maxFileSize,
     ...(contentLength === undefined ? {} : { expectedSize: contentLength }),
   });
-  // Whichever side fails first stops the feeding loop; both promises are always awaited below.
+  // Whichever side fails first stops the feeding loop, even while it waits for the client to send more
+  // (a client may send part of a body and wait for the answer); both promises are always awaited below.
+  const failed = new AbortController();
   const failure = new Promise<never>((_resolve, reject) => {
     narDone.catch((error: unknown) => {
-      reject(decompressionError(compression, error));
+      const translated = decompressionError(compression, error);
+      failed.abort(translated);
+      reject(translated);
+    });
+    blobDone.catch((error: unknown) => {
+      failed.abort(error);
     });
     blobDone.catch(reject);
   });
@@ -154,8 +162,10 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
 
   let fileSize = 0;
   try {
-    // Not destroyed on early exit: the HTTP layer still has to answer on this connection.
-    for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    // The body is read, never destroyed: the HTTP layer still has to answer on this connection.
+    for (;;) {
+      const chunk = await readChunk(body, failed.signal);
+      if (chunk === null) break;
       fileSize += chunk.length;
       if (fileSize > maxFileSize) {
         throw new TooLargeError(`NAR file exceeds the limit of ${maxFileSize} bytes`);

@@ -6,6 +6,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InvalidInputError, NicheError, TooLargeError, UnsupportedMediaTypeError } from '../errors.js';
 import { createContentDecoder, parseContentCoding, type ContentCoding } from '../util/compression.js';
+import { BorrowedReadable, readChunk } from '../util/read-chunk.js';
 
 export async function readSmallBody(
   stream: Readable,
@@ -90,22 +91,20 @@ export function contentLengthOf(header: string | undefined): number | undefined 
 
 /**
  * Splits a body of the form `<one line>\n<stream…>`: reads (at most `limit` bytes) up to the first newline
- * and returns the line and a stream of everything after it, without buffering the rest.
+ * and returns the line and a view of everything after it (nothing else buffered), which the caller
+ * destroys when done (that never destroys `stream`).
  */
 export async function readHeaderLine(
   stream: Readable,
   limit: number,
 ): Promise<{ line: string; rest: Readable }> {
-  const iterable = stream.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Buffer>;
-  const iterator: AsyncIterator<Buffer> = iterable[Symbol.asyncIterator]();
   const parts: Buffer[] = [];
   let size = 0;
   for (;;) {
-    const next = await iterator.next();
-    if (next.done === true) {
+    const chunk = await readChunk(stream);
+    if (chunk === null) {
       throw new InvalidInputError('BAD_REQUEST', 'the body ended before the end of its metadata line');
     }
-    const chunk = next.value;
     const newline = chunk.indexOf(0x0a);
     if (newline === -1 || size + newline > limit) {
       size += chunk.length;
@@ -114,18 +113,7 @@ export async function readHeaderLine(
       continue;
     }
     parts.push(chunk.subarray(0, newline));
-    const remainder = chunk.subarray(newline + 1);
-    async function* rest(): AsyncGenerator<Buffer> {
-      if (remainder.length > 0) yield remainder;
-      for (;;) {
-        const more = await iterator.next();
-        if (more.done === true) return;
-        yield more.value;
-      }
-    }
-    return {
-      line: Buffer.concat(parts).toString('utf8'),
-      rest: Readable.from(rest(), { objectMode: false }),
-    };
+    const rest = new BorrowedReadable(stream, chunk.subarray(newline + 1));
+    return { line: Buffer.concat(parts).toString('utf8'), rest };
   }
 }

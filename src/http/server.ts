@@ -43,6 +43,9 @@ export interface HttpServerOptions {
   readonly localStore?: LocalStoreMount | undefined;
 }
 
+/** Swallows an error that is observed elsewhere. */
+function ignoreError(): void {}
+
 export function buildHttpServer(context: HttpContext, options: HttpServerOptions): FastifyInstance {
   const loggerInstance: FastifyBaseLogger = options.logger;
   // Push URLs (`/<cache>/push/…`, src/http/push-url.ts) first, then the local store's root mount.
@@ -70,6 +73,10 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     serverFactory: (handler) => {
       const serve = (request: IncomingMessage, response: ServerResponse): void => {
         deadlines.noteRequest(request, response);
+        // A body's readers (src/util/read-chunk.ts) listen only while they wait for it, and learn of a
+        // failure from `request.errored`; a client that goes away between two reads must not turn the
+        // request's 'aborted' error into an uncaught exception.
+        request.on('error', ignoreError);
         lingerAfterEarlyAnswer(request, response);
         if (!readPath(request, response)) handler(request, response);
       };

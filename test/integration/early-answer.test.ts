@@ -116,6 +116,87 @@ describe('a connection kept after an early answer', { timeout: 60_000 }, () => {
   });
 });
 
+describe('a body refused part-way, while the client waits for the answer', { timeout: 60_000 }, () => {
+  // The client sends the head and the start of a body that is already wrong, then stops sending and waits
+  // (as a client with a slow disk, or a hostile one, may). The fault is found by a decoder in the
+  // background; the answer must not wait for more of the body, which is not coming.
+  let t: TestServer;
+  let push: string;
+  before(async () => {
+    t = await startTestServer();
+    push = await t.token(['main'], ['pull', 'push']);
+  });
+  after(async () => {
+    await t.stop();
+  });
+
+  /** Sends the head and `prefix`, promises `length` bytes in all; resolves with the answer's head. */
+  function sendPrefix(path: string, headers: string, prefix: Buffer, length: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(t.server.port, '127.0.0.1');
+      let received = '';
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`no answer within 10 s (received ${JSON.stringify(received)})`));
+      }, 10_000);
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => {
+        received += chunk.toString('latin1');
+        if (received.includes('\r\n\r\n')) {
+          clearTimeout(timer);
+          socket.destroy();
+          resolve(received);
+        }
+      });
+      socket.write(
+        `PUT ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${push}\r\n${headers}` +
+          `content-length: ${length}\r\n\r\n`,
+      );
+      socket.write(prefix);
+    });
+  }
+
+  const garbage = Buffer.alloc(4096, 0x61);
+  it('a NAR file that is not what its extension says', async () => {
+    for (const ext of ['xz', 'zst', 'bz2']) {
+      const answer = await sendPrefix(
+        `/main/nar/${'1'.repeat(52)}.nar.${ext}`,
+        'content-type: application/octet-stream\r\n',
+        garbage,
+        64 * MIB,
+      );
+      assert.match(answer, /^HTTP\/1\.1 400 /, ext);
+    }
+  });
+
+  it('a one-request upload whose NAR is not a NAR', async () => {
+    const metadata = JSON.stringify({
+      storePath: `/nix/store/${HASH}-x`,
+      narHash: `sha256:${'1'.repeat(52)}`,
+      narSize: 64 * MIB,
+      references: [],
+      compression: 'none',
+    });
+    const answer = await sendPrefix(
+      `/api/v1/caches/main/paths/${HASH}`,
+      'content-type: application/vnd.niche.path-upload\r\n',
+      Buffer.concat([Buffer.from(`${metadata}\n`), garbage]),
+      64 * MIB,
+    );
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+  });
+
+  it('a build log whose Content-Encoding does not decode', async () => {
+    const answer = await sendPrefix(
+      `/main/log/${HASH}-x.drv`,
+      'content-type: text/plain\r\ncontent-encoding: zstd\r\n',
+      garbage,
+      64 * MIB,
+    );
+    assert.match(answer, /^HTTP\/1\.1 400 /);
+  });
+});
+
 describe('uploads that expect 100-continue', { timeout: 60_000 }, () => {
   let t: TestServer;
   let push: string;

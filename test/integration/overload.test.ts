@@ -14,15 +14,18 @@ import { waitFor } from '../helpers/wait.js';
 const MAX_UPLOADS = 2;
 const MIB = 1 << 20;
 
-/** Starts an upload of a `bodyBytes` body and sends only its first KiB: it holds a slot until destroyed. */
-function heldUpload(port: number, path: string, token: string): Socket {
+/**
+ * Starts the upload of a 64 MiB NAR and sends only its first KiB, a valid start (a NAR already wrong would
+ * be refused at once): it holds a slot until destroyed.
+ */
+function heldUpload(port: number, path: string, token: string, narStart: Buffer): Socket {
   const socket = connect(port, '127.0.0.1');
   socket.on('error', () => undefined);
   socket.write(
     `PUT ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: ${basicAuth(token)}\r\n` +
       `content-type: application/octet-stream\r\ncontent-length: ${64 * MIB}\r\n\r\n`,
   );
-  socket.write(Buffer.alloc(1024, 0x61));
+  socket.write(narStart.subarray(0, 1024));
   return socket;
 }
 
@@ -64,8 +67,9 @@ describe('too many uploads in progress', () => {
   });
 
   it('answers 503 with Retry-After before reading the body, then takes uploads again', async () => {
+    const narStart = await narOfContents(Buffer.alloc(4096, 0x61));
     for (let i = 0; i < MAX_UPLOADS; i++) {
-      held.push(heldUpload(port, `/main/push/nar/${String(i).repeat(52)}.nar`, push));
+      held.push(heldUpload(port, `/main/push/nar/${String(i).repeat(52)}.nar`, push, narStart));
     }
     await waitFor(() => t.server.service.uploadsInProgress === MAX_UPLOADS, {
       what: `${MAX_UPLOADS} uploads in progress`,

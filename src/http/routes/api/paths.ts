@@ -34,22 +34,22 @@ export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext
   app.put<{ Params: Params }>(PATH_UPLOAD_ROUTE, async (request, reply) => {
     const cache = await openCache(context, request, request.params.name, 'push');
     const { line, rest } = await readHeaderLine(request.raw, MAX_UPLOAD_HEADER);
-    let metadata: unknown;
-    try {
-      metadata = JSON.parse(line);
-    } catch (error) {
-      throw new InvalidInputError(
-        'BAD_REQUEST',
-        `the metadata line is not valid JSON: ${(error as Error).message}`,
-      );
-    }
-    const upload = validate(pathUploadSchema, metadata, 'path metadata');
     const abort = new AbortController();
     const onClose = (): void => {
       if (!request.raw.complete) abort.abort(new Error('client went away'));
     };
     request.raw.once('close', onClose);
     try {
+      let metadata: unknown;
+      try {
+        metadata = JSON.parse(line);
+      } catch (error) {
+        throw new InvalidInputError(
+          'BAD_REQUEST',
+          `the metadata line is not valid JSON: ${(error as Error).message}`,
+        );
+      }
+      const upload = validate(pathUploadSchema, metadata, 'path metadata');
       const result = await context.service.uploadPath(cache, request.params.hash, upload, rest, {
         contentLength: undefined,
         signal: abort.signal,
@@ -60,6 +60,8 @@ export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext
       return await reply.code(result.status === 'added' ? 201 : 200).send(body);
     } finally {
       request.raw.off('close', onClose);
+      // Stops any read of the body still in progress, so the body can be drained after the answer.
+      rest.destroy();
     }
   });
 
