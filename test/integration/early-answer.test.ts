@@ -55,6 +55,7 @@ describe('answers sent before the request body was read', { timeout: 60_000 }, (
   for (const [what, path, type] of [
     ['a one-request upload', `/api/v1/caches/main/paths/${HASH}`, 'application/vnd.niche.path-upload'],
     ['a NAR upload', `/main/nar/${'1'.repeat(52)}.nar`, 'application/octet-stream'],
+    ['a narinfo over the size limit', `/main/${HASH}.narinfo`, 'text/x-nix-narinfo'],
   ] as const) {
     it(`reach a client that reads them late (${what} with a pull-only token)`, async () => {
       for (let i = 0; i < 2; i++) {
