@@ -27,6 +27,9 @@ export type ErrorCode =
   | 'CACHE_INFO_INVALID'
   | 'KEY_INVALID'
   | 'SIGNATURE_INVALID'
+  // the SSH protocols (src/nix/wire.ts, src/ssh)
+  | 'PROTOCOL_INVALID'
+  | 'SSH_COMMAND_REFUSED'
   // upload verification (src/cache)
   | 'FILE_HASH_MISMATCH'
   | 'FILE_SIZE_MISMATCH'
@@ -104,6 +107,23 @@ export class InvalidInputError extends NicheError {
 
 /** A Nix format (NAR, narinfo, nix32, store path, key) could not be parsed. */
 export class NixFormatError extends InvalidInputError {}
+
+/**
+ * A peer of the SSH protocols (serve or worker) sent bytes that break the wire format or the protocol:
+ * a string or list longer than the limit, an integer out of range, a bad magic, an unknown opcode.
+ */
+export class ProtocolError extends InvalidInputError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('PROTOCOL_INVALID', message, options);
+  }
+}
+
+/** An SSH client asked to run a command niche does not serve (a shell, scp, anything but Nix's own). */
+export class SshCommandRefusedError extends NicheError {
+  constructor(message: string) {
+    super('forbidden', 'SSH_COMMAND_REFUSED', message);
+  }
+}
 
 export class UnauthenticatedError extends NicheError {
   constructor(code: 'TOKEN_MISSING' | 'TOKEN_INVALID', message: string) {
