@@ -3,7 +3,7 @@
 // against what was measured and against the cache's contents) before anything becomes visible, and sign
 // what they accept with the cache's keys.
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type {
@@ -12,6 +12,7 @@ import type {
   MetadataStore,
   NarRecord,
   PathRecord,
+  PathWithNar,
   Permission,
 } from '../db/metadata-store.js';
 import {
@@ -42,6 +43,7 @@ import { Realisations } from './realisations.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
 import { permissionsFor } from './tokens.js';
+import { createDecompressor } from '../util/compression.js';
 
 export interface CacheLimits {
   /** Largest NAR file (as uploaded, compressed) accepted. */
@@ -274,6 +276,41 @@ export class CacheService {
       return undefined;
     }
     return { ...opened, nar };
+  }
+
+  /**
+   * The path `storePath` (a full path in the cache's store directory) with its NAR, if the cache holds it
+   * under exactly that name; undefined for a path it does not hold or that is not a valid store path.
+   * For the SSH protocols, which ask by full path rather than by hash part.
+   */
+  async getPathInfo(cache: CacheRecord, storePath: string): Promise<PathWithNar | undefined> {
+    let parsed: StorePath;
+    try {
+      parsed = StorePath.parse(storePath, cache.storeDir);
+    } catch {
+      return undefined;
+    }
+    const found = await this.db.getPath(cache.id, parsed.hash);
+    return found?.path.storePath === storePath ? found : undefined;
+  }
+
+  /** The full store path of the cache's path with this hash part (QueryPathFromHashPart), if any. */
+  async pathFromHashPart(cache: CacheRecord, hashPart: string): Promise<string | undefined> {
+    if (!isStorePathHash(hashPart)) return undefined;
+    return (await this.db.getPath(cache.id, hashPart))?.path.storePath;
+  }
+
+  /**
+   * The uncompressed NAR of a path, streamed (decompressed on the way if it is stored compressed);
+   * undefined if its blob is gone. The caller reads or destroys the stream.
+   */
+  async openPlainNar(cache: CacheRecord, nar: NarRecord): Promise<Readable | undefined> {
+    const opened = await this.openNar(cache, nar);
+    if (opened === undefined) return undefined;
+    if (nar.compression === 'none') return opened.stream;
+    const decoder = createDecompressor(isCompression(nar.compression) ? nar.compression : 'none');
+    pipeline(opened.stream, decoder, () => undefined);
+    return decoder;
   }
 
   /** NAR uploads being received right now. */

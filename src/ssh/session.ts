@@ -1,0 +1,114 @@
+// One SSH session of one principal on one cache, whichever front end carried it (the embedded ssh2 server
+// or `niche ssh-serve` behind OpenSSH): the command the client asked to run picks the protocol, the
+// principal is re-checked every few seconds (a revoked or expired key loses access mid-session), and
+// whatever ends the session becomes an exit code and, when it is an error, a message on stderr, which is
+// where Nix looks for the reason a remote store failed.
+
+import type { Readable, Writable } from 'node:stream';
+import { authorize, type Principal } from '../cache/auth.js';
+import type { CacheService } from '../cache/cache-service.js';
+import type { CacheRecord, Permission } from '../db/metadata-store.js';
+import { isNicheError, UnsupportedError } from '../errors.js';
+import { WireReader, WireWriter, writeWithBackpressure } from '../nix/wire.js';
+import { parseSshCommand } from './command.js';
+import { runServeProtocol, type ProtocolContext } from './serve-protocol.js';
+
+/** How long the principal of a session is trusted before it is looked up again. */
+export const PRINCIPAL_REFRESH_MS = 5_000;
+/** How long a session may wait for the client's next command. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;
+
+export interface SshSessionLog {
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface SshSessionOptions {
+  readonly service: CacheService;
+  readonly principal: Principal;
+  /** Looks the principal up again (revocation, expiry, changed scopes). */
+  readonly refreshPrincipal?: () => Promise<Principal>;
+  readonly cacheName: string;
+  /** The command the client asked to run (undefined: a shell). */
+  readonly command: string | undefined;
+  readonly input: Readable;
+  readonly output: Writable;
+  /** Where error messages go (the SSH channel's stderr); defaults to nowhere. */
+  readonly stderr?: Writable;
+  readonly log: SshSessionLog;
+  readonly signal?: AbortSignal;
+  readonly idleTimeoutMs?: number;
+  /** Clock for the refresh interval (tests). */
+  readonly now?: () => number;
+}
+
+export interface SshSessionResult {
+  readonly exitCode: number;
+  readonly error?: Error;
+}
+
+/** Runs the session to its end; never throws (failures are in the result). */
+export async function runSshSession(options: SshSessionOptions): Promise<SshSessionResult> {
+  const now = options.now ?? Date.now;
+  const stop = new AbortController();
+  const signal = options.signal === undefined ? stop.signal : AbortSignal.any([options.signal, stop.signal]);
+  let principal = options.principal;
+  let checkedAt = now();
+  const currentPrincipal = async (): Promise<Principal> => {
+    if (options.refreshPrincipal !== undefined && now() - checkedAt >= PRINCIPAL_REFRESH_MS) {
+      principal = await options.refreshPrincipal();
+      checkedAt = now();
+    }
+    return principal;
+  };
+  const ctx: ProtocolContext = {
+    service: options.service,
+    cacheName: options.cacheName,
+    async openCache(needed: Permission): Promise<CacheRecord> {
+      const who = await currentPrincipal();
+      const cache = await options.service.open(options.cacheName, who, needed);
+      // `open` grants public pulls to anyone; the session's key must still be a valid one.
+      if (who.kind === 'invalid') authorize(undefined, options.cacheName, who, needed);
+      return cache;
+    },
+    signal,
+    idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+    log: options.log,
+  };
+  const onClose = (): void => {
+    stop.abort(new Error('the connection closed'));
+  };
+  options.output.once('close', onClose);
+  try {
+    const command = parseSshCommand(options.command);
+    const reader = new WireReader(options.input);
+    const writer = new WireWriter(options.output);
+    if (command.protocol === 'serve') {
+      await runServeProtocol(ctx, reader, writer, { write: command.write });
+    } else {
+      throw new UnsupportedError(
+        'niche does not speak the ssh-ng:// (nix-daemon --stdio) protocol yet; use ssh:// for this cache',
+      );
+    }
+    return { exitCode: 0 };
+  } catch (caught) {
+    const error = caught instanceof Error ? caught : new Error(String(caught));
+    const known = isNicheError(error);
+    options.log[known ? 'info' : 'warn'](
+      { cache: options.cacheName, err: error, code: known ? error.code : undefined },
+      'SSH session ended with an error',
+    );
+    const message = known ? error.message : 'internal error; see the server log';
+    if (options.stderr !== undefined && !options.stderr.destroyed) {
+      const code = known ? ` [${error.code}]` : '';
+      await writeWithBackpressure(options.stderr, Buffer.from(`error: niche: ${message}${code}\n`)).catch(
+        () => undefined,
+      );
+    }
+    return { exitCode: 1, error };
+  } finally {
+    options.output.off('close', onClose);
+    stop.abort(new Error('the session ended'));
+  }
+}
