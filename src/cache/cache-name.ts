@@ -13,6 +13,8 @@ const RESERVED = new Set([
   'static',
   'metrics',
   'health',
+  'healthz',
+  'readyz',
   'ui',
   'favicon.ico',
   'nix-cache-info',

@@ -166,6 +166,8 @@ export type AddPathOutcome =
 
 export interface MetadataStore {
   close(): Promise<void>;
+  /** Resolves when the store answers a trivial query (readiness checks); rejects otherwise. */
+  ping(): Promise<void>;
 
   createCache(cache: NewCache): Promise<CacheRecord>; // throws ConflictError('CACHE_EXISTS')
   getCache(name: string): Promise<CacheRecord | undefined>;

@@ -14,6 +14,8 @@ import {
 } from './deadlines.js';
 import { continueOnRead } from './expect-continue.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
+import { registerHealthRoutes } from './routes/health.js';
+import { Readiness } from '../cache/readiness.js';
 import { pushUrlRewrite } from './push-url.js';
 import { createReadPath } from './read-path.js';
 import { registerApiRoutes } from './routes/api/index.js';
@@ -152,6 +154,14 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     );
   });
 
+  registerHealthRoutes(app, {
+    readiness: new Readiness(context.service.db, context.service.blobs, {
+      onFailure: (component, error) => {
+        loggerInstance.warn({ err: error, component }, 'readiness check failed');
+      },
+    }),
+    closing: () => closing,
+  });
   registerLandingRoute(app, context);
   registerApiRoutes(app, context);
   registerCacheInfoRoutes(app, context);

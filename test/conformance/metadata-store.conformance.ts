@@ -120,6 +120,14 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
       ).id;
     }
 
+    void describe('ping', () => {
+      void it('answers while open and fails with DATABASE_FAILURE once closed', async () => {
+        await store().ping();
+        await store().close();
+        await assert.rejects(store().ping(), { code: 'DATABASE_FAILURE' });
+      });
+    });
+
     void describe('caches', () => {
       void it('creates, gets and lists caches', async () => {
         const before = Date.now();

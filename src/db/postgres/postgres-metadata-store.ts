@@ -241,6 +241,12 @@ export class PostgresMetadataStore implements MetadataStore {
     await this.#pool.end();
   }
 
+  ping(): Promise<void> {
+    return this.#run('ping', async () => {
+      await this.#pool.query('SELECT 1');
+    });
+  }
+
   createCache(cache: NewCache): Promise<CacheRecord> {
     return this.#run('createCache', async () => {
       try {

@@ -347,6 +347,12 @@ export class SqliteMetadataStore implements MetadataStore {
     return Promise.resolve();
   }
 
+  ping(): Promise<void> {
+    return this.#run('ping', () => {
+      this.#db.prepare('SELECT 1').get();
+    });
+  }
+
   createCache(cache: NewCache): Promise<CacheRecord> {
     return this.#run('createCache', () => {
       try {
