@@ -286,13 +286,15 @@ export async function runServeProtocol(
   if (magic !== SERVE_MAGIC_1) {
     throw new ProtocolError(`not the serve protocol: magic 0x${magic.toString(16)}`);
   }
+  // Access is checked before the handshake is answered: a client refused here fails to connect (with
+  // niche's message on stderr) instead of connecting and failing at its first command, which a
+  // `nix store ping` never sends. Every command checks access again.
+  await ctx.openCache('pull');
   await writer.u64(SERVE_MAGIC_2).u64(SERVE_PROTOCOL_VERSION).flush();
   const clientVersion = await withIdleTimeout(ctx, (idle) => reader.readU64('the client version', idle));
   if (clientVersion >> 8 !== 2) {
     throw new ProtocolError(`unsupported serve protocol version 0x${clientVersion.toString(16)}`);
   }
-  // Every command checks access itself; the first check here refuses a session with no access at once.
-  await ctx.openCache('pull');
   const signal = ctx.signal;
 
   for (;;) {
