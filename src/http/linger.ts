@@ -7,6 +7,7 @@
 // destroyed a little later, when the client has had time to read the answer; a client that read it stops
 // sending and closes first. Meanwhile the rest of the body is read and thrown away. Go's net/http (closeWriteAndWait) and nginx (lingering_close) do the same.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 /** How long a connection stays open after an answer sent before its request body was read. */
 export const LINGER_MS = 2_000;
@@ -18,6 +19,17 @@ export function lingerAfterEarlyAnswer(
 ): void {
   // Reads have no body (and are the hot path): nothing to linger for.
   if (request.method === 'GET' || request.method === 'HEAD') return;
+  // The last answer on a connection (the client sent `Connection: close`, or spoke HTTP/1.0) makes Node
+  // destroy the socket as soon as the answer is written (`destroySoon`, from its own 'finish' listener,
+  // which runs before the one below): with the body still arriving, that is the reset this module exists
+  // to prevent. 'prefinish' comes first: for such a connection, closing is left to the lingering below.
+  response.once('prefinish', () => {
+    if (request.complete) return;
+    const socket = request.socket as Socket & { destroySoon?: () => void };
+    socket.destroySoon = () => {
+      socket.end();
+    };
+  });
   response.once('finish', () => {
     if (request.complete) return;
     const socket = request.socket;
