@@ -23,19 +23,29 @@ my $path = '@SOCKET@';
 my @args = @ARGV;
 my $host;
 my %takes_value = map { $_ => 1 } qw(-o -p -l -i -F -S -O -E -J -L -R -D -W -b -c -e -m -Q -w);
+my (%options, $control);
 while (@args) {
   my $a = shift @args;
   if ($a eq '--') { last if defined $host; next; }
+  if ($a =~ /^-o(.+)$/) { my ($k, $v) = split(/=/, $1, 2); $options{lc $k} = $v; next; }
+  if ($a eq '-o') { my ($k, $v) = split(/=/, shift(@args) // '', 2); $options{lc $k} = $v; next; }
+  if ($a eq '-O') { $control = shift @args; next; }
   if ($a =~ /^-/) { shift @args if $takes_value{$a}; next; }
   if (!defined $host) { $host = $a; next; }
   unshift @args, $a;
   last;
 }
+# Nix 2.26 first asks whether a master connection runs (ssh -O check): as OpenSSH without a ControlPath.
+if (defined $control) { print STDERR "No ControlPath specified for \"-O\" command\n"; exit 255; }
 my $command = join(' ', @args);
 my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $path) or die "fake ssh: cannot connect to $path: $!\n";
 binmode $s; binmode STDIN; binmode STDOUT; binmode STDERR;
 sub put { my ($fh, $data) = @_; my $off = 0; while ($off < length $data) { my $n = syswrite($fh, $data, length($data) - $off, $off); die "fake ssh: write: $!\n" unless defined $n; $off += $n; } }
 put($s, ($host // '') . "\n" . $command . "\n");
+# Once connected, OpenSSH runs the LocalCommand on this side (Nix 2.26 waits for its 'echo started').
+if (lc($options{permitlocalcommand} // 'no') eq 'yes' && defined $options{localcommand}) {
+  system('/bin/sh', '-c', $options{localcommand});
+}
 my $sel = IO::Select->new(\*STDIN, $s);
 my $buf = '';
 while (1) {
