@@ -56,6 +56,8 @@ export type ErrorCode =
   | 'CACHE_NAME_INVALID'
   | 'CACHE_EXISTS'
   | 'KEY_EXISTS'
+  | 'SSH_KEY_INVALID'
+  | 'SSH_KEY_EXISTS'
   | 'TOKEN_MISSING'
   | 'TOKEN_INVALID'
   | 'PERMISSION_DENIED'
@@ -145,7 +147,13 @@ export class NotFoundError extends NicheError {
 
 export class ConflictError extends NicheError {
   constructor(
-    code: 'PATH_CONFLICT' | 'PATH_REFERENCED' | 'CACHE_EXISTS' | 'KEY_EXISTS' | 'REALISATION_CONFLICT',
+    code:
+      | 'PATH_CONFLICT'
+      | 'PATH_REFERENCED'
+      | 'CACHE_EXISTS'
+      | 'KEY_EXISTS'
+      | 'SSH_KEY_EXISTS'
+      | 'REALISATION_CONFLICT',
     message: string,
   ) {
     super('conflict', code, message);

@@ -152,6 +152,26 @@ export const createTokenSchema = z.strictObject({
 export type CreateTokenRequest = z.input<typeof createTokenSchema>;
 export const createTokenResponseSchema = z.object({ token: z.string(), info: tokenInfoSchema });
 
+export const sshKeyInfoSchema = tokenInfoSchema.extend({
+  /** `SHA256:…`, as `ssh-keygen -l` prints it. */
+  fingerprint: z.string(),
+  /** The OpenSSH public key line, without comment. */
+  publicKey: z.string(),
+});
+export type SshKeyInfo = z.infer<typeof sshKeyInfoSchema>;
+export const sshKeyListSchema = z.object({ sshKeys: z.array(sshKeyInfoSchema) });
+
+export const addSshKeySchema = z.strictObject({
+  /** The OpenSSH public key line (`ssh-ed25519 AAAA… comment`). */
+  publicKey: z.string().min(1).max(8192),
+  /** Defaults to the key's comment. */
+  description: z.string().max(500).optional(),
+  scopes: z.array(tokenScopeSchema).min(1).max(100),
+  /** ISO date. */
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+});
+export type AddSshKeyRequest = z.input<typeof addSshKeySchema>;
+
 export const whoamiSchema = z.object({
   /** null when the request carried no valid token. */
   token: tokenInfoSchema.nullable(),

@@ -1,4 +1,4 @@
-// Managing caches, their signing keys and tokens: the operations behind the admin parts of the JSON API,
+// Managing caches, their signing keys, tokens and SSH keys: the operations behind the admin parts of the JSON API,
 // with their access rules. (The CLI runs the same storage operations directly against the data dir.)
 import { hostname } from 'node:os';
 import type {
@@ -22,6 +22,7 @@ import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
 import type { Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import type { CacheService } from './cache-service.js';
+import { parseSshPublicKey } from './ssh-keys.js';
 import {
   checkNewTokenExpiry,
   generateToken,
@@ -72,6 +73,43 @@ export interface NewCacheOptions {
 }
 
 /** Creates a cache and its first signing key (used by the API, the CLI and the first start). */
+export interface NewSshKey {
+  /** The OpenSSH public key line (`ssh-ed25519 AAAA… comment`). */
+  readonly publicKey: string;
+  /** Defaults to the key's comment. */
+  readonly description?: string | undefined;
+  readonly scopes: readonly TokenScope[];
+  readonly expiresAt: Date | undefined;
+}
+
+/**
+ * Registers an SSH public key as a principal (the CLI and the API alike). Its token hash is that of a secret
+ * nobody ever sees, so the record can never be used as a bearer token. A key that already has an unrevoked
+ * record is refused: one key, one set of permissions.
+ */
+export async function registerSshKey(db: MetadataStore, request: NewSshKey, now: Date): Promise<TokenRecord> {
+  const key = parseSshPublicKey(request.publicKey);
+  checkNewTokenExpiry(request.expiresAt, now);
+  if (request.scopes.length === 0) {
+    throw new InvalidInputError('BAD_REQUEST', 'an SSH key needs at least one cache (or pattern)');
+  }
+  for (const scope of request.scopes) parseCachePattern(scope.cachePattern);
+  const existing = await db.findTokenBySshKey(key.fingerprint);
+  if (existing !== undefined) {
+    throw new ConflictError(
+      'SSH_KEY_EXISTS',
+      `the SSH key ${key.fingerprint} is already registered (id ${existing.id}); remove it first to change it`,
+    );
+  }
+  return db.createToken({
+    description: request.description ?? key.comment,
+    tokenHash: hashToken(generateToken()),
+    scopes: request.scopes,
+    expiresAt: request.expiresAt,
+    sshKey: { fingerprint: key.fingerprint, publicKey: key.line },
+  });
+}
+
 export async function createCacheWithKey(db: MetadataStore, options: NewCacheOptions): Promise<CacheRecord> {
   const name = parseCacheName(options.name);
   const key = options.key ?? SecretKey.generate(defaultKeyName(name));
@@ -234,7 +272,26 @@ export class AdminService {
 
   async tokens(principal: Principal): Promise<TokenRecord[]> {
     requireTokenAdmin(principal);
-    return this.#db.listTokens();
+    return (await this.#db.listTokens()).filter((token) => token.sshKey === undefined);
+  }
+
+  async sshKeys(principal: Principal): Promise<TokenRecord[]> {
+    requireTokenAdmin(principal);
+    return (await this.#db.listTokens()).filter((token) => token.sshKey !== undefined);
+  }
+
+  async addSshKey(principal: Principal, request: NewSshKey): Promise<TokenRecord> {
+    requireTokenAdmin(principal);
+    return registerSshKey(this.#db, request, new Date());
+  }
+
+  /** Revokes an SSH key by id; sessions of the key end within seconds (src/ssh/session.ts). */
+  async removeSshKey(principal: Principal, id: number): Promise<void> {
+    requireTokenAdmin(principal);
+    const key = (await this.#db.listTokens()).find((token) => token.id === id && token.sshKey !== undefined);
+    if (key === undefined || !(await this.#db.revokeToken(id, new Date()))) {
+      throw new NotFoundError('NOT_FOUND', `no registered SSH key with id ${id}`);
+    }
   }
 
   async createToken(
@@ -256,7 +313,8 @@ export class AdminService {
 
   async revokeToken(principal: Principal, id: number): Promise<void> {
     requireTokenAdmin(principal);
-    if (!(await this.#db.revokeToken(id, new Date()))) {
+    const token = (await this.#db.listTokens()).find((record) => record.id === id);
+    if (token?.sshKey !== undefined || !(await this.#db.revokeToken(id, new Date()))) {
       throw new NotFoundError('NOT_FOUND', `no active token with id ${id}`);
     }
   }

@@ -3,6 +3,7 @@
 // the access rules live in `authorize`, one function for every front end.
 import { ForbiddenError, NotFoundError, UnauthenticatedError } from '../errors.js';
 import type { CacheRecord, MetadataStore, Permission, TokenRecord } from '../db/metadata-store.js';
+import { sshKeyFingerprint } from './ssh-keys.js';
 import { hashToken, looksLikeToken, permissionsFor, tokenIsActive } from './tokens.js';
 
 export type Principal =
@@ -53,6 +54,22 @@ export class Authenticator {
     }
     return { kind: 'token', token: record };
   }
+
+  /**
+   * The principal of an SSH public key (its blob, as the SSH protocol carries it), registered with
+   * `niche ssh-key add`. The front end has checked that the client holds the private key.
+   */
+  async authenticateSshKey(keyBlob: Buffer): Promise<Principal> {
+    const record = await this.#db.findTokenBySshKey(sshKeyFingerprint(keyBlob));
+    if (record === undefined) return { kind: 'invalid', reason: 'unknown SSH key' };
+    if (!tokenIsActive(record, this.#now())) return { kind: 'invalid', reason: 'SSH key expired' };
+    return { kind: 'token', token: record };
+  }
+}
+
+/** How a principal is named in messages: a token, or an SSH key. */
+export function principalNoun(principal: Principal): string {
+  return principal.kind === 'token' && principal.token.sshKey !== undefined ? 'SSH key' : 'token';
 }
 
 /**
@@ -83,7 +100,9 @@ export function authorize(
   const visible = cache !== undefined && (cache.isPublic || granted.size > 0);
   if (!visible) throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${cacheName}`);
   if (!granted.has(needed)) {
-    throw new ForbiddenError(`this token lacks the ${needed} permission on cache ${cacheName}`);
+    throw new ForbiddenError(
+      `this ${principalNoun(principal)} lacks the ${needed} permission on cache ${cacheName}`,
+    );
   }
   return cache;
 }

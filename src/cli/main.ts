@@ -7,6 +7,7 @@ import { registerKey } from './commands/key.js';
 import { registerLogin } from './commands/login.js';
 import { registerPush } from './commands/push.js';
 import { registerServe } from './commands/serve.js';
+import { registerSshKeyCommand } from './commands/ssh-key.js';
 import { registerToken } from './commands/token.js';
 import { registerUse } from './commands/use.js';
 import { registerWatchStore } from './commands/watch-store.js';
@@ -36,6 +37,7 @@ export async function main(argv: readonly string[], io: CliIo = process): Promis
     });
   registerServe(program, io, run);
   registerToken(program, io, run);
+  registerSshKeyCommand(program, io, run);
   registerCache(program, io, run);
   registerImport(program, io, run);
   registerKey(program, io, run);

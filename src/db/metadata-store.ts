@@ -67,6 +67,15 @@ export interface TokenRecord {
   readonly createdAt: Date;
   readonly expiresAt: Date | undefined;
   readonly revokedAt: Date | undefined;
+  /** Set for an SSH key registered as a principal (its secret is the private key; tokenHash is unusable). */
+  readonly sshKey: SshKeyRecord | undefined;
+}
+
+export interface SshKeyRecord {
+  /** `SHA256:…` of the key blob, as OpenSSH prints it; what sessions are looked up by. */
+  readonly fingerprint: string;
+  /** The OpenSSH public key line without comment: `ssh-ed25519 AAAA…`. */
+  readonly publicKey: string;
 }
 
 export interface NewToken {
@@ -74,6 +83,7 @@ export interface NewToken {
   readonly tokenHash: string;
   readonly scopes: readonly TokenScope[];
   readonly expiresAt: Date | undefined;
+  readonly sshKey?: SshKeyRecord | undefined;
 }
 
 /** A verified, stored NAR file. Shared by all caches that hold it (content-addressed by fileHash). */
@@ -189,6 +199,8 @@ export interface MetadataStore {
 
   createToken(token: NewToken): Promise<TokenRecord>;
   findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined>;
+  /** The newest unrevoked token of the SSH key with this fingerprint (it may have expired). */
+  findTokenBySshKey(fingerprint: string): Promise<TokenRecord | undefined>;
   listTokens(): Promise<TokenRecord[]>;
   /** Returns false if no such (unrevoked) token exists. */
   revokeToken(id: number, at: Date): Promise<boolean>;

@@ -358,6 +358,35 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.deepEqual((await store().findTokenByHash(token.tokenHash))?.revokedAt, at);
         assert.equal(await store().revokeToken(created.id + 1000, at), false);
       });
+
+      void it('finds an SSH key by fingerprint: the newest unrevoked record, with its key', async () => {
+        const sshKey = { fingerprint: 'SHA256:abc', publicKey: 'ssh-ed25519 AAAA' };
+        const plain = await store().createToken(token);
+        assert.equal(plain.sshKey, undefined);
+        assert.equal(await store().findTokenBySshKey('SHA256:abc'), undefined);
+        const first = await store().createToken({
+          description: 'alice',
+          tokenHash: 'e'.repeat(64),
+          scopes: [{ cachePattern: 'team', permissions: ['pull', 'push'] }],
+          expiresAt: undefined,
+          sshKey,
+        });
+        assert.deepEqual(first.sshKey, sshKey);
+        assert.deepEqual(await store().findTokenBySshKey('SHA256:abc'), first);
+        assert.equal(await store().findTokenBySshKey('SHA256:other'), undefined);
+        assert.equal(await store().revokeToken(first.id, new Date()), true);
+        assert.equal(await store().findTokenBySshKey('SHA256:abc'), undefined);
+        const second = await store().createToken({
+          description: 'alice again',
+          tokenHash: 'f'.repeat(64),
+          scopes: [{ cachePattern: 'team', permissions: ['pull'] }],
+          expiresAt: undefined,
+          sshKey,
+        });
+        assert.deepEqual(await store().findTokenBySshKey('SHA256:abc'), second);
+        const listed = (await store().listTokens()).find((record) => record.id === second.id);
+        assert.deepEqual(listed, second);
+      });
     });
 
     void describe('NAR uploads', () => {

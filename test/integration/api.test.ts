@@ -1,6 +1,7 @@
 // The JSON API's behaviour: one-request uploads, the bulk presence check, deletion, key rotation,
 // private caches and token revocation.
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { UPLOAD_CONTENT_TYPE, type CacheInfo, type PathUpload } from '../../src/api/v1.js';
 import { narInfoFingerprint, parseNarInfo } from '../../src/nix/narinfo.js';
@@ -159,6 +160,44 @@ describe('token expiry', () => {
       expiresAt: future,
     });
     assert.equal(created.status, 201);
+  });
+});
+
+describe('SSH keys', () => {
+  it('are registered, listed and removed by a server admin, apart from tokens', async () => {
+    const { publicKey } = generateKeyPairSync('ed25519');
+    const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+    const field = (bytes: Buffer): Buffer => Buffer.concat([Buffer.from([0, 0, 0, bytes.length]), bytes]);
+    const line = `ssh-ed25519 ${Buffer.concat([field(Buffer.from('ssh-ed25519')), field(raw)]).toString('base64')}`;
+    const scopes = [{ cache: 'team', permissions: ['pull', 'push'] }];
+    const pullOnly = await t.token(['team'], ['pull']);
+    assert.equal((await api('POST', '/ssh-keys', { publicKey: line, scopes }, pullOnly)).status, 403);
+    assert.equal((await api('GET', '/ssh-keys', undefined, null)).status, 401);
+    const bad = await api('POST', '/ssh-keys', { publicKey: 'ssh-ed25519 AAAA', scopes });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'SSH_KEY_INVALID');
+
+    const added = await api('POST', '/ssh-keys', { publicKey: `${line} bob@desk`, scopes });
+    assert.equal(added.status, 201);
+    const info = (await added.json()) as {
+      id: number;
+      fingerprint: string;
+      publicKey: string;
+      description: string;
+    };
+    assert.equal(info.publicKey, line);
+    assert.equal(info.description, 'bob@desk');
+    assert.match(info.fingerprint, /^SHA256:/);
+    assert.equal((await api('POST', '/ssh-keys', { publicKey: line, scopes })).status, 409);
+
+    const listed = (await (await api('GET', '/ssh-keys')).json()) as { sshKeys: { id: number }[] };
+    assert.ok(listed.sshKeys.some((key) => key.id === info.id));
+    const tokens = (await (await api('GET', '/tokens')).json()) as { tokens: { id: number }[] };
+    assert.ok(!tokens.tokens.some((token) => token.id === info.id), 'SSH keys are not listed as tokens');
+    assert.equal((await api('DELETE', `/tokens/${info.id}`)).status, 404);
+    assert.equal((await api('DELETE', `/ssh-keys/${info.id}`)).status, 204);
+    assert.equal((await api('DELETE', `/ssh-keys/${info.id}`)).status, 404);
+    assert.equal((await api('DELETE', '/ssh-keys/x')).status, 400);
   });
 });
 

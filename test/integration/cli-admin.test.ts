@@ -1,12 +1,14 @@
 // The operator commands against a data directory, run in-process through main() with captured output.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { openStores } from '../../src/app/data-dir.js';
+import { Authenticator } from '../../src/cache/auth.js';
 import { CacheService } from '../../src/cache/cache-service.js';
 import { main } from '../../src/cli/main.js';
 import { loadServeConfig } from '../../src/config.js';
@@ -148,5 +150,76 @@ describe('niche token create', () => {
     const created = await niche('token', 'create', '--cache', 'main', '--expires', '2999-01-01');
     assert.equal(created.code, 0, created.stderr);
     assert.match((await niche('token', 'list')).stdout, /\tactive\t.*expires 2999-01-01T00:00:00\.000Z/);
+  });
+});
+
+describe('niche ssh-key', () => {
+  const keyLine = (comment: string): string => {
+    const { publicKey } = generateKeyPairSync('ed25519');
+    const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+    const field = (bytes: Buffer): Buffer => Buffer.concat([Buffer.from([0, 0, 0, bytes.length]), bytes]);
+    const blob = Buffer.concat([field(Buffer.from('ssh-ed25519')), field(raw)]);
+    return `ssh-ed25519 ${blob.toString('base64')} ${comment}`;
+  };
+
+  it('adds, lists and removes keys; a key is a principal until removed; tokens stay apart', async () => {
+    assert.equal((await niche('cache', 'create', 'sshteam')).code, 0);
+    const alice = keyLine('alice@laptop');
+    const added = await niche('ssh-key', 'add', '--cache', 'sshteam', '--push', alice);
+    assert.equal(added.code, 0, added.stderr);
+    const fingerprint = added.stdout.trim();
+    assert.match(fingerprint, /^SHA256:[A-Za-z0-9+/]{43}$/);
+    const file = join(data, 'ci.pub');
+    await writeFile(file, `${keyLine('ci')}\n`);
+    const ci = await niche('ssh-key', 'add', '--cache', 'sshteam', '--description', 'the CI', file);
+    assert.equal(ci.code, 0, ci.stderr);
+
+    const again = await niche('ssh-key', 'add', '--cache', 'other', alice);
+    assert.equal(again.code, 65, again.stderr);
+    assert.match(again.stderr, /already registered .*\(SSH_KEY_EXISTS\)/);
+    const bad = await niche('ssh-key', 'add', '--cache', 'sshteam', 'ssh-ed25519 AAAA');
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /not an SSH public key.*\(SSH_KEY_INVALID\)/);
+
+    const listed = (await niche('ssh-key', 'list')).stdout;
+    assert.match(
+      listed,
+      new RegExp(
+        `\\tactive\\tsshteam:pull\\+push\\texpires never\\talice@laptop\\t${fingerprint.replace(/[+/]/g, '\\$&')}\\n`,
+      ),
+    );
+    assert.match(listed, /\tactive\tsshteam:pull\texpires never\tthe CI\tSHA256:/);
+    assert.doesNotMatch((await niche('token', 'list')).stdout, /alice@laptop|the CI/);
+
+    const stores = await openStores(loadServeConfig({ data }, {}));
+    try {
+      const service = new CacheService({
+        db: stores.db,
+        blobs: stores.blobs,
+        logger: pino({ level: 'silent' }),
+      });
+      const authenticator = new Authenticator(stores.db);
+      const blob = Buffer.from(alice.split(' ')[1] ?? '', 'base64');
+      const principal = await authenticator.authenticateSshKey(blob);
+      assert.equal(principal.kind, 'token');
+      await service.open('sshteam', principal, 'push');
+      const removed = await niche('ssh-key', 'remove', fingerprint);
+      assert.equal(removed.code, 0, removed.stderr);
+      assert.deepEqual(await authenticator.authenticateSshKey(blob), {
+        kind: 'invalid',
+        reason: 'unknown SSH key',
+      });
+      assert.match((await niche('ssh-key', 'list')).stdout, /\trevoked\t.*alice@laptop/);
+      assert.equal((await niche('ssh-key', 'remove', fingerprint)).code, 66);
+      const id = /^(\d+)\t.*the CI/m.exec((await niche('ssh-key', 'list')).stdout)?.[1] ?? '';
+      assert.equal((await niche('token', 'revoke', id)).code, 66, 'token revoke does not take SSH keys');
+      assert.equal((await niche('ssh-key', 'remove', id)).code, 0);
+      // Removed keys can be registered again.
+      assert.equal((await niche('ssh-key', 'add', '--cache', 'sshteam', alice)).code, 0);
+      assert.equal((await authenticator.authenticateSshKey(blob)).kind, 'token');
+    } finally {
+      await stores.db.close();
+      await stores.blobs.close();
+    }
   });
 });

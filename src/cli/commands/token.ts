@@ -6,6 +6,14 @@ import { InvalidInputError, NotFoundError } from '../../errors.js';
 import { checkNewTokenExpiry, generateToken, hashToken, parseCachePattern } from '../../cache/tokens.js';
 import { print, type CliIo } from '../io.js';
 
+export interface PermissionFlags {
+  readonly pull?: boolean;
+  readonly push?: boolean;
+  readonly delete?: boolean;
+  readonly cacheAdmin?: boolean;
+  readonly serverAdmin?: boolean;
+}
+
 interface CreateOptions {
   readonly data?: string;
   config?: string;
@@ -36,7 +44,8 @@ export function parseExpiry(text: string, now: Date): Date {
   return date;
 }
 
-function permissionsOf(options: CreateOptions): Permission[] {
+/** The permissions the --pull/--push/… flags grant (pull always). */
+export function permissionsOf(options: PermissionFlags): Permission[] {
   const permissions: Permission[] = ['pull'];
   if (options.push === true) permissions.push('push');
   if (options.delete === true) permissions.push('delete');
@@ -45,7 +54,8 @@ function permissionsOf(options: CreateOptions): Permission[] {
   return permissions;
 }
 
-function describe(token: TokenRecord, now: Date): string {
+/** One line of `token list` / `ssh-key list`: id, status, scopes, expiry, description. */
+export function describeToken(token: TokenRecord, now: Date): string {
   const status =
     token.revokedAt !== undefined
       ? 'revoked'
@@ -114,7 +124,9 @@ export function registerToken(
       run(async () => {
         await withMetadata(io, options, async (db) => {
           const now = new Date();
-          for (const record of await db.listTokens()) print(io.stdout, describe(record, now));
+          for (const record of await db.listTokens()) {
+            if (record.sshKey === undefined) print(io.stdout, describeToken(record, now));
+          }
         });
         return 0;
       }),
@@ -131,7 +143,8 @@ export function registerToken(
         if (!/^\d+$/.test(id))
           throw new InvalidInputError('BAD_REQUEST', `invalid token id ${JSON.stringify(id)}`);
         await withMetadata(io, options, async (db) => {
-          if (!(await db.revokeToken(Number(id), new Date()))) {
+          const record = (await db.listTokens()).find((token) => token.id === Number(id));
+          if (record?.sshKey !== undefined || !(await db.revokeToken(Number(id), new Date()))) {
             throw new NotFoundError('NOT_FOUND', `no active token with id ${id}`);
           }
           print(io.stderr, `revoked token ${id}`);

@@ -102,6 +102,8 @@ type TokenScopeRow = {
   created_at: number;
   expires_at: number | null;
   revoked_at: number | null;
+  ssh_key_fingerprint: string | null;
+  ssh_public_key: string | null;
   cache_pattern: string | null;
   permissions: unknown;
 };
@@ -117,7 +119,7 @@ const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob
 
 const TOKEN_WITH_SCOPES_SELECT = `
   SELECT t.id, t.description, t.token_hash, t.created_at, t.expires_at, t.revoked_at,
-         s.cache_pattern, s.permissions
+         t.ssh_key_fingerprint, t.ssh_public_key, s.cache_pattern, s.permissions
   FROM tokens AS t LEFT JOIN token_scopes AS s ON s.token_id = t.id`;
 
 /** The narinfo lookup, the hottest query in the server: one primary-key probe on paths, one on nars. */
@@ -136,6 +138,13 @@ const GET_CACHE = {
 const FIND_TOKEN_BY_HASH = {
   name: 'niche_find_token_by_hash',
   text: `${TOKEN_WITH_SCOPES_SELECT} WHERE t.token_hash = $1 ORDER BY s.position`,
+};
+
+const FIND_TOKEN_BY_SSH_KEY = {
+  name: 'niche_find_token_by_ssh_key',
+  text: `${TOKEN_WITH_SCOPES_SELECT}
+    WHERE t.id = (SELECT max(id) FROM tokens WHERE ssh_key_fingerprint = $1 AND revoked_at IS NULL)
+    ORDER BY s.position`,
 };
 
 export const GET_PATH = {
@@ -368,9 +377,16 @@ export class PostgresMetadataStore implements MetadataStore {
     return this.#run('createToken', () =>
       this.#transaction(async (client) => {
         const { rows } = await client.query<{ id: number }>(
-          `INSERT INTO tokens (description, token_hash, created_at, expires_at)
-           VALUES ($1, $2, $3, $4) RETURNING id`,
-          [token.description, token.tokenHash, Date.now(), token.expiresAt?.getTime() ?? null],
+          `INSERT INTO tokens (description, token_hash, created_at, expires_at, ssh_key_fingerprint, ssh_public_key)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+          [
+            token.description,
+            token.tokenHash,
+            Date.now(),
+            token.expiresAt?.getTime() ?? null,
+            token.sshKey?.fingerprint ?? null,
+            token.sshKey?.publicKey ?? null,
+          ],
         );
         const { id } = first(rows, 'INSERT … RETURNING');
         if (token.scopes.length > 0) {
@@ -394,6 +410,16 @@ export class PostgresMetadataStore implements MetadataStore {
 
   findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined> {
     return this.#run('findTokenByHash', () => findToken(this.#pool, tokenHash));
+  }
+
+  findTokenBySshKey(fingerprint: string): Promise<TokenRecord | undefined> {
+    return this.#run('findTokenBySshKey', async () => {
+      const { rows } = await this.#pool.query<TokenScopeRow>({
+        ...FIND_TOKEN_BY_SSH_KEY,
+        values: [fingerprint],
+      });
+      return groupTokens(rows)[0];
+    });
   }
 
   listTokens(): Promise<TokenRecord[]> {
@@ -887,6 +913,10 @@ function groupTokens(rows: readonly TokenScopeRow[]): TokenRecord[] {
     createdAt: new Date(row.created_at),
     expiresAt: optionalDate(row.expires_at),
     revokedAt: optionalDate(row.revoked_at),
+    sshKey:
+      row.ssh_key_fingerprint === null || row.ssh_public_key === null
+        ? undefined
+        : { fingerprint: row.ssh_key_fingerprint, publicKey: row.ssh_public_key },
   }));
 }
 

@@ -133,4 +133,10 @@ export const MIGRATIONS: readonly string[] = [
   -- Deleting a path deletes the realisations that point at it.
   CREATE INDEX realisations_out_path ON realisations (cache_id, out_path);
   `,
+  `
+  -- SSH keys registered as principals: a token row whose secret is the private key (niche ssh-key add).
+  ALTER TABLE tokens ADD COLUMN ssh_key_fingerprint TEXT;
+  ALTER TABLE tokens ADD COLUMN ssh_public_key TEXT;
+  CREATE INDEX tokens_ssh_key ON tokens (ssh_key_fingerprint) WHERE ssh_key_fingerprint IS NOT NULL;
+  `,
 ];

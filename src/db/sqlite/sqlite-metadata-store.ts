@@ -66,6 +66,8 @@ interface TokenRow {
   created_at: number;
   expires_at: number | null;
   revoked_at: number | null;
+  ssh_key_fingerprint: string | null;
+  ssh_public_key: string | null;
 }
 
 interface ScopeRow {
@@ -175,11 +177,18 @@ function prepareStatements(db: Database.Database) {
     ),
 
     insertToken: db.prepare<
-      { description: string; tokenHash: string; createdAt: number; expiresAt: number | null },
+      {
+        description: string;
+        tokenHash: string;
+        createdAt: number;
+        expiresAt: number | null;
+        sshKeyFingerprint: string | null;
+        sshPublicKey: string | null;
+      },
       TokenRow
     >(
-      `INSERT INTO tokens (description, token_hash, created_at, expires_at)
-       VALUES (@description, @tokenHash, @createdAt, @expiresAt) RETURNING *`,
+      `INSERT INTO tokens (description, token_hash, created_at, expires_at, ssh_key_fingerprint, ssh_public_key)
+       VALUES (@description, @tokenHash, @createdAt, @expiresAt, @sshKeyFingerprint, @sshPublicKey) RETURNING *`,
     ),
     insertScope: db.prepare<
       { tokenId: number; position: number; cachePattern: string; permissions: string },
@@ -189,6 +198,9 @@ function prepareStatements(db: Database.Database) {
        VALUES (@tokenId, @position, @cachePattern, @permissions)`,
     ),
     tokenByHash: db.prepare<[string], TokenRow>('SELECT * FROM tokens WHERE token_hash = ?'),
+    tokenBySshKey: db.prepare<[string], TokenRow>(
+      'SELECT * FROM tokens WHERE ssh_key_fingerprint = ? AND revoked_at IS NULL ORDER BY id DESC LIMIT 1',
+    ),
     scopesOfToken: db.prepare<[number], ScopeRow>(
       'SELECT token_id, cache_pattern, permissions FROM token_scopes WHERE token_id = ? ORDER BY position',
     ),
@@ -456,6 +468,8 @@ export class SqliteMetadataStore implements MetadataStore {
               tokenHash: token.tokenHash,
               createdAt: Date.now(),
               expiresAt: token.expiresAt?.getTime() ?? null,
+              sshKeyFingerprint: token.sshKey?.fingerprint ?? null,
+              sshPublicKey: token.sshKey?.publicKey ?? null,
             }),
             'INSERT … RETURNING',
           );
@@ -476,6 +490,13 @@ export class SqliteMetadataStore implements MetadataStore {
   findTokenByHash(tokenHash: string): Promise<TokenRecord | undefined> {
     return this.#run('findTokenByHash', () => {
       const row = this.#sql.tokenByHash.get(tokenHash);
+      return row === undefined ? undefined : toToken(row, this.#sql.scopesOfToken.all(row.id));
+    });
+  }
+
+  findTokenBySshKey(fingerprint: string): Promise<TokenRecord | undefined> {
+    return this.#run('findTokenBySshKey', () => {
+      const row = this.#sql.tokenBySshKey.get(fingerprint);
       return row === undefined ? undefined : toToken(row, this.#sql.scopesOfToken.all(row.id));
     });
   }
@@ -795,6 +816,10 @@ function toToken(row: TokenRow, scopes: readonly ScopeRow[]): TokenRecord {
     createdAt: new Date(row.created_at),
     expiresAt: optionalDate(row.expires_at),
     revokedAt: optionalDate(row.revoked_at),
+    sshKey:
+      row.ssh_key_fingerprint === null || row.ssh_public_key === null
+        ? undefined
+        : { fingerprint: row.ssh_key_fingerprint, publicKey: row.ssh_public_key },
   };
 }
 

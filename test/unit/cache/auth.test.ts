@@ -34,6 +34,7 @@ function token(scopes: TokenRecord['scopes']): Principal {
       createdAt: new Date(0),
       expiresAt: undefined,
       revokedAt: undefined,
+      sshKey: undefined,
     },
   };
 }

@@ -2,7 +2,7 @@
 // the response shapes of src/api/v1.ts built from stored records.
 import type { FastifyRequest } from 'fastify';
 import type { z } from 'zod';
-import { pushUrlOf, type CacheInfo, type KeyInfo, type TokenInfo } from '../../../api/v1.js';
+import { pushUrlOf, type CacheInfo, type KeyInfo, type SshKeyInfo, type TokenInfo } from '../../../api/v1.js';
 import type { CacheRecord, SigningKeyRecord, TokenRecord } from '../../../db/metadata-store.js';
 import { InvalidInputError } from '../../../errors.js';
 import { contentLengthOf, readSmallBody } from '../../body.js';
@@ -72,5 +72,13 @@ export function tokenInfo(token: TokenRecord): TokenInfo {
     createdAt: token.createdAt.toISOString(),
     expiresAt: token.expiresAt?.toISOString() ?? null,
     revokedAt: token.revokedAt?.toISOString() ?? null,
+  };
+}
+
+export function sshKeyInfo(token: TokenRecord): SshKeyInfo {
+  return {
+    ...tokenInfo(token),
+    fingerprint: token.sshKey?.fingerprint ?? '',
+    publicKey: token.sshKey?.publicKey ?? '',
   };
 }
