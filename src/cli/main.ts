@@ -8,6 +8,7 @@ import { registerLogin } from './commands/login.js';
 import { registerPush } from './commands/push.js';
 import { registerServe } from './commands/serve.js';
 import { registerSshKeyCommand } from './commands/ssh-key.js';
+import { registerSshServe } from './commands/ssh-serve.js';
 import { registerToken } from './commands/token.js';
 import { registerUse } from './commands/use.js';
 import { registerWatchStore } from './commands/watch-store.js';
@@ -38,6 +39,7 @@ export async function main(argv: readonly string[], io: CliIo = process): Promis
   registerServe(program, io, run);
   registerToken(program, io, run);
   registerSshKeyCommand(program, io, run);
+  registerSshServe(program, io, run);
   registerCache(program, io, run);
   registerImport(program, io, run);
   registerKey(program, io, run);
