@@ -12,9 +12,11 @@
 // Needs root (sshd), nix, openssh-server/client and hyperfine. Parameters (environment variables):
 //   BENCH_SSH_CLOSURE=200   small paths referenced by the top-level path
 //   BENCH_SSH_RUNS=3        hyperfine runs per contender
+//   BENCH_SSH_HUGE_GB=4     size of one NAR pushed and pulled over ssh:// while niche ssh-serve's peak RSS
+//                           is watched (0: skip)
 //   BENCH_SEED=1            seed of the corpus sizes
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -80,11 +82,40 @@ function start(cmd: string, args: readonly string[], env?: NodeJS.ProcessEnv): C
   return child;
 }
 
+/** The highest VmHWM of any `niche ssh-serve` process seen while `work` runs, in bytes. */
+async function peakOfSshServe(work: () => Promise<unknown>): Promise<number> {
+  let peak = 0;
+  const poll = (): void => {
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('\0ssh-serve\0')) continue;
+        const hwm = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'));
+        if (hwm?.[1] !== undefined) peak = Math.max(peak, Number(hwm[1]) * 1024);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  };
+  const timer = setInterval(poll, 100);
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  return peak;
+}
+
 async function main(): Promise<void> {
   const closureSize = Number(process.env.BENCH_SSH_CLOSURE ?? '200');
   const runs = Number(process.env.BENCH_SSH_RUNS ?? '3');
+  const hugeGb = Number(process.env.BENCH_SSH_HUGE_GB ?? '4');
+  // The corpus parameters of bench/params.ts (which refuses names it does not know, so ours stay out).
+  const shared = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.startsWith('BENCH_SSH_')),
+  );
   const params = parseParams({
-    ...process.env,
+    ...shared,
     BENCH_SMALL_COUNT: String(closureSize),
     BENCH_CLOSURE_SIZE: String(closureSize),
     BENCH_MEDIUM_MB: '',
@@ -252,6 +283,42 @@ async function main(): Promise<void> {
       });
     }
 
+    let huge = '';
+    if (hugeGb > 0) {
+      log(`a ${hugeGb} GiB path pushed and pulled over ssh:// (niche ssh-serve), peak RSS watched`);
+      const expression = join(tmp, 'huge.nix');
+      writeFileSync(
+        expression,
+        `derivation { name = "bench-ssh-huge-${hugeGb}g"; system = builtins.currentSystem; builder = "/bin/sh"; ` +
+          `PATH = "/bin:/usr/bin"; args = [ "-c" "truncate -s ${hugeGb}G $out" ]; }\n`,
+      );
+      const built = await run('nix-build', [expression, '--out-link', join(OUT, 'ssh-huge-root')], { env });
+      const path = built.stdout.trim().split('\n').at(-1) ?? '';
+      const started = performance.now();
+      const pushPeak = await peakOfSshServe(() =>
+        run('nix', ['copy', '--to', 'ssh://root@127.0.0.1', path], { env: clientEnv('niche') }),
+      );
+      const pushSeconds = (performance.now() - started) / 1000;
+      const root = join(tmp, 'dest-huge');
+      const pulledAt = performance.now();
+      const pullPeak = await peakOfSshServe(() =>
+        run(
+          'nix',
+          ['copy', '--no-check-sigs', '--from', 'ssh://root@127.0.0.1', '--to', `local?root=${root}`, path],
+          {
+            env: clientEnv('niche'),
+          },
+        ),
+      );
+      const pullSeconds = (performance.now() - pulledAt) / 1000;
+      rmSync(root, { recursive: true, force: true });
+      const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+      huge =
+        `A ${hugeGb} GiB NAR over ssh:// through niche ssh-serve: push ${pushSeconds.toFixed(1)} s, peak RSS ` +
+        `${mib(pushPeak)}; pull ${pullSeconds.toFixed(1)} s, peak RSS ${mib(pullPeak)} (target < 250 MiB).`;
+      log(huge);
+    }
+
     const base = (name: string): Timing | undefined => timings.find((timing) => timing.name.startsWith(name));
     const ratio = (a: Timing | undefined, b: Timing | undefined): string =>
       a === undefined || b === undefined ? 'n/a' : `${(a.mean / b.mean).toFixed(2)}×`;
@@ -277,6 +344,7 @@ async function main(): Promise<void> {
       `- niche ssh-ng:// ÷ OpenSSH + nix-daemon --stdio: ${ratio(nicheNg, base('OpenSSH + nix-daemon'))} (target ≤ 1.1×)`,
       `- niche ssh:// ÷ niche HTTP: ${ratio(nicheSsh, base('niche HTTP'))}`,
       '',
+      ...(huge === '' ? [] : [huge, '']),
     ];
     writeFileSync(join(REPO, 'docs', 'bench-ssh.md'), lines.join('\n'));
     process.stdout.write(lines.join('\n'));
