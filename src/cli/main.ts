@@ -2,6 +2,7 @@
 // Commands write only to the injected streams and return an exit code; nothing here calls process.exit.
 import { Command, CommanderError } from 'commander';
 import { registerCache } from './commands/cache.js';
+import { registerDoctor } from './commands/doctor.js';
 import { registerImport } from './commands/import.js';
 import { registerKey } from './commands/key.js';
 import { registerLogin } from './commands/login.js';
@@ -41,6 +42,7 @@ export async function main(argv: readonly string[], io: CliIo = process): Promis
   registerSshKeyCommand(program, io, run);
   registerSshServe(program, io, run);
   registerCache(program, io, run);
+  registerDoctor(program, io, run);
   registerImport(program, io, run);
   registerKey(program, io, run);
   registerLogin(program, io, run);
