@@ -8,10 +8,11 @@ import type { Readable, Writable } from 'node:stream';
 import { authorize, type Principal } from '../cache/auth.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRecord, Permission } from '../db/metadata-store.js';
-import { isNicheError, UnsupportedError } from '../errors.js';
+import { isNicheError } from '../errors.js';
 import { WireReader, WireWriter, writeWithBackpressure } from '../nix/wire.js';
 import { parseSshCommand } from './command.js';
 import { runServeProtocol, type ProtocolContext } from './serve-protocol.js';
+import { runWorkerProtocol } from './worker-protocol.js';
 
 /** How long the principal of a session is trusted before it is looked up again. */
 export const PRINCIPAL_REFRESH_MS = 5_000;
@@ -87,9 +88,15 @@ export async function runSshSession(options: SshSessionOptions): Promise<SshSess
     if (command.protocol === 'serve') {
       await runServeProtocol(ctx, reader, writer, { write: command.write });
     } else {
-      throw new UnsupportedError(
-        'niche does not speak the ssh-ng:// (nix-daemon --stdio) protocol yet; use ssh:// for this cache',
-      );
+      // The worker protocol sends its errors to the client itself; one that ended the session is only logged.
+      const reported = await runWorkerProtocol(ctx, reader, writer);
+      if (reported !== undefined) {
+        options.log.info(
+          { cache: options.cacheName, code: isNicheError(reported) ? reported.code : undefined },
+          `SSH session ended with an error sent to the client: ${reported.message}`,
+        );
+        return { exitCode: 1, error: reported };
+      }
     }
     return { exitCode: 0 };
   } catch (caught) {
