@@ -1,7 +1,7 @@
 // niche behind OpenSSH, as an operator who keeps sshd in front sets it up: keys registered with
 // `niche ssh-key add`, sshd's authorized_keys written by `niche ssh-authorized-keys` (each line forcing
 // `niche ssh-serve`), and the real Nix clients (2.8 and 2.26) with the real OpenSSH client against a real
-// sshd started on a free port. Pulls and pushes over ssh://, refusals for an unregistered, a removed and a
+// sshd started on a free port. Pulls and pushes over ssh:// and ssh-ng://, refusals for an unregistered, a removed and a
 // pull-only key, each ending with niche's message in the client's output.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -116,6 +116,7 @@ for (const version of nixVersionsUnderTest()) {
         return client.run('env', [`NIX_SSHOPTS=${options}`, cmd, ...args]);
       };
       const store = 'ssh://root@127.0.0.1';
+      const storeNg = 'ssh-ng://root@127.0.0.1';
 
       const refusedWith = async (key: string, args: readonly string[], message: RegExp): Promise<void> => {
         await assert.rejects(nix(key, 'nix', args), (error: unknown) => {
@@ -201,15 +202,18 @@ for (const version of nixVersionsUnderTest()) {
 
       it('nix store ping reaches the cache with a registered key', async () => {
         await nix('ci', 'nix', ['store', 'ping', '--store', store]);
+        await nix('ci', 'nix', ['store', 'ping', '--store', storeNg]);
       });
 
       it('refuses an unregistered key at sshd, a pull-only key pushing, and a removed key, with the reason', async () => {
         await refusedWith('eve', ['store', 'ping', '--store', store], /Permission denied \(publickey\)/);
-        await refusedWith(
-          'ci',
-          ['copy', '--to', store, closure.top],
-          /niche: this SSH key lacks the push permission on cache team \[PERMISSION_DENIED\]/,
-        );
+        for (const to of [store, storeNg]) {
+          await refusedWith(
+            'ci',
+            ['copy', '--to', to, closure.top],
+            /niche: this SSH key lacks the push permission on cache team \[PERMISSION_DENIED\]/,
+          );
+        }
         // Removed after its line was written: ssh-serve looks the key up again and refuses it.
         const fingerprint = execFileSync(
           'ssh-keygen',
@@ -240,17 +244,19 @@ for (const version of nixVersionsUnderTest()) {
           );
         }
 
-        await closure.deleteOutputs();
-        await nix('alice', 'nix', [
-          'copy',
-          '--from',
-          store,
-          '--option',
-          'trusted-public-keys',
-          teamKey,
-          closure.top,
-        ]);
-        for (const path of closure.paths) assert.ok(client.hasPath(path), `${path} copied from ssh://`);
+        for (const from of [store, storeNg]) {
+          await closure.deleteOutputs();
+          await nix('alice', 'nix', [
+            'copy',
+            '--from',
+            from,
+            '--option',
+            'trusted-public-keys',
+            teamKey,
+            closure.top,
+          ]);
+          for (const path of closure.paths) assert.ok(client.hasPath(path), `${path} copied from ${from}`);
+        }
 
         await closure.deleteOutputs();
         await client.setToken(pullToken);
