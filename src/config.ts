@@ -11,6 +11,7 @@ import { DEFAULT_LIMITS } from './cache/cache-service.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_TRANSFER_RATE } from './http/deadlines.js';
 import { parsePublicUrl, parseTrustedProxy } from './http/public-url.js';
 import { localStoreSchema, type LocalStoreConfig } from './localstore/local-store-config.js';
+import { DEFAULT_MAX_SSH_SESSIONS, DEFAULT_MAX_SSH_SESSIONS_PER_KEY } from './ssh/limits.js';
 
 export interface ListenAddress {
   readonly host: string;
@@ -69,6 +70,8 @@ export interface ServeConfig {
   readonly publicUrl: string | undefined;
   /** Addresses and networks whose X-Forwarded-Proto/Host/Prefix headers are believed. */
   readonly trustedProxies: readonly string[];
+  /** The embedded SSH server (`--ssh-listen`, `[ssh]`); undefined when off. */
+  readonly ssh: SshConfig | undefined;
   /** Progress deadlines of connections (src/http/deadlines.ts). */
   readonly connections: {
     /** No bytes moved for this long while waiting on the client: the connection is cut. */
@@ -76,6 +79,15 @@ export interface ServeConfig {
     /** Bytes per second a transfer must average over `idleTimeoutMs`; 0: no minimum. */
     readonly minTransferRate: number;
   };
+}
+
+export interface SshConfig {
+  readonly listen: readonly ListenAddress[];
+  /** The server's host key (ed25519, OpenSSH format), created at the first start. */
+  readonly hostKeyFile: string;
+  /** SSH sessions open at once, in total and per key. */
+  readonly maxSessions: number;
+  readonly maxSessionsPerKey: number;
 }
 
 export const DEFAULT_DATA_DIR = './niche-data';
@@ -94,6 +106,7 @@ export interface ServeFlags {
   readonly trustedProxies?: readonly string[] | undefined;
   readonly idleTimeout?: string | undefined;
   readonly minTransferRate?: string | undefined;
+  readonly sshListen?: readonly string[] | undefined;
   // The local store (src/localstore/local-store-config.ts).
   readonly localStore?: boolean | undefined;
   readonly localStoreRoot?: boolean | undefined;
@@ -234,6 +247,14 @@ const rawSchema = z.strictObject({
   trustedProxies: z.array(z.string().transform(parsing(parseTrustedProxy))).optional(),
   idleTimeout: duration.optional(),
   minTransferRate: rate.optional(),
+  ssh: z
+    .strictObject({
+      listen: z.union([z.string(), z.array(z.string())]).optional(),
+      hostKeyFile: z.string().min(1).optional(),
+      maxSessions: positiveInt.optional(),
+      maxSessionsPerKey: positiveInt.optional(),
+    })
+    .optional(),
 });
 
 type Raw = z.input<typeof rawSchema>;
@@ -290,6 +311,7 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     trustedProxies: list(env.NICHE_TRUSTED_PROXIES),
     idleTimeout: env.NICHE_IDLE_TIMEOUT,
     minTransferRate: env.NICHE_MIN_TRANSFER_RATE,
+    ssh: defined({ listen: list(env.NICHE_SSH_LISTEN) }),
     limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE, maxUploads: env.NICHE_MAX_UPLOADS }),
     storage: defined({
       type: env.NICHE_STORAGE,
@@ -327,6 +349,7 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     trustedProxies: flags.trustedProxies,
     idleTimeout: flags.idleTimeout,
     minTransferRate: flags.minTransferRate,
+    ssh: defined({ listen: flags.sshListen }),
     limits: defined({ maxNarSize: flags.maxNarSize, maxUploads: flags.maxUploads }),
     localStore: defined({
       enabled: flags.localStore,
@@ -400,6 +423,15 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
       problems.push(`${name('listen')}: ${(error as Error).message}`);
     }
   }
+  const sshListen: ListenAddress[] = [];
+  const sshTexts = value?.ssh?.listen === undefined ? [] : [value.ssh.listen].flat();
+  for (const text of sshTexts) {
+    try {
+      sshListen.push(parseListen(text));
+    } catch (error) {
+      problems.push(`${name('ssh.listen')}: ${(error as Error).message}`);
+    }
+  }
   const storage = value === undefined ? undefined : storageOf(value, problems, name);
   const database = value === undefined ? undefined : databaseOf(value, problems, name);
   if (problems.length > 0 || value === undefined || storage === undefined || database === undefined) {
@@ -430,6 +462,15 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
     localStore: value.localStore,
     publicUrl: value.publicUrl,
     trustedProxies: Object.freeze([...(value.trustedProxies ?? [])]),
+    ssh:
+      sshListen.length === 0
+        ? undefined
+        : Object.freeze({
+            listen: Object.freeze(sshListen.map((address) => Object.freeze(address))),
+            hostKeyFile: value.ssh?.hostKeyFile ?? join(value.dataDir, 'ssh_host_ed25519_key'),
+            maxSessions: value.ssh?.maxSessions ?? DEFAULT_MAX_SSH_SESSIONS,
+            maxSessionsPerKey: value.ssh?.maxSessionsPerKey ?? DEFAULT_MAX_SSH_SESSIONS_PER_KEY,
+          }),
     connections: Object.freeze({
       idleTimeoutMs: value.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
       minTransferRate: value.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE,

@@ -12,6 +12,7 @@ import { baseUrlResolver } from '../http/public-url.js';
 import { buildHttpServer } from '../http/server.js';
 import { checkMountPath } from '../localstore/local-store-config.js';
 import { LocalStore } from '../localstore/local-store.js';
+import type { RunningSshServer } from '../ssh/ssh-server.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { LogDestination } from '../util/log-destination.js';
 import { openStores, type Stores } from './data-dir.js';
@@ -28,6 +29,8 @@ export interface RunningServer {
   readonly bootstrapped: BootstrapResult | undefined;
   /** The host's own Nix store, when served (`--local-store`). */
   readonly localStore: LocalStore | undefined;
+  /** The embedded SSH servers (`--ssh-listen`), one per address. */
+  readonly ssh: readonly RunningSshServer[];
   /** Stops accepting connections, finishes in-flight requests, closes the stores. */
   close(): Promise<void>;
 }
@@ -63,10 +66,14 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
   const logger = options.logger ?? pino({ level: config.logLevel }, destination);
   const stores = await openStores(config);
   const servers: FastifyInstance[] = [];
+  const sshServers: RunningSshServer[] = [];
   let localStore: LocalStore | undefined;
   const closeAll = async (): Promise<void> => {
-    // Every listener stops accepting at once; each finishes its own in-flight requests.
-    await Promise.all(servers.map((server) => server.close()));
+    // Every listener stops accepting at once; each finishes its own in-flight requests (SSH sessions end).
+    await Promise.all([
+      ...servers.map((server) => server.close()),
+      ...sshServers.map((server) => server.close()),
+    ]);
     localStore?.close();
     await stores.db.close();
     await stores.blobs.close();
@@ -119,6 +126,24 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
         throw listenError(address, error);
       }
     }
+    if (config.ssh !== undefined) {
+      // Loaded only when asked for: the SSH library is large.
+      const { startSshServer } = await import('../ssh/ssh-server.js');
+      for (const address of config.ssh.listen) {
+        sshServers.push(
+          await startSshServer({
+            service,
+            authenticator,
+            hostKeyFile: config.ssh.hostKeyFile,
+            host: address.host,
+            port: address.port,
+            maxSessions: config.ssh.maxSessions,
+            maxSessionsPerKey: config.ssh.maxSessionsPerKey,
+            log: logger,
+          }),
+        );
+      }
+    }
     const first = servers[0];
     if (first === undefined) throw new ConfigError('CONFIG_INVALID', 'no listen address configured');
     const address = first.server.address() as AddressInfo;
@@ -134,6 +159,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
       http: first,
       bootstrapped,
       localStore,
+      ssh: sshServers,
       close: () => {
         closing ??= closeAll();
         return closing;

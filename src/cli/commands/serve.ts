@@ -24,6 +24,7 @@ interface ServeOptions {
   readonly nixDb?: string;
   readonly nixLogDir?: string;
   readonly localStoreKeyFile?: string[];
+  readonly sshListen?: string[];
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -110,6 +111,11 @@ export function registerServe(
       '--min-transfer-rate <rate>',
       'cut an upload or download moving fewer bytes per second than this, averaged over the idle timeout, e.g. 1K; 0 for no minimum (env NICHE_MIN_TRANSFER_RATE, default 1K)',
     )
+    .option(
+      '--ssh-listen <host:port>',
+      'also serve every cache over SSH (ssh:// and ssh-ng://; the user name is the cache) on this address; repeatable (env NICHE_SSH_LISTEN, comma-separated)',
+      collect,
+    )
     // The host's own Nix store (src/localstore), like nix-serve or harmonia.
     .option('--local-store', "also serve this host's Nix store, read-only (env NICHE_LOCAL_STORE=1)")
     .option(
@@ -155,6 +161,7 @@ export function registerServe(
           nixDb: options.nixDb,
           nixLogDir: options.nixLogDir,
           localStoreKeyFiles: options.localStoreKeyFile,
+          sshListen: options.sshListen,
         };
         const config = loadServeConfig(flags, io.env);
         // Loaded here so that client commands do not pay for the whole server at start-up.
@@ -195,6 +202,16 @@ export function registerServe(
           print(
             io.stderr,
             [`niche: serving ${base}${listening}`, hostNote].filter((l) => l !== '').join('\n'),
+          );
+        }
+        for (const ssh of server.ssh) {
+          const host = unnamed ? '<host>' : new URL(base).hostname;
+          print(
+            io.stderr,
+            [
+              `niche: serving every cache over SSH on port ${ssh.port} (ssh-ng://<cache>@${host}, keys from niche ssh-key add)`,
+              `  known_hosts: ${ssh.knownHostsLine(host)}`,
+            ].join('\n'),
           );
         }
         const local = server.localStore;
