@@ -288,6 +288,41 @@ maxConnections = 5
     );
   });
 
+  it('reads the embedded SSH server from [ssh], NICHE_SSH_LISTEN and --ssh-listen; off by default', async () => {
+    assert.equal(loadServeConfig({}, {}).ssh, undefined);
+    const file = await configFile(
+      '[ssh]\nlisten = ["0.0.0.0:2222", "[::]:2222"]\nhost-key-file = "/etc/niche/ssh_host"\nmax-sessions = 10\n',
+    );
+    assert.deepEqual(loadServeConfig({ config: file, data: '/srv/niche' }, {}).ssh, {
+      listen: [
+        { host: '0.0.0.0', port: 2222 },
+        { host: '::', port: 2222 },
+      ],
+      hostKeyFile: '/etc/niche/ssh_host',
+      maxSessions: 10,
+      maxSessionsPerKey: 8,
+    });
+    assert.deepEqual(loadServeConfig({ data: '/srv/niche' }, { NICHE_SSH_LISTEN: '127.0.0.1:2200' }).ssh, {
+      listen: [{ host: '127.0.0.1', port: 2200 }],
+      hostKeyFile: '/srv/niche/ssh_host_ed25519_key',
+      maxSessions: 64,
+      maxSessionsPerKey: 8,
+    });
+    assert.deepEqual(
+      loadServeConfig({ config: file, sshListen: ['2223'] }, { NICHE_SSH_LISTEN: '2200' }).ssh?.listen,
+      [{ host: '127.0.0.1', port: 2223 }],
+    );
+    assert.match(
+      problemsOf(() => loadServeConfig({ sshListen: ['nowhere:99999'] }, {})),
+      /^ {2}--ssh-listen: expected HOST:PORT/m,
+    );
+    const bad = await configFile('[ssh]\nlisten = "2222"\nmax-session = 3\n');
+    assert.match(
+      problemsOf(() => loadServeConfig({ config: bad }, {})),
+      /ssh.*max-session.*did you mean max-sessions/,
+    );
+  });
+
   it('parses listen addresses and sizes', () => {
     assert.equal(parseDuration('90'), 90_000);
     assert.equal(parseDuration('1.5s'), 1500);
