@@ -30,6 +30,15 @@ export const cacheInfoSchema = z.object({
   publicKeys: z.array(z.string()),
   /** Upstream caches' keys: paths they signed need not be pushed. */
   upstreamKeys: z.array(z.string()),
+  /**
+   * The cache over SSH, when the server runs its SSH server (`--ssh-listen`): the store URL (the SSH user
+   * is the cache; the port is not in it, since Nix 2.8 takes none), the port, and the host key for
+   * known_hosts. Absent from servers before it existed.
+   */
+  ssh: z
+    .object({ url: z.string(), host: z.string(), port: z.number().int(), hostKey: z.string() })
+    .nullable()
+    .optional(),
 });
 export type CacheInfo = z.infer<typeof cacheInfoSchema>;
 

@@ -107,25 +107,6 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
             mountPath: localStore.config.mountPath,
             mountAtRoot: localStore.config.mountAtRoot,
           };
-    // One fastify instance per address (a Node server listens once), all sharing the same services.
-    for (const address of config.listen) {
-      const http = buildHttpServer(
-        { service, admin, authenticator, baseUrl },
-        {
-          logger,
-          localStore: localStoreMount,
-          keepAliveTimeoutMs: options.keepAliveTimeoutMs,
-          idleTimeoutMs: config.connections.idleTimeoutMs,
-          minTransferRate: config.connections.minTransferRate,
-        },
-      );
-      servers.push(http);
-      try {
-        await http.listen({ host: address.host, port: address.port });
-      } catch (error) {
-        throw listenError(address, error);
-      }
-    }
     if (config.ssh !== undefined) {
       // Loaded only when asked for: the SSH library is large.
       const { startSshServer } = await import('../ssh/ssh-server.js');
@@ -142,6 +123,25 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
             log: logger,
           }),
         );
+      }
+    }
+    // One fastify instance per address (a Node server listens once), all sharing the same services.
+    for (const address of config.listen) {
+      const http = buildHttpServer(
+        { service, admin, authenticator, baseUrl, ssh: sshServers[0] },
+        {
+          logger,
+          localStore: localStoreMount,
+          keepAliveTimeoutMs: options.keepAliveTimeoutMs,
+          idleTimeoutMs: config.connections.idleTimeoutMs,
+          minTransferRate: config.connections.minTransferRate,
+        },
+      );
+      servers.push(http);
+      try {
+        await http.listen({ host: address.host, port: address.port });
+      } catch (error) {
+        throw listenError(address, error);
       }
     }
     const first = servers[0];

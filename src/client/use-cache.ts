@@ -3,7 +3,7 @@
 // renders the equivalent NixOS module. File edits are idempotent (src/client/nix-conf.ts): the netrc is
 // written before nix.conf, so nix.conf never names credentials that are not there yet.
 import type { CacheInfo } from '../api/v1.js';
-import { UnauthenticatedError } from '../errors.js';
+import { UnauthenticatedError, UnsupportedError } from '../errors.js';
 import { readTextIfExists, writeFileAtomic } from './atomic-file.js';
 import { addSubstituter, addTrustedPublicKeys, getSetting, setIfAbsent, setNetrcEntry } from './nix-conf.js';
 
@@ -108,5 +108,106 @@ export function nixosSnippet(info: CacheInfo, netrcFile: string): string {
     );
   }
   lines.push('  };', '}');
+  return `${lines.join('\n')}\n`;
+}
+
+export interface SshFiles {
+  readonly nixConf: string;
+  /** The ssh client configuration that gets the port (`~/.ssh/config`). */
+  readonly sshConfig: string;
+  readonly knownHosts: string;
+}
+
+export interface SshUseResult {
+  readonly url: string;
+  readonly nixConf: FileChange;
+  /** Undefined when the server listens on port 22 (nothing to configure). */
+  readonly sshConfig: FileChange | undefined;
+  readonly knownHosts: FileChange;
+}
+
+/** The known_hosts entry for the server's SSH host key. */
+export function knownHostsLine(ssh: NonNullable<CacheInfo['ssh']>): string {
+  const name = ssh.port === 22 ? ssh.host : `[${ssh.host}]:${ssh.port}`;
+  return `${name} ${ssh.hostKey}`;
+}
+
+/** Whether an ssh_config already has a `Host` line naming `host` (then it is left as the user wrote it). */
+function hasHostBlock(config: string, host: string): boolean {
+  return config.split('\n').some((line) => {
+    const match = /^\s*Host\s+(.+)$/i.exec(line);
+    return match?.[1]?.trim().split(/\s+/).includes(host) === true;
+  });
+}
+
+/**
+ * `niche use --ssh`: the cache as an ssh-ng:// substituter (nix.conf), the server's port in the ssh client
+ * configuration and its host key in known_hosts. Idempotent; a `Host` block the user already has for the
+ * server is left alone.
+ */
+export async function configureSsh(info: CacheInfo, files: SshFiles): Promise<SshUseResult> {
+  const ssh = info.ssh;
+  if (ssh === undefined || ssh === null) {
+    throw new UnsupportedError(
+      `the server does not serve cache ${info.name} over SSH (its operator can start niche serve --ssh-listen)`,
+    );
+  }
+  const before = (await readTextIfExists(files.nixConf)) ?? '';
+  const text = addTrustedPublicKeys(addSubstituter(before, ssh.url), info.publicKeys);
+  if (text !== before) await writeFileAtomic(files.nixConf, text);
+
+  let sshConfig: FileChange | undefined;
+  if (ssh.port !== 22) {
+    const config = (await readTextIfExists(files.sshConfig)) ?? '';
+    const changed = !hasHostBlock(config, ssh.host);
+    if (changed) {
+      const separator = config === '' || config.endsWith('\n') ? '' : '\n';
+      const block = `${separator}\n# niche: cache ${info.name}\nHost ${ssh.host}\n  Port ${ssh.port}\n`;
+      await writeFileAtomic(files.sshConfig, config + block, { mode: 0o600, dirMode: 0o700 });
+    }
+    sshConfig = { file: files.sshConfig, changed };
+  }
+
+  const line = knownHostsLine(ssh);
+  const known = (await readTextIfExists(files.knownHosts)) ?? '';
+  const present = known.split('\n').some((existing) => existing.trim() === line);
+  if (!present) {
+    const separator = known === '' || known.endsWith('\n') ? '' : '\n';
+    await writeFileAtomic(files.knownHosts, `${known}${separator}${line}\n`, { mode: 0o644, dirMode: 0o700 });
+  }
+  return {
+    url: ssh.url,
+    nixConf: { file: files.nixConf, changed: text !== before },
+    sshConfig,
+    knownHosts: { file: files.knownHosts, changed: !present },
+  };
+}
+
+/** A NixOS module for the cache over SSH (printed by `niche use --ssh --nixos`). */
+export function nixosSshSnippet(info: CacheInfo): string {
+  const ssh = info.ssh;
+  if (ssh === undefined || ssh === null) {
+    throw new UnsupportedError(`the server does not serve cache ${info.name} over SSH`);
+  }
+  const keys = info.publicKeys.map((key) => `      ${nixString(key)}\n`).join('');
+  const lines = [
+    `# niche cache ${info.name} over SSH: add to configuration.nix (or import it), then nixos-rebuild switch.`,
+    '# The nix-daemon connects as root: root needs an SSH key registered on the server (niche ssh-key add).',
+    '{',
+    '  nix.settings = {',
+    `    substituters = [ ${nixString(ssh.url)} ];`,
+    '    trusted-public-keys = [',
+    keys.trimEnd(),
+    '    ];',
+    '  };',
+    `  programs.ssh.knownHosts.${nixString(`niche-${info.name}`)} = {`,
+    `    hostNames = [ ${nixString(ssh.port === 22 ? ssh.host : `[${ssh.host}]:${ssh.port}`)} ];`,
+    `    publicKey = ${nixString(ssh.hostKey)};`,
+    '  };',
+  ];
+  if (ssh.port !== 22) {
+    lines.push(`  programs.ssh.extraConfig = ${nixString(`Host ${ssh.host}\n  Port ${ssh.port}\n`)};`);
+  }
+  lines.push('}');
   return `${lines.join('\n')}\n`;
 }

@@ -13,6 +13,8 @@ export interface HttpContext {
   readonly authenticator: Authenticator;
   /** The URL clients should use for this server, as seen by a request (src/http/public-url.ts). */
   readonly baseUrl: BaseUrlOf;
+  /** The embedded SSH server, if it runs: its port and host key (`ssh-ed25519 AAAA…`). */
+  readonly ssh?: { readonly port: number; readonly hostKey: string } | undefined;
 }
 
 const principals = new WeakMap<FastifyRequest, Promise<Principal>>();

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -235,6 +235,66 @@ for (const version of nixVersionsUnderTest()) {
           await client.setToken(undefined);
         }
         for (const path of closure.paths) assert.ok(client.hasPath(path), `${path} substituted over HTTP`);
+      });
+      it('niche use --ssh writes what a client needs, and Nix substitutes over ssh-ng:// with just that', async () => {
+        const files = {
+          nixConf: join(dir.path, 'nix.conf'),
+          sshConfig: join(dir.path, 'ssh_config'),
+          knownHosts: join(dir.path, 'use_known_hosts'),
+        };
+        const args = [
+          'use',
+          `${t.url}/team`,
+          '--ssh',
+          '--nix-conf',
+          files.nixConf,
+          '--ssh-config',
+          files.sshConfig,
+          '--known-hosts',
+          files.knownHosts,
+        ];
+        const env = { HOME: dir.path, XDG_CONFIG_HOME: join(dir.path, '.config'), NICHE_TOKEN: pullToken };
+        const used = await runCli(args, { env });
+        assert.equal(used.code, 0, used.stderr);
+        assert.match(used.stderr, /niche ssh-key add --cache team/);
+        const nixConf = await readFile(files.nixConf, 'utf8');
+        assert.match(nixConf, /^extra-substituters = ssh-ng:\/\/team@127\.0\.0\.1$/m);
+        assert.ok(nixConf.includes(teamKey), nixConf);
+        assert.equal(
+          await readFile(files.sshConfig, 'utf8'),
+          `\n# niche: cache team\nHost 127.0.0.1\n  Port ${port}\n`,
+        );
+        assert.equal(
+          await readFile(files.knownHosts, 'utf8'),
+          `${t.server.ssh[0]?.knownHostsLine('127.0.0.1') ?? ''}\n`,
+        );
+        // Twice changes nothing.
+        const again = await runCli(args, { env });
+        assert.match(again.stdout, /already has/);
+        assert.equal(
+          await readFile(files.knownHosts, 'utf8'),
+          `${t.server.ssh[0]?.knownHostsLine('127.0.0.1') ?? ''}\n`,
+        );
+
+        // Nix with only those files (and the key): no -p, no host key given on the command line.
+        await closure.deleteOutputs();
+        await client.run('env', [
+          `NIX_SSHOPTS=-F ${files.sshConfig} -o UserKnownHostsFile=${files.knownHosts} -o StrictHostKeyChecking=yes -i ${join(dir.path, 'ci')} -o IdentitiesOnly=yes -o BatchMode=yes`,
+          'nix-store',
+          '--realise',
+          closure.top,
+          '--option',
+          'substituters',
+          'ssh-ng://team@127.0.0.1',
+          '--option',
+          'trusted-public-keys',
+          teamKey,
+          '--option',
+          'require-sigs',
+          'true',
+        ]);
+        for (const path of closure.paths)
+          assert.ok(client.hasPath(path), `${path} substituted over ssh-ng://`);
       });
     },
   );

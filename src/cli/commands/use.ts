@@ -2,6 +2,8 @@
 // extra-trusted-public-keys in nix.conf, plus netrc credentials for a private cache), or prints the NixOS
 // module that does the same (`--nixos`). Running it twice changes nothing. Says so when the daemon will
 // ignore the setting because the user is not trusted.
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { pushUrlOf } from '../../api/v1.js';
 import { errorText } from '../../client/progress.js';
@@ -9,7 +11,14 @@ import { nixRunner } from '../../client/nix-command.js';
 import { currentUser, judgeTrust, readNixTrustSettings, usesLocalStore } from '../../client/nix-trust.js';
 import { connect, fetchCacheInfo, openSession } from '../../client/session.js';
 import type { CacheTarget } from '../../client/target.js';
-import { cacheUrlFor, configureNix, netrcHost, nixosSnippet } from '../../client/use-cache.js';
+import {
+  cacheUrlFor,
+  configureNix,
+  configureSsh,
+  netrcHost,
+  nixosSnippet,
+  nixosSshSnippet,
+} from '../../client/use-cache.js';
 import { NixCommandError } from '../../client/errors.js';
 import { UnauthenticatedError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
@@ -36,6 +45,9 @@ interface UseOptions {
   readonly nixConf?: string;
   readonly netrc?: string;
   readonly nixos?: boolean;
+  readonly ssh?: boolean;
+  readonly sshConfig?: string;
+  readonly knownHosts?: string;
 }
 
 export function registerUse(
@@ -51,6 +63,18 @@ export function registerUse(
     .option('--nix-conf <file>', 'the nix.conf to edit')
     .option('--netrc <file>', 'the netrc to write credentials to, unless nix.conf names one (netrc-file)')
     .option('--nixos', 'print a NixOS module instead of editing files')
+    .option(
+      '--ssh',
+      "substitute over ssh-ng:// from the server's SSH server instead of HTTP (needs a registered SSH key)",
+    )
+    .option(
+      '--ssh-config <file>',
+      'with --ssh: the ssh client configuration to add the port to (default ~/.ssh/config)',
+    )
+    .option(
+      '--known-hosts <file>',
+      'with --ssh: the known_hosts file for the host key (default ~/.ssh/known_hosts)',
+    )
     .action((spec: string, options: UseOptions) =>
       run(async () => {
         const session = await openSession(io.env);
@@ -69,6 +93,41 @@ export function registerUse(
         }
         const info = { ...answer, url };
         const system = options.system === true;
+        if (options.ssh === true) {
+          if (options.nixos === true) {
+            print(io.stdout, nixosSshSnippet(info));
+            return 0;
+          }
+          // The nix-daemon substitutes as root, with root's ssh configuration.
+          const sshDir = system ? '/root/.ssh' : join(io.env.HOME ?? homedir(), '.ssh');
+          const nixConf =
+            options.nixConf ?? (system ? session.paths.systemNixConf : session.paths.userNixConf);
+          const done = await configureSsh(info, {
+            nixConf,
+            sshConfig: options.sshConfig ?? join(sshDir, 'config'),
+            knownHosts: options.knownHosts ?? join(sshDir, 'known_hosts'),
+          });
+          const said = (change: { file: string; changed: boolean }, what: string): string =>
+            `${change.file}: ${change.changed ? 'added' : 'already has'} ${what}`;
+          print(
+            io.stdout,
+            [
+              said(done.nixConf, `${done.url} in extra-substituters and its keys`),
+              ...(done.sshConfig === undefined
+                ? []
+                : [said(done.sshConfig, `the port of ${new URL(url).hostname}`)]),
+              said(done.knownHosts, "the server's SSH host key"),
+              `to push: nix copy --to ${done.url} <paths>`,
+            ].join('\n'),
+          );
+          print(
+            io.stderr,
+            `note: the server lets in registered SSH keys only: its operator runs ` +
+              `niche ssh-key add --cache ${info.name} [--push] '<your public key>'` +
+              (system ? " (for the nix-daemon: root's key)" : ''),
+          );
+          return 0;
+        }
         if (options.nixos === true) {
           print(io.stdout, nixosSnippet(info, options.netrc ?? session.paths.systemNetrc));
           return 0;

@@ -15,7 +15,12 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     const body: CacheList = { caches: [] };
     for (const cache of caches) {
       body.caches.push(
-        cacheInfo(context.baseUrl(request.raw), cache, (await context.service.keys(cache)).publicKeys),
+        cacheInfo(
+          context.baseUrl(request.raw),
+          cache,
+          (await context.service.keys(cache)).publicKeys,
+          context.ssh,
+        ),
       );
     }
     return reply.header('cache-control', 'no-store').send(body);
@@ -34,7 +39,7 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     return reply
       .code(201)
       .header('cache-control', 'no-store')
-      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys));
+      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys, context.ssh));
   });
 
   app.get<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
@@ -42,7 +47,7 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     const keys = await context.service.keys(cache);
     return reply
       .header('cache-control', 'no-store')
-      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys));
+      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys, context.ssh));
   });
 
   app.patch<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
@@ -56,7 +61,7 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     const keys = await context.service.keys(cache);
     return reply
       .header('cache-control', 'no-store')
-      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys));
+      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys, context.ssh));
   });
 
   app.delete<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {

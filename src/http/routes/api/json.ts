@@ -42,7 +42,13 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what: s
 }
 
 /** A cache's public description; `baseUrl` is the server's URL as the client should use it. */
-export function cacheInfo(baseUrl: string, cache: CacheRecord, publicKeys: readonly string[]): CacheInfo {
+export function cacheInfo(
+  baseUrl: string,
+  cache: CacheRecord,
+  publicKeys: readonly string[],
+  ssh?: { readonly port: number; readonly hostKey: string },
+): CacheInfo {
+  const host = new URL(baseUrl).hostname;
   return {
     name: cache.name,
     public: cache.isPublic,
@@ -52,6 +58,15 @@ export function cacheInfo(baseUrl: string, cache: CacheRecord, publicKeys: reado
     pushUrl: pushUrlOf(`${baseUrl}/${cache.name}`),
     publicKeys: [...publicKeys],
     upstreamKeys: [...cache.upstreamKeys],
+    ssh:
+      ssh === undefined
+        ? null
+        : {
+            url: `ssh-ng://${cache.name}@${host}`,
+            host: host.replace(/^\[(.*)\]$/, '$1'),
+            port: ssh.port,
+            hostKey: ssh.hostKey,
+          },
   };
 }
 
