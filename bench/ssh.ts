@@ -1,8 +1,9 @@
 // `npm run bench:ssh`: `nix copy --from` of a closure over SSH, niche against what teams run today, in one
 // run. One sshd on loopback serves every contender, each reached with its own key whose authorized_keys
 // line forces the server side:
-//   - niche ssh-serve (niche's SSH session, the key registered with `niche ssh-key add`), ssh:// and,
-//     when niche speaks it, ssh-ng://;
+//   - niche's embedded SSH server (`niche serve --ssh-listen`, on its own port), ssh-ng:// and ssh://;
+//   - niche ssh-serve behind the same sshd (the key registered with `niche ssh-key add`), ssh:// and
+//     ssh-ng://;
 //   - OpenSSH + `nix-store --serve` (ssh://) and OpenSSH + `nix-daemon --stdio` (ssh-ng://) serving the
 //     same paths from this machine's /nix/store, as NixOS's nix.sshServe does;
 //   - niche over HTTP, for reference.
@@ -35,6 +36,8 @@ interface Contender {
   readonly url: string;
   /** The client key file (SSH contenders). */
   readonly key?: string;
+  /** The SSH port, if not sshd's. */
+  readonly port?: number;
 }
 
 interface Timing {
@@ -155,6 +158,7 @@ async function main(): Promise<void> {
     );
 
     const httpPort = await freePort();
+    const embeddedPort = await freePort();
     start(process.execPath, [
       NICHE,
       'serve',
@@ -162,10 +166,16 @@ async function main(): Promise<void> {
       data,
       '--listen',
       `127.0.0.1:${httpPort}`,
+      '--ssh-listen',
+      `127.0.0.1:${embeddedPort}`,
       '--log-level',
       'warn',
     ]);
     await waitForPort(httpPort, 'niche');
+    await waitForPort(embeddedPort, "niche's SSH server");
+    const embeddedHostKey = execFileSync('ssh-keygen', ['-y', '-f', join(data, 'ssh_host_ed25519_key')], {
+      encoding: 'utf8',
+    }).trim();
     const sshPort = await freePort();
     mkdirSync('/run/sshd', { recursive: true });
     start('/usr/sbin/sshd', [
@@ -195,10 +205,13 @@ async function main(): Promise<void> {
       'LogLevel=ERROR',
     ]);
     await waitForPort(sshPort, 'sshd');
-    writeFileSync(join(tmp, 'known_hosts'), `[127.0.0.1]:${sshPort} ${pub('host')}\n`);
-    const sshOpts = (key: string): string =>
+    writeFileSync(
+      join(tmp, 'known_hosts'),
+      `[127.0.0.1]:${sshPort} ${pub('host')}\n[127.0.0.1]:${embeddedPort} ${embeddedHostKey}\n`,
+    );
+    const sshOpts = (key: string, port = sshPort): string =>
       [
-        `-p ${sshPort}`,
+        `-p ${port}`,
         `-i ${join(tmp, key)}`,
         `-o UserKnownHostsFile=${join(tmp, 'known_hosts')}`,
         '-o StrictHostKeyChecking=yes',
@@ -206,9 +219,9 @@ async function main(): Promise<void> {
         '-o BatchMode=yes',
       ].join(' ');
     writeFileSync(join(tmp, 'netrc'), `machine 127.0.0.1 login niche password ${pull}\n`);
-    const clientEnv = (key?: string): NodeJS.ProcessEnv => ({
+    const clientEnv = (key?: string, port?: number): NodeJS.ProcessEnv => ({
       ...nixEnv(home, [`netrc-file = ${join(tmp, 'netrc')}`]),
-      ...(key === undefined ? {} : { NIX_SSHOPTS: sshOpts(key) }),
+      ...(key === undefined ? {} : { NIX_SSHOPTS: sshOpts(key, port) }),
     });
 
     log('push: nix copy --to ssh:// (niche ssh-serve)');
@@ -218,6 +231,18 @@ async function main(): Promise<void> {
     log(`pushed ${closureSize + 1} paths in ${pushed.seconds.toFixed(2)} s`);
 
     const contenders: Contender[] = [
+      {
+        name: 'niche ssh-ng:// (embedded server)',
+        url: 'ssh-ng://bench@127.0.0.1',
+        key: 'niche',
+        port: embeddedPort,
+      },
+      {
+        name: 'niche ssh:// (embedded server)',
+        url: 'ssh://bench@127.0.0.1',
+        key: 'niche',
+        port: embeddedPort,
+      },
       { name: 'niche ssh:// (ssh-serve)', url: 'ssh://root@127.0.0.1', key: 'niche' },
       { name: 'OpenSSH + nix-store --serve, ssh://', url: 'ssh://root@127.0.0.1', key: 'serve' },
       { name: 'OpenSSH + nix-daemon --stdio, ssh-ng://', url: 'ssh-ng://root@127.0.0.1', key: 'daemon' },
@@ -255,7 +280,7 @@ async function main(): Promise<void> {
       await run(
         'hyperfine',
         ['--runs', String(runs), '--prepare', `rm -rf ${shellQuote(root)}`, '--export-json', json, command],
-        { env: clientEnv(contender.key) },
+        { env: clientEnv(contender.key, contender.port) },
       );
       const { stdout } = await run(
         'nix',
@@ -322,8 +347,10 @@ async function main(): Promise<void> {
     const base = (name: string): Timing | undefined => timings.find((timing) => timing.name.startsWith(name));
     const ratio = (a: Timing | undefined, b: Timing | undefined): string =>
       a === undefined || b === undefined ? 'n/a' : `${(a.mean / b.mean).toFixed(2)}×`;
-    const nicheSsh = base('niche ssh://');
-    const nicheNg = base('niche ssh-ng://');
+    const nicheSsh = base('niche ssh:// (ssh-serve)');
+    const nicheNg = base('niche ssh-ng:// (ssh-serve)');
+    const embeddedNg = base('niche ssh-ng:// (embedded');
+    const embeddedSsh = base('niche ssh:// (embedded');
     const lines = [
       '# Benchmark: `nix copy --from` over SSH',
       '',
@@ -342,6 +369,9 @@ async function main(): Promise<void> {
       '',
       `- niche ssh:// ÷ OpenSSH + nix-store --serve: ${ratio(nicheSsh, base('OpenSSH + nix-store'))} (target ≤ 1.1×)`,
       `- niche ssh-ng:// ÷ OpenSSH + nix-daemon --stdio: ${ratio(nicheNg, base('OpenSSH + nix-daemon'))} (target ≤ 1.1×)`,
+      `- niche ssh-ng:// (embedded server) ÷ OpenSSH + nix-daemon --stdio: ${ratio(embeddedNg, base('OpenSSH + nix-daemon'))} (target ≤ 1.1×)`,
+      `- niche ssh:// (embedded server) ÷ OpenSSH + nix-store --serve: ${ratio(embeddedSsh, base('OpenSSH + nix-store'))} (target ≤ 1.1×)`,
+      `- niche ssh-ng:// (embedded server) ÷ niche HTTP: ${ratio(embeddedNg, base('niche HTTP'))}`,
       `- niche ssh:// ÷ niche HTTP: ${ratio(nicheSsh, base('niche HTTP'))}`,
       '',
       ...(huge === '' ? [] : [huge, '']),
