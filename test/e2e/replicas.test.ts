@@ -122,15 +122,36 @@ describe('replicas on PostgreSQL + S3', { skip }, () => {
     const headers = { authorization: basicAuth(push) };
     const fx = await fixture('pushed to both replicas at once\n', 'zstd');
     const base = fakeBaseName(`race-${Date.now()}`);
-    const nars = await Promise.all(
-      [a, b].map((replica) =>
-        fetch(`${replica.url}/main/nar/${fx.fileName}`, { method: 'PUT', body: fx.file, headers }),
-      ),
-    );
-    assert.deepEqual(
-      nars.map((response) => response.status),
-      [201, 201],
-    );
+    // A 503 with Retry-After (a backend failing for a moment: seen once in a full run on a loaded machine,
+    // cause not found; the diagnostics below name it if it comes back) is retried once after it, as Nix
+    // 2.29+ and niche push do. What must hold is one consistent copy, whatever the order.
+    const putNar = async (url: string): Promise<Response> => {
+      const response = await fetch(`${url}/main/nar/${fx.fileName}`, {
+        method: 'PUT',
+        body: fx.file,
+        headers,
+      });
+      const retryAfter = response.headers.get('retry-after');
+      if (response.status !== 503 || retryAfter === null) return response;
+      await response.text();
+      await new Promise((resolve) => setTimeout(resolve, Number(retryAfter) * 1000));
+      return fetch(`${url}/main/nar/${fx.fileName}`, { method: 'PUT', body: fx.file, headers });
+    };
+    const nars = await Promise.all([a, b].map((replica) => putNar(replica.url)));
+    const narStatuses = nars.map((response) => response.status);
+    if (narStatuses.some((status) => status !== 201)) {
+      const bodies = await Promise.all(nars.map((response) => response.text()));
+      const logs = [a, b].map((replica) =>
+        replica
+          .stdout()
+          .split('\n')
+          .filter((l) => /"level":(40|50)/.test(l))
+          .slice(-5),
+      );
+      assert.fail(
+        `NAR PUTs answered ${narStatuses.join(', ')}: ${bodies.join(' | ')}\n${JSON.stringify(logs)}`,
+      );
+    }
     const narinfos = await Promise.all(
       [a, b].map((replica) =>
         fetch(`${replica.url}/main/${base.slice(0, 32)}.narinfo`, {
