@@ -54,6 +54,7 @@ describe('niche doctor', () => {
     assert.equal((await niche('cache', 'create', 'main', '--data', data)).code, 0);
     // The blob directory is a file: nothing can be stored.
     await writeFile(join(dir, 'not-a-dir'), 'x');
+    await writeFile(join(dir, 'bad-host-key'), 'not a key', { mode: 0o600 });
     const key = join(dir, 'open.sk');
     await writeFile(key, SecretKey.generate('doctor-1').toString());
     await chmod(key, 0o644);
@@ -66,6 +67,9 @@ describe('niche doctor', () => {
         `signing-key-file = "${key}"`,
         '[storage]',
         `path = "${join(dir, 'not-a-dir')}"`,
+        '[ssh]',
+        `listen = "127.0.0.1:${busyPort}"`,
+        `host-key-file = "${join(dir, 'bad-host-key')}"`,
       ].join('\n'),
     );
     const result = await niche('doctor', '--config', config);
@@ -77,6 +81,11 @@ describe('niche doctor', () => {
       /^warn {2}signing-key-file .*open\.sk \(key doctor-1\) is readable by others \(mode 644\)/m,
     );
     assert.match(result.stdout, /^ok {4}cache main: public/m);
+    assert.match(result.stdout, new RegExp(`^warn {2}ssh listen 127\\.0\\.0\\.1:${busyPort}: in use`, 'm'));
+    assert.match(
+      result.stdout,
+      /^FAIL {2}SSH host key: the SSH host key .*bad-host-key is not an unencrypted private key/m,
+    );
     assert.match(result.stdout, /^FAIL {2}niche would not start or work as configured$/m);
 
     await writeFile(key, 'not a key');

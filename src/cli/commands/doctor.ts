@@ -88,15 +88,41 @@ function tryListen(address: ListenAddress): Promise<string | undefined> {
 }
 
 async function checkListen(report: Report, config: ServeConfig): Promise<void> {
-  for (const address of config.listen) {
+  const addresses = [
+    ...config.listen.map((address) => ({ address, what: 'listen' })),
+    ...(config.ssh?.listen ?? []).map((address) => ({ address, what: 'ssh listen' })),
+  ];
+  for (const { address, what } of addresses) {
     const shown = address.host.includes(':')
       ? `[${address.host}]:${address.port}`
       : `${address.host}:${address.port}`;
     const problem = await tryListen(address);
-    if (problem === undefined) report.line('ok', `listen ${shown}: free`);
+    if (problem === undefined) report.line('ok', `${what} ${shown}: free`);
     else if (problem === 'EADDRINUSE') {
-      report.line('warn', `listen ${shown}: in use (is niche already running there?)`);
-    } else report.line('FAIL', `listen ${shown}: cannot listen (${problem})`);
+      report.line('warn', `${what} ${shown}: in use (is niche already running there?)`);
+    } else report.line('FAIL', `${what} ${shown}: cannot listen (${problem})`);
+  }
+}
+
+/** The SSH host key: there and private, or to be made at the first start. */
+async function checkSshHostKey(report: Report, file: string): Promise<void> {
+  let mode: number;
+  try {
+    mode = (await stat(file)).mode & 0o777;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      report.line('ok', `SSH host key ${file}: made at the first start`);
+    } else report.line('FAIL', `SSH host key ${file}: ${reason(error)}`);
+    return;
+  }
+  try {
+    const { loadOrCreateHostKey } = await import('../../ssh/ssh-server.js');
+    const { publicKey } = await loadOrCreateHostKey(file);
+    const line = `SSH host key ${file}: ${publicKey.split(' ')[0] ?? ''}, mode ${mode.toString(8)}`;
+    if ((mode & 0o077) !== 0) report.line('warn', `${line}: readable by others, chmod 600 it`);
+    else report.line('ok', line);
+  } catch (error) {
+    report.line('FAIL', `SSH host key: ${reason(error)}`);
   }
 }
 
@@ -198,6 +224,7 @@ export function registerDoctor(
           await blobs?.close();
         }
 
+        if (config.ssh !== undefined) await checkSshHostKey(report, config.ssh.hostKeyFile);
         if (config.signingKeyFile !== undefined) {
           await checkKeyFile(report, config.signingKeyFile, 'signing-key-file');
         }
