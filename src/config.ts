@@ -72,6 +72,11 @@ export interface ServeConfig {
   readonly trustedProxies: readonly string[];
   /** The embedded SSH server (`--ssh-listen`, `[ssh]`); undefined when off. */
   readonly ssh: SshConfig | undefined;
+  /** Prometheus metrics (src/metrics): who may read `/metrics` on the main listener, and its own address. */
+  readonly metrics: {
+    readonly access: 'admin' | 'public' | 'off';
+    readonly listen: ListenAddress | undefined;
+  };
   /** Progress deadlines of connections (src/http/deadlines.ts). */
   readonly connections: {
     /** No bytes moved for this long while waiting on the client: the connection is cut. */
@@ -107,6 +112,7 @@ export interface ServeFlags {
   readonly idleTimeout?: string | undefined;
   readonly minTransferRate?: string | undefined;
   readonly sshListen?: readonly string[] | undefined;
+  readonly metricsListen?: string | undefined;
   // The local store (src/localstore/local-store-config.ts).
   readonly localStore?: boolean | undefined;
   readonly localStoreRoot?: boolean | undefined;
@@ -247,6 +253,8 @@ const rawSchema = z.strictObject({
   trustedProxies: z.array(z.string().transform(parsing(parseTrustedProxy))).optional(),
   idleTimeout: duration.optional(),
   minTransferRate: rate.optional(),
+  metrics: z.enum(['admin', 'public', 'off']).optional(),
+  metricsListen: z.string().optional(),
   ssh: z
     .strictObject({
       listen: z.union([z.string(), z.array(z.string())]).optional(),
@@ -311,6 +319,8 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     trustedProxies: list(env.NICHE_TRUSTED_PROXIES),
     idleTimeout: env.NICHE_IDLE_TIMEOUT,
     minTransferRate: env.NICHE_MIN_TRANSFER_RATE,
+    metrics: env.NICHE_METRICS,
+    metricsListen: env.NICHE_METRICS_LISTEN,
     ssh: defined({ listen: list(env.NICHE_SSH_LISTEN) }),
     limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE, maxUploads: env.NICHE_MAX_UPLOADS }),
     storage: defined({
@@ -349,6 +359,7 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     trustedProxies: flags.trustedProxies,
     idleTimeout: flags.idleTimeout,
     minTransferRate: flags.minTransferRate,
+    metricsListen: flags.metricsListen,
     ssh: defined({ listen: flags.sshListen }),
     limits: defined({ maxNarSize: flags.maxNarSize, maxUploads: flags.maxUploads }),
     localStore: defined({
@@ -432,6 +443,12 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
       problems.push(`${name('ssh.listen')}: ${(error as Error).message}`);
     }
   }
+  let metricsListen: ListenAddress | undefined;
+  try {
+    metricsListen = value?.metricsListen === undefined ? undefined : parseListen(value.metricsListen);
+  } catch (error) {
+    problems.push(`${name('metricsListen')}: ${(error as Error).message}`);
+  }
   const storage = value === undefined ? undefined : storageOf(value, problems, name);
   const database = value === undefined ? undefined : databaseOf(value, problems, name);
   if (problems.length > 0 || value === undefined || storage === undefined || database === undefined) {
@@ -471,6 +488,10 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
             maxSessions: value.ssh?.maxSessions ?? DEFAULT_MAX_SSH_SESSIONS,
             maxSessionsPerKey: value.ssh?.maxSessionsPerKey ?? DEFAULT_MAX_SSH_SESSIONS_PER_KEY,
           }),
+    metrics: Object.freeze({
+      access: value.metrics ?? 'admin',
+      listen: metricsListen === undefined ? undefined : Object.freeze(metricsListen),
+    }),
     connections: Object.freeze({
       idleTimeoutMs: value.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
       minTransferRate: value.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE,

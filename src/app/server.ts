@@ -9,9 +9,12 @@ import { CacheService } from '../cache/cache-service.js';
 import type { ListenAddress, ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { baseUrlResolver } from '../http/public-url.js';
+import { startMetricsListener, type MetricsListener } from '../http/metrics-listener.js';
 import { buildHttpServer } from '../http/server.js';
 import { checkMountPath } from '../localstore/local-store-config.js';
 import { LocalStore } from '../localstore/local-store.js';
+import { instrumentStore } from '../metrics/instrument-store.js';
+import { ServerMetrics } from '../metrics/server-metrics.js';
 import type { RunningSshServer } from '../ssh/ssh-server.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { LogDestination } from '../util/log-destination.js';
@@ -31,6 +34,8 @@ export interface RunningServer {
   readonly localStore: LocalStore | undefined;
   /** The embedded SSH servers (`--ssh-listen`), one per address. */
   readonly ssh: readonly RunningSshServer[];
+  /** Where the separate metrics listener (`--metrics-listen`) answers, e.g. `http://127.0.0.1:9100`. */
+  readonly metricsUrl: string | undefined;
   /** Stops accepting connections, finishes in-flight requests, closes the stores. */
   close(): Promise<void>;
 }
@@ -67,12 +72,14 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
   const stores = await openStores(config);
   const servers: FastifyInstance[] = [];
   const sshServers: RunningSshServer[] = [];
+  let metricsListener: MetricsListener | undefined;
   let localStore: LocalStore | undefined;
   const closeAll = async (): Promise<void> => {
     // Every listener stops accepting at once; each finishes its own in-flight requests (SSH sessions end).
     await Promise.all([
       ...servers.map((server) => server.close()),
       ...sshServers.map((server) => server.close()),
+      metricsListener?.close(),
     ]);
     localStore?.close();
     await stores.db.close();
@@ -81,14 +88,23 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
   };
   try {
     const bootstrapped = await bootstrap(stores.db, config);
-    const service = new CacheService({ db: stores.db, blobs: stores.blobs, logger, limits: config.limits });
+    // Metrics, when served anywhere: counted by the HTTP front end, the cache service (through its
+    // observer interface) and the stores (wrapped); with metrics off, none of them pays anything.
+    const metrics =
+      config.metrics.access !== 'off' || config.metrics.listen !== undefined
+        ? new ServerMetrics()
+        : undefined;
+    const db = metrics === undefined ? stores.db : instrumentStore(stores.db, 'metadata', metrics);
+    const blobs = metrics === undefined ? stores.blobs : instrumentStore(stores.blobs, 'blob', metrics);
+    const service = new CacheService({ db, blobs, logger, limits: config.limits, observer: metrics });
+    metrics?.attachService(service);
     // Rows of uploads whose narinfo never came; they are ignored anyway, this only tidies up.
     await service.expirePendingUploads();
     // Parse every cache's keys now: a corrupt key stops the start instead of failing requests later.
     for (const cache of await stores.db.listCaches()) await service.keys(cache);
-    const authenticator = new Authenticator(stores.db);
+    const authenticator = new Authenticator(db);
     const baseUrl = baseUrlResolver(config);
-    const admin = new AdminService(stores.db, service);
+    const admin = new AdminService(db, service);
     if (config.localStore !== undefined) {
       checkMountPath(
         config.localStore,
@@ -128,9 +144,10 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     // One fastify instance per address (a Node server listens once), all sharing the same services.
     for (const address of config.listen) {
       const http = buildHttpServer(
-        { service, admin, authenticator, baseUrl, ssh: sshServers[0] },
+        { service, admin, authenticator, baseUrl, ssh: sshServers[0], metrics },
         {
           logger,
+          metricsAccess: config.metrics.access,
           localStore: localStoreMount,
           keepAliveTimeoutMs: options.keepAliveTimeoutMs,
           idleTimeoutMs: config.connections.idleTimeoutMs,
@@ -142,6 +159,13 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
         await http.listen({ host: address.host, port: address.port });
       } catch (error) {
         throw listenError(address, error);
+      }
+    }
+    if (metrics !== undefined && config.metrics.listen !== undefined) {
+      try {
+        metricsListener = await startMetricsListener(metrics, config.metrics.listen, logger);
+      } catch (error) {
+        throw listenError(config.metrics.listen, error);
       }
     }
     const first = servers[0];
@@ -160,6 +184,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
       bootstrapped,
       localStore,
       ssh: sshServers,
+      metricsUrl: metricsListener?.url,
       close: () => {
         closing ??= closeAll();
         return closing;

@@ -180,10 +180,10 @@ export function requirePermission(principal: Principal, cacheName: string, neede
   }
 }
 
-/** Token administration needs server-admin on every cache, i.e. on the pattern `*`. */
-function requireTokenAdmin(principal: Principal): void {
+/** Server-wide administration (tokens, metrics) needs server-admin on every cache, i.e. on the pattern `*`. */
+export function requireServerAdmin(principal: Principal, what = 'managing tokens'): void {
   if (principal.kind === 'token' && !principal.token.scopes.some((scope) => scope.cachePattern === '*')) {
-    throw new ForbiddenError('managing tokens needs the server-admin permission on the cache pattern *');
+    throw new ForbiddenError(`${what} needs the server-admin permission on the cache pattern *`);
   }
   requirePermission(principal, '*', 'server-admin');
 }
@@ -271,23 +271,23 @@ export class AdminService {
   }
 
   async tokens(principal: Principal): Promise<TokenRecord[]> {
-    requireTokenAdmin(principal);
+    requireServerAdmin(principal);
     return (await this.#db.listTokens()).filter((token) => token.sshKey === undefined);
   }
 
   async sshKeys(principal: Principal): Promise<TokenRecord[]> {
-    requireTokenAdmin(principal);
+    requireServerAdmin(principal);
     return (await this.#db.listTokens()).filter((token) => token.sshKey !== undefined);
   }
 
   async addSshKey(principal: Principal, request: NewSshKey): Promise<TokenRecord> {
-    requireTokenAdmin(principal);
+    requireServerAdmin(principal);
     return registerSshKey(this.#db, request, new Date());
   }
 
   /** Revokes an SSH key by id; sessions of the key end within seconds (src/ssh/session.ts). */
   async removeSshKey(principal: Principal, id: number): Promise<void> {
-    requireTokenAdmin(principal);
+    requireServerAdmin(principal);
     const key = (await this.#db.listTokens()).find((token) => token.id === id && token.sshKey !== undefined);
     if (key === undefined || !(await this.#db.revokeToken(id, new Date()))) {
       throw new NotFoundError('NOT_FOUND', `no registered SSH key with id ${id}`);
@@ -298,7 +298,7 @@ export class AdminService {
     principal: Principal,
     request: { description: string; scopes: readonly TokenScope[]; expiresAt: Date | undefined },
   ): Promise<{ secret: string; record: TokenRecord }> {
-    requireTokenAdmin(principal);
+    requireServerAdmin(principal);
     checkNewTokenExpiry(request.expiresAt, new Date());
     for (const scope of request.scopes) parseCachePattern(scope.cachePattern);
     const secret = generateToken();
@@ -312,7 +312,7 @@ export class AdminService {
   }
 
   async revokeToken(principal: Principal, id: number): Promise<void> {
-    requireTokenAdmin(principal);
+    requireServerAdmin(principal);
     const token = (await this.#db.listTokens()).find((record) => record.id === id);
     if (token?.sshKey !== undefined || !(await this.#db.revokeToken(id, new Date()))) {
       throw new NotFoundError('NOT_FOUND', `no active token with id ${id}`);

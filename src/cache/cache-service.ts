@@ -34,6 +34,7 @@ import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
 import { ANONYMOUS, authorize, type Principal } from './auth.js';
+import type { CacheObserver, UploadKind } from './cache-observer.js';
 import { parseCacheName } from './cache-name.js';
 import { Keyring, type CacheKeys } from './keyring.js';
 import { NarInfoCache } from './narinfo-cache.js';
@@ -93,6 +94,8 @@ export interface CacheServiceOptions {
   readonly narInfoCacheTtlMs?: number;
   /** See PENDING_UPLOAD_TTL_MS. */
   readonly pendingUploadTtlMs?: number;
+  /** Told of uploads accepted and refused (the server's metrics). */
+  readonly observer?: CacheObserver | undefined;
 }
 
 export interface NarDownload extends BlobReadResult {
@@ -127,6 +130,7 @@ export class CacheService {
   readonly realisations: Realisations;
   /** NAR uploads being received now (bounded by limits.maxUploads). */
   #uploadsInProgress = 0;
+  readonly #observer: CacheObserver | undefined;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -136,6 +140,7 @@ export class CacheService {
     this.#now = options.now ?? (() => new Date());
     this.#recordTtlMs = options.cacheRecordTtlMs ?? 2000;
     this.#pendingUploadTtlMs = options.pendingUploadTtlMs ?? PENDING_UPLOAD_TTL_MS;
+    this.#observer = options.observer;
     this.keyring = new Keyring(options.db);
     this.#listings = new NarListings({ blobs: options.blobs, maxListingSize: this.limits.maxListingSize });
     this.logs = new BuildLogs({
@@ -194,6 +199,14 @@ export class CacheService {
     if (cache === undefined || !cache.isPublic) return undefined;
     const text = this.#narinfos.get(cache.id, hashPart);
     return text === undefined ? undefined : { cache, text };
+  }
+
+  /**
+   * Whether `name` was found to be a cache by a recent lookup (without asking the store): metrics label
+   * requests with the names of caches that exist, and with one shared label otherwise.
+   */
+  isKnownCache(name: string): boolean {
+    return this.#records.get(name)?.record !== undefined;
   }
 
   forgetCacheRecord(name: string): void {
@@ -338,8 +351,32 @@ export class CacheService {
     };
   }
 
+  /** Tells the observer, if any, how an upload of `kind` to `cache` ended. */
+  async #observed<T>(cache: CacheRecord, kind: UploadKind, upload: () => Promise<T>): Promise<T> {
+    const observer = this.#observer;
+    if (observer === undefined) return upload();
+    let result: T;
+    try {
+      result = await upload();
+    } catch (error) {
+      observer.uploadRefused(cache.name, kind, error instanceof NicheError ? error.code : 'INTERNAL');
+      throw error;
+    }
+    observer.uploadAccepted(cache.name, kind);
+    return result;
+  }
+
   /** Streams an uploaded NAR file in, verifying it completely before it becomes visible. */
-  async uploadNar(
+  uploadNar(
+    cache: CacheRecord,
+    fileName: string,
+    body: Readable,
+    options: { contentLength: number | undefined; signal?: AbortSignal },
+  ): Promise<NarRecord> {
+    return this.#observed(cache, 'nar', () => this.#uploadNar(cache, fileName, body, options));
+  }
+
+  async #uploadNar(
     cache: CacheRecord,
     fileName: string,
     body: Readable,
@@ -383,7 +420,11 @@ export class CacheService {
    * Accepts a narinfo for `hashPart` after checking it against the uploaded NAR and the cache, then signs
    * it with the cache's keys. Re-uploading an identical path is harmless; different content is refused.
    */
-  async putNarInfo(cache: CacheRecord, hashPart: string, text: string): Promise<PutNarInfoResult> {
+  putNarInfo(cache: CacheRecord, hashPart: string, text: string): Promise<PutNarInfoResult> {
+    return this.#observed(cache, 'narinfo', () => this.#putNarInfo(cache, hashPart, text));
+  }
+
+  async #putNarInfo(cache: CacheRecord, hashPart: string, text: string): Promise<PutNarInfoResult> {
     if (Buffer.byteLength(text) > this.limits.maxNarInfoSize) {
       throw new TooLargeError(`narinfo exceeds the limit of ${this.limits.maxNarInfoSize} bytes`);
     }
@@ -479,7 +520,17 @@ export class CacheService {
    * The one-request upload of the JSON API: the path's metadata, then its NAR, verified while it streams
    * and published at once. Refuses early (before reading the NAR) what it can.
    */
-  async uploadPath(
+  uploadPath(
+    cache: CacheRecord,
+    hashPart: string,
+    upload: PathUploadClaim,
+    body: Readable,
+    options: { contentLength: number | undefined; signal?: AbortSignal },
+  ): Promise<PutNarInfoResult> {
+    return this.#observed(cache, 'path', () => this.#uploadPath(cache, hashPart, upload, body, options));
+  }
+
+  async #uploadPath(
     cache: CacheRecord,
     hashPart: string,
     upload: PathUploadClaim,

@@ -5,6 +5,7 @@ import type { Authenticator, Principal } from '../cache/auth.js';
 import type { AdminService } from '../cache/admin-service.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRecord, Permission } from '../db/metadata-store.js';
+import type { ServerMetrics } from '../metrics/server-metrics.js';
 import type { BaseUrlOf } from './public-url.js';
 
 export interface HttpContext {
@@ -15,6 +16,8 @@ export interface HttpContext {
   readonly baseUrl: BaseUrlOf;
   /** The embedded SSH server, if it runs: its port and host key (`ssh-ed25519 AAAA…`). */
   readonly ssh?: { readonly port: number; readonly hostKey: string } | undefined;
+  /** The server's metrics; undefined when they are off (nothing is counted then). */
+  readonly metrics?: ServerMetrics | undefined;
 }
 
 const principals = new WeakMap<FastifyRequest, Promise<Principal>>();

@@ -7,9 +7,14 @@
 //
 // The rules stay where they are: access through CacheService.open and authorize, errors mapped by
 // error-mapping.ts, local store lookups and NAR checks in src/localstore.
+//
+// Requests answered here are counted here (src/metrics/server-metrics.ts), when metrics are on: a narinfo
+// hit from memory adds to numbers of its cache's counters, no more; an answer that completes later is
+// counted when it has.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyBaseLogger } from 'fastify';
+import { RouteKind, type RouteKindIndex } from '../metrics/server-metrics.js';
 import type { Principal } from '../cache/auth.js';
 import type { CacheRecord } from '../db/metadata-store.js';
 import { NotFoundError } from '../errors.js';
@@ -82,14 +87,37 @@ function sendNarInfo(
   response.end(request.method === 'HEAD' ? undefined : text);
 }
 
+/** Swallows a rejection already handled. */
+function ignore(): void {}
+
 export function createReadPath(context: HttpContext, options: ReadPathOptions): RawHandler {
-  const { service, authenticator } = context;
+  const { service, authenticator, metrics } = context;
   const { logger, pool, localStore } = options;
   const localPrefix = `${localStore?.mountPath ?? ''}/`;
 
   const fail = (request: IncomingMessage, response: ServerResponse) => (error: unknown) => {
     sendRawError(error, request, response, logger);
   };
+
+  /**
+   * Answers with `work`, errors mapped; with metrics on, counts the request under `cache` (a name, or
+   * undefined for the local store) once the answer is complete.
+   */
+  function answer(
+    work: Promise<void>,
+    request: IncomingMessage,
+    response: ServerResponse,
+    cache: string | undefined,
+    kind: RouteKindIndex,
+    startedAt: number,
+  ): void {
+    const handled = work.catch(fail(request, response));
+    if (metrics === undefined) return;
+    handled.then(() => {
+      const counters = cache === undefined ? metrics.local : metrics.forCache(cache);
+      metrics.request(counters, kind, response.headersSent ? response.statusCode : 0, startedAt);
+    }, ignore);
+  }
 
   /** The request's principal, resolved on first use (at most once): a token lookup per call otherwise. */
   function principalOf(request: IncomingMessage): () => Promise<Principal> {
@@ -110,6 +138,11 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
   ): Promise<void> {
     const cache = await openForPull(cacheName, request);
     const text = await service.getNarInfo(cache, hash);
+    if (metrics !== undefined) {
+      const counters = metrics.forCache(cache.name, true);
+      if (text === undefined) metrics.narinfoMiss(counters);
+      else metrics.narinfoHit(counters);
+    }
     if (text === undefined) {
       sendRawNotFound(request, response, `${hash} is not in cache ${cache.name}`);
       return;
@@ -183,6 +216,10 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     response: ServerResponse,
   ): Promise<void> {
     const text = await store.narInfo(hash);
+    if (metrics !== undefined) {
+      if (text === undefined) metrics.narinfoMiss(metrics.local);
+      else metrics.narinfoHit(metrics.local);
+    }
     if (text === undefined) {
       sendRawNotFound(request, response, `${hash} is not a valid path in the local store`);
       return;
@@ -249,6 +286,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
   return (request, response) => {
     const method = request.method;
     if ((method !== 'GET' && method !== 'HEAD') || options.closing()) return false;
+    const startedAt = metrics === undefined ? 0 : performance.now();
     const url = options.rewriteUrl === undefined ? (request.url ?? '/') : options.rewriteUrl(request);
     const queryAt = url.indexOf('?');
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
@@ -260,15 +298,21 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
         const cached = localStore.store.cachedNarInfo(hash);
         if (cached !== undefined) {
           sendNarInfo(cached, LOCAL_NARINFO, request, response);
+          if (metrics !== undefined) {
+            metrics.narinfoHit(metrics.local);
+            metrics.request(metrics.local, RouteKind.narinfo, 200, startedAt);
+          }
           return true;
         }
-        localNarInfo(localStore.store, hash, request, response).catch(fail(request, response));
+        const work = localNarInfo(localStore.store, hash, request, response);
+        answer(work, request, response, undefined, RouteKind.narinfo, startedAt);
         return true;
       }
       const [, file] = LOCAL_NAR_URL.exec(rest) ?? [];
       if (file !== undefined) {
         const query = queryAt === -1 ? '' : url.slice(queryAt + 1);
-        localNar(localStore.store, file, query, request, response).catch(fail(request, response));
+        const work = localNar(localStore.store, file, query, request, response);
+        answer(work, request, response, undefined, RouteKind.nar, startedAt);
         return true;
       }
       return false;
@@ -280,14 +324,27 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       const cached = service.cachedPublicNarInfo(narInfoCache, hash);
       if (cached !== undefined) {
         sendNarInfo(cached.text, PUBLIC_NARINFO, request, response);
+        if (metrics !== undefined) {
+          const counters = metrics.forCache(cached.cache.name, true);
+          metrics.narinfoHit(counters);
+          metrics.request(counters, RouteKind.narinfo, 200, startedAt);
+        }
         return true;
       }
-      cacheNarInfo(narInfoCache, hash, request, response).catch(fail(request, response));
+      const work = cacheNarInfo(narInfoCache, hash, request, response);
+      answer(work, request, response, narInfoCache, RouteKind.narinfo, startedAt);
       return true;
     }
     const [, narCache, file] = NAR_URL.exec(path) ?? [];
     if (narCache !== undefined && file !== undefined) {
-      cacheNar(narCache, file, request, response).catch(fail(request, response));
+      answer(
+        cacheNar(narCache, file, request, response),
+        request,
+        response,
+        narCache,
+        RouteKind.nar,
+        startedAt,
+      );
       return true;
     }
     return false;

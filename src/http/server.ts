@@ -15,6 +15,8 @@ import {
 import { continueOnRead } from './expect-continue.js';
 import { lingerAfterEarlyAnswer } from './linger.js';
 import { registerHealthRoutes } from './routes/health.js';
+import { registerMetricsRoute, type MetricsAccess } from './routes/metrics.js';
+import { requestWatcher } from './request-metrics.js';
 import { Readiness } from '../cache/readiness.js';
 import { pushUrlRewrite } from './push-url.js';
 import { createReadPath } from './read-path.js';
@@ -43,6 +45,8 @@ export interface HttpServerOptions {
   readonly minTransferRate?: number | undefined;
   /** Also serve the host's own Nix store (`niche serve --local-store`). */
   readonly localStore?: LocalStoreMount | undefined;
+  /** Who may read `GET /metrics` here (when `context.metrics` is set); default admin. */
+  readonly metricsAccess?: MetricsAccess | undefined;
 }
 
 /** Swallows an error that is observed elsewhere. */
@@ -69,6 +73,9 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     rewriteUrl,
     closing: () => closing,
   });
+  const metrics = context.metrics;
+  const watchRequest =
+    metrics === undefined ? undefined : requestWatcher(metrics, options.localStore?.mountPath);
   const app = Fastify({
     loggerInstance,
     // Narinfo and NAR reads go to the read path first (src/http/read-path.ts); fastify gets the rest.
@@ -80,7 +87,10 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
         // request's 'aborted' error into an uncaught exception.
         request.on('error', ignoreError);
         lingerAfterEarlyAnswer(request, response);
-        if (!readPath(request, response)) handler(request, response);
+        if (!readPath(request, response)) {
+          watchRequest?.(request, response);
+          handler(request, response);
+        }
       };
       const server = createServer(
         // Node checks headersTimeout on this interval (default 30 s).
@@ -88,6 +98,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
         serve,
       );
       continueOnRead(server, serve);
+      metrics?.watchConnections(server);
       // The timeouts, set here since fastify only sets them on a server of its own. Uploads of many GB
       // may take hours, so no request has a deadline as a whole (requestTimeout and the socket timeout
       // off); a client that stalls or trickles is cut by the progress deadlines instead, one whose headers
@@ -162,6 +173,9 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     }),
     closing: () => closing,
   });
+  if (metrics !== undefined && options.metricsAccess !== 'off') {
+    registerMetricsRoute(app, context, metrics, options.metricsAccess ?? 'admin');
+  }
   registerLandingRoute(app, context);
   registerApiRoutes(app, context);
   registerCacheInfoRoutes(app, context);

@@ -25,6 +25,7 @@ interface ServeOptions {
   readonly nixLogDir?: string;
   readonly localStoreKeyFile?: string[];
   readonly sshListen?: string[];
+  readonly metricsListen?: string;
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -116,6 +117,10 @@ export function registerServe(
       'also serve every cache over SSH (ssh:// and ssh-ng://; the user name is the cache) on this address; repeatable (env NICHE_SSH_LISTEN, comma-separated)',
       collect,
     )
+    .option(
+      '--metrics-listen <host:port>',
+      'also serve GET /metrics (Prometheus), without credentials, on this address (env NICHE_METRICS_LISTEN)',
+    )
     // The host's own Nix store (src/localstore), like nix-serve or harmonia.
     .option('--local-store', "also serve this host's Nix store, read-only (env NICHE_LOCAL_STORE=1)")
     .option(
@@ -162,6 +167,7 @@ export function registerServe(
           nixLogDir: options.nixLogDir,
           localStoreKeyFiles: options.localStoreKeyFile,
           sshListen: options.sshListen,
+          metricsListen: options.metricsListen,
         };
         const config = loadServeConfig(flags, io.env);
         // Loaded here so that client commands do not pay for the whole server at start-up.
@@ -214,6 +220,8 @@ export function registerServe(
             ].join('\n'),
           );
         }
+        if (server.metricsUrl !== undefined)
+          print(io.stderr, `niche: metrics at ${server.metricsUrl}/metrics`);
         const local = server.localStore;
         if (local !== undefined) {
           const at = local.config.mountAtRoot ? ` and ${base}` : '';

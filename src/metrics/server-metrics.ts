@@ -1,0 +1,310 @@
+// The server's Prometheus metrics: one registry per running server (never prom-client's global one, so
+// several servers in one process, as in tests, keep separate counts), the numbers the front ends add to,
+// and their rendering in the Prometheus text format (`GET /metrics`, src/http/routes/metrics.ts).
+//
+// The hot paths only add to numbers: every cache gets one CacheCounters, made the first time it is seen
+// and reused for every request after, so counting a narinfo hit is a map lookup, an array increment and a
+// bucket search, with no label objects and no strings built (src/metrics/collected-metric.ts says why
+// prom-client's own counters are not used there). Label values are bounded: cache names only of caches
+// that exist (`_unknown` for names that are not caches, `_none` for requests that name no cache,
+// `_local` for the host's own store), route kinds, status classes, error codes and store operations;
+// never paths, tokens or addresses.
+import type { Server } from 'node:net';
+import type { Socket } from 'node:net';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { CacheObserver, UploadKind } from '../cache/cache-observer.js';
+import { CollectedMetric, Distribution, type Sample } from './collected-metric.js';
+
+/** What a request was for; its index in ROUTE_KINDS is what the hot paths pass. */
+export const ROUTE_KINDS = ['narinfo', 'nar', 'upload', 'api', 'other'] as const;
+export const RouteKind = { narinfo: 0, nar: 1, upload: 2, api: 3, other: 4 } as const;
+export type RouteKindIndex = (typeof RouteKind)[keyof typeof RouteKind];
+
+/** Status classes by `status / 100`; index 0: no response was sent (the client went away first). */
+const STATUS_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+
+/** Request durations, seconds: a narinfo from memory, from the database, a small NAR, a large one. */
+const REQUEST_BUCKETS = [0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10];
+/** Store operation durations, seconds. */
+const STORE_BUCKETS = [0.001, 0.01, 0.1, 1];
+
+/** Refusal codes that mean the upload failed its verification (hashes, sizes, structure, references). */
+const VERIFICATION_CODES: ReadonlySet<string> = new Set([
+  'FILE_HASH_MISMATCH',
+  'FILE_SIZE_MISMATCH',
+  'NAR_HASH_MISMATCH',
+  'NAR_SIZE_MISMATCH',
+  'NAR_INVALID',
+  'COMPRESSION_MISMATCH',
+  'STORE_PATH_MISMATCH',
+  'REFERENCE_MISSING',
+  'LISTING_MISMATCH',
+]);
+
+/** Everything counted for one cache label. */
+export class CacheCounters {
+  readonly label: string;
+  /** Requests by route kind and status class, at `kind * STATUS_CLASSES.length + class`. */
+  readonly requests = new Float64Array(ROUTE_KINDS.length * STATUS_CLASSES.length);
+  narinfoHits = 0;
+  narinfoMisses = 0;
+  readonly uploadsAccepted: Record<UploadKind, number> = { nar: 0, narinfo: 0, path: 0 };
+  /** Refused uploads by `<kind> <code>`. */
+  readonly uploadsRefused = new Map<string, number>();
+  verificationFailures = 0;
+
+  constructor(label: string) {
+    this.label = label;
+  }
+}
+
+/** One store operation's timings and failures. */
+export class StoreOperation {
+  readonly store: string;
+  readonly operation: string;
+  readonly durations = new Distribution(STORE_BUCKETS);
+  errors = 0;
+
+  constructor(store: string, operation: string) {
+    this.store = store;
+    this.operation = operation;
+  }
+
+  done(startedAt: number): void {
+    this.durations.observe((performance.now() - startedAt) / 1000);
+  }
+}
+
+/** What the metrics need of the cache service, attached once it exists. */
+export interface ObservedService {
+  /** Whether `name` is a cache that exists (as last seen; never a store lookup). */
+  isKnownCache(name: string): boolean;
+  readonly uploadsInProgress: number;
+}
+
+export class ServerMetrics implements CacheObserver {
+  readonly registry = new Registry();
+  /** For requests naming something that is not a cache. */
+  readonly unknown = new CacheCounters('_unknown');
+  /** For requests that name no cache (`/api/v1/tokens`, `/healthz`, `/`). */
+  readonly none = new CacheCounters('_none');
+  /** For the host's own Nix store (`--local-store`). */
+  readonly local = new CacheCounters('_local');
+  readonly #caches = new Map<string, CacheCounters>();
+  readonly #durations = ROUTE_KINDS.map(() => new Distribution(REQUEST_BUCKETS));
+  readonly #storeOperations: StoreOperation[] = [];
+  readonly #sockets = new Set<Socket>();
+  #closedBytesRead = 0;
+  #closedBytesWritten = 0;
+  #service: ObservedService | undefined;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+    this.#register();
+  }
+
+  attachService(service: ObservedService): void {
+    this.#service = service;
+  }
+
+  /**
+   * The counters of cache `name`: its own if it exists (`exists`: the caller holds its record), else the
+   * shared `_unknown` ones, so a client asking for made-up names cannot add label values.
+   */
+  forCache(name: string, exists = false): CacheCounters {
+    const counters = this.#caches.get(name);
+    if (counters !== undefined) return counters;
+    if (!exists && this.#service?.isKnownCache(name) !== true) return this.unknown;
+    const created = new CacheCounters(name);
+    this.#caches.set(name, created);
+    return created;
+  }
+
+  /**
+   * Counts a request of `kind` answered with `status` (0: no response was sent) that began at
+   * `startedAt` (performance.now()).
+   */
+  request(counters: CacheCounters, kind: RouteKindIndex, status: number, startedAt: number): void {
+    const statusClass = status >= 100 && status < 600 ? Math.floor(status / 100) : 0;
+    const at = kind * STATUS_CLASSES.length + statusClass;
+    counters.requests[at] = (counters.requests[at] ?? 0) + 1;
+    this.#durations[kind]?.observe((performance.now() - startedAt) / 1000);
+  }
+
+  /** A narinfo found (answered 200 by the caller). */
+  narinfoHit(counters: CacheCounters): void {
+    counters.narinfoHits++;
+  }
+
+  /** A narinfo asked for that the cache does not have. */
+  narinfoMiss(counters: CacheCounters): void {
+    counters.narinfoMisses++;
+  }
+
+  uploadAccepted(cache: string, kind: UploadKind): void {
+    this.forCache(cache, true).uploadsAccepted[kind]++;
+  }
+
+  uploadRefused(cache: string, kind: UploadKind, code: string): void {
+    const counters = this.forCache(cache, true);
+    const key = `${kind} ${code}`;
+    counters.uploadsRefused.set(key, (counters.uploadsRefused.get(key) ?? 0) + 1);
+    if (VERIFICATION_CODES.has(code)) counters.verificationFailures++;
+  }
+
+  /** The counters of one operation of a store (src/metrics/instrument-store.ts); made once per operation. */
+  storeOperation(store: string, operation: string): StoreOperation {
+    const made = new StoreOperation(store, operation);
+    this.#storeOperations.push(made);
+    return made;
+  }
+
+  /** Counts the bytes every connection of `server` receives and sends (headers included). */
+  watchConnections(server: Server): void {
+    server.on('connection', (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => {
+        this.#closedBytesRead += socket.bytesRead;
+        this.#closedBytesWritten += socket.bytesWritten;
+        this.#sockets.delete(socket);
+      });
+    });
+  }
+
+  /** The Prometheus text of every metric. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  #allCaches(): CacheCounters[] {
+    return [...this.#caches.values(), this.unknown, this.none, this.local];
+  }
+
+  /** One sample per cache with a non-zero value of `read`. */
+  #perCache(read: (counters: CacheCounters) => number, labels: Record<string, string> = {}): Sample[] {
+    const samples: Sample[] = [];
+    for (const counters of this.#allCaches()) {
+      const value = read(counters);
+      if (value !== 0) samples.push({ labels: { cache: counters.label, ...labels }, value });
+    }
+    return samples;
+  }
+
+  #register(): void {
+    const registry = this.registry;
+    new CollectedMetric(
+      'niche_http_requests_total',
+      'HTTP requests answered, by cache, route kind (narinfo, nar, upload, api, other) and status class (none: the client went away before any answer)',
+      'counter',
+      () =>
+        this.#allCaches().flatMap((counters) => {
+          const samples: Sample[] = [];
+          counters.requests.forEach((value, at) => {
+            if (value === 0) return;
+            const kind = ROUTE_KINDS[Math.floor(at / STATUS_CLASSES.length)] ?? 'other';
+            const statusClass = STATUS_CLASSES[at % STATUS_CLASSES.length] ?? 'none';
+            samples.push({ labels: { cache: counters.label, kind, status_class: statusClass }, value });
+          });
+          return samples;
+        }),
+    ).register(registry);
+    new CollectedMetric(
+      'niche_http_request_duration_seconds',
+      'Time from a request to the end of its answer, by route kind',
+      'histogram',
+      () =>
+        this.#durations.flatMap((durations, kind) =>
+          durations.samples('niche_http_request_duration_seconds', { kind: ROUTE_KINDS[kind] ?? 'other' }),
+        ),
+    ).register(registry);
+    new CollectedMetric(
+      'niche_http_received_bytes_total',
+      'Bytes received on HTTP connections, headers included',
+      'counter',
+      () => [{ labels: {}, value: this.#bytes().read }],
+    ).register(registry);
+    new CollectedMetric(
+      'niche_http_sent_bytes_total',
+      'Bytes sent on HTTP connections, headers included',
+      'counter',
+      () => [{ labels: {}, value: this.#bytes().written }],
+    ).register(registry);
+    new CollectedMetric('niche_http_open_connections', 'HTTP connections open now', 'gauge', () => [
+      { labels: {}, value: this.#sockets.size },
+    ]).register(registry);
+    new CollectedMetric(
+      'niche_narinfo_lookups_total',
+      'Narinfo requests of a cache the client may read, by cache and result (hit: found, miss: not in the cache)',
+      'counter',
+      () => [
+        ...this.#perCache((counters) => counters.narinfoHits, { result: 'hit' }),
+        ...this.#perCache((counters) => counters.narinfoMisses, { result: 'miss' }),
+      ],
+    ).register(registry);
+    new CollectedMetric(
+      'niche_uploads_accepted_total',
+      'Uploads verified and stored, by cache and kind (nar, narinfo, path: both at once by the JSON API or SSH)',
+      'counter',
+      () =>
+        (['nar', 'narinfo', 'path'] as const).flatMap((kind) =>
+          this.#perCache((counters) => counters.uploadsAccepted[kind], { kind }),
+        ),
+    ).register(registry);
+    new CollectedMetric(
+      'niche_uploads_refused_total',
+      'Uploads refused by the cache service, by cache, kind and error code (see the README for the codes)',
+      'counter',
+      () =>
+        this.#allCaches().flatMap((counters) =>
+          [...counters.uploadsRefused].map(([key, value]) => {
+            const [kind = '', code = ''] = key.split(' ');
+            return { labels: { cache: counters.label, kind, code }, value };
+          }),
+        ),
+    ).register(registry);
+    new CollectedMetric(
+      'niche_upload_verification_failures_total',
+      'Uploads refused because they failed verification (hash, size, NAR structure, references), by cache',
+      'counter',
+      () => this.#perCache((counters) => counters.verificationFailures),
+    ).register(registry);
+    new CollectedMetric('niche_uploads_in_progress', 'NAR uploads being received now', 'gauge', () => [
+      { labels: {}, value: this.#service?.uploadsInProgress ?? 0 },
+    ]).register(registry);
+    new CollectedMetric(
+      'niche_store_operation_duration_seconds',
+      'Duration of metadata and blob store operations, by store and operation',
+      'histogram',
+      () =>
+        this.#storeOperations.flatMap((op) =>
+          op.durations.samples('niche_store_operation_duration_seconds', {
+            store: op.store,
+            operation: op.operation,
+          }),
+        ),
+    ).register(registry);
+    new CollectedMetric(
+      'niche_store_errors_total',
+      'Metadata and blob store operations that failed (backend errors, not refusals), by store and operation',
+      'counter',
+      () =>
+        this.#storeOperations
+          .filter((op) => op.errors > 0)
+          .map((op) => ({ labels: { store: op.store, operation: op.operation }, value: op.errors })),
+    ).register(registry);
+  }
+
+  #bytes(): { read: number; written: number } {
+    let read = this.#closedBytesRead;
+    let written = this.#closedBytesWritten;
+    for (const socket of this.#sockets) {
+      read += socket.bytesRead;
+      written += socket.bytesWritten;
+    }
+    return { read, written };
+  }
+}

@@ -1,0 +1,115 @@
+// The metrics' parts on their own: which store failures count, how a URL is classified, where a cache
+// name becomes a label, and the settings.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadServeConfig } from '../../../src/config.js';
+import { ConflictError, DatabaseError, NotFoundError } from '../../../src/errors.js';
+import { classifyRequest } from '../../../src/http/request-metrics.js';
+import { instrumentStore } from '../../../src/metrics/instrument-store.js';
+import { RouteKind, ServerMetrics } from '../../../src/metrics/server-metrics.js';
+
+/** The value of the one sample of `name` with all of `labels` in a rendering. */
+function sample(text: string, name: string, labels: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}} `));
+  return line === undefined ? undefined : Number(line.split(' ').at(-1));
+}
+
+class FakeStore {
+  readonly #calls: string[] = [];
+  fail: Error | undefined = undefined;
+  async get(key: string, _options?: { signal?: AbortSignal }): Promise<string> {
+    this.#calls.push(key);
+    await Promise.resolve();
+    if (this.fail !== undefined) throw this.fail;
+    return `value of ${key}`;
+  }
+  get calls(): readonly string[] {
+    return this.#calls;
+  }
+}
+
+describe('instrumentStore', () => {
+  it('forwards calls (private fields intact), times them, and counts only backend failures', async () => {
+    const metrics = new ServerMetrics();
+    const store = new FakeStore();
+    const wrapped = instrumentStore(store, 'blob', metrics);
+    assert.equal(await wrapped.get('a'), 'value of a');
+    assert.deepEqual(wrapped.calls, ['a']);
+    const { get: first } = wrapped as { get: unknown };
+    const { get: second } = wrapped as { get: unknown };
+    assert.equal(first, second, 'one wrapper per method');
+    for (const refusal of [new NotFoundError('NOT_FOUND', 'no'), new ConflictError('PATH_CONFLICT', 'no')]) {
+      store.fail = refusal;
+      await assert.rejects(wrapped.get('b'), refusal);
+    }
+    const aborted = new AbortController();
+    aborted.abort();
+    store.fail = new Error('aborted');
+    await assert.rejects(wrapped.get('c', { signal: aborted.signal }));
+    let text = await metrics.render();
+    assert.equal(sample(text, 'niche_store_errors_total', 'store="blob",operation="get"'), undefined);
+    for (const failure of [new Error('EIO'), new DatabaseError('down')]) {
+      store.fail = failure;
+      await assert.rejects(wrapped.get('d'), failure);
+    }
+    text = await metrics.render();
+    assert.equal(sample(text, 'niche_store_errors_total', 'store="blob",operation="get"'), 2);
+    assert.equal(
+      sample(text, 'niche_store_operation_duration_seconds_count', 'store="blob",operation="get"'),
+      1,
+      'only operations that succeeded are timed',
+    );
+  });
+});
+
+describe('classifyRequest', () => {
+  const metrics = new ServerMetrics();
+  metrics.attachService({ isKnownCache: (name) => name === 'main', uploadsInProgress: 0 });
+  const hash = '0'.repeat(32);
+  const cases: [string, string, string, number][] = [
+    ['PUT', `/main/${hash}.narinfo`, 'main', RouteKind.upload],
+    ['PUT', `/main/push/nar/x.nar.xz`, 'main', RouteKind.upload],
+    ['GET', `/main/${hash}.narinfo`, 'main', RouteKind.narinfo],
+    ['HEAD', `/main/nar/x.nar.xz?x=1`, 'main', RouteKind.nar],
+    ['GET', `/main/nix-cache-info`, 'main', RouteKind.other],
+    ['GET', `/other/nix-cache-info`, '_unknown', RouteKind.other],
+    ['GET', `/Weird/nix-cache-info`, '_none', RouteKind.other],
+    ['GET', `/metrics`, '_none', RouteKind.other],
+    ['GET', `/`, '_none', RouteKind.other],
+    ['GET', `/local/nix-cache-info`, '_local', RouteKind.other],
+    ['GET', `/local`, '_local', RouteKind.other],
+    ['PUT', `/api/v1/caches/main/paths/${hash}`, 'main', RouteKind.upload],
+    ['GET', `/api/v1/caches/main/paths/${hash}`, 'main', RouteKind.api],
+    ['GET', `/api/v1/caches/nosuch`, '_unknown', RouteKind.api],
+    ['POST', `/api/v1/tokens`, '_none', RouteKind.api],
+  ];
+  for (const [method, url, cache, kind] of cases) {
+    it(`${method} ${url}`, () => {
+      const classified = classifyRequest(metrics, method, url, '/local/');
+      assert.equal(classified.counters.label, cache);
+      assert.equal(classified.kind, kind);
+    });
+  }
+});
+
+describe('metrics settings', () => {
+  const base = { data: '/tmp/niche-unused' };
+  it('defaults to admin on the main listener and no address of its own', () => {
+    const config = loadServeConfig(base, {});
+    assert.deepEqual(config.metrics, { access: 'admin', listen: undefined });
+  });
+  it('takes NICHE_METRICS and NICHE_METRICS_LISTEN, the flag winning over the environment', () => {
+    const config = loadServeConfig(
+      { ...base, metricsListen: '[::1]:9200' },
+      { NICHE_METRICS: 'public', NICHE_METRICS_LISTEN: '127.0.0.1:9100' },
+    );
+    assert.deepEqual(config.metrics, { access: 'public', listen: { host: '::1', port: 9200 } });
+  });
+  it('names a bad value as given', () => {
+    assert.throws(() => loadServeConfig(base, { NICHE_METRICS: 'yes' }), /NICHE_METRICS: /);
+    assert.throws(
+      () => loadServeConfig({ ...base, metricsListen: 'x:y' }),
+      /--metrics-listen: expected HOST:PORT/,
+    );
+  });
+});
