@@ -6,11 +6,17 @@
 // or agent or X11 forwarding, no environment: each is refused.
 //
 // Bounded: sessions in total and per key (more are refused with a message on the channel's stderr), one
-// command per channel and a few channels per connection, the time to authenticate, and each session's
-// idle time. The host key is generated at the first start (ed25519, mode 0600) and reused after.
+// command per channel and a few channels open at once per connection, connections not yet authenticated
+// (at once, and each for 20 s from its first byte, OpenSSH's MaxStartups and LoginGraceTime), the time an
+// authenticated connection may stay without a running session, and each session's idle time. The host
+// key is generated at the first start (ed25519, mode 0600) and reused after.
+//
+// The TCP listener is ours and hands each socket to ssh2 (injectSocket): ssh2 only reports a connection
+// once the client has sent its identification line, so a peer that sends nothing would otherwise escape
+// every timer and hold close() open.
 
 import { readFile, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import ssh2 from 'ssh2';
 import type { Connection, ParsedKey, PublicKeyAuthContext, ServerChannel, Session } from 'ssh2';
 import type { Authenticator, Principal } from '../cache/auth.js';
@@ -18,16 +24,20 @@ import type { CacheService } from '../cache/cache-service.js';
 import { sshKeyFingerprint } from '../cache/ssh-keys.js';
 import { ConfigError } from '../errors.js';
 import { DEFAULT_MAX_SSH_SESSIONS, DEFAULT_MAX_SSH_SESSIONS_PER_KEY } from './limits.js';
-import { runSshSession, type SshSessionLog } from './session.js';
+import { DEFAULT_IDLE_TIMEOUT_MS, runSshSession, type SshSessionLog } from './session.js';
 
 const { Server, utils } = ssh2;
 
-/** A connection must authenticate within this long. */
-const AUTH_TIMEOUT_MS = 20_000;
-/** Channels a connection may open over its life (Nix opens one). */
+/** A connection must authenticate within this long of being accepted. */
+const DEFAULT_AUTH_TIMEOUT_MS = 20_000;
+/** Connections not yet authenticated, at once; more are dropped as they come. */
+const DEFAULT_MAX_UNAUTHENTICATED = 32;
+/** Channels a connection may have open at once (Nix opens one; a ControlMaster one per command, in turn). */
 const MAX_CHANNELS_PER_CONNECTION = 4;
-/** Authentication attempts per connection (each offered key counts). */
-const MAX_AUTH_ATTEMPTS = 10;
+/** Refused authentication attempts per connection (each unregistered key offered counts; `none` does not). */
+const MAX_AUTH_FAILURES = 10;
+/** How long a connection that was told to go may take before its socket is destroyed. */
+const HANG_UP_GRACE_MS = 5_000;
 
 export interface SshServerOptions {
   readonly service: CacheService;
@@ -37,7 +47,12 @@ export interface SshServerOptions {
   readonly port: number;
   readonly maxSessions?: number;
   readonly maxSessionsPerKey?: number;
+  /** A session's idle time, and an authenticated connection's without a running session. */
   readonly idleTimeoutMs?: number;
+  /** Time to authenticate, from the TCP connection (default 20 s). */
+  readonly authTimeoutMs?: number;
+  /** Connections not yet authenticated, at once (default 32); more are dropped. */
+  readonly maxUnauthenticated?: number;
   readonly log: SshSessionLog & { error(obj: object, msg: string): void };
 }
 
@@ -101,40 +116,70 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
   const { privateKey, publicKey } = await loadOrCreateHostKey(options.hostKeyFile);
   const maxSessions = options.maxSessions ?? DEFAULT_MAX_SSH_SESSIONS;
   const maxPerKey = options.maxSessionsPerKey ?? DEFAULT_MAX_SSH_SESSIONS_PER_KEY;
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  const authTimeoutMs = options.authTimeoutMs ?? DEFAULT_AUTH_TIMEOUT_MS;
+  const maxUnauthenticated = options.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED;
   const log = options.log;
   const sessionsByKey = new Map<string, number>();
   let sessions = 0;
+  /** Every accepted socket, until it closes. */
+  const sockets = new Set<Socket>();
+  /** Connections not yet authenticated and their deadlines, by the peer's address and port (how ssh2
+   *  names a connection to its listener). */
+  const unauthenticated = new Map<string, { readonly socket: Socket; readonly deadline: NodeJS.Timeout }>();
   const connections = new Set<Connection>();
   const stop = new AbortController();
+  const peerOf = (ip: string | undefined, port: number | undefined): string => `${ip ?? ''}|${port ?? ''}`;
+
+  /** Ends a connection politely, and for good if the peer does not close its side soon. */
+  const hangUp = (client: Connection, socket: Socket | undefined): void => {
+    client.end();
+    if (socket !== undefined) setTimeout(() => socket.destroy(), HANG_UP_GRACE_MS).unref();
+  };
 
   const server = new Server({ hostKeys: [privateKey], ident: 'niche' }, (client, info) => {
+    const peer = peerOf(info.ip, info.port);
+    const socket = unauthenticated.get(peer)?.socket;
     connections.add(client);
     let principal: Principal | undefined;
     let fingerprint: string | undefined;
     let cacheName = '';
-    let attempts = 0;
-    let channels = 0;
-    const authTimer = setTimeout(() => {
-      log.info({ ip: info.ip }, 'SSH connection cut: not authenticated in time');
-      client.end();
-    }, AUTH_TIMEOUT_MS);
+    let failures = 0;
+    let openChannels = 0;
+    let running = 0;
+    let idleTimer: NodeJS.Timeout | undefined;
+    let gone = false;
+    /** An authenticated connection with no session running is cut after the idle timeout. */
+    const watchIdle = (): void => {
+      clearTimeout(idleTimer);
+      // A session can end after its connection did (it is told by the signal): nothing to watch then.
+      if (running > 0 || gone) return;
+      idleTimer = setTimeout(() => {
+        log.info({ ip: info.ip }, 'SSH connection cut: no session for the idle timeout');
+        hangUp(client, socket);
+      }, idleTimeoutMs).unref();
+    };
     client.on('error', (error) => {
       log.debug({ ip: info.ip, err: error }, 'SSH connection error');
     });
     client.on('close', () => {
-      clearTimeout(authTimer);
+      gone = true;
+      clearTimeout(idleTimer);
       connections.delete(client);
     });
 
     client.on('authentication', (ctx) => {
-      attempts++;
-      if (attempts > MAX_AUTH_ATTEMPTS) {
-        ctx.reject([]);
-        client.end();
-        return;
-      }
-      if (ctx.method !== 'publickey') {
+      const refuse = (): void => {
+        if (ctx.method !== 'none') failures++;
+        if (failures >= MAX_AUTH_FAILURES) {
+          ctx.reject([]);
+          hangUp(client, socket);
+          return;
+        }
         ctx.reject(['publickey']);
+      };
+      if (ctx.method !== 'publickey') {
+        refuse();
         return;
       }
       // A key is looked up first; the signature, when sent, is checked before anything is believed.
@@ -142,7 +187,7 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
       options.authenticator.authenticateSshKey(offered).then(
         (found) => {
           if (found.kind !== 'token') {
-            ctx.reject(['publickey']);
+            refuse();
             return;
           }
           if (ctx.signature === undefined) {
@@ -151,7 +196,7 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
             return;
           }
           if (!signatureValid(ctx)) {
-            ctx.reject(['publickey']);
+            refuse();
             return;
           }
           principal = found;
@@ -161,20 +206,27 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
         },
         (error: unknown) => {
           log.error({ err: error }, 'SSH key lookup failed');
-          ctx.reject(['publickey']);
+          refuse();
         },
       );
     });
 
     client.on('ready', () => {
-      clearTimeout(authTimer);
+      // Authenticated: the authentication deadline and the count of waiting connections no longer apply.
+      clearTimeout(unauthenticated.get(peer)?.deadline);
+      unauthenticated.delete(peer);
+      watchIdle();
       client.on('session', (accept, reject) => {
-        channels++;
-        if (channels > MAX_CHANNELS_PER_CONNECTION) {
+        if (openChannels >= MAX_CHANNELS_PER_CONNECTION) {
           reject();
           return;
         }
-        serveSession(accept());
+        openChannels++;
+        const session = accept();
+        session.once('close', () => {
+          openChannels--;
+        });
+        serveSession(session);
       });
       client.on('tcpip', (_accept, reject) => {
         reject();
@@ -202,9 +254,15 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
           reject?.();
         });
       }
+      // One command per channel: a second exec finds no listener, and ssh2 refuses it.
       session.once('exec', (accept, _reject, request) => {
         const channel = accept();
-        void runChannel(channel, request.command);
+        running++;
+        watchIdle();
+        void runChannel(channel, request.command).finally(() => {
+          running--;
+          watchIdle();
+        });
       });
     };
 
@@ -240,7 +298,7 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
           stderr: channel.stderr,
           log,
           signal: stop.signal,
-          ...(options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs }),
+          idleTimeoutMs,
         });
         if (!channel.destroyed) {
           channel.exit(result.exitCode);
@@ -258,25 +316,51 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
     log.error({ err: error }, 'SSH server error');
   });
 
+  const listener = createServer((socket) => {
+    const peer = peerOf(socket.remoteAddress, socket.remotePort);
+    if (stop.signal.aborted || socket.remoteAddress === undefined || unauthenticated.has(peer)) {
+      socket.destroy();
+      return;
+    }
+    if (unauthenticated.size >= maxUnauthenticated) {
+      log.debug({ ip: socket.remoteAddress }, 'SSH connection dropped: too many not yet authenticated');
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    const deadline = setTimeout(() => {
+      log.info({ ip: socket.remoteAddress }, 'SSH connection cut: not authenticated in time');
+      socket.destroy();
+    }, authTimeoutMs).unref();
+    unauthenticated.set(peer, { socket, deadline });
+    socket.once('close', () => {
+      clearTimeout(deadline);
+      sockets.delete(socket);
+      if (unauthenticated.get(peer)?.socket === socket) unauthenticated.delete(peer);
+    });
+    server.injectSocket(socket);
+  });
+
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error): void => {
       reject(
         new ConfigError(
           'LISTEN_FAILED',
           `cannot listen for SSH on ${options.host}:${options.port}: ${error.message}`,
-          {
-            cause: error,
-          },
+          { cause: error },
         ),
       );
     };
-    server.once('error', onError);
-    server.listen(options.port, options.host, () => {
-      server.off('error', onError);
+    listener.once('error', onError);
+    listener.listen(options.port, options.host, () => {
+      listener.off('error', onError);
+      listener.on('error', (error: Error) => {
+        log.error({ err: error }, 'SSH listener error');
+      });
       resolve();
     });
   });
-  const port = (server.address() as AddressInfo).port;
+  const port = (listener.address() as AddressInfo).port;
   let closing: Promise<void> | undefined;
   return {
     port,
@@ -285,10 +369,16 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         stop.abort(new Error('the server is shutting down'));
-        server.close(() => {
+        // Sessions end (the signal); authenticated peers are told, the others just cut.
+        const force = setTimeout(() => {
+          for (const socket of sockets) socket.destroy();
+        }, HANG_UP_GRACE_MS);
+        listener.close(() => {
+          clearTimeout(force);
           resolve();
         });
         for (const connection of connections) connection.end();
+        for (const { socket } of unauthenticated.values()) socket.destroy();
       });
       return closing;
     },

@@ -1,7 +1,8 @@
 // niche's embedded SSH server (`niche serve --ssh-listen`) with the real OpenSSH client and the real Nix
 // clients (2.8 and 2.26): the SSH user is the cache, keys come from `niche ssh-key add`, the host key is
 // the one the server printed. ssh:// and ssh-ng:// pulls, pushes verified and signed, substitution with
-// signatures required, the pushed paths read back over HTTP, and refusals: an unregistered key, a removed
+// signatures required, the pushed paths read back over HTTP, commands one after another over an OpenSSH
+// ControlMaster connection, and refusals: an unregistered key, a removed
 // one, a pull-only key pushing, a key on another cache's name, a shell and another program.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
@@ -180,6 +181,39 @@ for (const version of nixVersionsUnderTest()) {
           assert.ok(result !== undefined, `ssh ${command.join(' ')} succeeded`);
           assert.notEqual(result.code, 0);
           if (command.length > 0) assert.match(result.stderr, /niche serves Nix caches only/);
+        }
+      });
+
+      it('serves command after command over one OpenSSH ControlMaster connection', async () => {
+        // `ControlMaster auto` in ~/.ssh/config is common: every Nix command then opens a channel on the
+        // same connection, more over its life than the channels it may have open at once.
+        const master = [
+          '-o',
+          'ControlMaster=auto',
+          '-o',
+          `ControlPath=${join(dir.path, 'cm-%C')}`,
+          '-o',
+          'ControlPersist=60',
+        ];
+        try {
+          for (let i = 0; i < 3; i++) {
+            for (const store of ['ssh://team@127.0.0.1', 'ssh-ng://team@127.0.0.1']) {
+              await client.run('env', [
+                `NIX_SSHOPTS=${[...sshOptions('ci'), ...master].join(' ')}`,
+                'nix',
+                'store',
+                'ping',
+                '--store',
+                store,
+              ]);
+            }
+          }
+          // They all went through the master, which is still up.
+          await client.run('ssh', [...sshOptions('ci'), ...master, '-O', 'check', 'team@127.0.0.1']);
+        } finally {
+          await client
+            .run('ssh', [...sshOptions('ci'), ...master, '-O', 'exit', 'team@127.0.0.1'])
+            .catch(() => undefined);
         }
       });
 

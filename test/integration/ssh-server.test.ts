@@ -1,20 +1,33 @@
-// The embedded SSH server's own rules, with ssh2's client: public keys only, registered keys only, no
-// forwarding, sessions bounded per key, and a host key made once and kept.
+// The embedded SSH server's own rules, with ssh2's client: public keys only, registered keys only, with
+// their signatures checked; no forwarding, shell, pty, subsystem or agent; the two protocols on exec and
+// nothing else; sessions bounded per key and in total, channels per connection; connections bounded before
+// authentication (in time and number) and after it (without a session); a host key made once and kept.
 import assert from 'node:assert/strict';
+import { connect as connectTcp, type Socket } from 'node:net';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
-import type { ClientChannel, ConnectConfig } from 'ssh2';
-import { registerSshKey } from '../../src/cache/admin-service.js';
+import type {
+  AnyAuthMethod,
+  ClientChannel,
+  ConnectConfig,
+  ExecOptions,
+  IdentityCallback,
+  ParsedKey,
+  SignCallback,
+  SigningRequestOptions,
+} from 'ssh2';
+import { registerSshKey, createCacheWithKey } from '../../src/cache/admin-service.js';
 import { Authenticator } from '../../src/cache/auth.js';
-import { createCacheWithKey } from '../../src/cache/admin-service.js';
 import { encodeU64 } from '../../src/nix/wire.js';
-import { startSshServer, type RunningSshServer } from '../../src/ssh/ssh-server.js';
+import { SERVE_MAGIC_1, SERVE_MAGIC_2 } from '../../src/ssh/serve-protocol.js';
+import { startSshServer, type RunningSshServer, type SshServerOptions } from '../../src/ssh/ssh-server.js';
 import { WORKER_MAGIC_1, WORKER_MAGIC_2 } from '../../src/ssh/worker-protocol.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
-const { Client, utils } = ssh2;
+const { BaseAgent, Client, utils } = ssh2;
+type SshClient = InstanceType<typeof Client>;
 const quiet = {
   debug: () => undefined,
   info: () => undefined,
@@ -25,24 +38,68 @@ const quiet = {
 let t: TestServer;
 let ssh: RunningSshServer;
 const alice = utils.generateKeyPairSync('ed25519');
+const bob = utils.generateKeyPairSync('ed25519');
 const stranger = utils.generateKeyPairSync('ed25519');
 
-function connect(config: Partial<ConnectConfig>): Promise<InstanceType<typeof Client>> {
+function parsed(text: string): ParsedKey {
+  const key = utils.parseKey(text);
+  assert.ok(!(key instanceof Error) && !Array.isArray(key));
+  return key;
+}
+
+/** An SSH agent that offers one public key and signs with whichever private key it was given. */
+class TestAgent extends BaseAgent<ParsedKey> {
+  readonly #offered: ParsedKey;
+  readonly #signer: ParsedKey;
+  constructor(offered: string, signer: string) {
+    super();
+    this.#offered = parsed(offered);
+    this.#signer = parsed(signer);
+  }
+  getIdentities(cb: IdentityCallback<ParsedKey>): void {
+    cb(null, [this.#offered]);
+  }
+  sign(
+    _key: ParsedKey,
+    data: Buffer,
+    options: SigningRequestOptions | SignCallback,
+    cb?: SignCallback,
+  ): void {
+    const done = typeof options === 'function' ? options : cb;
+    const signature = this.#signer.sign(data);
+    if (signature instanceof Error) done?.(signature);
+    else done?.(null, signature);
+  }
+}
+
+function connect(config: Partial<ConnectConfig>, port = ssh.port): Promise<SshClient> {
   return new Promise((resolve, reject) => {
     const client = new Client();
     client.on('ready', () => {
       resolve(client);
     });
     client.on('error', reject);
-    client.connect({ host: '127.0.0.1', port: ssh.port, username: 'team', readyTimeout: 10_000, ...config });
+    client.connect({ host: '127.0.0.1', port, username: 'team', readyTimeout: 10_000, ...config });
   });
 }
 
-function exec(client: InstanceType<typeof Client>, command: string): Promise<ClientChannel> {
+function exec(client: SshClient, command: string, options: ExecOptions = {}): Promise<ClientChannel> {
   return new Promise((resolve, reject) => {
-    client.exec(command, (error, channel) => {
+    client.exec(command, options, (error, channel) => {
       if (error) reject(error);
       else resolve(channel);
+    });
+  });
+}
+
+/** Resolves with what a callback-style request of the client gave, rejects with its error. */
+function request<T>(
+  start: (callback: (error: Error | null | undefined, value?: T) => void) => void,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    start((error, value) => {
+      if (error) reject(error);
+      else resolve(value as T);
     });
   });
 }
@@ -61,18 +118,77 @@ function finish(channel: ClientChannel): Promise<{ code: number | undefined; std
   });
 }
 
+/** Resolves when the client's connection closes. */
+function closed(client: SshClient): Promise<void> {
+  return new Promise((resolve) =>
+    client.once('close', () => {
+      resolve();
+    }),
+  );
+}
+
+/** A raw TCP connection to the server; `ended` resolves when the server hangs up. */
+async function tcp(port: number): Promise<{ socket: Socket; ended: Promise<void> }> {
+  const socket = connectTcp(port, '127.0.0.1');
+  socket.on('data', () => undefined);
+  socket.on('error', () => undefined);
+  const ended = new Promise<void>((resolve) =>
+    socket.once('close', () => {
+      resolve();
+    }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return { socket, ended };
+}
+
+/** A second server on the same service, with its own limits, closed after `use`. */
+async function withServer(
+  limits: Partial<SshServerOptions>,
+  use: (server: RunningSshServer) => Promise<void> | void,
+): Promise<void> {
+  const server = await startSshServer({
+    service: t.server.service,
+    authenticator: new Authenticator(t.server.stores.db),
+    hostKeyFile: join(t.dataDir, 'ssh_host_ed25519_key'),
+    host: '127.0.0.1',
+    port: 0,
+    log: quiet,
+    ...limits,
+  });
+  try {
+    await use(server);
+  } finally {
+    await server.close();
+  }
+}
+
+const within = <T>(ms: number, promise: Promise<T>, what: string): Promise<T> =>
+  Promise.race([
+    promise,
+    new Promise<never>((_resolve, reject) =>
+      setTimeout(() => {
+        reject(new Error(`${what}: not within ${ms} ms`));
+      }, ms).unref(),
+    ),
+  ]);
+
 before(async () => {
   t = await startTestServer();
   await createCacheWithKey(t.server.stores.db, { name: 'team', isPublic: false, priority: 40 });
-  await registerSshKey(
-    t.server.stores.db,
-    {
-      publicKey: alice.public,
-      scopes: [{ cachePattern: 'team', permissions: ['pull', 'push'] }],
-      expiresAt: undefined,
-    },
-    new Date(),
-  );
+  for (const key of [alice, bob]) {
+    await registerSshKey(
+      t.server.stores.db,
+      {
+        publicKey: key.public,
+        scopes: [{ cachePattern: 'team', permissions: ['pull', 'push'] }],
+        expiresAt: undefined,
+      },
+      new Date(),
+    );
+  }
   ssh = await startSshServer({
     service: t.server.service,
     authenticator: new Authenticator(t.server.stores.db),
@@ -88,7 +204,7 @@ after(async () => {
   await t.stop();
 });
 
-describe('embedded SSH server', () => {
+describe('embedded SSH server: authentication', () => {
   it('takes registered public keys only', async () => {
     await assert.rejects(connect({ password: 'secret' }), /authentication methods failed/);
     await assert.rejects(connect({ privateKey: stranger.private }), /authentication methods failed/);
@@ -96,25 +212,92 @@ describe('embedded SSH server', () => {
     client.end();
   });
 
-  it('refuses port forwarding and shells', async () => {
+  it('refuses none, password, keyboard-interactive and hostbased, even with a registered key', async () => {
+    const methods: AnyAuthMethod[][] = [
+      [{ type: 'none', username: 'team' }],
+      [{ type: 'password', username: 'team', password: 'secret' }],
+      [
+        {
+          type: 'keyboard-interactive',
+          username: 'team',
+          prompt: (_name, _instructions, _lang, prompts, finishPrompts) => {
+            finishPrompts(prompts.map(() => 'secret'));
+          },
+        },
+      ],
+      [
+        {
+          type: 'hostbased',
+          username: 'team',
+          localHostname: 'laptop',
+          localUsername: 'alice',
+          key: alice.private,
+        },
+      ],
+    ];
+    for (const authHandler of methods) {
+      await assert.rejects(connect({ authHandler }), /authentication methods failed/);
+    }
+  });
+
+  it('checks the signature: a registered key signed by another key is refused', async () => {
+    // The same agent, signing honestly, gets in: what is refused below is the forged signature only.
+    const honest = await connect({ agent: new TestAgent(alice.public, alice.private) });
+    honest.end();
+    await assert.rejects(
+      connect({ agent: new TestAgent(alice.public, stranger.private) }),
+      /authentication methods failed/,
+    );
+  });
+});
+
+describe('embedded SSH server: sessions', () => {
+  it('refuses port forwarding both ways, over TCP and Unix sockets, and shells', async () => {
     const client = await connect({ privateKey: alice.private });
     try {
       await assert.rejects(
-        new Promise((resolve, reject) => {
-          client.forwardOut('127.0.0.1', 1, '127.0.0.1', t.server.port, (error, stream) => {
-            if (error) reject(error);
-            else resolve(stream);
-          });
-        }),
+        request((cb) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', t.server.port, cb)),
       );
+      await assert.rejects(request((cb) => client.forwardIn('127.0.0.1', 0, cb)));
+      await assert.rejects(request((cb) => client.openssh_forwardOutStreamLocal('/run/nscd/socket', cb)));
       await assert.rejects(
-        new Promise((resolve, reject) => {
-          client.shell((error, stream) => {
-            if (error) reject(error);
-            else resolve(stream);
-          });
-        }),
+        request((cb) => client.openssh_forwardInStreamLocal(join(t.dataDir, 'forwarded.sock'), cb)),
       );
+      await assert.rejects(request((cb) => client.shell(cb)));
+    } finally {
+      client.end();
+    }
+  });
+
+  it('refuses a pty, X11 and agent forwarding, sftp and other subsystems', async () => {
+    const client = await connect({ agent: new TestAgent(alice.public, alice.private) });
+    try {
+      await assert.rejects(exec(client, 'nix-daemon --stdio', { pty: true }));
+      await assert.rejects(exec(client, 'nix-daemon --stdio', { x11: true }));
+      // ssh2 reads agentForward from exec's options; its types do not list it.
+      const agentForward: ExecOptions & { agentForward: boolean } = { agentForward: true };
+      await assert.rejects(exec(client, 'nix-daemon --stdio', agentForward));
+      await assert.rejects(request((cb) => client.sftp(cb)));
+      await assert.rejects(request((cb) => client.subsys('nix-daemon', cb)));
+      // The connection still serves what it may.
+      const refused = await finish(await exec(client, 'ls /'));
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /niche serves Nix caches only/);
+    } finally {
+      client.end();
+    }
+  });
+
+  it('speaks the serve protocol on exec of nix-store --serve', async () => {
+    const client = await connect({ privateKey: alice.private });
+    try {
+      const channel = await exec(client, 'nix-store --serve --write');
+      channel.write(Buffer.concat([encodeU64(SERVE_MAGIC_1), encodeU64(0x207)]));
+      const reply = await new Promise<Buffer>((resolve) => channel.once('data', resolve));
+      assert.equal(reply.readUInt32LE(0), SERVE_MAGIC_2);
+      const done = finish(channel);
+      channel.end();
+      assert.equal((await done).code, 0);
     } finally {
       client.end();
     }
@@ -139,26 +322,127 @@ describe('embedded SSH server', () => {
     }
   });
 
-  it('keeps its host key, private to the server', async () => {
-    const file = join(t.dataDir, 'ssh_host_ed25519_key');
-    assert.equal((await stat(file)).mode & 0o777, 0o600);
-    const again = await startSshServer({
+  it('bounds the sessions of all keys together', async () => {
+    await withServer({ maxSessions: 1 }, async (server) => {
+      const first = await connect({ privateKey: alice.private }, server.port);
+      const second = await connect({ privateKey: bob.private }, server.port);
+      try {
+        const open = await exec(first, 'nix-daemon --stdio');
+        open.write(encodeU64(WORKER_MAGIC_1));
+        await new Promise((resolve) => open.once('data', resolve));
+        const refused = await finish(await exec(second, 'nix-daemon --stdio'));
+        assert.equal(refused.code, 1);
+        assert.match(refused.stderr, /the server has 1 SSH sessions open already/);
+        const done = finish(open);
+        open.end();
+        await done;
+        // The slot is free again.
+        const next = await exec(second, 'nix-daemon --stdio');
+        next.write(encodeU64(WORKER_MAGIC_1));
+        assert.equal(
+          (await new Promise<Buffer>((resolve) => next.once('data', resolve))).readUInt32LE(0),
+          WORKER_MAGIC_2,
+        );
+        next.end();
+      } finally {
+        first.end();
+        second.end();
+      }
+    });
+  });
+
+  it('bounds the channels open at once on a connection, not the commands run over its life', async () => {
+    await withServer({}, async (server) => {
+      const client = await connect({ privateKey: bob.private }, server.port);
+      try {
+        // One after another, as through an OpenSSH ControlMaster: more commands than the bound all run.
+        for (let i = 0; i < 6; i++) {
+          const refused = await finish(await exec(client, 'ls /'));
+          assert.match(refused.stderr, /niche serves Nix caches only/, `command ${i + 1}`);
+        }
+        // Four open at once; a fifth is refused while they are.
+        const open = await Promise.all([1, 2, 3, 4].map(() => exec(client, 'nix-store --serve')));
+        await assert.rejects(exec(client, 'nix-store --serve'));
+        const done = finish(open[0] as ClientChannel);
+        open[0]?.end();
+        await done;
+        const fifth = await exec(client, 'nix-store --serve');
+        for (const channel of [...open.slice(1), fifth]) channel.end();
+      } finally {
+        client.end();
+      }
+    });
+  });
+});
+
+describe('embedded SSH server: connections', () => {
+  it('cuts a connection that does not authenticate in time, whether or not it spoke', async () => {
+    await withServer({ authTimeoutMs: 300 }, async (server) => {
+      const silent = await tcp(server.port);
+      const spoke = await tcp(server.port);
+      spoke.socket.write('SSH-2.0-OpenSSH_9.2\r\n');
+      await within(5_000, Promise.all([silent.ended, spoke.ended]), 'unauthenticated connections cut');
+      // An authenticated one stays past that time.
+      const client = await connect({ privateKey: alice.private }, server.port);
+      const gone = closed(client);
+      const outcome = await Promise.race([
+        gone.then(() => 'closed'),
+        new Promise((resolve) =>
+          setTimeout(() => {
+            resolve('open');
+          }, 800),
+        ),
+      ]);
+      assert.equal(outcome, 'open');
+      client.end();
+      await gone;
+    });
+  });
+
+  it('drops connections beyond the number waiting to authenticate, and takes new ones once they go', async () => {
+    await withServer({ maxUnauthenticated: 2 }, async (server) => {
+      const waiting = [await tcp(server.port), await tcp(server.port)];
+      const third = await tcp(server.port);
+      await within(5_000, third.ended, 'the third connection dropped');
+      for (const { socket } of waiting) socket.destroy();
+      await Promise.all(waiting.map(({ ended }) => ended));
+      const client = await connect({ privateKey: alice.private }, server.port);
+      client.end();
+    });
+  });
+
+  it('cuts an authenticated connection that runs no session for the idle timeout', async () => {
+    await withServer({ idleTimeoutMs: 300 }, async (server) => {
+      const client = await connect({ privateKey: alice.private }, server.port);
+      await within(5_000, closed(client), 'the idle connection cut');
+    });
+  });
+
+  it('closes at once with a peer that never spoke', async () => {
+    const server = await startSshServer({
       service: t.server.service,
       authenticator: new Authenticator(t.server.stores.db),
-      hostKeyFile: file,
+      hostKeyFile: join(t.dataDir, 'ssh_host_ed25519_key'),
       host: '127.0.0.1',
       port: 0,
       log: quiet,
     });
-    try {
+    const silent = await tcp(server.port);
+    const client = await connect({ privateKey: alice.private }, server.port);
+    await within(2_000, server.close(), 'close()');
+    await within(2_000, Promise.all([silent.ended, closed(client)]), 'the peers hung up');
+  });
+
+  it('keeps its host key, private to the server', async () => {
+    const file = join(t.dataDir, 'ssh_host_ed25519_key');
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    await withServer({}, (again) => {
       assert.equal(again.hostKey, ssh.hostKey);
       assert.match(ssh.hostKey, /^ssh-ed25519 AAAA/);
       assert.equal(
         again.knownHostsLine('cache.example.org'),
         `[cache.example.org]:${again.port} ${ssh.hostKey}`,
       );
-    } finally {
-      await again.close();
-    }
+    });
   });
 });
