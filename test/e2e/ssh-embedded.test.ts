@@ -1,6 +1,6 @@
 // niche's embedded SSH server (`niche serve --ssh-listen`) with the real OpenSSH client and the real Nix
 // clients (2.8 and 2.26): the SSH user is the cache, keys come from `niche ssh-key add`, the host key is
-// the one the server printed. ssh:// and ssh-ng:// pulls, pushes verified and signed, substitution with
+// the one the server printed. ssh:// and ssh-ng:// pulls and pushes (verified and signed), substitution with
 // signatures required, the pushed paths read back over HTTP, commands one after another over an OpenSSH
 // ControlMaster connection, and refusals: an unregistered key, a removed
 // one, a pull-only key pushing, a key on another cache's name, a shell and another program.
@@ -270,6 +270,35 @@ for (const version of nixVersionsUnderTest()) {
         }
         for (const path of closure.paths) assert.ok(client.hasPath(path), `${path} substituted over HTTP`);
       });
+      it('takes a push over ssh:// (nix-store --serve --write), verified and signed, and serves it over ssh-ng://', async () => {
+        const other = await buildClosure(client, { bigBytes: 50_000, label: `embedded-serve-${version}` });
+        try {
+          await nix('alice', 'nix', ['copy', '--to', 'ssh://team@127.0.0.1', other.top]);
+          for (const path of other.paths) {
+            const hash = path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
+            const response = await fetch(`${t.url}/team/${hash}.narinfo`, {
+              headers: { authorization: `Bearer ${pullToken}` },
+            });
+            const text = await response.text();
+            assert.equal(response.status, 200, text);
+            assert.match(text, new RegExp(`^Sig: ${teamKey.split(':')[0] ?? ''}:`, 'm'), `${path} signed`);
+          }
+          await other.deleteOutputs();
+          await nix('ci', 'nix', [
+            'copy',
+            '--from',
+            'ssh-ng://team@127.0.0.1',
+            '--option',
+            'trusted-public-keys',
+            teamKey,
+            other.top,
+          ]);
+          for (const path of other.paths) assert.ok(client.hasPath(path), `${path} copied from ssh-ng://`);
+        } finally {
+          await other.cleanup();
+        }
+      });
+
       it('niche use --ssh writes what a client needs, and Nix substitutes over ssh-ng:// with just that', async () => {
         const files = {
           nixConf: join(dir.path, 'nix.conf'),

@@ -322,6 +322,37 @@ describe('embedded SSH server: sessions', () => {
     }
   });
 
+  it('frees the session of a client that vanished mid-session, and lives on', async () => {
+    // The main server allows alice one session: the next one gets in only once the first is let go.
+    const gone = await connect({ privateKey: alice.private });
+    const open = await exec(gone, 'nix-daemon --stdio');
+    open.write(encodeU64(WORKER_MAGIC_1));
+    await new Promise((resolve) => open.once('data', resolve));
+    gone.destroy();
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const client = await connect({ privateKey: alice.private });
+      try {
+        const channel = await exec(client, 'nix-daemon --stdio');
+        const first = await new Promise<Buffer | undefined>((resolve) => {
+          channel.once('data', resolve);
+          channel.once('close', () => {
+            resolve(undefined);
+          });
+          channel.write(encodeU64(WORKER_MAGIC_1));
+        });
+        if (first !== undefined) {
+          assert.equal(first.readUInt32LE(0), WORKER_MAGIC_2);
+          break;
+        }
+        assert.ok(Date.now() < deadline, 'the vanished session still holds its slot');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } finally {
+        client.end();
+      }
+    }
+  });
+
   it('bounds the sessions of all keys together', async () => {
     await withServer({ maxSessions: 1 }, async (server) => {
       const first = await connect({ privateKey: alice.private }, server.port);
