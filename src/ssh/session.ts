@@ -4,11 +4,11 @@
 // whatever ends the session becomes an exit code and, when it is an error, a message on stderr, which is
 // where Nix looks for the reason a remote store failed.
 
-import type { Readable, Writable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import { authorize, type Principal } from '../cache/auth.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRecord, Permission } from '../db/metadata-store.js';
-import { isNicheError } from '../errors.js';
+import { isNicheError, ProtocolError } from '../errors.js';
 import { WireReader, WireWriter, writeWithBackpressure } from '../nix/wire.js';
 import { parseSshCommand } from './command.js';
 import { runServeProtocol, type ProtocolContext } from './serve-protocol.js';
@@ -81,9 +81,48 @@ export async function runSshSession(options: SshSessionOptions): Promise<SshSess
     stop.abort(new Error('the connection closed'));
   };
   options.output.once('close', onClose);
+  // A client that stops moving data in the middle of an operation (an upload that stalls, a download it
+  // stops reading) is cut after the idle timeout too: the protocols only time the wait for the next
+  // operation. Bytes from the client are counted on their way to the reader; bytes to it by the output
+  // draining. While the server itself works (nothing to read, nothing pending), the clock runs as well:
+  // no operation of a cache takes minutes without moving data.
+  const idleMs = ctx.idleTimeoutMs;
+  let lastInput = Date.now();
+  let lastOutput = Date.now();
+  const input = new Transform({
+    highWaterMark: 64 * 1024,
+    transform(chunk: Buffer, _encoding, callback) {
+      lastInput = Date.now();
+      callback(null, chunk);
+    },
+  });
+  const inputFailed = (error: Error): void => {
+    input.destroy(error);
+  };
+  const outputDrained = (): void => {
+    lastOutput = Date.now();
+  };
+  options.input.on('error', inputFailed);
+  options.input.pipe(input);
+  options.output.on('drain', outputDrained);
+  const watchdog = setInterval(
+    () => {
+      const at = Date.now();
+      const output = options.output;
+      const outputStuck = output.writableLength > 0 && at - lastOutput > idleMs;
+      if (at - lastInput > idleMs && (outputStuck || output.writableLength === 0)) {
+        const error = new ProtocolError(`the client moved no data for ${Math.round(idleMs / 1000)} s`);
+        stop.abort(error);
+        // A write waiting for a reader that never reads learns of it only this way.
+        if (outputStuck) output.destroy(error);
+      }
+    },
+    Math.max(10, Math.min(5_000, Math.floor(idleMs / 4))),
+  );
+  watchdog.unref();
   try {
     const command = parseSshCommand(options.command);
-    const reader = new WireReader(options.input);
+    const reader = new WireReader(input);
     const writer = new WireWriter(options.output);
     if (command.protocol === 'serve') {
       await runServeProtocol(ctx, reader, writer, { write: command.write });
@@ -115,7 +154,12 @@ export async function runSshSession(options: SshSessionOptions): Promise<SshSess
     }
     return { exitCode: 1, error };
   } finally {
+    clearInterval(watchdog);
     options.output.off('close', onClose);
+    options.output.off('drain', outputDrained);
+    options.input.off('error', inputFailed);
+    options.input.unpipe(input);
+    input.destroy();
     stop.abort(new Error('the session ended'));
   }
 }

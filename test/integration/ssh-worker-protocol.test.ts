@@ -496,3 +496,39 @@ describe('worker protocol: malformed input', () => {
     assert.equal((await t.server.service.getPathInfo(team, lib.path))?.path.narSize, lib.nar.length);
   });
 });
+
+describe('worker protocol: stalled clients', () => {
+  it('an upload that stops in the middle is cut after the idle timeout, and nothing is stored', async () => {
+    const c = new Client(pusher, { idleTimeoutMs: 300 });
+    await c.handshake();
+    await c.last();
+    const p = await testPath('ng-stalled', 'stalled upload\n'.repeat(100));
+    const whole = addMultiple([p]);
+    const started = Date.now();
+    c.send(whole.subarray(0, whole.length >> 1));
+    const result = await c.done;
+    assert.equal(result.exitCode, 1);
+    assert.match(String(result.error?.message), /the client moved no data for 0 s|sent nothing/);
+    assert.ok(Date.now() - started < 5_000, `cut after ${Date.now() - started} ms`);
+    assert.equal(await t.server.service.getPathInfo(team, p.path), undefined);
+  });
+
+  it('a download the client stops reading is cut after the idle timeout', async () => {
+    const big = await testPath('ng-unread', 'x'.repeat(900_000));
+    const up = new Client(pusher);
+    await up.handshake();
+    await up.last();
+    up.send(addMultiple([big], 65536));
+    await up.last();
+    assert.equal((await up.end()).exitCode, 0);
+
+    const c = new Client(pusher, { idleTimeoutMs: 300 });
+    await c.handshake();
+    await c.last();
+    c.send(encodeU64(WorkerOp.NarFromPath), encodeString(big.path));
+    // Read nothing more: the NAR fills the output and stays there.
+    const result = await c.done;
+    assert.equal(result.exitCode, 1);
+    assert.match(String(result.error?.message), /the client moved no data/);
+  });
+});
