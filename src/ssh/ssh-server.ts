@@ -137,181 +137,212 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
     if (socket !== undefined) setTimeout(() => socket.destroy(), HANG_UP_GRACE_MS).unref();
   };
 
-  const server = new Server({ hostKeys: [privateKey], ident: 'niche' }, (client, info) => {
-    const peer = peerOf(info.ip, info.port);
-    const socket = unauthenticated.get(peer)?.socket;
-    connections.add(client);
-    let principal: Principal | undefined;
-    let fingerprint: string | undefined;
-    let cacheName = '';
-    let failures = 0;
-    let openChannels = 0;
-    let running = 0;
-    let idleTimer: NodeJS.Timeout | undefined;
-    let gone = false;
-    /** An authenticated connection with no session running is cut after the idle timeout. */
-    const watchIdle = (): void => {
-      clearTimeout(idleTimer);
-      // A session can end after its connection did (it is told by the signal): nothing to watch then.
-      if (running > 0 || gone) return;
-      idleTimer = setTimeout(() => {
-        log.info({ ip: info.ip }, 'SSH connection cut: no session for the idle timeout');
-        hangUp(client, socket);
-      }, idleTimeoutMs).unref();
-    };
-    client.on('error', (error) => {
-      log.debug({ ip: info.ip, err: error }, 'SSH connection error');
-    });
-    client.on('close', () => {
-      gone = true;
-      clearTimeout(idleTimer);
-      connections.delete(client);
-    });
-
-    client.on('authentication', (ctx) => {
-      const refuse = (): void => {
-        if (ctx.method !== 'none') failures++;
-        if (failures >= MAX_AUTH_FAILURES) {
-          ctx.reject([]);
+  const server = new Server(
+    {
+      hostKeys: [privateKey],
+      ident: 'niche',
+      // No compression. ssh2's compressing packet writer throws ('Invalid Zlib instance') on any write
+      // after the peer's connection ended, and some of those writes happen in ssh2's own stream callbacks
+      // (a channel destroyed once both its sides ended): a client with `ssh -C` that vanished at the
+      // wrong moment took the process down. Without it those writes are dropped, as ssh2 means them to
+      // be. Clients asking for compression (`ssh -C`, `?compress=true`) also offer none, and get that.
+      algorithms: { compress: ['none'] },
+    },
+    (client, info) => {
+      const peer = peerOf(info.ip, info.port);
+      const socket = unauthenticated.get(peer)?.socket;
+      connections.add(client);
+      let principal: Principal | undefined;
+      let fingerprint: string | undefined;
+      let cacheName = '';
+      let failures = 0;
+      let openChannels = 0;
+      let running = 0;
+      let idleTimer: NodeJS.Timeout | undefined;
+      let ended = false;
+      /** An authenticated connection with no session running is cut after the idle timeout. */
+      const watchIdle = (): void => {
+        clearTimeout(idleTimer);
+        // A session can end after its connection did (it is told by the signal): nothing to watch then.
+        if (running > 0 || ended) return;
+        idleTimer = setTimeout(() => {
+          log.info({ ip: info.ip }, 'SSH connection cut: no session for the idle timeout');
           hangUp(client, socket);
-          return;
-        }
-        ctx.reject(['publickey']);
+        }, idleTimeoutMs).unref();
       };
-      if (ctx.method !== 'publickey') {
-        refuse();
-        return;
-      }
-      // A key is looked up first; the signature, when sent, is checked before anything is believed.
-      const offered = ctx.key.data;
-      options.authenticator.authenticateSshKey(offered).then(
-        (found) => {
-          if (found.kind !== 'token') {
-            refuse();
-            return;
-          }
-          if (ctx.signature === undefined) {
-            // The client only asks whether this key would do.
-            ctx.accept();
-            return;
-          }
-          if (!signatureValid(ctx)) {
-            refuse();
-            return;
-          }
-          principal = found;
-          fingerprint = sshKeyFingerprint(offered);
-          cacheName = ctx.username;
-          ctx.accept();
-        },
-        (error: unknown) => {
-          log.error({ err: error }, 'SSH key lookup failed');
-          refuse();
-        },
-      );
-    });
+      client.on('error', (error) => {
+        log.debug({ ip: info.ip, err: error }, 'SSH connection error');
+      });
+      // ssh2 tears the connection's protocol down as the socket ends, before it says so: nothing is
+      // written to its channels after that.
+      client.on('end', () => {
+        ended = true;
+      });
+      client.on('close', () => {
+        ended = true;
+        clearTimeout(idleTimer);
+        connections.delete(client);
+      });
 
-    client.on('ready', () => {
-      // Authenticated: the authentication deadline and the count of waiting connections no longer apply.
-      clearTimeout(unauthenticated.get(peer)?.deadline);
-      unauthenticated.delete(peer);
-      watchIdle();
-      client.on('session', (accept, reject) => {
-        if (openChannels >= MAX_CHANNELS_PER_CONNECTION) {
-          reject();
+      client.on('authentication', (ctx) => {
+        const refuse = (): void => {
+          if (ctx.method !== 'none') failures++;
+          if (failures >= MAX_AUTH_FAILURES) {
+            ctx.reject([]);
+            hangUp(client, socket);
+            return;
+          }
+          ctx.reject(['publickey']);
+        };
+        if (ctx.method !== 'publickey') {
+          refuse();
           return;
         }
-        openChannels++;
-        const session = accept();
-        session.once('close', () => {
-          openChannels--;
-        });
-        serveSession(session);
+        // A key is looked up first; the signature, when sent, is checked before anything is believed.
+        const offered = ctx.key.data;
+        options.authenticator.authenticateSshKey(offered).then(
+          (found) => {
+            if (found.kind !== 'token') {
+              refuse();
+              return;
+            }
+            if (ctx.signature === undefined) {
+              // The client only asks whether this key would do.
+              ctx.accept();
+              return;
+            }
+            if (!signatureValid(ctx)) {
+              refuse();
+              return;
+            }
+            principal = found;
+            fingerprint = sshKeyFingerprint(offered);
+            cacheName = ctx.username;
+            ctx.accept();
+          },
+          (error: unknown) => {
+            log.error({ err: error }, 'SSH key lookup failed');
+            refuse();
+          },
+        );
       });
-      client.on('tcpip', (_accept, reject) => {
-        reject();
-      });
-      client.on('openssh.streamlocal', (_accept, reject) => {
-        reject();
-      });
-      client.on('request', (_accept, reject) => {
-        reject?.();
-      });
-    });
 
-    const serveSession = (session: Session): void => {
-      for (const refused of [
-        'pty',
-        'shell',
-        'subsystem',
-        'sftp',
-        'env',
-        'x11',
-        'auth-agent',
-        'signal',
-      ] as const) {
-        session.on(refused, (_accept: unknown, reject?: () => void) => {
+      client.on('ready', () => {
+        // Authenticated: the authentication deadline and the count of waiting connections no longer apply.
+        clearTimeout(unauthenticated.get(peer)?.deadline);
+        unauthenticated.delete(peer);
+        watchIdle();
+        client.on('session', (accept, reject) => {
+          if (openChannels >= MAX_CHANNELS_PER_CONNECTION) {
+            reject();
+            return;
+          }
+          openChannels++;
+          const session = accept();
+          session.once('close', () => {
+            openChannels--;
+          });
+          serveSession(session);
+        });
+        client.on('tcpip', (_accept, reject) => {
+          reject();
+        });
+        client.on('openssh.streamlocal', (_accept, reject) => {
+          reject();
+        });
+        client.on('request', (_accept, reject) => {
           reject?.();
         });
-      }
-      // One command per channel: a second exec finds no listener, and ssh2 refuses it.
-      session.once('exec', (accept, _reject, request) => {
-        const channel = accept();
-        running++;
-        watchIdle();
-        void runChannel(channel, request.command).finally(() => {
-          running--;
-          watchIdle();
-        });
       });
-    };
 
-    const runChannel = async (channel: ServerChannel, command: string): Promise<void> => {
-      const key = fingerprint ?? '';
-      const perKey = sessionsByKey.get(key) ?? 0;
-      if (principal === undefined || sessions >= maxSessions || perKey >= maxPerKey) {
-        const why =
-          sessions >= maxSessions
-            ? `the server has ${maxSessions} SSH sessions open already`
-            : `this key has ${maxPerKey} SSH sessions open already`;
-        channel.stderr.write(`error: niche: ${why}; try again later [UNAVAILABLE]\n`);
-        channel.exit(1);
-        channel.end();
-        return;
-      }
-      sessions++;
-      sessionsByKey.set(key, perKey + 1);
-      try {
-        const result = await runSshSession({
-          service: options.service,
-          principal,
-          refreshPrincipal: async () => {
-            const blobKey = principal?.kind === 'token' ? principal.token.sshKey : undefined;
-            if (blobKey === undefined) return { kind: 'invalid', reason: 'SSH key removed' };
-            const blob = Buffer.from(blobKey.publicKey.split(' ')[1] ?? '', 'base64');
-            return options.authenticator.authenticateSshKey(blob);
-          },
-          cacheName,
-          command,
-          input: channel,
-          output: channel,
-          stderr: channel.stderr,
-          log,
-          signal: stop.signal,
-          idleTimeoutMs,
-        });
-        if (!channel.destroyed) {
-          channel.exit(result.exitCode);
-          channel.end();
+      const serveSession = (session: Session): void => {
+        for (const refused of [
+          'pty',
+          'shell',
+          'subsystem',
+          'sftp',
+          'env',
+          'x11',
+          'auth-agent',
+          'signal',
+        ] as const) {
+          session.on(refused, (_accept: unknown, reject?: () => void) => {
+            reject?.();
+          });
         }
-      } finally {
-        sessions--;
-        const left = (sessionsByKey.get(key) ?? 1) - 1;
-        if (left <= 0) sessionsByKey.delete(key);
-        else sessionsByKey.set(key, left);
-      }
-    };
-  });
+        // One command per channel: a second exec finds no listener, and ssh2 refuses it.
+        session.once('exec', (accept, _reject, request) => {
+          const channel = accept();
+          channel.on('error', (error: Error) => {
+            log.debug({ ip: info.ip, err: error }, 'SSH channel error');
+          });
+          running++;
+          watchIdle();
+          runChannel(channel, request.command)
+            .catch((error: unknown) => {
+              log.error({ err: error }, 'SSH session failed');
+            })
+            .finally(() => {
+              running--;
+              watchIdle();
+            });
+        });
+      };
+
+      /** The exit status (and a last message), then the end of the channel, unless the client has gone. */
+      const farewell = (channel: ServerChannel, exitCode: number, message?: string): void => {
+        if (ended || channel.destroyed) return;
+        try {
+          if (message !== undefined) channel.stderr.write(message);
+          channel.exit(exitCode);
+          channel.end();
+        } catch (error) {
+          log.debug({ ip: info.ip, err: error }, 'SSH channel could not be closed');
+        }
+      };
+
+      const runChannel = async (channel: ServerChannel, command: string): Promise<void> => {
+        const key = fingerprint ?? '';
+        const perKey = sessionsByKey.get(key) ?? 0;
+        if (principal === undefined || sessions >= maxSessions || perKey >= maxPerKey) {
+          const why =
+            sessions >= maxSessions
+              ? `the server has ${maxSessions} SSH sessions open already`
+              : `this key has ${maxPerKey} SSH sessions open already`;
+          farewell(channel, 1, `error: niche: ${why}; try again later [UNAVAILABLE]\n`);
+          return;
+        }
+        sessions++;
+        sessionsByKey.set(key, perKey + 1);
+        try {
+          const result = await runSshSession({
+            service: options.service,
+            principal,
+            refreshPrincipal: async () => {
+              const blobKey = principal?.kind === 'token' ? principal.token.sshKey : undefined;
+              if (blobKey === undefined) return { kind: 'invalid', reason: 'SSH key removed' };
+              const blob = Buffer.from(blobKey.publicKey.split(' ')[1] ?? '', 'base64');
+              return options.authenticator.authenticateSshKey(blob);
+            },
+            cacheName,
+            command,
+            input: channel,
+            output: channel,
+            stderr: channel.stderr,
+            log,
+            signal: stop.signal,
+            idleTimeoutMs,
+          });
+          farewell(channel, result.exitCode);
+        } finally {
+          sessions--;
+          const left = (sessionsByKey.get(key) ?? 1) - 1;
+          if (left <= 0) sessionsByKey.delete(key);
+          else sessionsByKey.set(key, left);
+        }
+      };
+    },
+  );
   server.on('error', (error: Error) => {
     log.error({ err: error }, 'SSH server error');
   });

@@ -240,6 +240,30 @@ describe('embedded SSH server: authentication', () => {
     }
   });
 
+  it('does not compress, and takes clients that would (they offer none too, as ssh -C does)', async () => {
+    for (const compress of [['zlib'], ['zlib@openssh.com']] as const) {
+      await assert.rejects(
+        connect({ privateKey: alice.private, algorithms: { compress: [...compress] } }),
+        /no matching C->S compression/i,
+      );
+    }
+    const client = await connect({
+      privateKey: alice.private,
+      algorithms: { compress: ['zlib@openssh.com', 'zlib', 'none'] },
+    });
+    try {
+      const channel = await exec(client, 'nix-store --serve');
+      channel.write(Buffer.concat([encodeU64(SERVE_MAGIC_1), encodeU64(0x207)]));
+      const reply = await new Promise<Buffer>((resolve) => channel.once('data', resolve));
+      assert.equal(reply.readUInt32LE(0), SERVE_MAGIC_2);
+      const done = finish(channel);
+      channel.end();
+      assert.equal((await done).code, 0);
+    } finally {
+      client.end();
+    }
+  });
+
   it('checks the signature: a registered key signed by another key is refused', async () => {
     // The same agent, signing honestly, gets in: what is refused below is the forged signature only.
     const honest = await connect({ agent: new TestAgent(alice.public, alice.private) });
