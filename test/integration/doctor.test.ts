@@ -45,6 +45,10 @@ describe('niche doctor', () => {
     assert.match(result.stdout, /^ok {4}cache team: private, priority 40, signing with \S+-team-1$/m);
     assert.match(result.stdout, /^ok {4}blob store takes a write and a delete/m);
     assert.match(result.stdout, /^ok {4}listen 127\.0\.0\.1:5000: /m);
+    assert.match(
+      result.stdout,
+      /^ok {4}metrics: \/metrics on the listen addresses with a server-admin token$/m,
+    );
     assert.match(result.stdout, /^ok {4}ready to serve$/m);
     assert.doesNotMatch(result.stdout, /^FAIL/m);
   });
@@ -65,6 +69,8 @@ describe('niche doctor', () => {
         `data-dir = "${data}"`,
         `listen = ["127.0.0.1:${busyPort}"]`,
         `signing-key-file = "${key}"`,
+        'metrics = "off"',
+        `metrics-listen = "127.0.0.1:${busyPort}"`,
         '[storage]',
         `path = "${join(dir, 'not-a-dir')}"`,
         '[ssh]',
@@ -82,6 +88,11 @@ describe('niche doctor', () => {
     );
     assert.match(result.stdout, /^ok {4}cache main: public/m);
     assert.match(result.stdout, new RegExp(`^warn {2}ssh listen 127\\.0\\.0\\.1:${busyPort}: in use`, 'm'));
+    assert.match(
+      result.stdout,
+      new RegExp(`^warn {2}metrics listen 127\\.0\\.0\\.1:${busyPort}: in use`, 'm'),
+    );
+    assert.match(result.stdout, /^ok {4}metrics: \/metrics on metrics-listen without credentials$/m);
     assert.match(
       result.stdout,
       /^FAIL {2}SSH host key: the SSH host key .*bad-host-key is not an unencrypted private key/m,

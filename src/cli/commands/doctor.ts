@@ -91,6 +91,9 @@ async function checkListen(report: Report, config: ServeConfig): Promise<void> {
   const addresses = [
     ...config.listen.map((address) => ({ address, what: 'listen' })),
     ...(config.ssh?.listen ?? []).map((address) => ({ address, what: 'ssh listen' })),
+    ...(config.metrics.listen === undefined
+      ? []
+      : [{ address: config.metrics.listen, what: 'metrics listen' }]),
   ];
   for (const { address, what } of addresses) {
     const shown = address.host.includes(':')
@@ -102,6 +105,17 @@ async function checkListen(report: Report, config: ServeConfig): Promise<void> {
       report.line('warn', `${what} ${shown}: in use (is niche already running there?)`);
     } else report.line('FAIL', `${what} ${shown}: cannot listen (${problem})`);
   }
+}
+
+/** Where `/metrics` is served, and to whom. */
+function metricsLine(access: ServeConfig['metrics']['access'], separate: boolean): string {
+  const main = {
+    admin: 'on the listen addresses with a server-admin token',
+    public: 'on the listen addresses to anyone',
+    off: undefined,
+  }[access];
+  const where = [main, separate ? 'on metrics-listen without credentials' : undefined].filter(Boolean);
+  return where.length === 0 ? 'metrics: off (nothing counted)' : `metrics: /metrics ${where.join(', and ')}`;
 }
 
 /** The SSH host key: there and private, or to be made at the first start. */
@@ -228,6 +242,7 @@ export function registerDoctor(
         if (config.signingKeyFile !== undefined) {
           await checkKeyFile(report, config.signingKeyFile, 'signing-key-file');
         }
+        report.line('ok', metricsLine(config.metrics.access, config.metrics.listen !== undefined));
         const local = config.localStore;
         if (local !== undefined) {
           report.line(
