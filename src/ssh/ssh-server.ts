@@ -128,6 +128,8 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
    *  names a connection to its listener). */
   const unauthenticated = new Map<string, { readonly socket: Socket; readonly deadline: NodeJS.Timeout }>();
   const connections = new Set<Connection>();
+  /** Every session until it has ended (close() waits for them: the stores close after it). */
+  const sessionsRunning = new Set<Promise<void>>();
   const stop = new AbortController();
   const peerOf = (ip: string | undefined, port: number | undefined): string => `${ip ?? ''}|${port ?? ''}`;
 
@@ -278,14 +280,16 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
           });
           running++;
           watchIdle();
-          runChannel(channel, request.command)
+          const done = runChannel(channel, request.command)
             .catch((error: unknown) => {
               log.error({ err: error }, 'SSH session failed');
             })
             .finally(() => {
               running--;
               watchIdle();
+              sessionsRunning.delete(done);
             });
+          sessionsRunning.add(done);
         });
       };
 
@@ -410,6 +414,9 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
         });
         for (const connection of connections) connection.end();
         for (const { socket } of unauthenticated.values()) socket.destroy();
+      }).then(async () => {
+        // Told to stop, each session ends at its next read or write.
+        await Promise.all([...sessionsRunning]);
       });
       return closing;
     },

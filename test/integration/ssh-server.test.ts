@@ -51,22 +51,21 @@ function parsed(text: string): ParsedKey {
 class TestAgent extends BaseAgent<ParsedKey> {
   readonly #offered: ParsedKey;
   readonly #signer: ParsedKey;
-  constructor(offered: string, signer: string) {
+  /** Offered before that key, each signing for itself. */
+  readonly #before: { key: ParsedKey; signer: ParsedKey }[];
+  constructor(offered: string, signer: string, before: { public: string; private: string }[] = []) {
     super();
     this.#offered = parsed(offered);
     this.#signer = parsed(signer);
+    this.#before = before.map((pair) => ({ key: parsed(pair.public), signer: parsed(pair.private) }));
   }
   getIdentities(cb: IdentityCallback<ParsedKey>): void {
-    cb(null, [this.#offered]);
+    cb(null, [...this.#before.map(({ key }) => key), this.#offered]);
   }
-  sign(
-    _key: ParsedKey,
-    data: Buffer,
-    options: SigningRequestOptions | SignCallback,
-    cb?: SignCallback,
-  ): void {
+  sign(key: ParsedKey, data: Buffer, options: SigningRequestOptions | SignCallback, cb?: SignCallback): void {
     const done = typeof options === 'function' ? options : cb;
-    const signature = this.#signer.sign(data);
+    const other = this.#before.find((pair) => pair.key.getPublicSSH().equals(key.getPublicSSH()));
+    const signature = (other?.signer ?? this.#signer).sign(data);
     if (signature instanceof Error) done?.(signature);
     else done?.(null, signature);
   }
@@ -79,6 +78,9 @@ function connect(config: Partial<ConnectConfig>, port = ssh.port): Promise<SshCl
       resolve(client);
     });
     client.on('error', reject);
+    client.on('close', () => {
+      reject(new Error('the server closed the connection before authentication'));
+    });
     client.connect({ host: '127.0.0.1', port, username: 'team', readyTimeout: 10_000, ...config });
   });
 }
@@ -271,6 +273,15 @@ describe('embedded SSH server: authentication', () => {
     await assert.rejects(
       connect({ agent: new TestAgent(alice.public, stranger.private) }),
       /authentication methods failed/,
+    );
+  });
+  it('counts refused keys: nine unregistered ones before a registered one do, ten do not', async () => {
+    const unknown = Array.from({ length: 10 }, () => utils.generateKeyPairSync('ed25519'));
+    const client = await connect({ agent: new TestAgent(alice.public, alice.private, unknown.slice(0, 9)) });
+    client.end();
+    await assert.rejects(
+      connect({ agent: new TestAgent(alice.public, alice.private, unknown) }),
+      /closed the connection before authentication/,
     );
   });
 });
@@ -473,19 +484,58 @@ describe('embedded SSH server: connections', () => {
     });
   });
 
-  it('closes at once with a peer that never spoke', async () => {
+  it('closes with a peer that never spoke, once the sessions it stopped have ended', async () => {
+    const logged: string[] = [];
+    const record = (_obj: object, msg: string): void => {
+      logged.push(msg);
+    };
+    // A store that answers only when let go: the session is in the middle of a call when the server closes.
+    let letGo = (): void => undefined;
+    const gate = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    let entered = (): void => undefined;
+    const inStore = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    const real = t.server.service;
+    const service = new Proxy(real, {
+      get(target, property) {
+        if (property === 'open') {
+          return async (...args: Parameters<typeof real.open>) => {
+            entered();
+            await gate;
+            return target.open(...args);
+          };
+        }
+        const value: unknown = Reflect.get(target, property, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
     const server = await startSshServer({
-      service: t.server.service,
+      service,
       authenticator: new Authenticator(t.server.stores.db),
       hostKeyFile: join(t.dataDir, 'ssh_host_ed25519_key'),
       host: '127.0.0.1',
       port: 0,
-      log: quiet,
+      log: { debug: record, info: record, warn: record, error: record },
     });
     const silent = await tcp(server.port);
-    const client = await connect({ privateKey: alice.private }, server.port);
-    await within(2_000, server.close(), 'close()');
+    const client = await connect({ privateKey: bob.private }, server.port);
+    const open = await exec(client, 'nix-store --serve');
+    open.on('error', () => undefined);
+    open.write(encodeU64(SERVE_MAGIC_1));
+    await within(2_000, inStore, 'the session in the store');
+    let closedAt = 0;
+    const closing = server.close().then(() => (closedAt = Date.now()));
     await within(2_000, Promise.all([silent.ended, closed(client)]), 'the peers hung up');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(closedAt, 0, 'close() resolved with a session still in a store call');
+    const releasedAt = Date.now();
+    letGo();
+    await within(2_000, closing, 'close()');
+    assert.ok(closedAt >= releasedAt);
+    assert.ok(logged.includes('SSH session ended with an error'), logged.join('; '));
   });
 
   it('keeps its host key, private to the server', async () => {
