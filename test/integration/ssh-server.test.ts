@@ -4,7 +4,7 @@
 // authentication (in time and number) and after it (without a session); a host key made once and kept.
 import assert from 'node:assert/strict';
 import { connect as connectTcp, type Socket } from 'node:net';
-import { stat } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
@@ -24,6 +24,7 @@ import { encodeU64 } from '../../src/nix/wire.js';
 import { SERVE_MAGIC_1, SERVE_MAGIC_2 } from '../../src/ssh/serve-protocol.js';
 import { startSshServer, type RunningSshServer, type SshServerOptions } from '../../src/ssh/ssh-server.js';
 import { WORKER_MAGIC_1, WORKER_MAGIC_2 } from '../../src/ssh/worker-protocol.js';
+import { freePort, runCli, startServe } from '../helpers/cli-process.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 const { BaseAgent, Client, utils } = ssh2;
@@ -549,5 +550,58 @@ describe('embedded SSH server: connections', () => {
         `[cache.example.org]:${again.port} ${ssh.hostKey}`,
       );
     });
+  });
+});
+
+describe('niche serve --ssh-listen', () => {
+  it('prints the host key as a known_hosts line a client checks, the same after a restart, and stops on SIGTERM with a session open', async () => {
+    const dataDir = join(t.dataDir, 'serve');
+    const sshPort = await freePort();
+    const printed = async (serve: Awaited<ReturnType<typeof startServe>>): Promise<string> => {
+      await serve.waitForStderr(/known_hosts: /);
+      const line = /known_hosts: (.*)$/m.exec(serve.stderr())?.[1] ?? '';
+      assert.match(line, new RegExp(`^\\[127\\.0\\.0\\.1\\]:${sshPort} ssh-ed25519 AAAA[\\w+/=]+$`));
+      return line;
+    };
+    const first = await startServe({ dataDir, args: ['--ssh-listen', `127.0.0.1:${sshPort}`] });
+    let line: string;
+    try {
+      line = await printed(first);
+      assert.equal((await stat(join(dataDir, 'ssh_host_ed25519_key'))).mode & 0o777, 0o600);
+    } finally {
+      await first.stop();
+    }
+
+    const serve = await startServe({ dataDir, args: ['--ssh-listen', `127.0.0.1:${sshPort}`] });
+    try {
+      assert.equal(await printed(serve), line, 'the host key changed across a restart');
+      const keyFile = join(dataDir, 'alice.pub');
+      await writeFile(keyFile, `${alice.public}\n`);
+      const added = await runCli(['ssh-key', 'add', '--cache', 'main', keyFile, '--data', dataDir]);
+      assert.equal(added.code, 0, added.stderr);
+      // The client takes the server only with the key printed.
+      const expected = Buffer.from(line.split(' ')[2] ?? '', 'base64');
+      await assert.rejects(
+        connect({ privateKey: alice.private, username: 'main', hostVerifier: () => false }, sshPort),
+      );
+      const client = await connect(
+        { privateKey: alice.private, username: 'main', hostVerifier: (key: Buffer) => key.equals(expected) },
+        sshPort,
+      );
+      const open = await exec(client, 'nix-store --serve');
+      open.on('error', () => undefined);
+      open.write(Buffer.concat([encodeU64(SERVE_MAGIC_1), encodeU64(0x207)]));
+      assert.equal(
+        (await new Promise<Buffer>((resolve) => open.once('data', resolve))).readUInt32LE(0),
+        SERVE_MAGIC_2,
+      );
+      const gone = closed(client);
+      serve.child.kill('SIGTERM');
+      const exit = await serve.exitWithin(10_000);
+      assert.equal(exit.code, 0, serve.stderr());
+      await within(2_000, gone, 'the client told');
+    } finally {
+      await serve.stop();
+    }
   });
 });
