@@ -7,9 +7,10 @@
 //
 // Bounded: sessions in total and per key (more are refused with a message on the channel's stderr), one
 // command per channel and a few channels open at once per connection, connections not yet authenticated
-// (at once, and each for 20 s from its first byte, OpenSSH's MaxStartups and LoginGraceTime), the time an
-// authenticated connection may stay without a running session, and each session's idle time. The host
-// key is generated at the first start (ed25519, mode 0600) and reused after.
+// (at once, and each for 20 s from the TCP connection: OpenSSH's MaxStartups and LoginGraceTime), the
+// time an authenticated connection may stay without a running session, and each session's idle time.
+// No compression (see below). The host key is generated at the first start (ed25519, mode 0600) and
+// reused after.
 //
 // The TCP listener is ours and hands each socket to ssh2 (injectSocket): ssh2 only reports a connection
 // once the client has sent its identification line, so a peer that sends nothing would otherwise escape
