@@ -98,7 +98,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
         serve,
       );
       continueOnRead(server, serve);
-      metrics?.watchConnections(server);
+      metrics?.countConnections(server);
       // The timeouts, set here since fastify only sets them on a server of its own. Uploads of many GB
       // may take hours, so no request has a deadline as a whole (requestTimeout and the socket timeout
       // off); a client that stalls or trickles is cut by the progress deadlines instead, one whose headers

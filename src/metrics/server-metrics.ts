@@ -1,6 +1,9 @@
 // The server's Prometheus metrics: one registry per running server (never prom-client's global one, so
 // several servers in one process, as in tests, keep separate counts), the numbers the front ends add to,
-// and their rendering in the Prometheus text format (`GET /metrics`, src/http/routes/metrics.ts).
+// and their rendering in the Prometheus text format (`GET /metrics`, src/http/routes/metrics.ts). The
+// process metrics (CPU, memory, event-loop delay, GC) describe the process, not a server: they are
+// collected once per process, into a registry of their own that every server's rendering includes (a
+// collector per server would add a GC observer and a timer each time a server starts, never removed).
 //
 // The hot paths only add to numbers: every cache gets one CacheCounters, made the first time it is seen
 // and reused for every request after, so counting a narinfo hit is a map lookup, an array increment and a
@@ -9,8 +12,7 @@
 // that exist (`_unknown` for names that are not caches, `_none` for requests that name no cache,
 // `_local` for the host's own store), route kinds, status classes, error codes and store operations;
 // never paths, tokens or addresses.
-import type { Server } from 'node:net';
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { CacheObserver, UploadKind } from '../cache/cache-observer.js';
 import { CollectedMetric, Distribution, type Sample } from './collected-metric.js';
@@ -82,6 +84,17 @@ export interface ObservedService {
   readonly uploadsInProgress: number;
 }
 
+let processRegistry: Registry | undefined;
+
+/** The process metrics, collected from the first call on. */
+function processMetrics(): Registry {
+  if (processRegistry === undefined) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
 export class ServerMetrics implements CacheObserver {
   readonly registry = new Registry();
   /** For requests naming something that is not a cache. */
@@ -98,8 +111,9 @@ export class ServerMetrics implements CacheObserver {
   #closedBytesWritten = 0;
   #service: ObservedService | undefined;
 
+  readonly #process = processMetrics();
+
   constructor() {
-    collectDefaultMetrics({ register: this.registry });
     this.#register();
   }
 
@@ -160,7 +174,7 @@ export class ServerMetrics implements CacheObserver {
   }
 
   /** Counts the bytes every connection of `server` receives and sends (headers included). */
-  watchConnections(server: Server): void {
+  countConnections(server: Server): void {
     server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
       socket.once('close', () => {
@@ -171,9 +185,10 @@ export class ServerMetrics implements CacheObserver {
     });
   }
 
-  /** The Prometheus text of every metric. */
-  render(): Promise<string> {
-    return this.registry.metrics();
+  /** The Prometheus text of every metric, the process metrics first. */
+  async render(): Promise<string> {
+    const [process, server] = await Promise.all([this.#process.metrics(), this.registry.metrics()]);
+    return process + server;
   }
 
   get contentType(): string {
