@@ -9,8 +9,8 @@
 // error-mapping.ts, local store lookups and NAR checks in src/localstore.
 //
 // Requests answered here are counted here (src/metrics/server-metrics.ts), when metrics are on: a narinfo
-// hit from memory adds to numbers of its cache's counters, no more; an answer that completes later is
-// counted when it has.
+// hit from memory adds to three numbers of its cache's counters, without reading the clock; an answer that
+// completes later is timed and counted when it has.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyBaseLogger } from 'fastify';
@@ -104,19 +104,23 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
    * undefined for the local store) once the answer is complete.
    */
   function answer(
-    work: Promise<void>,
+    work: () => Promise<void>,
     request: IncomingMessage,
     response: ServerResponse,
     cache: string | undefined,
     kind: RouteKindIndex,
-    startedAt: number,
   ): void {
-    const handled = work.catch(fail(request, response));
-    if (metrics === undefined) return;
-    handled.then(() => {
-      const counters = cache === undefined ? metrics.local : metrics.forCache(cache);
-      metrics.request(counters, kind, response.headersSent ? response.statusCode : 0, startedAt);
-    }, ignore);
+    if (metrics === undefined) {
+      work().catch(fail(request, response));
+      return;
+    }
+    const startedAt = performance.now();
+    work()
+      .catch(fail(request, response))
+      .then(() => {
+        const counters = cache === undefined ? metrics.local : metrics.forCache(cache);
+        metrics.request(counters, kind, response.headersSent ? response.statusCode : 0, startedAt);
+      }, ignore);
   }
 
   /** The request's principal, resolved on first use (at most once): a token lookup per call otherwise. */
@@ -286,7 +290,6 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
   return (request, response) => {
     const method = request.method;
     if ((method !== 'GET' && method !== 'HEAD') || options.closing()) return false;
-    const startedAt = metrics === undefined ? 0 : performance.now();
     const url = options.rewriteUrl === undefined ? (request.url ?? '/') : options.rewriteUrl(request);
     const queryAt = url.indexOf('?');
     const path = queryAt === -1 ? url : url.slice(0, queryAt);
@@ -298,21 +301,18 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
         const cached = localStore.store.cachedNarInfo(hash);
         if (cached !== undefined) {
           sendNarInfo(cached, LOCAL_NARINFO, request, response);
-          if (metrics !== undefined) {
-            metrics.narinfoHit(metrics.local);
-            metrics.request(metrics.local, RouteKind.narinfo, 200, startedAt);
-          }
+          metrics?.narinfoFromMemory(metrics.local);
           return true;
         }
-        const work = localNarInfo(localStore.store, hash, request, response);
-        answer(work, request, response, undefined, RouteKind.narinfo, startedAt);
+        const work = (): Promise<void> => localNarInfo(localStore.store, hash, request, response);
+        answer(work, request, response, undefined, RouteKind.narinfo);
         return true;
       }
       const [, file] = LOCAL_NAR_URL.exec(rest) ?? [];
       if (file !== undefined) {
         const query = queryAt === -1 ? '' : url.slice(queryAt + 1);
-        const work = localNar(localStore.store, file, query, request, response);
-        answer(work, request, response, undefined, RouteKind.nar, startedAt);
+        const work = (): Promise<void> => localNar(localStore.store, file, query, request, response);
+        answer(work, request, response, undefined, RouteKind.nar);
         return true;
       }
       return false;
@@ -324,27 +324,17 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       const cached = service.cachedPublicNarInfo(narInfoCache, hash);
       if (cached !== undefined) {
         sendNarInfo(cached.text, PUBLIC_NARINFO, request, response);
-        if (metrics !== undefined) {
-          const counters = metrics.forCache(cached.cache.name, true);
-          metrics.narinfoHit(counters);
-          metrics.request(counters, RouteKind.narinfo, 200, startedAt);
-        }
+        metrics?.narinfoFromMemory(metrics.forCache(cached.cache.name, true));
         return true;
       }
-      const work = cacheNarInfo(narInfoCache, hash, request, response);
-      answer(work, request, response, narInfoCache, RouteKind.narinfo, startedAt);
+      const work = (): Promise<void> => cacheNarInfo(narInfoCache, hash, request, response);
+      answer(work, request, response, narInfoCache, RouteKind.narinfo);
       return true;
     }
     const [, narCache, file] = NAR_URL.exec(path) ?? [];
     if (narCache !== undefined && file !== undefined) {
-      answer(
-        cacheNar(narCache, file, request, response),
-        request,
-        response,
-        narCache,
-        RouteKind.nar,
-        startedAt,
-      );
+      const work = (): Promise<void> => cacheNar(narCache, file, request, response);
+      answer(work, request, response, narCache, RouteKind.nar);
       return true;
     }
     return false;

@@ -81,6 +81,11 @@ export class Distribution {
     this.sum += value;
   }
 
+  /** One observation known to be in the lowest bucket, its value not measured (and left out of the sum). */
+  countFastest(): void {
+    this.counts[0] = (this.counts[0] ?? 0) + 1;
+  }
+
   /** The `_bucket`, `_sum` and `_count` samples of `name` with `labels`. */
   samples(name: string, labels: Readonly<Record<string, string>>): Sample[] {
     const samples: Sample[] = [];
