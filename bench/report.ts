@@ -369,6 +369,8 @@ function markdown(results: Results, rows: readonly Row[]): string {
     '',
     'Compression bombs against niche while other clients download (peak RSS, event-loop delay, the others’ narinfo latency): [bench-bombs.md](bench-bombs.md), from `npm run bench:bombs`.',
     '',
+    'What Prometheus metrics cost narinfo hits (metrics on against off, same run): [bench-metrics.md](bench-metrics.md), from `npm run bench:metrics`.',
+    '',
     '## Results',
     '',
     'Ratios are niche ÷ nginx; for rates higher is better, for latencies, times and memory lower is better. Targets are from the issue. *Server CPU* is the user + system time of the server’s processes (nginx: master and worker) during the measured run. *Other CPU* is how many cores processes outside the benchmark used during the niche / nginx measurement (this machine is shared; above about 0.25 the numbers are disturbed).',
