@@ -39,6 +39,7 @@ export const Stderr = {
   Last: 0x616c7473,
   Error: 0x63787470,
   Next: 0x6f6c6d67,
+  Read: 0x64617461,
 } as const;
 
 export const WorkerOp = {
@@ -92,6 +93,9 @@ const OP_NAMES = new Map<number, string>(Object.entries(WorkerOp).map(([name, op
 
 /** BuildResult statuses a cache answers with. */
 const BuildStatus = { AlreadyValid: 2, MiscFailure: 9, NoSubstituters: 14 } as const;
+
+/** Most bytes asked for with one STDERR_READ (AddToStoreNar at 1.21–1.22). */
+const TUNNEL_CHUNK = 64 * 1024;
 
 /** A framed stream's payload may be a whole closure; its strings (a build log, a text file) are skipped, not read. */
 const MAX_SKIPPED_STRING = 1 << 30;
@@ -382,11 +386,8 @@ class Session {
         const unknown: string[] = [];
         const opaque: string[] = [];
         for (const target of targets) {
-          const bang = target.indexOf('!');
-          const path = bang === -1 ? target : target.slice(0, bang);
-          parseFullPath(path, cache.storeDir);
-          if (bang === -1 && !path.endsWith('.drv')) opaque.push(path);
-          else unknown.push(path);
+          const { path, build } = this.#target(target, cache.storeDir);
+          (build ? unknown : opaque).push(path);
         }
         unknown.push(...(await this.#ctx.service.missingPaths(cache, opaque)));
         this.#last();
@@ -400,11 +401,11 @@ class Session {
           await reader.readU64('buildMode', signal);
         const cache = await this.#ctx.openCache('pull');
         const results: { target: string; status: number; message: string }[] = [];
-        const opaque = targets.filter((target) => !target.includes('!') && !target.endsWith('.drv'));
-        for (const target of opaque) parseFullPath(target, cache.storeDir);
+        const parsed = targets.map((target) => this.#target(target, cache.storeDir));
+        const opaque = parsed.filter((target) => !target.build).map((target) => target.path);
         const missing = new Set(await this.#ctx.service.missingPaths(cache, opaque));
-        for (const target of targets) {
-          if (!opaque.includes(target)) {
+        for (const [i, target] of targets.entries()) {
+          if (parsed[i]?.build !== false) {
             results.push({
               target,
               status: BuildStatus.MiscFailure,
@@ -462,12 +463,16 @@ class Session {
           await this.#framed(async (inner) => {
             await addPathFromWire(this.#ctx, inner, info);
           });
+        } else if (this.#minor >= 21) {
+          await this.#tunnelled(info);
         } else {
-          // 1.21–1.22 pull the NAR with STDERR_READ, older clients send it inline: Nix before 2.4.
-          const refusal = new UnsupportedError(
-            'uploads over ssh-ng:// need Nix 2.4 or later (worker protocol 1.23); use ssh:// with this Nix',
-          );
-          throw this.#minor >= 21 ? refusal : new FatalOpError(refusal);
+          // Below 1.21 the NAR follows inline, as long as narSize says: a refusal leaves it on the wire.
+          try {
+            await addPathFromWire(this.#ctx, reader, info);
+          } catch (caught) {
+            const error = asError(caught);
+            throw isNicheError(error) ? new FatalOpError(error) : error;
+          }
         }
         this.#last();
         await writer.flush();
@@ -647,6 +652,34 @@ class Session {
     }
   }
 
+  /**
+   * Adds a path whose NAR the client sends when asked (STDERR_READ, 1.21–1.22): never more than narSize in
+   * all, and no request is left unanswered when the operation ends, so a refusal keeps the session.
+   */
+  async #tunnelled(info: AddPathRequest): Promise<void> {
+    const tunnel = new TunnelSource(this.#reader, this.#writer, info.narSize, this.#signal);
+    try {
+      await addPathFromWire(this.#ctx, new WireReader(tunnel), info);
+    } catch (caught) {
+      await tunnel.settle();
+      // The client's answers themselves were wrong: the wire cannot be trusted any more.
+      if (tunnel.failure !== undefined) throw new FatalOpError(tunnel.failure);
+      throw caught;
+    }
+    await tunnel.settle();
+  }
+
+  /**
+   * The store path a DerivedPath string (§10.7.6) names, and whether it asks for a build: `drv!outputs`,
+   * and below 1.30 a bare .drv too (from 1.30 on, that is the derivation file itself).
+   */
+  #target(target: string, storeDir: string): { path: string; build: boolean } {
+    const bang = target.indexOf('!');
+    const path = bang === -1 ? target : target.slice(0, bang);
+    parseFullPath(path, storeDir);
+    return { path, build: bang !== -1 || (this.#minor < 30 && path.endsWith('.drv')) };
+  }
+
   /** The unkeyed ValidPathInfo (§10.6) at `format`. */
   #pathInfo(cache: CacheRecord, path: PathRecord, format: number): void {
     const storeDir = cache.storeDir;
@@ -662,6 +695,55 @@ class Session {
         .strings(path.signatures)
         .string(path.ca ?? '');
     }
+  }
+}
+
+/** The NAR of an AddToStoreNar at 1.21–1.22 (§10.7.8), asked for with STDERR_READ as it is read. */
+class TunnelSource extends Readable {
+  readonly #reader: WireReader;
+  readonly #writer: WireWriter;
+  readonly #signal: AbortSignal;
+  /** Bytes not asked for yet. */
+  #left: number;
+  #asking: Promise<void> | undefined;
+  /** Why asking failed (the client's answer was wrong, or the connection broke). */
+  failure: Error | undefined;
+
+  constructor(reader: WireReader, writer: WireWriter, length: number, signal: AbortSignal) {
+    super({ highWaterMark: TUNNEL_CHUNK });
+    this.#reader = reader;
+    this.#writer = writer;
+    this.#left = length;
+    this.#signal = signal;
+    this.on('error', () => undefined);
+  }
+
+  override _read(): void {
+    if (this.#left === 0) {
+      this.push(null);
+      return;
+    }
+    this.#asking = this.#ask().catch((error: unknown) => {
+      this.failure = asError(error);
+      if (!this.destroyed) this.destroy(this.failure);
+    });
+  }
+
+  async #ask(): Promise<void> {
+    const wanted = Math.min(this.#left, TUNNEL_CHUNK);
+    await this.#writer.u64(Stderr.Read).u64(wanted).flush();
+    const data = await this.#reader.readBytes('the data asked for with STDERR_READ', this.#signal, wanted);
+    if (data.length === 0) throw new ProtocolError('the client answered STDERR_READ with no data');
+    this.#left -= data.length;
+    if (this.destroyed) return;
+    this.push(data);
+    if (this.#left === 0) this.push(null);
+  }
+
+  /** Asks for nothing more, and waits for the answer to a request already sent (the wire stays in step). */
+  async settle(): Promise<void> {
+    this.destroy();
+    await this.#asking;
   }
 }
 

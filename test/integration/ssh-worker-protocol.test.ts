@@ -128,8 +128,11 @@ class Client {
     this.input.write(Buffer.concat(parts));
   }
 
-  /** The handshake of Nix 2.26 (1.38: features) or 2.8 (1.34: magic alone, no trusted word). */
-  async handshake(version: 0x126 | 0x122 | 0x119 = 0x126): Promise<void> {
+  /**
+   * The handshake of Nix 2.26 (1.38: features), 2.8 (1.34: magic alone, no trusted word) or an older
+   * version (from 1.14: the cpu affinity and reserveSpace words).
+   */
+  async handshake(version = 0x126): Promise<void> {
     this.send(encodeU64(WORKER_MAGIC_1));
     assert.equal(
       await this.reader.readU64(),
@@ -151,6 +154,26 @@ class Client {
     const word = await this.reader.readU64();
     if (word === Stderr.Error) assert.fail(`STDERR_ERROR: ${await this.errorMessage()}`);
     assert.equal(word, Stderr.Last);
+  }
+
+  /**
+   * Answers STDERR_READ requests from `data` (in pieces of at most `piece` bytes, as Nix's source gives
+   * them) until the operation's reply starts; returns that word (STDERR_LAST or STDERR_ERROR) and how
+   * many bytes were asked for in all.
+   */
+  async answerReads(data: Buffer, piece = 5000): Promise<{ word: number; asked: number }> {
+    let offset = 0;
+    let asked = 0;
+    for (;;) {
+      const word = await this.reader.readU64();
+      if (word !== Stderr.Read) return { word, asked };
+      const wanted = await this.reader.readU64();
+      asked += wanted;
+      assert.ok(offset + wanted <= data.length, `asked for ${wanted} bytes at ${offset} of ${data.length}`);
+      const size = Math.min(wanted, piece);
+      this.send(encodeString(data.subarray(offset, offset + size)));
+      offset += size;
+    }
   }
 
   async errorMessage(minor = 38): Promise<string> {
@@ -357,6 +380,127 @@ describe('worker protocol: pull and push', () => {
   });
 });
 
+describe('worker protocol: clients before 1.23 (Nix 2.0 to 2.3)', () => {
+  const addToStoreNar = (p: TestPath, narHash?: string): Buffer =>
+    Buffer.concat([
+      encodeU64(WorkerOp.AddToStoreNar),
+      encodeString(p.path),
+      pathInfo(p, narHash === undefined ? {} : { narHash }).subarray(encodeString(p.path).length),
+      encodeU64(0),
+      encodeU64(0),
+    ]);
+
+  it('1.21: AddToStoreNar pulls the NAR with STDERR_READ, never past narSize; a refusal keeps the session', async () => {
+    const big = await testPath('ng-tunnel', 'tunnelled through STDERR_READ\n'.repeat(6000));
+    const c = new Client(pusher);
+    await c.handshake(0x115);
+    await c.last();
+    c.send(addToStoreNar(big));
+    const { word, asked } = await c.answerReads(big.nar);
+    assert.equal(word, Stderr.Last);
+    assert.ok(asked >= big.nar.length && big.nar.length > 100_000, `asked for ${asked} bytes`);
+    const stored = await t.server.service.getPathInfo(team, big.path);
+    assert.equal(stored?.path.narSize, big.nar.length);
+    assert.equal(stored.path.signatures.length, 1, 'signed by the cache');
+
+    const wrong = await testPath('ng-tunnel-wrong', 'the NAR does not match its hash\n');
+    c.send(addToStoreNar(wrong, hex(Buffer.from('something else'))));
+    const refusal = await c.answerReads(wrong.nar);
+    assert.equal(refusal.word, Stderr.Error);
+    assert.match(await c.errorMessage(21), /NAR_HASH_MISMATCH/);
+    // Nothing was left unanswered: the session goes on.
+    c.send(encodeU64(WorkerOp.IsValidPath), encodeString(wrong.path));
+    await c.last();
+    assert.equal(await c.reader.readU64(), 0);
+    assert.equal((await c.end()).exitCode, 0, c.stderr);
+  });
+
+  it('1.21: a pull-only key is refused before any data is asked for, and the session goes on', async () => {
+    const p = await testPath('ng-tunnel-denied', 'denied\n');
+    const c = new Client(await principal(['team'], ['pull']));
+    await c.handshake(0x115);
+    await c.last();
+    c.send(addToStoreNar(p));
+    const { word, asked } = await c.answerReads(p.nar);
+    assert.equal(word, Stderr.Error);
+    assert.equal(asked, 0);
+    assert.match(await c.errorMessage(21), /lacks the push permission .*\[PERMISSION_DENIED\]/);
+    c.send(encodeU64(WorkerOp.IsValidPath), encodeString(p.path));
+    await c.last();
+    assert.equal(await c.reader.readU64(), 0);
+    assert.equal((await c.end()).exitCode, 0);
+  });
+
+  it('1.21: an answer longer than what was asked for ends the session', async () => {
+    const p = await testPath('ng-tunnel-long', 'x'.repeat(100));
+    const c = new Client(pusher);
+    await c.handshake(0x115);
+    await c.last();
+    c.send(addToStoreNar(p));
+    assert.equal(await c.reader.readU64(), Stderr.Read);
+    const wanted = await c.reader.readU64();
+    c.send(encodeString(Buffer.alloc(wanted + 8)));
+    await c.refused('PROTOCOL_INVALID', 21);
+    assert.equal((await c.done).exitCode, 1);
+    assert.equal(await t.server.service.getPathInfo(team, p.path), undefined);
+  });
+
+  it('1.20: the NAR follows inline; a refusal ends the session (the NAR is still on the wire)', async () => {
+    const p = await testPath('ng-inline', 'sent inline\n');
+    const c = new Client(pusher);
+    await c.handshake(0x114);
+    await c.last();
+    c.send(addToStoreNar(p), p.nar);
+    await c.last();
+    assert.equal((await t.server.service.getPathInfo(team, p.path))?.path.narSize, p.nar.length);
+
+    const d = new Client(await principal(['team'], ['pull']));
+    const q = await testPath('ng-inline-denied', 'denied inline\n');
+    await d.handshake(0x114);
+    await d.last();
+    d.send(addToStoreNar(q), q.nar);
+    await d.refused('PERMISSION_DENIED', 20);
+    assert.equal((await d.done).exitCode, 1);
+    assert.equal((await c.end()).exitCode, 0, c.stderr);
+  });
+
+  it('a bare .drv target is the derivation file from 1.30 on, and a build below', async () => {
+    const drv = await testPath('ng-held.drv', 'Derive([])');
+    const c = new Client(pusher);
+    await c.handshake();
+    await c.last();
+    c.send(addMultiple([drv]));
+    await c.last();
+    c.send(encodeU64(WorkerOp.QueryMissing), encodeStrings([drv.path]));
+    await c.last();
+    await c.reader.readStrings();
+    await c.reader.readStrings();
+    assert.deepEqual(await c.reader.readStrings(), [], 'held, so not unknown');
+    await c.reader.readU64();
+    await c.reader.readU64();
+    c.send(encodeU64(WorkerOp.BuildPathsWithResults), encodeStrings([drv.path]), encodeU64(0));
+    await c.last();
+    assert.equal(await c.reader.readU64(), 1);
+    assert.equal(await c.reader.readString(), drv.path);
+    assert.equal(await c.reader.readU64(), 2, 'AlreadyValid');
+    assert.equal((await c.end()).exitCode, 0);
+
+    const old = new Client(pusher);
+    await old.handshake(0x11d);
+    await old.last();
+    old.send(encodeU64(WorkerOp.QueryMissing), encodeStrings([drv.path]));
+    await old.last();
+    await old.reader.readStrings();
+    await old.reader.readStrings();
+    assert.deepEqual(await old.reader.readStrings(), [drv.path], 'a build a cache does not do');
+    await old.reader.readU64();
+    await old.reader.readU64();
+    old.send(encodeU64(WorkerOp.BuildPaths), encodeStrings([drv.path]), encodeU64(0));
+    assert.match(await old.refused('NOT_SUPPORTED'), /does not build/);
+    assert.equal((await old.end()).exitCode, 0);
+  });
+});
+
 describe('worker protocol: refusals keep the session when they can', () => {
   it('a pull-only key, a wrong hash, a missing reference, a conflict and an unsupported operation', async () => {
     const c = new Client(await principal(['team'], ['pull']));
@@ -457,7 +601,7 @@ describe('worker protocol: refusals keep the session when they can', () => {
 });
 
 describe('worker protocol: malformed input', () => {
-  it('random operations and bytes after the handshake end the session or are refused, never hang or crash', async () => {
+  it('random operations and bytes after the handshake (at 1.20 to 1.38) end the session or are refused, never hang or crash', async () => {
     const who = await principal(['team'], ['pull', 'push']);
     const word = fc.oneof(
       fc.constantFrom(...Object.values(WorkerOp)).map((op) => encodeU64(op)),
@@ -472,24 +616,28 @@ describe('worker protocol: malformed input', () => {
       fc.uint8Array({ maxLength: 24 }).map((a) => Buffer.from(a)),
     );
     await fc.assert(
-      fc.asyncProperty(fc.array(word, { maxLength: 14 }), async (words) => {
-        const c = new Client(who, { idleTimeoutMs: 2000 });
-        c.output.resume();
-        c.send(
-          encodeU64(WORKER_MAGIC_1),
-          encodeU64(0x126),
-          encodeStrings([]),
-          encodeU64(0),
-          encodeU64(0),
-          ...words,
-        );
-        c.input.end();
-        const result = await c.done;
-        assert.ok(result.exitCode === 0 || result.exitCode === 1);
-        if (result.error !== undefined) {
-          assert.ok('code' in result.error, `an unexpected error: ${String(result.error.stack)}`);
-        }
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(0x126, 0x122, 0x119, 0x115, 0x114),
+        fc.array(word, { maxLength: 14 }),
+        async (version, words) => {
+          const c = new Client(who, { idleTimeoutMs: 2000 });
+          c.output.resume();
+          c.send(
+            encodeU64(WORKER_MAGIC_1),
+            encodeU64(version),
+            version >= 0x126 ? encodeStrings([]) : Buffer.alloc(0),
+            encodeU64(0),
+            encodeU64(0),
+            ...words,
+          );
+          c.input.end();
+          const result = await c.done;
+          assert.ok(result.exitCode === 0 || result.exitCode === 1);
+          if (result.error !== undefined) {
+            assert.ok('code' in result.error, `an unexpected error: ${String(result.error.stack)}`);
+          }
+        },
+      ),
       { numRuns: 150 },
     );
     // The cache still holds what it held.
