@@ -299,6 +299,11 @@ class Session {
     return (await this.#reader.readU64(what, this.#signal)) !== 0;
   }
 
+  /** Reads a u64 whose value does not matter, whatever it is (2^64 - 1 included: `nix store gc`'s maxFreed). */
+  async #skipU64(what: string): Promise<void> {
+    await this.#reader.readBytesInto(8, () => undefined, what, this.#signal);
+  }
+
   /** Reads a string of up to MAX_SKIPPED_STRING bytes without keeping it. */
   async #skipString(what: string): Promise<void> {
     const length = await this.#reader.readU64(`the length of ${what}`, this.#signal);
@@ -479,7 +484,7 @@ class Session {
         return;
       }
       case WorkerOp.SetOptions: {
-        for (let i = 0; i < 12; i++) await reader.readU64('an option', signal);
+        for (let i = 0; i < 12; i++) await this.#skipU64('an option');
         if (this.#minor >= 12) {
           const count = await reader.readCount('the overridden settings', signal, 10_000);
           for (let i = 0; i < count; i++) {
@@ -578,7 +583,8 @@ class Session {
       case WorkerOp.CollectGarbage:
         await reader.readU64('action', signal);
         await this.#paths();
-        for (let i = 0; i < 5; i++) await reader.readU64('a GC option', signal);
+        // ignoreLiveness, maxFreed (2^64 - 1 for no limit), and three obsolete words.
+        for (let i = 0; i < 5; i++) await this.#skipU64('a GC option');
         break;
       case WorkerOp.VerifyStore:
         await reader.readU64('checkContents', signal);

@@ -527,13 +527,13 @@ describe('worker protocol: refusals keep the session when they can', () => {
     const other = await narOfContents('different contents\n');
     d.send(addMultiple([{ ...lib, nar: other }]));
     await d.refused('PATH_CONFLICT');
-    // CollectGarbage: parsed, refused, the session goes on.
+    // CollectGarbage (as nix store gc sends it: maxFreed 2^64 - 1): parsed, refused, the session goes on.
     d.send(
       encodeU64(WorkerOp.CollectGarbage),
       encodeU64(0),
       encodeStrings([]),
       encodeU64(0),
-      encodeU64(0),
+      encodeU64(2n ** 64n - 1n),
       encodeU64(0),
       encodeU64(0),
       encodeU64(0),
