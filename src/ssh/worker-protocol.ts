@@ -405,7 +405,8 @@ class Session {
         if (op === WorkerOp.BuildPathsWithResults || this.#minor >= 15)
           await reader.readU64('buildMode', signal);
         const cache = await this.#ctx.openCache('pull');
-        const results: { target: string; status: number; message: string }[] = [];
+        // A failure's message is the one an error would carry, code included, as the client prints it.
+        const results: { target: string; status: number; error?: Error }[] = [];
         const parsed = targets.map((target) => this.#target(target, cache.storeDir));
         const opaque = parsed.filter((target) => !target.build).map((target) => target.path);
         const missing = new Set(await this.#ctx.service.missingPaths(cache, opaque));
@@ -414,19 +415,21 @@ class Session {
             results.push({
               target,
               status: BuildStatus.MiscFailure,
-              message: `niche: cache ${cache.name} is a binary cache: it does not build ${target}`,
+              error: new UnsupportedError(
+                `cache ${cache.name} is a binary cache: it does not build ${target}`,
+              ),
             });
           } else if (missing.has(target)) {
             results.push({
               target,
               status: BuildStatus.NoSubstituters,
-              message: `niche: path '${target}' is not in cache ${cache.name}`,
+              error: new InvalidInputError('NOT_FOUND', `path '${target}' is not in cache ${cache.name}`),
             });
-          } else results.push({ target, status: BuildStatus.AlreadyValid, message: '' });
+          } else results.push({ target, status: BuildStatus.AlreadyValid });
         }
         if (op === WorkerOp.BuildPaths) {
-          const failed = results.find((result) => result.status !== BuildStatus.AlreadyValid);
-          if (failed !== undefined) throw new UnsupportedError(failed.message.replace(/^niche: /, ''));
+          const failed = results.find((result) => result.error !== undefined);
+          if (failed?.error !== undefined) throw failed.error;
           this.#last();
           await writer.u64(1).flush();
           return;
@@ -436,7 +439,14 @@ class Session {
         for (const result of results) {
           // Then timesBuilt, isNonDeterministic, startTime, stopTime (≥ 1.29, and this op needs 1.34),
           // cpuUser and cpuSystem, none (≥ 1.37), and no builtOutputs.
-          writer.string(result.target).u64(result.status).string(result.message).u64(0).u64(0).u64(0).u64(0);
+          writer
+            .string(result.target)
+            .u64(result.status)
+            .string(result.error === undefined ? '' : clientMessage(result.error))
+            .u64(0)
+            .u64(0)
+            .u64(0)
+            .u64(0);
           if (this.#minor >= 37) writer.u64(0).u64(0);
           writer.u64(0);
         }

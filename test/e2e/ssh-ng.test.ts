@@ -5,7 +5,7 @@
 // and nix-store -q make, uploads other than nix copy (nix store add-file), and the operations a cache does
 // not do, refused with niche's message while the session carries on.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NixCommandError, nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
@@ -116,7 +116,7 @@ for (const version of nixVersionsUnderTest())
     it('copy --from of a path the cache lacks fails with niche message', async () => {
       await failsWith(
         e.nix('nix', ['copy', '--from', store, missing]),
-        /niche: path '\/nix\/store\/0{32}-niche-e2e-missing' is not in cache team/,
+        /niche: path '\/nix\/store\/0{32}-niche-e2e-missing' is not in cache team \[NOT_FOUND\]/,
       );
     });
 
@@ -162,11 +162,14 @@ for (const version of nixVersionsUnderTest())
       assert.ok(e.client.hasPath(filePath));
     });
 
-    it('nix store ls and cat read through IsValidPath and NarFromPath; verify checks hashes and the signature', async () => {
+    it('nix store ls, cat and dump-path read through IsValidPath and NarFromPath; verify checks hashes and the signature', async () => {
       const { stdout: cat } = await e.nix('nix', ['store', 'cat', '--store', store, filePath]);
       assert.equal(cat.toString(), 'a store path that is one file\n');
       const { stdout: ls } = await e.nix('nix', ['store', 'ls', '--store', store, '-R', closure.top]);
       assert.match(ls.toString(), /mid/);
+      const { stdout: dumped } = await e.nix('nix', ['store', 'dump-path', '--store', store, filePath]);
+      const { stdout: local } = await e.client.run('nix-store', ['--dump', filePath]);
+      assert.ok(dumped.equals(local), 'nix store dump-path gives the NAR the client would make');
       await e.nix('nix', [
         'store',
         'verify',
@@ -213,7 +216,7 @@ for (const version of nixVersionsUnderTest())
       },
     );
 
-    it('nix store add-file uploads with AddToStoreNar: verified and signed, refused for a pull-only key', async () => {
+    it('nix store add-file and add-path upload with AddToStoreNar: verified and signed, refused for a pull-only key', async () => {
       const file = join(e.client.home, `add-file-${version}.txt`);
       await writeFile(file, `added over ssh-ng:// by Nix ${version}\n`);
       await failsWith(
@@ -228,6 +231,18 @@ for (const version of nixVersionsUnderTest())
           added = stdout.toString().trim();
         });
         assert.ok(sessions.flatMap((session) => session.ops).includes('AddToStoreNar'));
+        const dir = join(e.client.home, `add-path-${version}`);
+        await mkdir(dir, { recursive: true });
+        await writeFile(join(dir, 'inside'), 'a directory added with nix store add-path\n');
+        const { stdout } = await e.nix('nix', ['store', 'add-path', '--store', store, dir]);
+        const { stdout: info } = await e.nix('nix', [
+          'path-info',
+          '--sigs',
+          '--store',
+          store,
+          stdout.toString().trim(),
+        ]);
+        assert.match(info.toString(), new RegExp(`${e.teamKey.split(':')[0] ?? ''}:`));
       } finally {
         e.setPrincipal(await e.principal(['team'], ['pull']));
       }
@@ -241,22 +256,30 @@ for (const version of nixVersionsUnderTest())
       assert.match(narinfo, new RegExp(`^Sig: ${e.teamKey.split(':')[0] ?? ''}:`, 'm'));
     });
 
-    it("what a cache does not do (AddToStore, CollectGarbage, OptimiseStore) is refused with niche's message", async () => {
+    it("what a cache does not do (AddToStore, CollectGarbage, OptimiseStore, AddSignatures, builds) is refused with niche's message", async () => {
       e.setPrincipal(await e.principal(['team'], ['pull', 'push']));
       try {
         const file = join(e.client.home, `add-${version}.txt`);
         await writeFile(file, 'nix-store --add\n');
-        for (const [args, op] of [
-          [['nix-store', '--add', '--store', store, file], 'operation 7 \\(AddToStore\\)'],
-          [['nix', 'store', 'gc', '--store', store], 'operation 20 \\(CollectGarbage\\)'],
-          [['nix', 'store', 'optimise', '--store', store], 'operation 34 \\(OptimiseStore\\)'],
+        const key = join(e.client.home, 'signing-key');
+        await e.client.run('nix-store', ['--generate-binary-cache-key', 'client-1', key, `${key}.pub`]);
+        const unsupported = (op: string): RegExp =>
+          new RegExp(`error: niche: ${op} is not supported by this cache: .*\\[NOT_SUPPORTED\\]`);
+        const derivation = closure.derivations[0] ?? '';
+        for (const [args, message] of [
+          [['nix-store', '--add', '--store', store, file], unsupported('operation 7 \\(AddToStore\\)')],
+          [['nix', 'store', 'gc', '--store', store], unsupported('operation 20 \\(CollectGarbage\\)')],
+          [['nix', 'store', 'optimise', '--store', store], unsupported('operation 34 \\(OptimiseStore\\)')],
+          [
+            ['nix', 'store', 'sign', '--store', store, '-k', key, filePath],
+            unsupported('operation 37 \\(AddSignatures\\)'),
+          ],
+          [
+            ['nix-store', '--realise', '--store', store, derivation],
+            /error: niche: cache team is a binary cache: it does not build .*\.drv!\* \[NOT_SUPPORTED\]/,
+          ],
         ] as const) {
-          const sessions = await sessionsOf(() =>
-            failsWith(
-              e.nix(args[0], args.slice(1)),
-              new RegExp(`error: niche: ${op} is not supported by this cache: .*\\[NOT_SUPPORTED\\]`),
-            ),
-          );
+          const sessions = await sessionsOf(() => failsWith(e.nix(args[0], args.slice(1)), message));
           // Refused after the whole request was read: the session ended normally, when the client closed it.
           assert.deepEqual(
             sessions.map((session) => session.exitCode),
