@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { camelToKebab, markers, SettingNames } from './config-names.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_LIMITS } from './cache/cache-service.js';
+import { DEFAULT_GC_GRACE_MS } from './cache/gc.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_TRANSFER_RATE } from './http/deadlines.js';
 import { parsePublicUrl, parseTrustedProxy } from './http/public-url.js';
 import { localStoreSchema, type LocalStoreConfig } from './localstore/local-store-config.js';
@@ -77,6 +78,12 @@ export interface ServeConfig {
     readonly access: 'admin' | 'public' | 'off';
     readonly listen: ListenAddress | undefined;
   };
+  /** Garbage collection in `niche serve` (src/cache/gc.ts): every `intervalMs` (undefined: never). */
+  readonly gc: {
+    readonly intervalMs: number | undefined;
+    /** Unused NAR files and blobs without a record are kept this long before they are deleted. */
+    readonly graceMs: number;
+  };
   /** Progress deadlines of connections (src/http/deadlines.ts). */
   readonly connections: {
     /** No bytes moved for this long while waiting on the client: the connection is cut. */
@@ -96,7 +103,12 @@ export interface SshConfig {
 }
 
 export const DEFAULT_DATA_DIR = './niche-data';
+/** `niche serve` collects garbage hourly; with the default policies (keep everything) that only reclaims
+ * what deleted paths and caches, expired uploads and crashes left behind. */
+export const DEFAULT_GC_INTERVAL_MS = 3_600_000;
 export const DEFAULT_LISTEN = '127.0.0.1:5000';
+/** Access logs are on by default: every request, one line (docs/bench-ops.md measured the cost). */
+export const DEFAULT_ACCESS_LOG: AccessLogConfig = Object.freeze({ sampleRate: 1 });
 
 /** Flags as given on the command line (undefined = not given). */
 export interface ServeFlags {
@@ -113,6 +125,10 @@ export interface ServeFlags {
   readonly minTransferRate?: string | undefined;
   readonly sshListen?: readonly string[] | undefined;
   readonly metricsListen?: string | undefined;
+  readonly gcInterval?: string | undefined;
+  readonly accessLog?: string | undefined;
+  readonly tlsCert?: string | undefined;
+  readonly tlsKey?: string | undefined;
   // The local store (src/localstore/local-store-config.ts).
   readonly localStore?: boolean | undefined;
   readonly localStoreRoot?: boolean | undefined;
@@ -142,12 +158,12 @@ export function parseSize(text: string): number {
   return Number(match[1]) * factor;
 }
 
-/** Durations like `60s`, `5m`, `500ms`, `1h`; a bare number is seconds. */
+/** Durations like `60s`, `5m`, `500ms`, `1h`, `30d`; a bare number is seconds. */
 export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(text.trim());
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/i.exec(text.trim());
   if (match === null) throw new Error(`expected a duration such as 60s or 5m, got ${JSON.stringify(text)}`);
   const unit = (match[2] ?? 's').toLowerCase();
-  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit] ?? 1000;
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[unit] ?? 1000;
   return Math.round(Number(match[1]) * factor);
 }
 
@@ -255,6 +271,23 @@ const rawSchema = z.strictObject({
   minTransferRate: rate.optional(),
   metrics: z.enum(['admin', 'public', 'off']).optional(),
   metricsListen: z.string().optional(),
+  gc: z
+    .strictObject({
+      interval: z
+        .string()
+        .transform((text, ctx) => (text === 'off' ? 0 : parsing(parseDuration)(text, ctx)))
+        .optional(),
+      grace: duration.optional(),
+    })
+    .optional(),
+  accessLog: z
+    .union([z.boolean(), z.number(), z.string()])
+    .transform((value, ctx) =>
+      parsing(parseAccessLog)(typeof value === 'boolean' ? (value ? 'on' : 'off') : String(value), ctx),
+    )
+    .optional(),
+  tlsCert: z.string().min(1).optional(),
+  tlsKey: z.string().min(1).optional(),
   ssh: z
     .strictObject({
       listen: z.union([z.string(), z.array(z.string())]).optional(),
@@ -321,6 +354,10 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     minTransferRate: env.NICHE_MIN_TRANSFER_RATE,
     metrics: env.NICHE_METRICS,
     metricsListen: env.NICHE_METRICS_LISTEN,
+    gc: defined({ interval: env.NICHE_GC_INTERVAL, grace: env.NICHE_GC_GRACE }),
+    accessLog: env.NICHE_ACCESS_LOG,
+    tlsCert: env.NICHE_TLS_CERT,
+    tlsKey: env.NICHE_TLS_KEY,
     ssh: defined({ listen: list(env.NICHE_SSH_LISTEN) }),
     limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE, maxUploads: env.NICHE_MAX_UPLOADS }),
     storage: defined({
@@ -360,6 +397,10 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     idleTimeout: flags.idleTimeout,
     minTransferRate: flags.minTransferRate,
     metricsListen: flags.metricsListen,
+    gc: defined({ interval: flags.gcInterval }),
+    accessLog: flags.accessLog,
+    tlsCert: flags.tlsCert,
+    tlsKey: flags.tlsKey,
     ssh: defined({ listen: flags.sshListen }),
     limits: defined({ maxNarSize: flags.maxNarSize, maxUploads: flags.maxUploads }),
     localStore: defined({
@@ -491,6 +532,13 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
     metrics: Object.freeze({
       access: value.metrics ?? 'admin',
       listen: metricsListen === undefined ? undefined : Object.freeze(metricsListen),
+    }),
+    gc: Object.freeze({
+      intervalMs:
+        (value.gc?.interval ?? DEFAULT_GC_INTERVAL_MS) === 0
+          ? undefined
+          : (value.gc?.interval ?? DEFAULT_GC_INTERVAL_MS),
+      graceMs: value.gc?.grace ?? DEFAULT_GC_GRACE_MS,
     }),
     connections: Object.freeze({
       idleTimeoutMs: value.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,

@@ -42,6 +42,8 @@ export type ErrorCode =
   | 'STORE_PATH_MISMATCH'
   | 'PATH_CONFLICT'
   | 'PATH_REFERENCED'
+  | 'PATH_PINNED'
+  | 'GC_RUNNING'
   | 'UPLOAD_INCOMPLETE'
   | 'LISTING_MISMATCH'
   | 'REALISATION_CONFLICT'
@@ -150,6 +152,8 @@ export class ConflictError extends NicheError {
     code:
       | 'PATH_CONFLICT'
       | 'PATH_REFERENCED'
+      | 'PATH_PINNED'
+      | 'GC_RUNNING'
       | 'CACHE_EXISTS'
       | 'KEY_EXISTS'
       | 'SSH_KEY_EXISTS'

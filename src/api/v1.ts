@@ -39,6 +39,19 @@ export const cacheInfoSchema = z.object({
     .object({ url: z.string(), host: z.string(), port: z.number().int(), hostKey: z.string() })
     .nullable()
     .optional(),
+  /** Seconds without a download or push after which a path may be collected; null: kept. */
+  retentionSeconds: z.number().int().nullable().optional(),
+  /** Stored bytes above which least recently used paths are collected; null: no quota. */
+  maxSize: z.number().int().nullable().optional(),
+  /** What the cache holds (absent from servers before it existed). */
+  usage: z
+    .object({
+      paths: z.number().int(),
+      narBytes: z.number().int(),
+      storedBytes: z.number().int(),
+      lastPushAt: z.string().nullable(),
+    })
+    .optional(),
 });
 export type CacheInfo = z.infer<typeof cacheInfoSchema>;
 
@@ -57,8 +70,35 @@ export const updateCacheSchema = z.strictObject({
   public: z.boolean().optional(),
   priority: z.number().int().min(0).max(9999).optional(),
   upstreamKeys: z.array(z.string()).max(64).optional(),
+  /** null: keep paths however long they go unused. */
+  retentionSeconds: z
+    .number()
+    .int()
+    .min(60)
+    .max(100 * 365 * 86_400)
+    .nullable()
+    .optional(),
+  /** null: no quota. */
+  maxSize: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).nullable().optional(),
 });
 export type UpdateCacheRequest = z.input<typeof updateCacheSchema>;
+
+export const pinInfoSchema = z.object({
+  name: z.string(),
+  storePath: z.string(),
+  createdAt: z.string(),
+  expiresAt: z.string().nullable(),
+});
+export type PinInfo = z.infer<typeof pinInfoSchema>;
+export const pinListSchema = z.object({ pins: z.array(pinInfoSchema) });
+
+/** `PUT /api/v1/caches/<cache>/pins/<name>`: pin (or move the pin to) a path of the cache. */
+export const putPinSchema = z.strictObject({
+  storePath: z.string().min(1).max(512),
+  /** ISO date; absent: the pin never expires. */
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+});
+export type PutPinRequest = z.input<typeof putPinSchema>;
 
 export const keyInfoSchema = z.object({
   name: z.string(),

@@ -9,6 +9,7 @@ import { CacheService } from '../cache/cache-service.js';
 import type { ListenAddress, ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { baseUrlResolver } from '../http/public-url.js';
+import { GarbageCollector, scheduleGc, type GcSchedule } from '../cache/gc.js';
 import { startMetricsListener, type MetricsListener } from '../http/metrics-listener.js';
 import { buildHttpServer } from '../http/server.js';
 import { checkMountPath } from '../localstore/local-store-config.js';
@@ -74,7 +75,10 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
   const sshServers: RunningSshServer[] = [];
   let metricsListener: MetricsListener | undefined;
   let localStore: LocalStore | undefined;
+  let service: CacheService | undefined;
+  let gcSchedule: GcSchedule | undefined;
   const closeAll = async (): Promise<void> => {
+    await gcSchedule?.stop();
     // Every listener stops accepting at once; each finishes its own in-flight requests (SSH sessions end).
     await Promise.all([
       ...servers.map((server) => server.close()),
@@ -82,6 +86,8 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
       metricsListener?.close(),
     ]);
     localStore?.close();
+    // Writes the accesses still held in memory.
+    await service?.close();
     await stores.db.close();
     await stores.blobs.close();
     await destination?.flush(LOG_FLUSH_MS);
@@ -96,12 +102,19 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
         : undefined;
     const db = metrics === undefined ? stores.db : instrumentStore(stores.db, 'metadata', metrics);
     const blobs = metrics === undefined ? stores.blobs : instrumentStore(stores.blobs, 'blob', metrics);
-    const service = new CacheService({ db, blobs, logger, limits: config.limits, observer: metrics });
+    service = new CacheService({ db, blobs, logger, limits: config.limits, observer: metrics });
     metrics?.attachService(service);
     // Rows of uploads whose narinfo never came; they are ignored anyway, this only tidies up.
     await service.expirePendingUploads();
     // Parse every cache's keys now: a corrupt key stops the start instead of failing requests later.
     for (const cache of await stores.db.listCaches()) await service.keys(cache);
+    if (config.gc.intervalMs !== undefined) {
+      gcSchedule = scheduleGc(new GarbageCollector(service, logger), {
+        intervalMs: config.gc.intervalMs,
+        graceMs: config.gc.graceMs,
+        logger,
+      });
+    }
     const authenticator = new Authenticator(db);
     const baseUrl = baseUrlResolver(config);
     const admin = new AdminService(db, service);

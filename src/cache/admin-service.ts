@@ -4,8 +4,10 @@ import { hostname } from 'node:os';
 import type {
   CacheChanges,
   CacheRecord,
+  CacheUsage,
   MetadataStore,
   Permission,
+  PinRecord,
   SigningKeyRecord,
   TokenRecord,
   TokenScope,
@@ -22,6 +24,7 @@ import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
 import type { Principal } from './auth.js';
 import { parseCacheName } from './cache-name.js';
 import type { CacheService } from './cache-service.js';
+import { pinPath, unpin } from './pins.js';
 import { parseSshPublicKey } from './ssh-keys.js';
 import {
   checkNewTokenExpiry,
@@ -243,6 +246,31 @@ export class AdminService {
   async deleteCache(principal: Principal, name: string): Promise<void> {
     const cache = await this.#caches.open(name, principal, 'server-admin');
     await this.#caches.deleteCache(cache);
+  }
+
+  usage(cache: CacheRecord): Promise<CacheUsage> {
+    return this.#db.getCacheUsage(cache.id);
+  }
+
+  /** The cache's pins: anyone who may pull may see them. */
+  async pins(principal: Principal, name: string): Promise<PinRecord[]> {
+    const cache = await this.#caches.open(name, principal, 'pull');
+    return this.#db.listPins(cache.id);
+  }
+
+  /** Pins (or moves a pin to) a path of the cache: cache-admin, since a pin overrides retention and quota. */
+  async putPin(
+    principal: Principal,
+    name: string,
+    request: { readonly name: string; readonly storePath: string; readonly expiresAt?: Date | undefined },
+  ): Promise<PinRecord> {
+    const cache = await this.#caches.open(name, principal, 'cache-admin');
+    return pinPath(this.#db, cache, request, new Date());
+  }
+
+  async removePin(principal: Principal, name: string, pinName: string): Promise<void> {
+    const cache = await this.#caches.open(name, principal, 'cache-admin');
+    await unpin(this.#db, cache, pinName);
   }
 
   async keys(principal: Principal, name: string): Promise<SigningKeyRecord[]> {

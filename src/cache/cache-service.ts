@@ -33,6 +33,7 @@ import { narInfoFingerprint, parseNarInfo, type NarInfo } from '../nix/narinfo.j
 import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
+import { AccessTracker } from './access-tracker.js';
 import { ANONYMOUS, authorize, type Principal } from './auth.js';
 import type { CacheObserver, UploadKind } from './cache-observer.js';
 import { parseCacheName } from './cache-name.js';
@@ -96,6 +97,8 @@ export interface CacheServiceOptions {
   readonly pendingUploadTtlMs?: number;
   /** Told of uploads accepted and refused (the server's metrics). */
   readonly observer?: CacheObserver | undefined;
+  /** How often recorded accesses are written (src/cache/access-tracker.ts); 0: only at close. */
+  readonly accessFlushMs?: number;
 }
 
 export interface NarDownload extends BlobReadResult {
@@ -128,6 +131,8 @@ export class CacheService {
   readonly logs: BuildLogs;
   /** The caches' realisations of content-addressed derivations. */
   readonly realisations: Realisations;
+  /** Last downloads and pushes of paths, for retention and quotas. */
+  readonly access: AccessTracker;
   /** NAR uploads being received now (bounded by limits.maxUploads). */
   #uploadsInProgress = 0;
   readonly #observer: CacheObserver | undefined;
@@ -151,6 +156,11 @@ export class CacheService {
       now: this.#now,
     });
     this.realisations = new Realisations({ db: options.db, keyring: this.keyring, now: this.#now });
+    this.access = new AccessTracker({
+      db: options.db,
+      logger: options.logger,
+      ...(options.accessFlushMs === undefined ? {} : { flushIntervalMs: options.accessFlushMs }),
+    });
     this.#narinfos = new NarInfoCache(
       options.narInfoCacheEntries ?? 10_000,
       options.narInfoCacheTtlMs ?? 10_000,
@@ -198,7 +208,14 @@ export class CacheService {
     const cache = this.#remembered(name, Date.now())?.record;
     if (cache === undefined || !cache.isPublic) return undefined;
     const text = this.#narinfos.get(cache.id, hashPart);
-    return text === undefined ? undefined : { cache, text };
+    if (text === undefined) return undefined;
+    this.access.touchPath(cache.id, hashPart);
+    return { cache, text };
+  }
+
+  /** Writes what is held in memory (recorded accesses); the service is not used afterwards. */
+  async close(): Promise<void> {
+    await this.access.close();
   }
 
   /**
@@ -224,12 +241,33 @@ export class CacheService {
   async getNarInfo(cache: CacheRecord, hashPart: string): Promise<string | undefined> {
     if (!isStorePathHash(hashPart)) return undefined;
     const cached = this.#narinfos.get(cache.id, hashPart);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) {
+      this.access.touchPath(cache.id, hashPart);
+      return cached;
+    }
     const found = await this.db.getPath(cache.id, hashPart);
     if (found === undefined) return undefined;
+    this.access.touchPath(cache.id, hashPart);
     const text = renderNarInfo(found);
     this.#narinfos.set(cache.id, hashPart, text);
     return text;
+  }
+
+  /** Drops the rendered narinfo of one path kept in memory (the path was removed). */
+  forgetNarInfo(cacheId: number, hashPart: string): void {
+    this.#narinfos.forget(cacheId, hashPart);
+  }
+
+  /**
+   * What goes with paths GC or fsck removed: their narinfos kept in memory, the realisations resolving to
+   * them, and the build logs of derivations no remaining path of the cache names.
+   */
+  async afterPathsRemoved(cache: CacheRecord, paths: readonly PathRecord[]): Promise<void> {
+    for (const path of paths) {
+      this.#narinfos.forget(cache.id, path.hashPart);
+      await this.realisations.deleteOf(cache, path.storePath.slice(path.storePath.lastIndexOf('/') + 1));
+      if (path.deriver !== undefined) await this.logs.deleteIfUnused(cache, path.deriver);
+    }
   }
 
   /** Drops every rendered narinfo kept in memory (a cache was deleted). */
@@ -280,6 +318,7 @@ export class CacheService {
    * anything is sent, so a missing blob is still a clean 404.
    */
   async openNar(cache: CacheRecord, nar: NarRecord, range?: BlobRange): Promise<NarDownload | undefined> {
+    this.access.touchFile(cache.id, nar.fileHash);
     const opened = await this.blobs.get(nar.blobKey, range === undefined ? {} : { range });
     if (opened === undefined) {
       this.#logger.error(
@@ -304,7 +343,9 @@ export class CacheService {
       return undefined;
     }
     const found = await this.db.getPath(cache.id, parsed.hash);
-    return found?.path.storePath === storePath ? found : undefined;
+    if (found?.path.storePath !== storePath) return undefined;
+    this.access.touchPath(cache.id, parsed.hash);
+    return found;
   }
 
   /** The full store path of the cache's path with this hash part (QueryPathFromHashPart), if any. */
@@ -389,7 +430,7 @@ export class CacheService {
         `invalid NAR file name ${JSON.stringify(fileName.slice(0, 100))}: expected <nix32 sha256>.nar[.xz|.zst|.bz2|.br]`,
       );
     }
-    const blobKey = `nar/${parsed.fileHash}`;
+    const blobKey = freshNarBlobKey(parsed.fileHash);
     const release = this.#takeUploadSlot();
     try {
       const received = await receiveNar({
@@ -493,7 +534,7 @@ export class CacheService {
     await this.#checkReferences(cache, info);
     const compression = parseImportCompression(info.compression);
     const fileHash = info.fileHash?.algorithm === 'sha256' ? info.fileHash : undefined;
-    const blobKey = fileHash === undefined ? `nar/u-${randomUUID()}` : `nar/${fileHash.toNix32()}`;
+    const blobKey = freshNarBlobKey(fileHash?.toNix32());
     const received = await receiveNar({
       body: await openNar(info.url),
       compression,
@@ -553,7 +594,7 @@ export class CacheService {
       }
       return this.#publish(cache, claim, existing.nar, upstream);
     }
-    const blobKey = `nar/u-${randomUUID()}`;
+    const blobKey = freshNarBlobKey(undefined);
     const release = this.#takeUploadSlot();
     let recorded: NarRecord;
     try {
@@ -628,7 +669,13 @@ export class CacheService {
       signatures,
       createdAt: this.#now(),
     };
-    const outcome = await this.db.addPath(cache.id, record, this.#pendingCutoff());
+    // The references checked above are checked again, and held, in addPath's transaction: a GC or delete
+    // running meanwhile cannot leave the new path with a missing reference.
+    const self = claim.storePath.baseName;
+    const required = claim.references
+      .filter((reference) => reference.baseName !== self && !upstream.has(reference.baseName))
+      .map((reference) => String(reference.hash));
+    const outcome = await this.db.addPath(cache.id, record, this.#pendingCutoff(), required);
     if (outcome.status === 'added') {
       this.#logger.info({ cache: cache.name, path: record.storePath }, 'path added');
       return { status: 'added' };
@@ -640,6 +687,7 @@ export class CacheService {
       existing.narSize === record.narSize &&
       existing.references.join(' ') === record.references.join(' ');
     if (!same) throw conflict(cache, existing);
+    this.access.touchPath(cache.id, hashPart);
     const missing = clientSignatures.filter((signature) => !existing.signatures.includes(signature));
     if (missing.length > 0) {
       await this.db.addSignatures(cache.id, hashPart, missing);
@@ -683,24 +731,34 @@ export class CacheService {
     return deleted;
   }
 
-  /** Deletes a path that nothing else in the cache references. */
+  /** Deletes a path that nothing else in the cache references and no pin keeps. */
   async deletePath(cache: CacheRecord, hashPart: string): Promise<void> {
     const hash = requireHashPart(hashPart);
-    const referrers = await this.db.findReferrers(cache.id, hash, 6);
-    if (referrers.length > 0) {
-      throw new ConflictError(
-        'PATH_REFERENCED',
-        `${hash} is referenced by ${referrers.slice(0, 5).join(', ')}${referrers.length > 5 ? ' and more' : ''} ` +
-          `in cache ${cache.name}; delete those first`,
+    // Checked and removed in one transaction: an upload referencing the path cannot slip in between.
+    const [path] = await this.db.deletePathsIfUnused(cache.id, [{ hashPart: hash }], this.#now());
+    if (path === undefined) {
+      const referrers = await this.db.findReferrers(cache.id, hash, 6);
+      if (referrers.length > 0) {
+        throw new ConflictError(
+          'PATH_REFERENCED',
+          `${hash} is referenced by ${referrers.slice(0, 5).join(', ')}${referrers.length > 5 ? ' and more' : ''} ` +
+            `in cache ${cache.name}; delete those first`,
+        );
+      }
+      const now = this.#now();
+      const pins = (await this.db.listPins(cache.id)).filter(
+        (pin) => pin.hashPart === hash && (pin.expiresAt === undefined || pin.expiresAt > now),
       );
-    }
-    this.#narinfos.forget(cache.id, hash);
-    const path = (await this.db.getPath(cache.id, hash))?.path;
-    if (!(await this.db.deletePath(cache.id, hash))) {
+      if (pins.length > 0) {
+        throw new ConflictError(
+          'PATH_PINNED',
+          `${hash} is pinned as ${pins.map((pin) => pin.name).join(', ')} in cache ${cache.name}; remove the pin first`,
+        );
+      }
       throw new NotFoundError('NOT_FOUND', `${hash} is not in cache ${cache.name}`);
     }
+    this.#narinfos.forget(cache.id, hash);
     this.#logger.info({ cache: cache.name, hashPart: hash }, 'path deleted');
-    if (path === undefined) return;
     // Realisations resolving to it go with it, and its build log with the last of the cache's paths its
     // derivation built.
     await this.realisations.deleteOf(cache, path.storePath.slice(path.storePath.lastIndexOf('/') + 1));
@@ -968,4 +1026,15 @@ function checkCa(text: string): string {
 
 function compareBytes(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/**
+ * A blob key no other upload uses: every upload writes its own blob, and the NAR record names the one kept
+ * (a second copy of a known file is deleted by its uploader). So GC, which deletes exactly the blob of a
+ * record it removed, can never delete a blob an upload of the same file has just written (design.md,
+ * "Lifecycle").
+ */
+function freshNarBlobKey(fileHash: string | undefined): string {
+  const unique = randomUUID().replaceAll('-', '');
+  return fileHash === undefined ? `nar/u-${unique}` : `nar/${fileHash}-${unique}`;
 }

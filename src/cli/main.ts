@@ -3,9 +3,12 @@
 import { Command, CommanderError } from 'commander';
 import { registerCache } from './commands/cache.js';
 import { registerDoctor } from './commands/doctor.js';
+import { registerFsck } from './commands/fsck.js';
+import { registerGc } from './commands/gc.js';
 import { registerImport } from './commands/import.js';
 import { registerKey } from './commands/key.js';
 import { registerLogin } from './commands/login.js';
+import { registerPin } from './commands/pin.js';
 import { registerPush } from './commands/push.js';
 import { registerServe } from './commands/serve.js';
 import { registerSshKeyCommand } from './commands/ssh-key.js';
@@ -43,6 +46,9 @@ export async function main(argv: readonly string[], io: CliIo = process): Promis
   registerSshServe(program, io, run);
   registerCache(program, io, run);
   registerDoctor(program, io, run);
+  registerGc(program, io, run);
+  registerFsck(program, io, run);
+  registerPin(program, io, run);
   registerImport(program, io, run);
   registerKey(program, io, run);
   registerLogin(program, io, run);

@@ -14,6 +14,10 @@ export interface CacheRecord {
   /** Public keys (`name:base64`) of upstream caches: paths they signed need not be pushed here. */
   readonly upstreamKeys: readonly string[];
   readonly createdAt: Date;
+  /** Paths not downloaded or pushed for this long may be collected (unless pinned or needed); none: kept. */
+  readonly retentionMs: number | undefined;
+  /** Stored bytes above which the least recently used paths are collected; none: no quota. */
+  readonly maxSize: number | undefined;
 }
 
 export interface NewCache {
@@ -30,6 +34,64 @@ export interface CacheChanges {
   readonly isPublic?: boolean;
   readonly priority?: number;
   readonly upstreamKeys?: readonly string[];
+  /** null clears it. */
+  readonly retentionMs?: number | null;
+  /** null clears it. */
+  readonly maxSize?: number | null;
+}
+
+/** What a cache holds, kept up to date with every path added or removed. */
+export interface CacheUsage {
+  readonly paths: number;
+  /** Sum of the paths' NAR sizes (uncompressed). */
+  readonly narBytes: number;
+  /** Sum of the sizes of the NAR files the paths use, each file once (what the cache costs to store). */
+  readonly storedBytes: number;
+  /** When the newest path was added; undefined if none ever was. */
+  readonly lastPushAt: Date | undefined;
+}
+
+/** A named root of a cache: keeps its path and the path's closure (niche pin). */
+export interface PinRecord {
+  readonly name: string;
+  readonly hashPart: string;
+  readonly storePath: string;
+  readonly createdAt: Date;
+  readonly expiresAt: Date | undefined;
+}
+
+/** What GC needs to know of a path, read a page at a time. */
+export interface GcPathRow {
+  readonly hashPart: string;
+  readonly fileHash: string;
+  /** Bytes of its NAR file. */
+  readonly fileSize: number;
+  /** Milliseconds since the epoch: the last download or push (its creation if none was recorded). */
+  readonly lastAccess: number;
+  /** Another path of the same cache uses the same NAR file (removing one frees nothing by itself). */
+  readonly sharesFile: boolean;
+}
+
+/** One reference between two paths of a cache: `referrer` references `hashPart`. */
+export interface GcRefRow {
+  readonly hashPart: string;
+  readonly referrer: string;
+}
+
+/** A path GC (or an operator) wants to remove, if nothing keeps it. */
+export interface DeleteCandidate {
+  readonly hashPart: string;
+  /** Kept if accessed after this (milliseconds since the epoch); undefined: whenever it was accessed. */
+  readonly accessedAtMost?: number;
+}
+
+/** An access to record: a path by hash part (narinfo, push) or by its NAR file (download). */
+export interface AccessRecord {
+  readonly cacheId: number;
+  readonly hashPart?: string;
+  readonly fileHash?: string;
+  /** Milliseconds since the epoch. */
+  readonly at: number;
 }
 
 export interface SigningKeyRecord {
@@ -239,13 +301,84 @@ export interface MetadataStore {
    * paths, or uploaded to it (recordNarUpload) at or after `uploadedSince` (older uploads have expired);
    * otherwise NotFoundError('NAR_NOT_UPLOADED').
    */
-  addPath(cacheId: number, path: PathRecord, uploadedSince: Date): Promise<AddPathOutcome>;
+  addPath(
+    cacheId: number,
+    path: PathRecord,
+    uploadedSince: Date,
+    /**
+     * Hash parts of references that must be in the cache, checked in the same transaction (and held there
+     * against a concurrent GC until it commits); InvalidInputError('REFERENCE_MISSING') otherwise.
+     */
+    requiredReferences?: readonly string[],
+  ): Promise<AddPathOutcome>;
   /** Appends signatures not yet present to an existing path. */
   addSignatures(cacheId: number, hashPart: string, signatures: readonly string[]): Promise<void>;
   /** Hash parts of up to `limit` paths of the cache that reference `hashPart` (itself excluded). */
   findReferrers(cacheId: number, hashPart: string, limit: number): Promise<string[]>;
   /** Removes the path (its NAR record and blob stay for GC). Returns false if it was not there. */
   deletePath(cacheId: number, hashPart: string): Promise<boolean>;
+  /**
+   * Removes, in one transaction, each candidate (taken in the order given: referrers first) that, checked
+   * atomically with the removal so that no concurrent upload can slip a referrer or a pin in between: was
+   * not accessed after its `accessedAtMost` (when given), is named by no unexpired pin, and is referenced
+   * by no path of the cache other than candidates removed before it in this call. Returns the removed
+   * paths. Their NAR records and blobs stay for GC.
+   */
+  deletePathsIfUnused(
+    cacheId: number,
+    candidates: readonly DeleteCandidate[],
+    now: Date,
+  ): Promise<PathRecord[]>;
+
+  /** Records accesses: a path's last access only ever moves forward. Unknown paths are ignored. */
+  recordAccesses(accesses: readonly AccessRecord[]): Promise<void>;
+  getCacheUsage(cacheId: number): Promise<CacheUsage>;
+  /** A page of the cache's paths for GC, ordered by hash part, after `after` (exclusive). */
+  scanGcPaths(cacheId: number, after: string, limit: number): Promise<GcPathRow[]>;
+  /** A page of the cache's references between distinct paths, ordered by (hashPart, referrer), after `after`. */
+  scanGcRefs(cacheId: number, after: GcRefRow | undefined, limit: number): Promise<GcRefRow[]>;
+
+  /**
+   * Creates or moves the pin `name` to the path, which must be in the cache (checked in the same
+   * transaction; NotFoundError('NOT_FOUND') otherwise). Returns the pin as stored.
+   */
+  putPin(cacheId: number, pin: PinRecord): Promise<PinRecord>;
+  listPins(cacheId: number): Promise<PinRecord[]>;
+  /** Returns false if there was no such pin. */
+  deletePin(cacheId: number, name: string): Promise<boolean>;
+
+  /**
+   * Blob collection, first step, a page at a time in file-hash order after `after`: NARs that no path of
+   * any cache and no pending upload uses get `unused_since = now` (if not set yet), used ones lose it.
+   * Returns the last file hash of the page, or undefined when there are no more.
+   */
+  markUnusedNars(after: string, limit: number, now: Date): Promise<string | undefined>;
+  /**
+   * Second step: removes up to `limit` NAR records unused since before `before` and still unused (checked
+   * atomically with the removal) and returns them; the caller then deletes their blobs.
+   */
+  takeUnusedNars(before: Date, limit: number): Promise<NarRecord[]>;
+  /** The subset of `fileHashes` (NAR records) that no path of any cache and no pending upload uses. */
+  findUnusedNars(fileHashes: readonly string[]): Promise<Set<string>>;
+  /** The subset of `blobKeys` that a NAR record or a build log names. */
+  findKnownBlobKeys(blobKeys: readonly string[]): Promise<Set<string>>;
+  /** A page of NAR records ordered by file hash after `after` (fsck). */
+  listNars(after: string, limit: number): Promise<NarRecord[]>;
+  /** The hash parts of the cache's paths whose NAR file is `fileHash`. */
+  findPathsByFile(cacheId: number, fileHash: string): Promise<string[]>;
+  /**
+   * Removes a NAR record with every path (in every cache) and pending upload that uses it (fsck --repair,
+   * for a blob found missing or corrupt; the caller has removed the paths' referrers first). Returns false
+   * if there was no such record.
+   */
+  deleteNar(fileHash: string): Promise<boolean>;
+
+  /**
+   * Takes or renews the lease `name` for `holder` until `until` if it is free, expired, or already
+   * `holder`'s. Returns false if another holder has it.
+   */
+  acquireLease(name: string, holder: string, now: Date, until: Date): Promise<boolean>;
+  releaseLease(name: string, holder: string): Promise<void>;
 
   /**
    * Stores the log of `log.drv` in the cache, replacing the one it had: returns the replaced log's blob key

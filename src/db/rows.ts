@@ -1,6 +1,7 @@
 // The rows both SQL backends read (the schemas share column names) and their conversion to records. Only
 // how a list column arrives differs: JSON text in SQLite, an already-parsed JSONB value in PostgreSQL, so
 // the backend passes its decoder.
+import { InvalidInputError } from '../errors.js';
 import type {
   BuildLogRecord,
   NarRecord,
@@ -180,4 +181,14 @@ export function stringRecord(value: unknown): Record<string, string> | undefined
     record[key] = item;
   }
   return record;
+}
+
+/** addPath's refusal when a required reference is not in the cache (deleted since the caller checked). */
+export function referencesGone(absent: readonly string[]): InvalidInputError {
+  return new InvalidInputError(
+    'REFERENCE_MISSING',
+    `references are no longer in the cache (deleted meanwhile): ${absent.slice(0, 5).join(', ')}` +
+      (absent.length > 5 ? ` and ${absent.length - 5} more` : '') +
+      '; upload them again',
+  );
 }

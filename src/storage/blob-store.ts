@@ -48,6 +48,8 @@ export interface BlobReadResult {
 
 export interface BlobStat {
   readonly size: number;
+  /** When the blob was written (GC leaves blobs without metadata alone until they are old enough). */
+  readonly modifiedAt?: Date;
 }
 
 export interface BlobStore {

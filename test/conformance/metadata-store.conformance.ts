@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 
 import type {
   BuildLogRecord,
+  GcRefRow,
   RealisationRecord,
   MetadataStore,
   NarRecord,
@@ -149,6 +150,8 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
             storeDir: '/nix/store',
             upstreamKeys: [],
             createdAt: undefined,
+            retentionMs: undefined,
+            maxSize: undefined,
           },
         );
         assertRecent(created.createdAt, before);
@@ -854,6 +857,295 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.equal(await store().deleteUnusedBuildLog(a, drv), 'log/a');
         assert.equal(await store().getBuildLog(a, drv), undefined);
         assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+      });
+    });
+
+    void describe('lifecycle', () => {
+      /** Adds a path with the given references (base names of other paths added this way). */
+      async function add(
+        cacheId: number,
+        seed: string,
+        options: { references?: string[]; nar?: NarRecord; at?: Date } = {},
+      ): Promise<PathRecord> {
+        const nar = options.nar ?? narRecord(seed);
+        await store().recordNarUpload(cacheId, nar, new Date());
+        const path = pathRecord(seed, nar, {
+          references: options.references ?? [],
+          deriver: undefined,
+          createdAt: options.at ?? new Date(1_700_000_000_000),
+        });
+        assert.deepEqual(await store().addPath(cacheId, path, ANY_UPLOAD), { status: 'added' });
+        return path;
+      }
+      const base = (path: PathRecord): string => pathBaseName(path);
+      const small = (seed: string, fileSize: number): NarRecord => ({
+        ...narRecord(seed),
+        fileSize,
+        narSize: fileSize * 2,
+      });
+
+      void it('keeps usage counters: paths, NAR bytes, stored bytes with shared files once, last push', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        assert.deepEqual(await store().getCacheUsage(a), {
+          paths: 0,
+          narBytes: 0,
+          storedBytes: 0,
+          lastPushAt: undefined,
+        });
+        const shared = small('shared', 100);
+        const one = await add(a, 'one', { nar: shared, at: new Date(1000) });
+        const two = await add(a, 'two', { nar: shared, at: new Date(3000) });
+        await add(a, 'three', { nar: small('three', 10), at: new Date(2000) });
+        await add(b, 'four', { nar: shared });
+        assert.deepEqual(await store().getCacheUsage(a), {
+          paths: 3,
+          narBytes: 420,
+          storedBytes: 110,
+          lastPushAt: new Date(3000),
+        });
+        assert.equal((await store().getCacheUsage(b)).storedBytes, 100);
+        await store().deletePath(a, one.hashPart);
+        assert.deepEqual(
+          { ...(await store().getCacheUsage(a)), lastPushAt: undefined },
+          {
+            paths: 2,
+            narBytes: 220,
+            storedBytes: 110,
+            lastPushAt: undefined,
+          },
+        );
+        await store().deletePath(a, two.hashPart);
+        assert.equal((await store().getCacheUsage(a)).storedBytes, 10);
+        assert.equal(await store().deleteCache(a), true);
+        await assertCode(store().getCacheUsage(a), 'CACHE_NOT_FOUND');
+        assert.equal((await store().getCacheUsage(b)).paths, 1);
+      });
+
+      void it('sets and clears retention and quota', async () => {
+        const a = await cache('a');
+        const set = await store().updateCache(a, { retentionMs: 86_400_000, maxSize: 5_000_000 });
+        assert.equal(set.retentionMs, 86_400_000);
+        assert.equal(set.maxSize, 5_000_000);
+        const other = await store().updateCache(a, { priority: 10 });
+        assert.equal(other.retentionMs, 86_400_000);
+        const cleared = await store().updateCache(a, { retentionMs: null });
+        assert.equal(cleared.retentionMs, undefined);
+        assert.equal(cleared.maxSize, 5_000_000);
+        assert.equal((await store().getCache('a'))?.maxSize, 5_000_000);
+      });
+
+      void it('records accesses by path and by NAR file, only ever forward', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const shared = small('shared', 1);
+        const one = await add(a, 'one', { nar: shared, at: new Date(1000) });
+        const two = await add(a, 'two', { nar: shared, at: new Date(1000) });
+        const other = await add(b, 'other', { nar: shared, at: new Date(1000) });
+        const lastAccess = async (cacheId: number, hashPart: string): Promise<number | undefined> =>
+          (await store().scanGcPaths(cacheId, '', 100)).find((row) => row.hashPart === hashPart)?.lastAccess;
+        assert.equal(await lastAccess(a, one.hashPart), 1000);
+        await store().recordAccesses([
+          { cacheId: a, hashPart: one.hashPart, at: 5000 },
+          { cacheId: a, hashPart: fakeHash('nothing', 32), at: 5000 },
+        ]);
+        assert.equal(await lastAccess(a, one.hashPart), 5000);
+        assert.equal(await lastAccess(a, two.hashPart), 1000);
+        await store().recordAccesses([{ cacheId: a, hashPart: one.hashPart, at: 4000 }]);
+        assert.equal(await lastAccess(a, one.hashPart), 5000, 'never backwards');
+        await store().recordAccesses([{ cacheId: a, fileHash: shared.fileHash, at: 7000 }]);
+        assert.equal(await lastAccess(a, one.hashPart), 7000);
+        assert.equal(await lastAccess(a, two.hashPart), 7000);
+        assert.equal(await lastAccess(b, other.hashPart), 1000, 'another cache is not touched');
+      });
+
+      void it('scans paths and references in pages', async () => {
+        const a = await cache('a');
+        const shared = small('shared', 7);
+        const leaf = await add(a, 'leaf', { nar: shared });
+        const twin = await add(a, 'twin', { nar: shared });
+        const mid = await add(a, 'mid', { references: [base(leaf)] });
+        const top = await add(a, 'top', {
+          references: [base(mid), base(leaf), `${fakeHash('upstream', 32)}-glibc`],
+        });
+        const rows = [];
+        for (let after = ''; ;) {
+          const page = await store().scanGcPaths(a, after, 2);
+          rows.push(...page);
+          if (page.length < 2) break;
+          after = page.at(-1)?.hashPart ?? '';
+        }
+        assert.deepEqual(
+          rows.map((row) => row.hashPart),
+          [leaf, twin, mid, top].map((path) => path.hashPart).sort(),
+        );
+        const byHash = new Map(rows.map((row) => [row.hashPart, row]));
+        assert.equal(byHash.get(leaf.hashPart)?.sharesFile, true);
+        assert.equal(byHash.get(twin.hashPart)?.fileSize, 7);
+        assert.equal(byHash.get(mid.hashPart)?.sharesFile, false);
+        const refs = [];
+        for (let after: GcRefRow | undefined; ;) {
+          const page = await store().scanGcRefs(a, after, 2);
+          refs.push(...page);
+          if (page.length < 2) break;
+          after = page.at(-1);
+        }
+        const expected = [
+          { hashPart: leaf.hashPart, referrer: mid.hashPart },
+          { hashPart: leaf.hashPart, referrer: top.hashPart },
+          { hashPart: mid.hashPart, referrer: top.hashPart },
+          { hashPart: fakeHash('upstream', 32), referrer: top.hashPart },
+        ].sort((x, y) => (x.hashPart + x.referrer < y.hashPart + y.referrer ? -1 : 1));
+        assert.deepEqual(refs, expected);
+      });
+
+      void it('deletes unused paths atomically: referrers, pins and accesses keep a path', async () => {
+        const a = await cache('a');
+        const now = new Date(1_800_000_000_000);
+        const leaf = await add(a, 'leaf', { at: new Date(1000) });
+        const mid = await add(a, 'mid', { references: [base(leaf)], at: new Date(1000) });
+        const top = await add(a, 'top', { references: [base(mid)], at: new Date(1000) });
+        // A referrer later in the batch, or not in it, keeps the path.
+        assert.deepEqual(await store().deletePathsIfUnused(a, [{ hashPart: leaf.hashPart }], now), []);
+        assert.deepEqual(
+          await store().deletePathsIfUnused(a, [{ hashPart: mid.hashPart }, { hashPart: top.hashPart }], now),
+          [top],
+        );
+        // Accessed after the bound: kept.
+        await store().recordAccesses([{ cacheId: a, hashPart: mid.hashPart, at: 9000 }]);
+        assert.deepEqual(
+          await store().deletePathsIfUnused(a, [{ hashPart: mid.hashPart, accessedAtMost: 8000 }], now),
+          [],
+        );
+        // Pinned: kept until the pin expires.
+        await store().putPin(a, {
+          name: 'prod',
+          hashPart: mid.hashPart,
+          storePath: mid.storePath,
+          createdAt: now,
+          expiresAt: new Date(now.getTime() + 1000),
+        });
+        assert.deepEqual(await store().deletePathsIfUnused(a, [{ hashPart: mid.hashPart }], now), []);
+        const later = new Date(now.getTime() + 2000);
+        assert.deepEqual(
+          await store().deletePathsIfUnused(
+            a,
+            [{ hashPart: mid.hashPart }, { hashPart: leaf.hashPart }],
+            later,
+          ),
+          [{ ...mid }, leaf].map((path) => path),
+        );
+        assert.equal((await store().getCacheUsage(a)).paths, 0);
+        assert.deepEqual(await store().deletePathsIfUnused(a, [{ hashPart: leaf.hashPart }], later), []);
+      });
+
+      void it('refuses a path whose required reference is gone, in the same transaction', async () => {
+        const a = await cache('a');
+        const leaf = await add(a, 'leaf');
+        const nar = narRecord('top');
+        await store().recordNarUpload(a, nar, new Date());
+        const top = pathRecord('top', nar, { references: [base(leaf)] });
+        await store().deletePath(a, leaf.hashPart);
+        await assertCode(store().addPath(a, top, ANY_UPLOAD, [leaf.hashPart]), 'REFERENCE_MISSING');
+        assert.equal(await store().getPath(a, top.hashPart), undefined);
+        await add(a, 'leaf');
+        assert.deepEqual(await store().addPath(a, top, ANY_UPLOAD, [leaf.hashPart]), { status: 'added' });
+      });
+
+      void it('creates, moves, lists and deletes pins of paths the cache holds', async () => {
+        const a = await cache('a');
+        const one = await add(a, 'one');
+        const two = await add(a, 'two');
+        const pin = (path: PathRecord, expiresAt?: Date) => ({
+          name: 'prod',
+          hashPart: path.hashPart,
+          storePath: path.storePath,
+          createdAt: new Date(5000),
+          expiresAt,
+        });
+        await store().putPin(a, pin(one));
+        await store().putPin(a, pin(two, new Date(9000)));
+        assert.deepEqual(await store().listPins(a), [pin(two, new Date(9000))]);
+        await assertCode(
+          store().putPin(a, { ...pin(one), name: 'x', hashPart: fakeHash('absent', 32) }),
+          'NOT_FOUND',
+        );
+        assert.equal(await store().deletePin(a, 'prod'), true);
+        assert.equal(await store().deletePin(a, 'prod'), false);
+        assert.deepEqual(await store().listPins(a), []);
+      });
+
+      void it('marks NAR files no path or upload uses and takes them once unused long enough', async () => {
+        const a = await cache('a');
+        const used = await add(a, 'used');
+        const pending = narRecord('pending');
+        await store().recordNarUpload(a, pending, new Date());
+        const orphan = narRecord('orphan');
+        await store().recordNarUpload(a, orphan, new Date(0));
+        await store().deleteExpiredUploads(new Date(1));
+        const gone = await add(a, 'gone');
+        await store().deletePath(a, gone.hashPart);
+        assert.deepEqual(
+          await store().findUnusedNars([used.fileHash, pending.fileHash, orphan.fileHash, gone.fileHash]),
+          new Set([orphan.fileHash, gone.fileHash]),
+        );
+        for (let after: string | undefined = ''; after !== undefined;) {
+          after = await store().markUnusedNars(after, 1, new Date(10_000));
+        }
+        // Not unused long enough yet.
+        assert.deepEqual(await store().takeUnusedNars(new Date(10_000), 10), []);
+        // A later mark keeps the first time seen unused.
+        for (let after: string | undefined = ''; after !== undefined;) {
+          after = await store().markUnusedNars(after, 10, new Date(50_000));
+        }
+        // Used again since it was marked: not taken.
+        await store().recordNarUpload(a, narRecord('gone'), new Date());
+        const taken = await store().takeUnusedNars(new Date(20_000), 10);
+        assert.deepEqual(taken, [orphan]);
+        assert.deepEqual(await store().takeUnusedNars(new Date(20_000), 10), []);
+        assert.deepEqual(
+          (await store().listNars('', 10)).map((nar) => nar.fileHash),
+          [used.fileHash, pending.fileHash, gone.fileHash].sort(),
+        );
+      });
+
+      void it('finds blob keys that records name, paths by file, and deletes a NAR with its users', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord('n');
+        const one = await add(a, 'one', { nar });
+        await add(b, 'two', { nar });
+        await store().putBuildLog(a, {
+          drv: `${fakeHash('d', 32)}-x.drv`,
+          blobKey: 'log/kept',
+          compression: 'zstd',
+          size: 10,
+          storedSize: 5,
+          createdAt: new Date(1000),
+        });
+        assert.deepEqual(
+          await store().findKnownBlobKeys([nar.blobKey, 'log/kept', 'nar/stray', 'log/stray']),
+          new Set([nar.blobKey, 'log/kept']),
+        );
+        assert.deepEqual(await store().findPathsByFile(a, nar.fileHash), [one.hashPart]);
+        assert.equal(await store().deleteNar(nar.fileHash), true);
+        assert.equal(await store().getPath(a, one.hashPart), undefined);
+        assert.equal((await store().getCacheUsage(b)).paths, 0);
+        assert.deepEqual(await store().listNars('', 10), []);
+        assert.equal(await store().deleteNar(nar.fileHash), false);
+      });
+
+      void it('gives a lease to one holder at a time until it expires or is released', async () => {
+        const t = (ms: number): Date => new Date(1_000_000 + ms);
+        assert.equal(await store().acquireLease('gc', 'one', t(0), t(100)), true);
+        assert.equal(await store().acquireLease('gc', 'two', t(50), t(150)), false);
+        assert.equal(await store().acquireLease('gc', 'one', t(60), t(200)), true, 'renewed');
+        assert.equal(await store().acquireLease('gc', 'two', t(150), t(250)), false);
+        assert.equal(await store().acquireLease('gc', 'two', t(200), t(300)), true, 'expired');
+        await store().releaseLease('gc', 'one');
+        assert.equal(await store().acquireLease('gc', 'one', t(210), t(300)), false, 'not the holder');
+        await store().releaseLease('gc', 'two');
+        assert.equal(await store().acquireLease('gc', 'one', t(210), t(300)), true);
       });
     });
   });

@@ -4,9 +4,10 @@ import { openStores } from '../../app/data-dir.js';
 import { createCacheWithKey, DEFAULT_PRIORITY, parseUpstreamKeys } from '../../cache/admin-service.js';
 import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, requireCache, withMetadata } from '../backends.js';
 import { parseCacheName } from '../../cache/cache-name.js';
-import { loadServeConfig } from '../../config.js';
+import { loadServeConfig, parseDuration, parseSize } from '../../config.js';
 import { InvalidInputError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
+import { formatBytes } from './gc.js';
 
 export function registerCache(
   program: Command,
@@ -73,6 +74,11 @@ export function registerCache(
       'public keys of upstream caches whose paths need not be pushed (replaces the list)',
     )
     .option('--no-upstream-keys', 'clear the upstream keys')
+    .option(
+      '--retention <duration>',
+      "collect paths not downloaded or pushed for this long (30d, 12h, …; 'none': keep them)",
+    )
+    .option('--max-size <size>', "collect least recently used paths above this size (200G, …; 'none')")
     .option('--data <dir>', DATA_OPTION_HELP)
     .option('--config <file>', CONFIG_OPTION_HELP)
     .action(
@@ -84,11 +90,15 @@ export function registerCache(
           priority?: string;
           upstreamKey?: string[];
           upstreamKeys?: boolean;
+          retention?: string;
+          maxSize?: string;
           data?: string;
           config?: string;
         },
       ) =>
         run(async () => {
+          const retentionMs = parsePolicy(options.retention, '--retention', parseDuration, 60_000);
+          const maxSize = parsePolicy(options.maxSize, '--max-size', parseSize, 1);
           if (options.public === true && options.private === true) {
             throw new InvalidInputError('BAD_REQUEST', '--public and --private contradict each other');
           }
@@ -114,10 +124,13 @@ export function registerCache(
                   : {}),
               ...(options.priority === undefined ? {} : { priority: Number(options.priority) }),
               ...(upstreamKeys === undefined ? {} : { upstreamKeys }),
+              ...(retentionMs === undefined ? {} : { retentionMs }),
+              ...(maxSize === undefined ? {} : { maxSize }),
             });
             print(
               io.stdout,
-              `${updated.name}\t${updated.isPublic ? 'public' : 'private'}\tpriority ${updated.priority}`,
+              `${updated.name}\t${updated.isPublic ? 'public' : 'private'}\tpriority ${updated.priority}` +
+                `\tretention ${describeRetention(updated.retentionMs)}\tmax-size ${describeMaxSize(updated.maxSize)}`,
             );
           });
           return 0;
@@ -182,9 +195,11 @@ export function registerCache(
       run(async () => {
         await withMetadata(io, options, async (db) => {
           for (const record of await db.listCaches()) {
+            const usage = await db.getCacheUsage(record.id);
             print(
               io.stdout,
-              `${record.name}\t${record.isPublic ? 'public' : 'private'}\tpriority ${record.priority}`,
+              `${record.name}\t${record.isPublic ? 'public' : 'private'}\tpriority ${record.priority}` +
+                `\t${usage.paths} paths\t${formatBytes(usage.storedBytes)}`,
             );
           }
         });
@@ -203,6 +218,7 @@ export function registerCache(
         await withMetadata(io, options, async (db) => {
           const record = await requireCache(db, name);
           const keys = await db.listSigningKeys(record.id);
+          const usage = await db.getCacheUsage(record.id);
           print(
             io.stdout,
             [
@@ -210,6 +226,12 @@ export function registerCache(
               `visibility: ${record.isPublic ? 'public' : 'private'}`,
               `priority: ${record.priority}`,
               `store-dir: ${record.storeDir}`,
+              `paths: ${usage.paths}`,
+              `nar-bytes: ${usage.narBytes} (${formatBytes(usage.narBytes)})`,
+              `stored-bytes: ${usage.storedBytes} (${formatBytes(usage.storedBytes)})`,
+              `last-push: ${usage.lastPushAt?.toISOString() ?? 'never'}`,
+              `retention: ${describeRetention(record.retentionMs)}`,
+              `max-size: ${describeMaxSize(record.maxSize)}`,
               ...record.upstreamKeys.map((key) => `upstream-key: ${key}`),
               ...keys.map(
                 (key) => `public-key: ${key.publicKey}${key.retiredAt === undefined ? '' : ' (retired)'}`,
@@ -220,4 +242,35 @@ export function registerCache(
         return 0;
       }),
     );
+}
+
+/** A policy flag: 'none' clears it (null), anything else is parsed; undefined when not given. */
+function parsePolicy(
+  text: string | undefined,
+  flag: string,
+  parse: (text: string) => number,
+  minimum: number,
+): number | null | undefined {
+  if (text === undefined) return undefined;
+  if (text === 'none') return null;
+  let value: number;
+  try {
+    value = parse(text);
+  } catch (error) {
+    throw new InvalidInputError('BAD_REQUEST', `${flag}: ${(error as Error).message}`);
+  }
+  if (!Number.isSafeInteger(value) || value < minimum) {
+    throw new InvalidInputError('BAD_REQUEST', `${flag}: ${JSON.stringify(text)} is too small`);
+  }
+  return value;
+}
+
+function describeRetention(ms: number | undefined): string {
+  if (ms === undefined) return 'none';
+  const days = ms / 86_400_000;
+  return Number.isInteger(days) ? `${days}d` : `${Math.round(ms / 1000)}s`;
+}
+
+function describeMaxSize(bytes: number | undefined): string {
+  return bytes === undefined ? 'none' : `${bytes} (${formatBytes(bytes)})`;
 }

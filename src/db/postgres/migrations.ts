@@ -144,4 +144,102 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE tokens ADD COLUMN ssh_public_key TEXT;
   CREATE INDEX tokens_ssh_key ON tokens (ssh_key_fingerprint) WHERE ssh_key_fingerprint IS NOT NULL;
   `,
+  `
+  -- Lifecycle (niche gc): when each path was last downloaded or pushed (batched writes; NULL until the
+  -- first, read as created_at), each cache's retention and size quota, pins, and per-cache usage counters.
+  ALTER TABLE paths ADD COLUMN last_access_at BIGINT;
+  ALTER TABLE caches ADD COLUMN retention_ms BIGINT;
+  ALTER TABLE caches ADD COLUMN max_size BIGINT;
+
+  -- Named roots: a pin keeps its path and the path's whole closure; re-pinning a name moves it.
+  CREATE TABLE pins (
+    cache_id BIGINT NOT NULL CONSTRAINT pins_cache_fkey REFERENCES caches (id) ON DELETE CASCADE,
+    name TEXT COLLATE "C" NOT NULL,
+    hash_part TEXT COLLATE "C" NOT NULL,
+    store_path TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    PRIMARY KEY (cache_id, name)
+  );
+  CREATE INDEX pins_path ON pins (cache_id, hash_part);
+
+  -- Path count, NAR bytes and stored bytes (each NAR file once) per cache, kept by triggers so every
+  -- change of paths, however made, moves them in the same transaction. The usage row is updated first:
+  -- its lock orders concurrent changes of one cache, so the next statement's fresh snapshot sees whether
+  -- another path of the cache (committed meanwhile) shares the NAR file.
+  -- No foreign key: deleting a cache deletes its paths, whose triggers update this row, and PostgreSQL would
+  -- check such updates against the cache being deleted. The cache's own trigger deletes the row.
+  CREATE TABLE cache_usage (
+    cache_id BIGINT PRIMARY KEY,
+    paths BIGINT NOT NULL,
+    nar_bytes BIGINT NOT NULL,
+    stored_bytes BIGINT NOT NULL,
+    last_push_at BIGINT
+  );
+  INSERT INTO cache_usage (cache_id, paths, nar_bytes, stored_bytes, last_push_at)
+    SELECT c.id,
+           (SELECT count(*) FROM paths AS p WHERE p.cache_id = c.id),
+           (SELECT coalesce(sum(p.nar_size), 0) FROM paths AS p WHERE p.cache_id = c.id),
+           (SELECT coalesce(sum(n.file_size), 0) FROM nars AS n
+             WHERE n.file_hash IN (SELECT p.file_hash FROM paths AS p WHERE p.cache_id = c.id)),
+           (SELECT max(p.created_at) FROM paths AS p WHERE p.cache_id = c.id)
+    FROM caches AS c;
+  CREATE FUNCTION niche_caches_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    INSERT INTO cache_usage (cache_id, paths, nar_bytes, stored_bytes) VALUES (NEW.id, 0, 0, 0);
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER caches_usage AFTER INSERT ON caches FOR EACH ROW EXECUTE FUNCTION niche_caches_usage();
+  CREATE FUNCTION niche_cache_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    DELETE FROM cache_usage WHERE cache_id = OLD.id;
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER caches_usage_delete AFTER DELETE ON caches FOR EACH ROW
+    EXECUTE FUNCTION niche_cache_deleted();
+  -- After an insert (ON CONFLICT DO NOTHING must not count a row it did not insert); before a delete, so
+  -- that a statement deleting several paths of one NAR file sees the ones it has not deleted yet.
+  CREATE FUNCTION niche_path_added() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    UPDATE cache_usage SET paths = paths + 1, nar_bytes = nar_bytes + NEW.nar_size,
+        last_push_at = greatest(last_push_at, NEW.created_at)
+      WHERE cache_id = NEW.cache_id;
+    IF NOT EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = NEW.file_hash AND p.cache_id = NEW.cache_id
+                     AND p.hash_part <> NEW.hash_part) THEN
+      UPDATE cache_usage SET stored_bytes = stored_bytes +
+          (SELECT n.file_size FROM nars AS n WHERE n.file_hash = NEW.file_hash)
+        WHERE cache_id = NEW.cache_id;
+    END IF;
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER paths_usage_insert AFTER INSERT ON paths FOR EACH ROW EXECUTE FUNCTION niche_path_added();
+  CREATE FUNCTION niche_path_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    UPDATE cache_usage SET paths = paths - 1, nar_bytes = nar_bytes - OLD.nar_size
+      WHERE cache_id = OLD.cache_id;
+    IF NOT EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = OLD.file_hash AND p.cache_id = OLD.cache_id
+                     AND p.hash_part <> OLD.hash_part) THEN
+      UPDATE cache_usage SET stored_bytes = stored_bytes -
+          (SELECT n.file_size FROM nars AS n WHERE n.file_hash = OLD.file_hash)
+        WHERE cache_id = OLD.cache_id;
+    END IF;
+    RETURN OLD;
+  END $$;
+  CREATE TRIGGER paths_usage_delete BEFORE DELETE ON paths FOR EACH ROW EXECUTE FUNCTION niche_path_removed();
+
+  -- Blob collection: since when no path and no upload has used a NAR (NULL while used).
+  ALTER TABLE nars ADD COLUMN unused_since BIGINT;
+  CREATE INDEX nars_unused ON nars (unused_since) WHERE unused_since IS NOT NULL;
+  -- "Does a row name this blob" for blobs found in the store without one.
+  CREATE INDEX nars_blob_key ON nars (blob_key);
+  CREATE INDEX build_logs_blob_key ON build_logs (blob_key);
+
+  -- Leases that let one process at a time do a job (GC), across processes and replicas; an expired lease
+  -- is free (its holder died).
+  CREATE TABLE leases (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+  );
+  `,
 ];

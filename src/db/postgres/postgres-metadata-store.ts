@@ -11,12 +11,17 @@ import pg from 'pg';
 import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError } from '../../errors.js';
 import {
   PERMISSIONS,
+  type AccessRecord,
   type AddPathOutcome,
   type AddRealisationOutcome,
   type BuildLogRecord,
   type CacheChanges,
   type CacheNar,
   type CacheRecord,
+  type CacheUsage,
+  type DeleteCandidate,
+  type GcPathRow,
+  type GcRefRow,
   type MetadataStore,
   type NarRecord,
   type NewCache,
@@ -25,6 +30,7 @@ import {
   type PathRecord,
   type PathWithNar,
   type Permission,
+  type PinRecord,
   type RealisationRecord,
   type SigningKeyRecord,
   type TokenRecord,
@@ -36,6 +42,7 @@ import {
   hashPartsOf,
   optionalDate,
   presentBaseNames,
+  referencesGone,
   toNar,
   toPathWithNar,
   stringRecord,
@@ -92,7 +99,20 @@ type CacheRow = {
   store_dir: string;
   upstream_keys: unknown;
   created_at: number;
+  retention_ms: number | null;
+  max_size: number | null;
 };
+
+type PinRow = {
+  name: string;
+  hash_part: string;
+  store_path: string;
+  created_at: number;
+  expires_at: number | null;
+};
+
+/** How often a GC deletion is tried again after PostgreSQL found a deadlock with a concurrent upload. */
+const DEADLOCK_ATTEMPTS = 3;
 
 /** A token joined with one of its scopes (all scope columns null for a token without scopes). */
 type TokenScopeRow = {
@@ -113,7 +133,8 @@ type Queryable = Pick<pg.Pool, 'query'>;
 
 // Explicit column lists, never `*`: a prepared statement whose result shape changes under a later
 // migration fails ("cached plan must not change result type").
-const CACHE_COLUMNS = 'id, name, is_public, priority, store_dir, upstream_keys, created_at';
+const CACHE_COLUMNS =
+  'id, name, is_public, priority, store_dir, upstream_keys, created_at, retention_ms, max_size';
 const SIGNING_KEY_COLUMNS = 'id, cache_id, name, secret_key, public_key, created_at, retired_at';
 const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob_key';
 
@@ -311,13 +332,19 @@ export class PostgresMetadataStore implements MetadataStore {
     return this.#run('updateCache', async () => {
       const { rows } = await this.#pool.query<CacheRow>(
         `UPDATE caches SET is_public = coalesce($2, is_public), priority = coalesce($3, priority),
-                upstream_keys = coalesce($4::jsonb, upstream_keys)
+                upstream_keys = coalesce($4::jsonb, upstream_keys),
+                retention_ms = CASE WHEN $5::boolean THEN $6::bigint ELSE retention_ms END,
+                max_size = CASE WHEN $7::boolean THEN $8::bigint ELSE max_size END
          WHERE id = $1 RETURNING ${CACHE_COLUMNS}`,
         [
           cacheId,
           changes.isPublic ?? null,
           changes.priority ?? null,
           changes.upstreamKeys === undefined ? null : JSON.stringify(changes.upstreamKeys),
+          changes.retentionMs !== undefined,
+          changes.retentionMs ?? null,
+          changes.maxSize !== undefined,
+          changes.maxSize ?? null,
         ],
       );
       const row = rows[0];
@@ -453,11 +480,28 @@ export class PostgresMetadataStore implements MetadataStore {
         );
         let recorded = nar;
         if (inserted.rowCount === 0) {
-          // FOR KEY SHARE: GC cannot delete the record between this read and the upload row below.
-          const { rows } = await client.query<NarRow>(
+          // FOR KEY SHARE: GC cannot delete the record between this read and the upload row below. If GC
+          // deleted it between the insert and this read, the read waits for GC and finds nothing: insert
+          // again (this upload's blob, under its own key, is then the one recorded).
+          let { rows } = await client.query<NarRow>(
             `SELECT ${NAR_COLUMNS} FROM nars WHERE file_hash = $1 FOR KEY SHARE`,
             [nar.fileHash],
           );
+          if (rows.length === 0) {
+            ({ rows } = await client.query<NarRow>(
+              `INSERT INTO nars (${NAR_COLUMNS}, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (file_hash) DO NOTHING RETURNING ${NAR_COLUMNS}`,
+              [
+                nar.fileHash,
+                nar.fileSize,
+                nar.compression,
+                nar.narHash,
+                nar.narSize,
+                nar.blobKey,
+                at.getTime(),
+              ],
+            ));
+          }
           const existing = toNar(first(rows, 'the existing NAR'));
           if (
             existing.fileSize !== nar.fileSize ||
@@ -530,9 +574,28 @@ export class PostgresMetadataStore implements MetadataStore {
     });
   }
 
-  addPath(cacheId: number, path: PathRecord, uploadedSince: Date): Promise<AddPathOutcome> {
+  addPath(
+    cacheId: number,
+    path: PathRecord,
+    uploadedSince: Date,
+    requiredReferences: readonly string[] = [],
+  ): Promise<AddPathOutcome> {
     return this.#run('addPath', () =>
       this.#transaction(async (client): Promise<AddPathOutcome> => {
+        if (requiredReferences.length > 0) {
+          // FOR SHARE holds the references until this transaction ends: GC's deletion (FOR UPDATE first)
+          // waits for it and then sees the new referrer, or has already deleted and this finds it gone.
+          // Locked in hash-part order, as GC locks, so the two cannot deadlock.
+          const wanted = [...new Set(requiredReferences)].sort();
+          const { rows } = await client.query<{ hash_part: string }>(
+            `SELECT hash_part FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])
+             ORDER BY hash_part FOR SHARE`,
+            [cacheId, wanted],
+          );
+          const present = new Set(rows.map((row) => row.hash_part));
+          const absent = wanted.filter((hashPart) => !present.has(hashPart));
+          if (absent.length > 0) throw referencesGone(absent);
+        }
         for (let attempt = 0; attempt < ADD_PATH_ATTEMPTS; attempt += 1) {
           // Inserts only if the NAR is attached to the cache (published, or uploaded since the bound),
           // checked in the same statement so an upload removed by GC meanwhile cannot slip through. On a
@@ -540,9 +603,9 @@ export class PostgresMetadataStore implements MetadataStore {
           // inserts nothing.
           const inserted = await client.query(
             `INSERT INTO paths (cache_id, hash_part, store_path, file_hash, nar_hash, nar_size, refs, deriver,
-                                ca, signatures, created_at)
+                                ca, signatures, created_at, last_access_at)
              SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::jsonb, $8::text,
-                    $9::text, $10::jsonb, $11::bigint
+                    $9::text, $10::jsonb, $11::bigint, $11::bigint
              WHERE EXISTS (SELECT 1 FROM nar_uploads WHERE cache_id = $1 AND file_hash = $4
                              AND uploaded_at >= $12::bigint)
                 OR EXISTS (SELECT 1 FROM paths WHERE cache_id = $1 AND file_hash = $4)
@@ -638,6 +701,335 @@ export class PostgresMetadataStore implements MetadataStore {
         hashPart,
       ]);
       return (result.rowCount ?? 0) > 0;
+    });
+  }
+
+  deletePathsIfUnused(
+    cacheId: number,
+    candidates: readonly DeleteCandidate[],
+    now: Date,
+  ): Promise<PathRecord[]> {
+    return this.#run('deletePathsIfUnused', async () => {
+      if (candidates.length === 0) return [];
+      const hashParts = candidates.map((candidate) => candidate.hashPart);
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          return await this.#transaction(async (client): Promise<PathRecord[]> => {
+            // Row locks first, in hash-part order (as addPath takes its FOR SHARE locks): an upload holding
+            // a candidate because it references it commits before this goes on, and the reads below, each
+            // a new snapshot, then see its references; a later one waits for this transaction.
+            const { rows } = await client.query<PathNarRow<unknown> & { last_access: number }>(
+              `${PATH_WITH_NAR_SELECT.replace('SELECT ', 'SELECT coalesce(p.last_access_at, p.created_at) AS last_access, ')}
+               WHERE p.cache_id = $1 AND p.hash_part = ANY($2::text[])
+               ORDER BY p.hash_part FOR UPDATE OF p`,
+              [cacheId, hashParts],
+            );
+            const { rows: refs } = await client.query<{ ref_hash: string; hash_part: string }>(
+              'SELECT ref_hash, hash_part FROM path_refs WHERE cache_id = $1 AND ref_hash = ANY($2::text[])',
+              [cacheId, hashParts],
+            );
+            const { rows: pinned } = await client.query<{ hash_part: string }>(
+              `SELECT hash_part FROM pins WHERE cache_id = $1 AND hash_part = ANY($2::text[])
+                 AND (expires_at IS NULL OR expires_at > $3)`,
+              [cacheId, hashParts, now.getTime()],
+            );
+            const byHash = new Map(rows.map((row) => [row.hash_part, row]));
+            const referrers = new Map<string, string[]>();
+            for (const ref of refs) {
+              const list = referrers.get(ref.ref_hash) ?? [];
+              list.push(ref.hash_part);
+              referrers.set(ref.ref_hash, list);
+            }
+            const pins = new Set(pinned.map((row) => row.hash_part));
+            const gone = new Set<string>();
+            const removed: PathRecord[] = [];
+            for (const candidate of candidates) {
+              const row = byHash.get(candidate.hashPart);
+              if (row === undefined || pins.has(candidate.hashPart) || gone.has(candidate.hashPart)) continue;
+              if (candidate.accessedAtMost !== undefined && row.last_access > candidate.accessedAtMost)
+                continue;
+              if (!(referrers.get(candidate.hashPart) ?? []).every((referrer) => gone.has(referrer)))
+                continue;
+              gone.add(candidate.hashPart);
+              removed.push(toPathWithNar(row, stringList).path);
+            }
+            if (removed.length > 0) {
+              await client.query('DELETE FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])', [
+                cacheId,
+                [...gone],
+              ]);
+            }
+            return removed;
+          });
+        } catch (error) {
+          if (isDeadlock(error) && attempt < DEADLOCK_ATTEMPTS) continue;
+          throw error;
+        }
+      }
+    });
+  }
+
+  recordAccesses(accesses: readonly AccessRecord[]): Promise<void> {
+    return this.#run('recordAccesses', async () => {
+      const byPath = accesses.filter((access) => access.hashPart !== undefined);
+      const byFile = accesses.filter((access) => access.fileHash !== undefined);
+      // One statement per kind, rows in key order (so concurrent flushes of replicas lock in one order);
+      // a row already accessed later is not rewritten.
+      byPath.sort((a, b) => a.cacheId - b.cacheId || compareText(a.hashPart ?? '', b.hashPart ?? ''));
+      byFile.sort((a, b) => a.cacheId - b.cacheId || compareText(a.fileHash ?? '', b.fileHash ?? ''));
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          if (byPath.length > 0) {
+            await this.#pool.query(
+              `UPDATE paths SET last_access_at = v.at
+               FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS v(cache_id, hash_part, at)
+               WHERE paths.cache_id = v.cache_id AND paths.hash_part = v.hash_part
+                 AND coalesce(paths.last_access_at, paths.created_at) < v.at`,
+              [byPath.map((a) => a.cacheId), byPath.map((a) => a.hashPart), byPath.map((a) => a.at)],
+            );
+          }
+          if (byFile.length > 0) {
+            await this.#pool.query(
+              `UPDATE paths SET last_access_at = v.at
+               FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS v(cache_id, file_hash, at)
+               WHERE paths.file_hash = v.file_hash AND paths.cache_id = v.cache_id
+                 AND coalesce(paths.last_access_at, paths.created_at) < v.at`,
+              [byFile.map((a) => a.cacheId), byFile.map((a) => a.fileHash), byFile.map((a) => a.at)],
+            );
+          }
+          return;
+        } catch (error) {
+          if (isDeadlock(error) && attempt < DEADLOCK_ATTEMPTS) continue;
+          throw error;
+        }
+      }
+    });
+  }
+
+  getCacheUsage(cacheId: number): Promise<CacheUsage> {
+    return this.#run('getCacheUsage', async () => {
+      const { rows } = await this.#pool.query<{
+        paths: number;
+        nar_bytes: number;
+        stored_bytes: number;
+        last_push_at: number | null;
+      }>('SELECT paths, nar_bytes, stored_bytes, last_push_at FROM cache_usage WHERE cache_id = $1', [
+        cacheId,
+      ]);
+      const row = rows[0];
+      if (row === undefined) throw noSuchCache(cacheId);
+      return {
+        paths: row.paths,
+        narBytes: row.nar_bytes,
+        storedBytes: row.stored_bytes,
+        lastPushAt: optionalDate(row.last_push_at),
+      };
+    });
+  }
+
+  scanGcPaths(cacheId: number, after: string, limit: number): Promise<GcPathRow[]> {
+    return this.#run('scanGcPaths', async () => {
+      const { rows } = await this.#pool.query<{
+        hash_part: string;
+        file_hash: string;
+        file_size: number;
+        last_access: number;
+        shares_file: boolean;
+      }>(
+        `SELECT p.hash_part, p.file_hash, n.file_size,
+                coalesce(p.last_access_at, p.created_at) AS last_access,
+                EXISTS (SELECT 1 FROM paths AS o WHERE o.file_hash = p.file_hash AND o.cache_id = p.cache_id
+                          AND o.hash_part <> p.hash_part) AS shares_file
+         FROM paths AS p JOIN nars AS n ON n.file_hash = p.file_hash
+         WHERE p.cache_id = $1 AND p.hash_part > $2 ORDER BY p.hash_part LIMIT $3`,
+        [cacheId, after, limit],
+      );
+      return rows.map((row) => ({
+        hashPart: row.hash_part,
+        fileHash: row.file_hash,
+        fileSize: row.file_size,
+        lastAccess: row.last_access,
+        sharesFile: row.shares_file,
+      }));
+    });
+  }
+
+  scanGcRefs(cacheId: number, after: GcRefRow | undefined, limit: number): Promise<GcRefRow[]> {
+    return this.#run('scanGcRefs', async () => {
+      const { rows } = await this.#pool.query<{ ref_hash: string; hash_part: string }>(
+        `SELECT ref_hash, hash_part FROM path_refs
+         WHERE cache_id = $1 AND (ref_hash, hash_part) > ($2::text, $3::text)
+         ORDER BY ref_hash, hash_part LIMIT $4`,
+        [cacheId, after?.hashPart ?? '', after?.referrer ?? '', limit],
+      );
+      return rows.map((row) => ({ hashPart: row.ref_hash, referrer: row.hash_part }));
+    });
+  }
+
+  putPin(cacheId: number, pin: PinRecord): Promise<PinRecord> {
+    return this.#run('putPin', () =>
+      this.#transaction(async (client): Promise<PinRecord> => {
+        // FOR SHARE: a concurrent GC cannot remove the path before the pin that keeps it is in.
+        const found = await client.query(
+          'SELECT 1 FROM paths WHERE cache_id = $1 AND hash_part = $2 FOR SHARE',
+          [cacheId, pin.hashPart],
+        );
+        if (found.rowCount === 0)
+          throw new NotFoundError('NOT_FOUND', `${pin.storePath} is not in this cache`);
+        await client.query(
+          `INSERT INTO pins (cache_id, name, hash_part, store_path, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (cache_id, name) DO UPDATE SET hash_part = excluded.hash_part,
+             store_path = excluded.store_path, created_at = excluded.created_at,
+             expires_at = excluded.expires_at`,
+          [
+            cacheId,
+            pin.name,
+            pin.hashPart,
+            pin.storePath,
+            pin.createdAt.getTime(),
+            pin.expiresAt?.getTime() ?? null,
+          ],
+        );
+        return pin;
+      }),
+    );
+  }
+
+  listPins(cacheId: number): Promise<PinRecord[]> {
+    return this.#run('listPins', async () => {
+      const { rows } = await this.#pool.query<PinRow>(
+        `SELECT name, hash_part, store_path, created_at, expires_at FROM pins WHERE cache_id = $1
+         ORDER BY name`,
+        [cacheId],
+      );
+      return rows.map(toPin);
+    });
+  }
+
+  deletePin(cacheId: number, name: string): Promise<boolean> {
+    return this.#run('deletePin', async () => {
+      const result = await this.#pool.query('DELETE FROM pins WHERE cache_id = $1 AND name = $2', [
+        cacheId,
+        name,
+      ]);
+      return (result.rowCount ?? 0) > 0;
+    });
+  }
+
+  markUnusedNars(after: string, limit: number, now: Date): Promise<string | undefined> {
+    return this.#run('markUnusedNars', async () => {
+      const { rows } = await this.#pool.query<{ last: string | null }>(
+        `WITH page AS (SELECT file_hash FROM nars WHERE file_hash > $1 ORDER BY file_hash LIMIT $2),
+              changed AS (
+                UPDATE nars SET unused_since = CASE WHEN used.used THEN NULL ELSE coalesce(unused_since, $3) END
+                FROM (SELECT page.file_hash,
+                             EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = page.file_hash)
+                               OR EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.file_hash = page.file_hash)
+                               AS used
+                      FROM page) AS used
+                WHERE nars.file_hash = used.file_hash AND (nars.unused_since IS NULL) <> used.used
+                RETURNING 1)
+         SELECT max(file_hash) AS last FROM page`,
+        [after, limit, now.getTime()],
+      );
+      return rows[0]?.last ?? undefined;
+    });
+  }
+
+  takeUnusedNars(before: Date, limit: number): Promise<NarRecord[]> {
+    return this.#run('takeUnusedNars', () =>
+      this.#transaction(async (client): Promise<NarRecord[]> => {
+        // Locked rows are skipped (an upload is attaching them); the NOT EXISTS checks run after the locks.
+        const { rows: candidates } = await client.query<{ file_hash: string }>(
+          `SELECT file_hash FROM nars WHERE unused_since < $1 ORDER BY file_hash LIMIT $2
+           FOR UPDATE SKIP LOCKED`,
+          [before.getTime(), limit],
+        );
+        if (candidates.length === 0) return [];
+        const { rows } = await client.query<NarRow>(
+          `DELETE FROM nars WHERE file_hash = ANY($1::text[])
+             AND NOT EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = nars.file_hash)
+             AND NOT EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.file_hash = nars.file_hash)
+           RETURNING ${NAR_COLUMNS}`,
+          [candidates.map((row) => row.file_hash)],
+        );
+        return rows.map(toNar);
+      }),
+    );
+  }
+
+  findUnusedNars(fileHashes: readonly string[]): Promise<Set<string>> {
+    return this.#run('findUnusedNars', async () => {
+      if (fileHashes.length === 0) return new Set<string>();
+      const { rows } = await this.#pool.query<{ file_hash: string }>(
+        `SELECT h AS file_hash FROM unnest($1::text[]) AS h
+         WHERE NOT EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = h)
+           AND NOT EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.file_hash = h)`,
+        [fileHashes],
+      );
+      return new Set(rows.map((row) => row.file_hash));
+    });
+  }
+
+  findKnownBlobKeys(blobKeys: readonly string[]): Promise<Set<string>> {
+    return this.#run('findKnownBlobKeys', async () => {
+      if (blobKeys.length === 0) return new Set<string>();
+      const { rows } = await this.#pool.query<{ blob_key: string }>(
+        `SELECT blob_key FROM nars WHERE blob_key = ANY($1::text[])
+         UNION SELECT blob_key FROM build_logs WHERE blob_key = ANY($1::text[])`,
+        [blobKeys],
+      );
+      return new Set(rows.map((row) => row.blob_key));
+    });
+  }
+
+  listNars(after: string, limit: number): Promise<NarRecord[]> {
+    return this.#run('listNars', async () => {
+      const { rows } = await this.#pool.query<NarRow>(
+        `SELECT ${NAR_COLUMNS} FROM nars WHERE file_hash > $1 ORDER BY file_hash LIMIT $2`,
+        [after, limit],
+      );
+      return rows.map(toNar);
+    });
+  }
+
+  findPathsByFile(cacheId: number, fileHash: string): Promise<string[]> {
+    return this.#run('findPathsByFile', async () => {
+      const { rows } = await this.#pool.query<{ hash_part: string }>(
+        'SELECT hash_part FROM paths WHERE file_hash = $1 AND cache_id = $2 ORDER BY hash_part',
+        [fileHash, cacheId],
+      );
+      return rows.map((row) => row.hash_part);
+    });
+  }
+
+  deleteNar(fileHash: string): Promise<boolean> {
+    return this.#run('deleteNar', () =>
+      this.#transaction(async (client): Promise<boolean> => {
+        await client.query('DELETE FROM paths WHERE file_hash = $1', [fileHash]);
+        await client.query('DELETE FROM nar_uploads WHERE file_hash = $1', [fileHash]);
+        const result = await client.query('DELETE FROM nars WHERE file_hash = $1', [fileHash]);
+        return (result.rowCount ?? 0) > 0;
+      }),
+    );
+  }
+
+  acquireLease(name: string, holder: string, now: Date, until: Date): Promise<boolean> {
+    return this.#run('acquireLease', async () => {
+      const result = await this.#pool.query(
+        `INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $4)
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+           WHERE leases.holder = excluded.holder OR leases.expires_at <= $3`,
+        [name, holder, now.getTime(), until.getTime()],
+      );
+      return (result.rowCount ?? 0) > 0;
+    });
+  }
+
+  releaseLease(name: string, holder: string): Promise<void> {
+    return this.#run('releaseLease', async () => {
+      await this.#pool.query('DELETE FROM leases WHERE name = $1 AND holder = $2', [name, holder]);
     });
   }
 
@@ -941,7 +1333,28 @@ function toCache(row: CacheRow): CacheRecord {
     storeDir: row.store_dir,
     upstreamKeys: stringList(row.upstream_keys, 'upstream keys'),
     createdAt: new Date(row.created_at),
+    retentionMs: row.retention_ms ?? undefined,
+    maxSize: row.max_size ?? undefined,
   };
+}
+
+function toPin(row: PinRow): PinRecord {
+  return {
+    name: row.name,
+    hashPart: row.hash_part,
+    storePath: row.store_path,
+    createdAt: new Date(row.created_at),
+    expiresAt: optionalDate(row.expires_at),
+  };
+}
+
+/** PostgreSQL's deadlock_detected: one of the transactions was rolled back and may simply be retried. */
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function isDeadlock(error: unknown): boolean {
+  return error instanceof pg.DatabaseError && error.code === '40P01';
 }
 
 /** A JSONB column as parsed by the driver, checked to be the list of strings it must hold. */

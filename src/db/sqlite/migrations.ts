@@ -139,4 +139,76 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE tokens ADD COLUMN ssh_public_key TEXT;
   CREATE INDEX tokens_ssh_key ON tokens (ssh_key_fingerprint) WHERE ssh_key_fingerprint IS NOT NULL;
   `,
+  `
+  -- Lifecycle (niche gc): when each path was last downloaded or pushed (batched writes; NULL until the
+  -- first, read as created_at), each cache's retention and size quota, pins, and per-cache usage counters.
+  ALTER TABLE paths ADD COLUMN last_access_at INTEGER;
+  ALTER TABLE caches ADD COLUMN retention_ms INTEGER;
+  ALTER TABLE caches ADD COLUMN max_size INTEGER;
+
+  -- Named roots: a pin keeps its path and the path's whole closure; re-pinning a name moves it.
+  CREATE TABLE pins (
+    cache_id INTEGER NOT NULL REFERENCES caches (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    hash_part TEXT NOT NULL,
+    store_path TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (cache_id, name)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX pins_path ON pins (cache_id, hash_part);
+
+  -- Path count, NAR bytes and stored bytes (each NAR file once) per cache, kept by triggers so every
+  -- change of paths, however made, moves them in the same transaction.
+  CREATE TABLE cache_usage (
+    cache_id INTEGER PRIMARY KEY REFERENCES caches (id) ON DELETE CASCADE,
+    paths INTEGER NOT NULL,
+    nar_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    last_push_at INTEGER
+  ) STRICT;
+  INSERT INTO cache_usage (cache_id, paths, nar_bytes, stored_bytes, last_push_at)
+    SELECT c.id,
+           (SELECT count(*) FROM paths AS p WHERE p.cache_id = c.id),
+           (SELECT coalesce(sum(p.nar_size), 0) FROM paths AS p WHERE p.cache_id = c.id),
+           (SELECT coalesce(sum(n.file_size), 0) FROM nars AS n
+             WHERE n.file_hash IN (SELECT p.file_hash FROM paths AS p WHERE p.cache_id = c.id)),
+           (SELECT max(p.created_at) FROM paths AS p WHERE p.cache_id = c.id)
+    FROM caches AS c;
+  CREATE TRIGGER caches_usage AFTER INSERT ON caches BEGIN
+    INSERT INTO cache_usage (cache_id, paths, nar_bytes, stored_bytes) VALUES (NEW.id, 0, 0, 0);
+  END;
+  CREATE TRIGGER paths_usage_insert AFTER INSERT ON paths BEGIN
+    UPDATE cache_usage SET paths = paths + 1, nar_bytes = nar_bytes + NEW.nar_size,
+      last_push_at = max(coalesce(last_push_at, 0), NEW.created_at),
+      stored_bytes = stored_bytes + CASE
+        WHEN EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = NEW.file_hash AND p.cache_id = NEW.cache_id
+                       AND p.hash_part <> NEW.hash_part) THEN 0
+        ELSE (SELECT n.file_size FROM nars AS n WHERE n.file_hash = NEW.file_hash) END
+    WHERE cache_id = NEW.cache_id;
+  END;
+  CREATE TRIGGER paths_usage_delete AFTER DELETE ON paths BEGIN
+    UPDATE cache_usage SET paths = paths - 1, nar_bytes = nar_bytes - OLD.nar_size,
+      stored_bytes = stored_bytes - CASE
+        WHEN EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = OLD.file_hash AND p.cache_id = OLD.cache_id)
+          THEN 0
+        ELSE (SELECT n.file_size FROM nars AS n WHERE n.file_hash = OLD.file_hash) END
+    WHERE cache_id = OLD.cache_id;
+  END;
+
+  -- Blob collection: since when no path and no upload has used a NAR (NULL while used).
+  ALTER TABLE nars ADD COLUMN unused_since INTEGER;
+  CREATE INDEX nars_unused ON nars (unused_since) WHERE unused_since IS NOT NULL;
+  -- "Does a row name this blob" for blobs found in the store without one.
+  CREATE INDEX nars_blob_key ON nars (blob_key);
+  CREATE INDEX build_logs_blob_key ON build_logs (blob_key);
+
+  -- Leases that let one process at a time do a job (GC), across processes and replicas; an expired lease
+  -- is free (its holder died).
+  CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+  ) STRICT, WITHOUT ROWID;
+  `,
 ];

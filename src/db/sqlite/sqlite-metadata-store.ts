@@ -8,12 +8,17 @@ import Database from 'better-sqlite3';
 import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError } from '../../errors.js';
 import {
   PERMISSIONS,
+  type AccessRecord,
   type AddPathOutcome,
   type AddRealisationOutcome,
   type BuildLogRecord,
   type CacheChanges,
   type CacheNar,
   type CacheRecord,
+  type CacheUsage,
+  type DeleteCandidate,
+  type GcPathRow,
+  type GcRefRow,
   type MetadataStore,
   type NarRecord,
   type NewCache,
@@ -22,6 +27,7 @@ import {
   type PathRecord,
   type PathWithNar,
   type Permission,
+  type PinRecord,
   type RealisationRecord,
   type SigningKeyRecord,
   type TokenRecord,
@@ -33,6 +39,7 @@ import {
   hashPartsOf,
   optionalDate,
   presentBaseNames,
+  referencesGone,
   toNar,
   toPathWithNar,
   stringRecord,
@@ -57,6 +64,8 @@ interface CacheRow {
   store_dir: string;
   upstream_keys: string;
   created_at: number;
+  retention_ms: number | null;
+  max_size: number | null;
 }
 
 interface TokenRow {
@@ -141,11 +150,22 @@ function prepareStatements(db: Database.Database) {
        VALUES (@name, @isPublic, @priority, @storeDir, @upstreamKeys, @createdAt) RETURNING *`,
     ),
     updateCache: db.prepare<
-      { id: number; isPublic: number | null; priority: number | null; upstreamKeys: string | null },
+      {
+        id: number;
+        isPublic: number | null;
+        priority: number | null;
+        upstreamKeys: string | null;
+        setRetention: number;
+        retention: number | null;
+        setMaxSize: number;
+        maxSize: number | null;
+      },
       CacheRow
     >(
       `UPDATE caches SET is_public = coalesce(@isPublic, is_public), priority = coalesce(@priority, priority),
-              upstream_keys = coalesce(@upstreamKeys, upstream_keys)
+              upstream_keys = coalesce(@upstreamKeys, upstream_keys),
+              retention_ms = CASE WHEN @setRetention = 1 THEN @retention ELSE retention_ms END,
+              max_size = CASE WHEN @setMaxSize = 1 THEN @maxSize ELSE max_size END
        WHERE id = @id RETURNING *`,
     ),
     deleteCache: db.prepare<[number]>('DELETE FROM caches WHERE id = ?'),
@@ -257,9 +277,9 @@ function prepareStatements(db: Database.Database) {
       createdAt: number;
     }>(
       `INSERT INTO paths (cache_id, hash_part, store_path, file_hash, nar_hash, nar_size, refs, deriver, ca,
-                          signatures, created_at)
+                          signatures, created_at, last_access_at)
        VALUES (@cacheId, @hashPart, @storePath, @fileHash, @narHash, @narSize, @refs, @deriver, @ca,
-               @signatures, @createdAt)`,
+               @signatures, @createdAt, @createdAt)`,
     ),
     signaturesOfPath: db
       .prepare<PathKey, string>(
@@ -309,13 +329,166 @@ function prepareStatements(db: Database.Database) {
 
 type Statements = ReturnType<typeof prepareStatements>;
 
+interface GcPathSqlRow {
+  hash_part: string;
+  file_hash: string;
+  file_size: number;
+  last_access: number;
+  shares_file: number;
+}
+
+interface PinRow {
+  name: string;
+  hash_part: string;
+  store_path: string;
+  created_at: number;
+  expires_at: number | null;
+}
+
+/** The statements of access tracking, pins, usage and GC (src/cache/gc.ts). */
+function prepareLifecycleStatements(db: Database.Database) {
+  return {
+    presentHashParts: db
+      .prepare<{ cacheId: number; hashParts: string }, string>(
+        `SELECT p.hash_part FROM json_each(@hashParts) AS j CROSS JOIN paths AS p
+         WHERE p.cache_id = @cacheId AND p.hash_part = j.value`,
+      )
+      .pluck(),
+    touchPath: db.prepare<{ cacheId: number; hashPart: string; at: number }>(
+      `UPDATE paths SET last_access_at = @at
+       WHERE cache_id = @cacheId AND hash_part = @hashPart AND coalesce(last_access_at, created_at) < @at`,
+    ),
+    touchFile: db.prepare<{ cacheId: number; fileHash: string; at: number }>(
+      `UPDATE paths SET last_access_at = @at
+       WHERE file_hash = @fileHash AND cache_id = @cacheId AND coalesce(last_access_at, created_at) < @at`,
+    ),
+    usage: db.prepare<
+      [number],
+      {
+        paths: number;
+        nar_bytes: number;
+        stored_bytes: number;
+        last_push_at: number | null;
+      }
+    >('SELECT paths, nar_bytes, stored_bytes, last_push_at FROM cache_usage WHERE cache_id = ?'),
+    gcPaths: db.prepare<{ cacheId: number; after: string; limit: number }, GcPathSqlRow>(
+      `SELECT p.hash_part, p.file_hash, n.file_size, coalesce(p.last_access_at, p.created_at) AS last_access,
+              EXISTS (SELECT 1 FROM paths AS o WHERE o.file_hash = p.file_hash AND o.cache_id = p.cache_id
+                        AND o.hash_part <> p.hash_part) AS shares_file
+       FROM paths AS p JOIN nars AS n ON n.file_hash = p.file_hash
+       WHERE p.cache_id = @cacheId AND p.hash_part > @after ORDER BY p.hash_part LIMIT @limit`,
+    ),
+    gcRefs: db.prepare<
+      { cacheId: number; refHash: string; hashPart: string; limit: number },
+      { ref_hash: string; hash_part: string }
+    >(
+      `SELECT ref_hash, hash_part FROM path_refs
+       WHERE cache_id = @cacheId AND (ref_hash, hash_part) > (@refHash, @hashPart)
+       ORDER BY ref_hash, hash_part LIMIT @limit`,
+    ),
+    collectablePath: db.prepare<PathKey & { accessedAtMost: number | null; now: number }, PathNarRow<string>>(
+      `${PATH_WITH_NAR_SELECT}
+       WHERE p.cache_id = @cacheId AND p.hash_part = @hashPart
+         AND (@accessedAtMost IS NULL OR coalesce(p.last_access_at, p.created_at) <= @accessedAtMost)
+         AND NOT EXISTS (SELECT 1 FROM pins AS k WHERE k.cache_id = @cacheId AND k.hash_part = @hashPart
+                           AND (k.expires_at IS NULL OR k.expires_at > @now))`,
+    ),
+    allReferrers: db
+      .prepare<PathKey, string>(
+        'SELECT hash_part FROM path_refs WHERE cache_id = @cacheId AND ref_hash = @hashPart',
+      )
+      .pluck(),
+    upsertPin: db.prepare<{
+      cacheId: number;
+      name: string;
+      hashPart: string;
+      storePath: string;
+      createdAt: number;
+      expiresAt: number | null;
+    }>(
+      `INSERT INTO pins (cache_id, name, hash_part, store_path, created_at, expires_at)
+       VALUES (@cacheId, @name, @hashPart, @storePath, @createdAt, @expiresAt)
+       ON CONFLICT (cache_id, name) DO UPDATE SET hash_part = excluded.hash_part,
+         store_path = excluded.store_path, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+    ),
+    pathExists: db
+      .prepare<PathKey, number>('SELECT 1 FROM paths WHERE cache_id = @cacheId AND hash_part = @hashPart')
+      .pluck(),
+    pins: db.prepare<[number], PinRow>(
+      'SELECT name, hash_part, store_path, created_at, expires_at FROM pins WHERE cache_id = ? ORDER BY name',
+    ),
+    deletePin: db.prepare<{ cacheId: number; name: string }>(
+      'DELETE FROM pins WHERE cache_id = @cacheId AND name = @name',
+    ),
+    narPage: db.prepare<{ after: string; limit: number }, NarRow>(
+      `SELECT ${NAR_COLUMNS} FROM nars WHERE file_hash > @after ORDER BY file_hash LIMIT @limit`,
+    ),
+    markNars: db.prepare<{ after: string; last: string; now: number }>(
+      `UPDATE nars SET unused_since = CASE
+           WHEN EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = nars.file_hash)
+             OR EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.file_hash = nars.file_hash) THEN NULL
+           ELSE coalesce(unused_since, @now) END
+       WHERE file_hash > @after AND file_hash <= @last`,
+    ),
+    lastOfNarPage: db
+      .prepare<{ after: string; limit: number }, string | null>(
+        `SELECT max(file_hash) FROM (SELECT file_hash FROM nars WHERE file_hash > @after
+                                     ORDER BY file_hash LIMIT @limit)`,
+      )
+      .pluck(),
+    unusedNars: db.prepare<{ before: number; limit: number }, NarRow>(
+      `SELECT ${NAR_COLUMNS} FROM nars WHERE unused_since < @before
+         AND NOT EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = nars.file_hash)
+         AND NOT EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.file_hash = nars.file_hash)
+       LIMIT @limit`,
+    ),
+    deleteNarRow: db.prepare<[string]>('DELETE FROM nars WHERE file_hash = ?'),
+    unusedOf: db
+      .prepare<[string], string>(
+        `SELECT j.value FROM json_each(?) AS j
+         WHERE NOT EXISTS (SELECT 1 FROM paths AS p WHERE p.file_hash = j.value)
+           AND NOT EXISTS (SELECT 1 FROM nar_uploads AS u WHERE u.file_hash = j.value)`,
+      )
+      .pluck(),
+    knownNarBlobs: db
+      .prepare<[string], string>(
+        'SELECT n.blob_key FROM json_each(?) AS j CROSS JOIN nars AS n WHERE n.blob_key = j.value',
+      )
+      .pluck(),
+    knownLogBlobs: db
+      .prepare<[string], string>(
+        'SELECT l.blob_key FROM json_each(?) AS j CROSS JOIN build_logs AS l WHERE l.blob_key = j.value',
+      )
+      .pluck(),
+    pathsByFile: db
+      .prepare<{ cacheId: number; fileHash: string }, string>(
+        'SELECT hash_part FROM paths WHERE file_hash = @fileHash AND cache_id = @cacheId ORDER BY hash_part',
+      )
+      .pluck(),
+    deletePathsOfFile: db.prepare<[string]>('DELETE FROM paths WHERE file_hash = ?'),
+    deleteUploadsOfFile: db.prepare<[string]>('DELETE FROM nar_uploads WHERE file_hash = ?'),
+    takeLease: db.prepare<{ name: string; holder: string; now: number; until: number }>(
+      `INSERT INTO leases (name, holder, expires_at) VALUES (@name, @holder, @until)
+       ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+         WHERE leases.holder = excluded.holder OR leases.expires_at <= @now`,
+    ),
+    releaseLease: db.prepare<{ name: string; holder: string }>(
+      'DELETE FROM leases WHERE name = @name AND holder = @holder',
+    ),
+  };
+}
+
+type LifecycleStatements = ReturnType<typeof prepareLifecycleStatements>;
+
 export class SqliteMetadataStore implements MetadataStore {
   readonly #db: Database.Database;
   readonly #sql: Statements;
+  readonly #life: LifecycleStatements;
 
   private constructor(db: Database.Database, statements: Statements) {
     this.#db = db;
     this.#sql = statements;
+    this.#life = prepareLifecycleStatements(db);
   }
 
   /**
@@ -413,6 +586,10 @@ export class SqliteMetadataStore implements MetadataStore {
         isPublic: changes.isPublic === undefined ? null : changes.isPublic ? 1 : 0,
         priority: changes.priority ?? null,
         upstreamKeys: changes.upstreamKeys === undefined ? null : JSON.stringify(changes.upstreamKeys),
+        setRetention: changes.retentionMs === undefined ? 0 : 1,
+        retention: changes.retentionMs ?? null,
+        setMaxSize: changes.maxSize === undefined ? 0 : 1,
+        maxSize: changes.maxSize ?? null,
       });
       if (row === undefined) throw noSuchCache(cacheId);
       return toCache(row);
@@ -436,6 +613,185 @@ export class SqliteMetadataStore implements MetadataStore {
 
   deletePath(cacheId: number, hashPart: string): Promise<boolean> {
     return this.#run('deletePath', () => this.#sql.deletePath.run({ cacheId, hashPart }).changes > 0);
+  }
+
+  deletePathsIfUnused(
+    cacheId: number,
+    candidates: readonly DeleteCandidate[],
+    now: Date,
+  ): Promise<PathRecord[]> {
+    return this.#run('deletePathsIfUnused', () =>
+      this.#db
+        .transaction((): PathRecord[] => {
+          const removed: PathRecord[] = [];
+          const gone = new Set<string>();
+          for (const candidate of candidates) {
+            const row = this.#life.collectablePath.get({
+              cacheId,
+              hashPart: candidate.hashPart,
+              accessedAtMost: candidate.accessedAtMost ?? null,
+              now: now.getTime(),
+            });
+            if (row === undefined) continue;
+            const referrers = this.#life.allReferrers.all({ cacheId, hashPart: candidate.hashPart });
+            if (!referrers.every((referrer) => gone.has(referrer))) continue;
+            this.#sql.deletePath.run({ cacheId, hashPart: candidate.hashPart });
+            gone.add(candidate.hashPart);
+            removed.push(toPathWithNar(row, parseStrings).path);
+          }
+          return removed;
+        })
+        .immediate(),
+    );
+  }
+
+  recordAccesses(accesses: readonly AccessRecord[]): Promise<void> {
+    return this.#run('recordAccesses', () => {
+      this.#db
+        .transaction(() => {
+          for (const access of accesses) {
+            if (access.hashPart !== undefined) {
+              this.#life.touchPath.run({ cacheId: access.cacheId, hashPart: access.hashPart, at: access.at });
+            }
+            if (access.fileHash !== undefined) {
+              this.#life.touchFile.run({ cacheId: access.cacheId, fileHash: access.fileHash, at: access.at });
+            }
+          }
+        })
+        .immediate();
+    });
+  }
+
+  getCacheUsage(cacheId: number): Promise<CacheUsage> {
+    return this.#run('getCacheUsage', () => {
+      const row = this.#life.usage.get(cacheId);
+      if (row === undefined) throw noSuchCache(cacheId);
+      return {
+        paths: row.paths,
+        narBytes: row.nar_bytes,
+        storedBytes: row.stored_bytes,
+        lastPushAt: optionalDate(row.last_push_at),
+      };
+    });
+  }
+
+  scanGcPaths(cacheId: number, after: string, limit: number): Promise<GcPathRow[]> {
+    return this.#run('scanGcPaths', () =>
+      this.#life.gcPaths.all({ cacheId, after, limit }).map((row) => ({
+        hashPart: row.hash_part,
+        fileHash: row.file_hash,
+        fileSize: row.file_size,
+        lastAccess: row.last_access,
+        sharesFile: row.shares_file === 1,
+      })),
+    );
+  }
+
+  scanGcRefs(cacheId: number, after: GcRefRow | undefined, limit: number): Promise<GcRefRow[]> {
+    return this.#run('scanGcRefs', () =>
+      this.#life.gcRefs
+        .all({ cacheId, refHash: after?.hashPart ?? '', hashPart: after?.referrer ?? '', limit })
+        .map((row) => ({ hashPart: row.ref_hash, referrer: row.hash_part })),
+    );
+  }
+
+  putPin(cacheId: number, pin: PinRecord): Promise<PinRecord> {
+    return this.#run('putPin', () =>
+      this.#db
+        .transaction((): PinRecord => {
+          if (this.#life.pathExists.get({ cacheId, hashPart: pin.hashPart }) === undefined) {
+            throw new NotFoundError('NOT_FOUND', `${pin.storePath} is not in this cache`);
+          }
+          this.#life.upsertPin.run({
+            cacheId,
+            name: pin.name,
+            hashPart: pin.hashPart,
+            storePath: pin.storePath,
+            createdAt: pin.createdAt.getTime(),
+            expiresAt: pin.expiresAt?.getTime() ?? null,
+          });
+          return pin;
+        })
+        .immediate(),
+    );
+  }
+
+  listPins(cacheId: number): Promise<PinRecord[]> {
+    return this.#run('listPins', () => this.#life.pins.all(cacheId).map(toPin));
+  }
+
+  deletePin(cacheId: number, name: string): Promise<boolean> {
+    return this.#run('deletePin', () => this.#life.deletePin.run({ cacheId, name }).changes > 0);
+  }
+
+  markUnusedNars(after: string, limit: number, now: Date): Promise<string | undefined> {
+    return this.#run('markUnusedNars', () =>
+      this.#db
+        .transaction((): string | undefined => {
+          const last = this.#life.lastOfNarPage.get({ after, limit }) ?? null;
+          if (last === null) return undefined;
+          this.#life.markNars.run({ after, last, now: now.getTime() });
+          return last;
+        })
+        .immediate(),
+    );
+  }
+
+  takeUnusedNars(before: Date, limit: number): Promise<NarRecord[]> {
+    return this.#run('takeUnusedNars', () =>
+      this.#db
+        .transaction((): NarRecord[] => {
+          const rows = this.#life.unusedNars.all({ before: before.getTime(), limit });
+          for (const row of rows) this.#life.deleteNarRow.run(row.file_hash);
+          return rows.map(toNar);
+        })
+        .immediate(),
+    );
+  }
+
+  findUnusedNars(fileHashes: readonly string[]): Promise<Set<string>> {
+    return this.#run('findUnusedNars', () => new Set(this.#life.unusedOf.all(JSON.stringify(fileHashes))));
+  }
+
+  findKnownBlobKeys(blobKeys: readonly string[]): Promise<Set<string>> {
+    return this.#run('findKnownBlobKeys', () => {
+      const list = JSON.stringify(blobKeys);
+      return new Set([...this.#life.knownNarBlobs.all(list), ...this.#life.knownLogBlobs.all(list)]);
+    });
+  }
+
+  listNars(after: string, limit: number): Promise<NarRecord[]> {
+    return this.#run('listNars', () => this.#life.narPage.all({ after, limit }).map(toNar));
+  }
+
+  findPathsByFile(cacheId: number, fileHash: string): Promise<string[]> {
+    return this.#run('findPathsByFile', () => this.#life.pathsByFile.all({ cacheId, fileHash }));
+  }
+
+  deleteNar(fileHash: string): Promise<boolean> {
+    return this.#run('deleteNar', () =>
+      this.#db
+        .transaction((): boolean => {
+          this.#life.deletePathsOfFile.run(fileHash);
+          this.#life.deleteUploadsOfFile.run(fileHash);
+          return this.#life.deleteNarRow.run(fileHash).changes > 0;
+        })
+        .immediate(),
+    );
+  }
+
+  acquireLease(name: string, holder: string, now: Date, until: Date): Promise<boolean> {
+    return this.#run(
+      'acquireLease',
+      () =>
+        this.#life.takeLease.run({ name, holder, now: now.getTime(), until: until.getTime() }).changes > 0,
+    );
+  }
+
+  releaseLease(name: string, holder: string): Promise<void> {
+    return this.#run('releaseLease', () => {
+      this.#life.releaseLease.run({ name, holder });
+    });
   }
 
   addSigningKey(cacheId: number, key: NewSigningKey): Promise<SigningKeyRecord> {
@@ -597,13 +953,26 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  addPath(cacheId: number, path: PathRecord, uploadedSince: Date): Promise<AddPathOutcome> {
+  addPath(
+    cacheId: number,
+    path: PathRecord,
+    uploadedSince: Date,
+    requiredReferences: readonly string[] = [],
+  ): Promise<AddPathOutcome> {
     return this.#run('addPath', () =>
       this.#db
         .transaction((): AddPathOutcome => {
           const existing = this.#sql.pathWithNar.get({ cacheId, hashPart: path.hashPart });
           if (existing !== undefined)
             return { status: 'exists', existing: toPathWithNar(existing, parseStrings).path };
+          if (requiredReferences.length > 0) {
+            const wanted = [...new Set(requiredReferences)];
+            const present = new Set(
+              this.#life.presentHashParts.all({ cacheId, hashParts: JSON.stringify(wanted) }),
+            );
+            const absent = wanted.filter((hashPart) => !present.has(hashPart));
+            if (absent.length > 0) throw referencesGone(absent);
+          }
           // Checked here, in the transaction, so an upload removed by GC meanwhile cannot slip through.
           const nar = this.#cacheNar(cacheId, path.fileHash);
           const attached =
@@ -804,6 +1173,8 @@ function toCache(row: CacheRow): CacheRecord {
     storeDir: row.store_dir,
     upstreamKeys: parseStrings(row.upstream_keys, 'upstream keys'),
     createdAt: new Date(row.created_at),
+    retentionMs: row.retention_ms ?? undefined,
+    maxSize: row.max_size ?? undefined,
   };
 }
 
@@ -871,6 +1242,16 @@ function constraint(error: unknown): string | undefined {
   return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_CONSTRAINT')
     ? error.code
     : undefined;
+}
+
+function toPin(row: PinRow): PinRecord {
+  return {
+    name: row.name,
+    hashPart: row.hash_part,
+    storePath: row.store_path,
+    createdAt: new Date(row.created_at),
+    expiresAt: optionalDate(row.expires_at),
+  };
 }
 
 function noSuchCache(cacheId: number): NotFoundError {

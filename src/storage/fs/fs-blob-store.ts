@@ -202,7 +202,7 @@ export class FsBlobStore implements BlobStore {
     assertValidBlobKey(key);
     try {
       const info = await stat(this.#path(key));
-      return info.isFile() ? { size: info.size } : undefined;
+      return info.isFile() ? { size: info.size, modifiedAt: info.mtime } : undefined;
     } catch (error) {
       if (isAbsent(error)) return undefined;
       throw new StorageError(`cannot stat blob ${key}: ${describe(error)}`, { cause: error });

@@ -371,7 +371,10 @@ export class S3BlobStore implements BlobStore {
         new HeadObjectCommand({ Bucket: this.bucket, Key: this.#objectKey(key) }),
       );
       if (output.ContentLength === undefined) throw new StorageError(`S3 returned no length for blob ${key}`);
-      return { size: output.ContentLength };
+      return {
+        size: output.ContentLength,
+        ...(output.LastModified === undefined ? {} : { modifiedAt: output.LastModified }),
+      };
     } catch (error) {
       if (isMissing(error)) return undefined;
       if (isNicheError(error)) throw error;

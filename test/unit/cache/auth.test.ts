@@ -20,6 +20,8 @@ function cache(name: string, isPublic: boolean): CacheRecord {
     storeDir: '/nix/store',
     upstreamKeys: [],
     createdAt: new Date(0),
+    retentionMs: undefined,
+    maxSize: undefined,
   };
 }
 

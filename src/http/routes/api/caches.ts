@@ -1,11 +1,21 @@
 // `/api/v1/caches[/<name>]`: list, create, show, configure and delete caches.
 import type { FastifyInstance } from 'fastify';
-import { API_PREFIX, createCacheSchema, updateCacheSchema, type CacheList } from '../../../api/v1.js';
+import {
+  API_PREFIX,
+  createCacheSchema,
+  putPinSchema,
+  updateCacheSchema,
+  type CacheList,
+} from '../../../api/v1.js';
 import { openCache, principalOf, type HttpContext } from '../../context.js';
-import { cacheInfo, readJson } from './json.js';
+import { cacheInfo, pinInfo, readJson } from './json.js';
 
 interface Params {
   readonly name: string;
+}
+
+interface PinParams extends Params {
+  readonly pin: string;
 }
 
 export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContext): void {
@@ -20,6 +30,7 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
           cache,
           (await context.service.keys(cache)).publicKeys,
           context.ssh,
+          await context.admin.usage(cache),
         ),
       );
     }
@@ -39,7 +50,15 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     return reply
       .code(201)
       .header('cache-control', 'no-store')
-      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys, context.ssh));
+      .send(
+        cacheInfo(
+          context.baseUrl(request.raw),
+          cache,
+          keys.publicKeys,
+          context.ssh,
+          await context.admin.usage(cache),
+        ),
+      );
   });
 
   app.get<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
@@ -47,7 +66,15 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     const keys = await context.service.keys(cache);
     return reply
       .header('cache-control', 'no-store')
-      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys, context.ssh));
+      .send(
+        cacheInfo(
+          context.baseUrl(request.raw),
+          cache,
+          keys.publicKeys,
+          context.ssh,
+          await context.admin.usage(cache),
+        ),
+      );
   });
 
   app.patch<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
@@ -57,11 +84,45 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
       ...(body.public === undefined ? {} : { isPublic: body.public }),
       ...(body.priority === undefined ? {} : { priority: body.priority }),
       ...(body.upstreamKeys === undefined ? {} : { upstreamKeys: body.upstreamKeys }),
+      ...(body.retentionSeconds === undefined
+        ? {}
+        : { retentionMs: body.retentionSeconds === null ? null : body.retentionSeconds * 1000 }),
+      ...(body.maxSize === undefined ? {} : { maxSize: body.maxSize }),
     });
     const keys = await context.service.keys(cache);
     return reply
       .header('cache-control', 'no-store')
-      .send(cacheInfo(context.baseUrl(request.raw), cache, keys.publicKeys, context.ssh));
+      .send(
+        cacheInfo(
+          context.baseUrl(request.raw),
+          cache,
+          keys.publicKeys,
+          context.ssh,
+          await context.admin.usage(cache),
+        ),
+      );
+  });
+
+  app.get<{ Params: Params }>(`${API_PREFIX}/caches/:name/pins`, async (request, reply) => {
+    const pins = await context.admin.pins(await principalOf(context, request), request.params.name);
+    return reply.header('cache-control', 'no-store').send({ pins: pins.map(pinInfo) });
+  });
+
+  app.put<{ Params: PinParams }>(`${API_PREFIX}/caches/:name/pins/:pin`, async (request, reply) => {
+    const principal = await principalOf(context, request);
+    const body = await readJson(request, putPinSchema);
+    const pin = await context.admin.putPin(principal, request.params.name, {
+      name: request.params.pin,
+      storePath: body.storePath,
+      expiresAt: body.expiresAt === undefined ? undefined : new Date(body.expiresAt),
+    });
+    return reply.header('cache-control', 'no-store').send(pinInfo(pin));
+  });
+
+  app.delete<{ Params: PinParams }>(`${API_PREFIX}/caches/:name/pins/:pin`, async (request, reply) => {
+    const principal = await principalOf(context, request);
+    await context.admin.removePin(principal, request.params.name, request.params.pin);
+    return reply.code(204).send();
   });
 
   app.delete<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {

@@ -2,8 +2,21 @@
 // the response shapes of src/api/v1.ts built from stored records.
 import type { FastifyRequest } from 'fastify';
 import type { z } from 'zod';
-import { pushUrlOf, type CacheInfo, type KeyInfo, type SshKeyInfo, type TokenInfo } from '../../../api/v1.js';
-import type { CacheRecord, SigningKeyRecord, TokenRecord } from '../../../db/metadata-store.js';
+import {
+  pushUrlOf,
+  type CacheInfo,
+  type KeyInfo,
+  type PinInfo,
+  type SshKeyInfo,
+  type TokenInfo,
+} from '../../../api/v1.js';
+import type {
+  CacheRecord,
+  CacheUsage,
+  PinRecord,
+  SigningKeyRecord,
+  TokenRecord,
+} from '../../../db/metadata-store.js';
 import { InvalidInputError } from '../../../errors.js';
 import { contentLengthOf, readSmallBody } from '../../body.js';
 
@@ -47,6 +60,7 @@ export function cacheInfo(
   cache: CacheRecord,
   publicKeys: readonly string[],
   ssh?: { readonly port: number; readonly hostKey: string },
+  usage?: CacheUsage,
 ): CacheInfo {
   const host = new URL(baseUrl).hostname;
   return {
@@ -67,6 +81,27 @@ export function cacheInfo(
             port: ssh.port,
             hostKey: ssh.hostKey,
           },
+    retentionSeconds: cache.retentionMs === undefined ? null : Math.round(cache.retentionMs / 1000),
+    maxSize: cache.maxSize ?? null,
+    ...(usage === undefined
+      ? {}
+      : {
+          usage: {
+            paths: usage.paths,
+            narBytes: usage.narBytes,
+            storedBytes: usage.storedBytes,
+            lastPushAt: usage.lastPushAt?.toISOString() ?? null,
+          },
+        }),
+  };
+}
+
+export function pinInfo(pin: PinRecord): PinInfo {
+  return {
+    name: pin.name,
+    storePath: pin.storePath,
+    createdAt: pin.createdAt.toISOString(),
+    expiresAt: pin.expiresAt?.toISOString() ?? null,
   };
 }
 

@@ -1,0 +1,119 @@
+// When each path was last downloaded or pushed, for retention and quotas (src/cache/gc.ts). Recording it
+// must cost the read path next to nothing, so an access only sets a map entry in memory (the later time
+// wins); the entries are written in one batch every `flushIntervalMs`, and at close. On PostgreSQL every
+// replica writes its own batches into the same rows, which only ever move forward in time.
+//
+// Bounded: at most `maxEntries` distinct paths and NAR files are held; when full, a flush starts at once,
+// and accesses arriving while that flush is still running and the map is full again are dropped (counted
+// and logged). A dropped access only makes a path look older than it is until its next access, never
+// younger; retention periods are days, the flush interval a minute.
+import type { Logger } from 'pino';
+
+import type { AccessRecord, MetadataStore } from '../db/metadata-store.js';
+
+export const DEFAULT_ACCESS_FLUSH_MS = 60_000;
+const DEFAULT_MAX_ENTRIES = 100_000;
+/** Accesses written per call of the store (one transaction, one statement per kind on PostgreSQL). */
+const FLUSH_BATCH = 2_000;
+
+export interface AccessTrackerOptions {
+  readonly db: MetadataStore;
+  readonly logger: Logger;
+  readonly flushIntervalMs?: number;
+  readonly maxEntries?: number;
+  readonly now?: () => number;
+}
+
+export class AccessTracker {
+  readonly #db: MetadataStore;
+  readonly #logger: Logger;
+  readonly #maxEntries: number;
+  readonly #now: () => number;
+  /** `<cacheId> <hashPart>` and `<cacheId> <fileHash>` (a hash part is 32 characters, a file hash 52). */
+  #pending = new Map<string, number>();
+  #flushing: Promise<void> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #dropped = 0;
+  #closed = false;
+
+  constructor(options: AccessTrackerOptions) {
+    this.#db = options.db;
+    this.#logger = options.logger;
+    this.#maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
+    this.#now = options.now ?? Date.now;
+    const interval = options.flushIntervalMs ?? DEFAULT_ACCESS_FLUSH_MS;
+    if (interval > 0) {
+      this.#timer = setInterval(() => void this.flush(), interval);
+      this.#timer.unref();
+    }
+  }
+
+  /** A narinfo was served, or the path pushed again. */
+  touchPath(cacheId: number, hashPart: string): void {
+    this.#touch(`${cacheId} ${hashPart}`);
+  }
+
+  /** A NAR file was downloaded: every path of the cache using it was accessed. */
+  touchFile(cacheId: number, fileHash: string): void {
+    this.#touch(`${cacheId} ${fileHash}`);
+  }
+
+  #touch(key: string): void {
+    if (this.#closed) return;
+    const pending = this.#pending;
+    if (pending.size >= this.#maxEntries && !pending.has(key)) {
+      if (this.#flushing === undefined) {
+        void this.flush();
+      } else {
+        this.#dropped += 1;
+        return;
+      }
+    }
+    this.#pending.set(key, this.#now());
+  }
+
+  /** Writes what was recorded so far; resolves when written (or logged as failed). */
+  flush(): Promise<void> {
+    if (this.#flushing !== undefined) return this.#flushing.then(() => this.flush());
+    if (this.#pending.size === 0) return Promise.resolve();
+    const batch = this.#pending;
+    this.#pending = new Map();
+    const dropped = this.#dropped;
+    this.#dropped = 0;
+    this.#flushing = this.#write(batch, dropped).finally(() => {
+      this.#flushing = undefined;
+    });
+    return this.#flushing;
+  }
+
+  async #write(batch: Map<string, number>, dropped: number): Promise<void> {
+    if (dropped > 0) {
+      this.#logger.warn({ dropped }, 'access tracking: accesses dropped while the store was slow');
+    }
+    let records: AccessRecord[] = [];
+    try {
+      for (const [key, at] of batch) {
+        const space = key.indexOf(' ');
+        const cacheId = Number(key.slice(0, space));
+        const hash = key.slice(space + 1);
+        records.push(hash.length === 32 ? { cacheId, hashPart: hash, at } : { cacheId, fileHash: hash, at });
+        if (records.length >= FLUSH_BATCH) {
+          await this.#db.recordAccesses(records);
+          records = [];
+        }
+      }
+      if (records.length > 0) await this.#db.recordAccesses(records);
+    } catch (error) {
+      // Not retried: the next accesses are recorded anyway, and a path only looks older than it is.
+      this.#logger.warn({ err: error, accesses: batch.size }, 'access tracking: cannot record accesses');
+    }
+  }
+
+  /** Stops the timer and writes what is pending. */
+  async close(): Promise<void> {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.flush();
+    this.#closed = true;
+  }
+}
