@@ -19,6 +19,24 @@ export interface ListenAddress {
   readonly port: number;
 }
 
+/** A Unix domain socket to serve HTTP on (`unix:/run/niche/http.sock`). */
+export interface UnixListenAddress {
+  readonly socketPath: string;
+}
+
+/** Where HTTP is served: a TCP address or a Unix socket. */
+export type HttpListenAddress = ListenAddress | UnixListenAddress;
+
+/** Access logs (src/http/access-log.ts): off, or the fraction of requests logged (1: every request). */
+export type AccessLogConfig = { readonly sampleRate: number };
+
+/** TLS on the HTTP listeners (`--tls-cert`, `--tls-key`): PEM files, read at start and on SIGHUP. */
+export interface TlsConfig {
+  /** The certificate, followed by its chain. */
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
 /** Where NAR files live. */
 export type StorageConfig =
   /** Local files under `path` (default `<data-dir>/blobs`). */
@@ -45,7 +63,11 @@ export type DatabaseConfig =
 export interface ServeConfig {
   readonly dataDir: string;
   /** One or more addresses, all serving the same thing. */
-  readonly listen: readonly ListenAddress[];
+  readonly listen: readonly HttpListenAddress[];
+  /** One JSON line per request (or per sampled request); undefined when off. */
+  readonly accessLog: AccessLogConfig | undefined;
+  /** HTTPS (HTTP/2 and HTTP/1.1) on every HTTP listener; undefined: plain HTTP. */
+  readonly tls: TlsConfig | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** Name of the cache created on first start. */
   readonly defaultCache: string;
@@ -147,6 +169,31 @@ export function parseListen(text: string): ListenAddress {
   }
   const host = match[1] ?? match[2] ?? '';
   return { host: host === '' ? '127.0.0.1' : host, port };
+}
+
+/** `unix:/absolute/path` (an HTTP listen address on a Unix socket), or a TCP address as parseListen. */
+export function parseHttpListen(text: string): HttpListenAddress {
+  if (!text.startsWith('unix:')) return parseListen(text);
+  const socketPath = text.slice('unix:'.length);
+  // Linux's sun_path holds 107 bytes and a NUL.
+  if (!socketPath.startsWith('/') || Buffer.byteLength(socketPath) > 107 || socketPath.includes('\0')) {
+    throw new Error(
+      `expected unix:/ABSOLUTE/PATH (at most 107 bytes), got ${JSON.stringify(text.slice(0, 200))}`,
+    );
+  }
+  return { socketPath };
+}
+
+/** `on`, `off`, or a sample rate from 0 to 1 (`0.1`: one request in ten, chosen at random). */
+export function parseAccessLog(text: string): AccessLogConfig {
+  const value = text.trim().toLowerCase();
+  if (value === 'on' || value === 'true') return { sampleRate: 1 };
+  if (value === 'off' || value === 'false') return { sampleRate: 0 };
+  const rate = /^(?:0|1|0?\.\d+|1\.0*)$/.test(value) ? Number(value) : Number.NaN;
+  if (!(rate >= 0 && rate <= 1)) {
+    throw new Error(`expected on, off or a sample rate from 0 to 1, got ${JSON.stringify(text)}`);
+  }
+  return { sampleRate: rate };
 }
 
 /** Sizes like `64G`, `512M`, `1048576`. */
@@ -465,12 +512,12 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
     : parsed.error.issues.flatMap((issue) => names.describe(issue, rawSchema));
   const value = parsed.success ? parsed.data : undefined;
 
-  const listen: ListenAddress[] = [];
+  const listen: HttpListenAddress[] = [];
   const listenTexts =
     value === undefined ? [] : typeof value.listen === 'string' ? [value.listen] : value.listen;
   for (const text of listenTexts) {
     try {
-      listen.push(parseListen(text));
+      listen.push(parseHttpListen(text));
     } catch (error) {
       problems.push(`${name('listen')}: ${(error as Error).message}`);
     }
@@ -490,6 +537,10 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
   } catch (error) {
     problems.push(`${name('metricsListen')}: ${(error as Error).message}`);
   }
+  if (value !== undefined && (value.tlsCert === undefined) !== (value.tlsKey === undefined)) {
+    const [given, missing] = value.tlsCert === undefined ? ['tlsKey', 'tls-cert'] : ['tlsCert', 'tls-key'];
+    problems.push(`${name(given)}: needs ${missing} too (a certificate and its key go together)`);
+  }
   const storage = value === undefined ? undefined : storageOf(value, problems, name);
   const database = value === undefined ? undefined : databaseOf(value, problems, name);
   if (problems.length > 0 || value === undefined || storage === undefined || database === undefined) {
@@ -503,6 +554,16 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
   return Object.freeze({
     dataDir: value.dataDir,
     listen: Object.freeze(listen.map((address) => Object.freeze(address))),
+    accessLog:
+      value.accessLog === undefined
+        ? DEFAULT_ACCESS_LOG
+        : value.accessLog.sampleRate === 0
+          ? undefined
+          : Object.freeze(value.accessLog),
+    tls:
+      value.tlsCert === undefined || value.tlsKey === undefined
+        ? undefined
+        : Object.freeze({ certFile: value.tlsCert, keyFile: value.tlsKey }),
     logLevel: value.logLevel,
     defaultCache: value.defaultCache,
     signingKeyFile: value.signingKeyFile,

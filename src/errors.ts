@@ -68,6 +68,7 @@ export type ErrorCode =
   | 'DATA_DIR_UNUSABLE'
   | 'LISTEN_FAILED'
   | 'KEY_FILE_INVALID'
+  | 'TLS_INVALID'
   // backends
   | 'STORAGE_FAILURE'
   | 'DATABASE_FAILURE'
@@ -195,7 +196,7 @@ export class UnsupportedMediaTypeError extends NicheError {
 /** Too much of some costly work is already under way; the client should retry later (HTTP 503). */
 export class ConfigError extends NicheError {
   constructor(
-    code: 'CONFIG_INVALID' | 'DATA_DIR_UNUSABLE' | 'LISTEN_FAILED' | 'KEY_FILE_INVALID',
+    code: 'CONFIG_INVALID' | 'DATA_DIR_UNUSABLE' | 'LISTEN_FAILED' | 'KEY_FILE_INVALID' | 'TLS_INVALID',
     message: string,
     options?: ErrorOptions,
   ) {

@@ -1,6 +1,5 @@
 // Starts and stops a complete niche server: stores, default cache, cache service, HTTP front end.
 // Used by `niche serve` and by tests that want a real server in-process.
-import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { AdminService, defaultKeyName } from '../cache/admin-service.js';
@@ -20,6 +19,9 @@ import type { RunningSshServer } from '../ssh/ssh-server.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { LogDestination } from '../util/log-destination.js';
 import { openStores, type Stores } from './data-dir.js';
+import { AccessLog } from '../http/access-log.js';
+import { listenedUrl, listenHttp, reloadTls } from './http-listeners.js';
+import { loadTlsMaterial } from './tls-files.js';
 
 export interface RunningServer {
   /** Where the first listen address answers, e.g. `http://127.0.0.1:5000`. */
@@ -37,6 +39,11 @@ export interface RunningServer {
   readonly ssh: readonly RunningSshServer[];
   /** Where the separate metrics listener (`--metrics-listen`) answers, e.g. `http://127.0.0.1:9100`. */
   readonly metricsUrl: string | undefined;
+  /**
+   * Reads the TLS certificate and key again (SIGHUP): new connections get the new pair, open ones keep
+   * theirs; a pair that fails its checks is logged and the old one stays. False then, or without TLS.
+   */
+  reloadTls(): Promise<boolean>;
   /** Stops accepting connections, finishes in-flight requests, closes the stores. */
   close(): Promise<void>;
 }
@@ -154,6 +161,17 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
         );
       }
     }
+    // A bad certificate or key stops the start (later, on SIGHUP, it is logged and the old pair stays).
+    const tls = config.tls === undefined ? undefined : await loadTlsMaterial(config.tls);
+    // Access lines are written whatever the log level, unless the log is silent.
+    const accessLog =
+      config.accessLog === undefined
+        ? undefined
+        : new AccessLog({
+            logger: logger.child({}, { level: logger.level === 'silent' ? 'silent' : 'info' }),
+            sampleRate: config.accessLog.sampleRate,
+            localMountPath: localStoreMount?.mountPath,
+          });
     // One fastify instance per address (a Node server listens once), all sharing the same services.
     for (const address of config.listen) {
       const http = buildHttpServer(
@@ -165,14 +183,12 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
           keepAliveTimeoutMs: options.keepAliveTimeoutMs,
           idleTimeoutMs: config.connections.idleTimeoutMs,
           minTransferRate: config.connections.minTransferRate,
+          accessLog,
+          tls,
         },
       );
       servers.push(http);
-      try {
-        await http.listen({ host: address.host, port: address.port });
-      } catch (error) {
-        throw listenError(address, error);
-      }
+      await listenHttp(http, address);
     }
     if (metrics !== undefined && config.metrics.listen !== undefined) {
       try {
@@ -183,14 +199,13 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     }
     const first = servers[0];
     if (first === undefined) throw new ConfigError('CONFIG_INVALID', 'no listen address configured');
-    const address = first.server.address() as AddressInfo;
-    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const { url, port } = listenedUrl(first, tls !== undefined);
     let closing: Promise<void> | undefined;
-    const url = `http://${host}:${address.port}`;
+    const tlsConfig = config.tls;
     return {
       url,
       publicUrl: config.publicUrl ?? url,
-      port: address.port,
+      port,
       stores,
       service,
       http: first,
@@ -198,6 +213,8 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
       localStore,
       ssh: sshServers,
       metricsUrl: metricsListener?.url,
+      reloadTls: () =>
+        tlsConfig === undefined ? Promise.resolve(false) : reloadTls(servers, tlsConfig, logger),
       close: () => {
         closing ??= closeAll();
         return closing;

@@ -6,6 +6,7 @@ import type { AdminService } from '../cache/admin-service.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRecord, Permission } from '../db/metadata-store.js';
 import type { ServerMetrics } from '../metrics/server-metrics.js';
+import { notePrincipal } from './access-log.js';
 import type { BaseUrlOf } from './public-url.js';
 
 export interface HttpContext {
@@ -25,7 +26,10 @@ const principals = new WeakMap<FastifyRequest, Promise<Principal>>();
 export function principalOf(context: HttpContext, request: FastifyRequest): Promise<Principal> {
   let principal = principals.get(request);
   if (principal === undefined) {
-    principal = context.authenticator.authenticate(request.headers.authorization);
+    principal = context.authenticator.authenticate(request.headers.authorization).then((resolved) => {
+      notePrincipal(request.raw, resolved);
+      return resolved;
+    });
     principals.set(request, principal);
   }
   return principal;

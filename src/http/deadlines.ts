@@ -23,6 +23,7 @@
 // (`keepAliveTimeout`).
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { loadAddon } from '../util/native-addon.js';
 
 interface SocketsAddon {
@@ -38,6 +39,11 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 export const DEFAULT_MIN_TRANSFER_RATE = 1024;
 
 export interface DeadlineOptions {
+  /**
+   * A TLS server: connections are watched from their handshake ('secureConnection', the socket requests
+   * are read from), and HTTP/2 sessions not at all (their streams share the socket; see server.ts).
+   */
+  readonly secure?: boolean | undefined;
   /** No bytes moved for this long while waiting on the client: the connection is destroyed. */
   readonly idleTimeoutMs: number;
   /** Fewer bytes per second than this, averaged over `idleTimeoutMs`, while waiting on the client: destroyed. 0: off. */
@@ -95,7 +101,8 @@ export function watchConnections(server: Server, options: DeadlineOptions): Conn
   const { idleTimeoutMs, minBytesPerSecond } = options;
   const minWindowBytes = (minBytesPerSecond * idleTimeoutMs) / 1000;
   const watched = new Map<Socket, Watched>();
-  server.on('connection', (socket: Socket) => {
+  server.on(options.secure === true ? 'secureConnection' : 'connection', (socket: Socket) => {
+    if ((socket as Partial<Pick<TLSSocket, 'alpnProtocol'>>).alpnProtocol === 'h2') return;
     const now = Date.now();
     watched.set(socket, {
       waiting: false,
@@ -159,6 +166,8 @@ export function watchConnections(server: Server, options: DeadlineOptions): Conn
 
   return {
     noteRequest(request, response) {
+      // HTTP/2: request.socket is a stand-in for the session's socket, which is not watched.
+      if (request.httpVersionMajor === 2) return;
       const state = watched.get(request.socket);
       if (state === undefined) return;
       state.request = request;

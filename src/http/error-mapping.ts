@@ -60,8 +60,17 @@ interface ErrorResponse {
   readonly body: string;
 }
 
-/** Classifies `error`, logs what deserves it, and builds the response. */
-function errorResponse(error: unknown, method: string, url: string, log: Logger): ErrorResponse {
+/**
+ * Classifies `error`, logs what deserves it, and builds the response. `givenId`: the request's id
+ * (`X-Request-Id`, src/http/access-log.ts), if it has one, under which a 5xx is logged.
+ */
+function errorResponse(
+  error: unknown,
+  method: string,
+  url: string,
+  log: Logger,
+  givenId: unknown,
+): ErrorResponse {
   let status: number;
   let code: string;
   let message: string;
@@ -81,7 +90,7 @@ function errorResponse(error: unknown, method: string, url: string, log: Logger)
     message = 'internal server error';
   }
   if (status >= 500) {
-    const requestId = randomUUID();
+    const requestId = typeof givenId === 'string' ? givenId : randomUUID();
     headers['x-request-id'] = requestId;
     const what = error instanceof NicheError ? 'request failed' : 'unexpected error';
     log.error({ err: error, method, url: logUrl(url), requestId }, what);
@@ -139,7 +148,13 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
     reply.raw.destroy(error instanceof Error ? error : undefined);
     return;
   }
-  const response = errorResponse(error, request.method, request.url, request.log);
+  const response = errorResponse(
+    error,
+    request.method,
+    request.url,
+    request.log,
+    reply.raw.getHeader('x-request-id'),
+  );
   void reply.code(response.status).headers(response.headers).type(response.contentType).send(response.body);
 }
 
@@ -157,7 +172,7 @@ export function sendRawError(
     response.destroy(error instanceof Error ? error : undefined);
     return;
   }
-  const mapped = errorResponse(error, method, url, log);
+  const mapped = errorResponse(error, method, url, log, response.getHeader('x-request-id'));
   sendRaw(response, mapped.status, mapped.headers, mapped.contentType, mapped.body);
 }
 

@@ -19,6 +19,8 @@ export function lingerAfterEarlyAnswer(
 ): void {
   // Reads have no body (and are the hot path): nothing to linger for.
   if (request.method === 'GET' || request.method === 'HEAD') return;
+  // HTTP/2 ends the stream alone (RST_STREAM after the answer), never the connection: nothing to linger for.
+  if (request.httpVersionMajor === 2) return;
   // The last answer on a connection (the client sent `Connection: close`, or spoke HTTP/1.0) makes Node
   // destroy the socket as soon as the answer is written (`destroySoon`, from its own 'finish' listener,
   // which runs before the one below): with the body still arriving, that is the reset this module exists

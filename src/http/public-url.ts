@@ -96,7 +96,9 @@ export function baseUrlResolver(settings: PublicUrlSettings): BaseUrlOf {
   return (request) => {
     const socket = request.socket as Partial<TLSSocket>;
     let protocol = socket.encrypted === true ? 'https' : 'http';
-    const ownHost = request.headers.host;
+    // HTTP/2 names the host in :authority (clients send no Host header there).
+    const authority = request.headers[':authority'];
+    const ownHost = request.headers.host ?? (typeof authority === 'string' ? authority : undefined);
     let host =
       ownHost !== undefined && HOST.test(ownHost)
         ? ownHost

@@ -25,6 +25,7 @@ import { isStorePathHash, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult } from '../storage/blob-store.js';
 import type { BufferPool } from '../util/buffer-pool.js';
 import { createCompressor } from '../util/compression.js';
+import { notePrincipal } from './access-log.js';
 import type { HttpContext } from './context.js';
 import { sendRawError, sendRawNotFound } from './error-mapping.js';
 import { acceptsEncoding } from './accept-encoding.js';
@@ -126,7 +127,11 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
   /** The request's principal, resolved on first use (at most once): a token lookup per call otherwise. */
   function principalOf(request: IncomingMessage): () => Promise<Principal> {
     let principal: Promise<Principal> | undefined;
-    return () => (principal ??= authenticator.authenticate(request.headers.authorization));
+    return () =>
+      (principal ??= authenticator.authenticate(request.headers.authorization).then((resolved) => {
+        notePrincipal(request, resolved);
+        return resolved;
+      }));
   }
 
   /** The cache, if the request may pull from it (credentials are only looked at for private caches). */

@@ -19,6 +19,40 @@ const WRITES: ReadonlySet<string> = new Set(['PUT', 'POST']);
 
 export type RequestWatcher = (request: IncomingMessage, response: ServerResponse) => void;
 
+/** Where a request belongs: the cache named by its URL (`local` for the local store), and its route kind. */
+export interface RequestRoute {
+  /** The first segment when it is a valid cache name (the cache may not exist); undefined for none. */
+  readonly cache: string | undefined;
+  readonly local: boolean;
+  readonly kind: RouteKindIndex;
+}
+
+/** What a request was about, decided from its method and URL alone (also used by the access log). */
+export function classifyRoute(method: string, url: string, localPrefix: string | undefined): RequestRoute {
+  const queryAt = url.indexOf('?');
+  const path = queryAt === -1 ? url : url.slice(0, queryAt);
+  if (path.startsWith(`${API_PREFIX}/`)) {
+    const rest = path.startsWith(CACHES_PREFIX) ? path.slice(CACHES_PREFIX.length) : undefined;
+    const name = rest?.split('/')[0];
+    return {
+      cache: name !== undefined && isCacheName(name) ? name : undefined,
+      local: false,
+      kind:
+        rest !== undefined && WRITES.has(method) && PATH_UPLOAD.test(rest) ? RouteKind.upload : RouteKind.api,
+    };
+  }
+  const local = localPrefix !== undefined && (path.startsWith(localPrefix) || `${path}/` === localPrefix);
+  const second = path.indexOf('/', 1);
+  const name = path.slice(1, second === -1 ? undefined : second);
+  let kind: RouteKindIndex = RouteKind.other;
+  if (WRITES.has(method)) kind = RouteKind.upload;
+  else if (method === 'GET' || method === 'HEAD') {
+    if (path.endsWith('.narinfo')) kind = RouteKind.narinfo;
+    else if (path.includes('/nar/')) kind = RouteKind.nar;
+  }
+  return { cache: !local && isCacheName(name) ? name : undefined, local, kind };
+}
+
 /** What a request was about: its cache's counters and its route kind. */
 export function classifyRequest(
   metrics: ServerMetrics,
@@ -26,33 +60,13 @@ export function classifyRequest(
   url: string,
   localPrefix: string | undefined,
 ): { readonly counters: CacheCounters; readonly kind: RouteKindIndex } {
-  const queryAt = url.indexOf('?');
-  const path = queryAt === -1 ? url : url.slice(0, queryAt);
-  if (path.startsWith(`${API_PREFIX}/`)) {
-    const rest = path.startsWith(CACHES_PREFIX) ? path.slice(CACHES_PREFIX.length) : undefined;
-    const name = rest?.split('/')[0];
-    return {
-      counters: name === undefined ? metrics.none : cacheCounters(metrics, name),
-      kind:
-        rest !== undefined && WRITES.has(method) && PATH_UPLOAD.test(rest) ? RouteKind.upload : RouteKind.api,
-    };
-  }
-  const local = localPrefix !== undefined && (path.startsWith(localPrefix) || `${path}/` === localPrefix);
-  const second = path.indexOf('/', 1);
-  const counters = local
+  const route = classifyRoute(method, url, localPrefix);
+  const counters = route.local
     ? metrics.local
-    : cacheCounters(metrics, path.slice(1, second === -1 ? undefined : second));
-  let kind: RouteKindIndex = RouteKind.other;
-  if (WRITES.has(method)) kind = RouteKind.upload;
-  else if (method === 'GET' || method === 'HEAD') {
-    if (path.endsWith('.narinfo')) kind = RouteKind.narinfo;
-    else if (path.includes('/nar/')) kind = RouteKind.nar;
-  }
-  return { counters, kind };
-}
-
-function cacheCounters(metrics: ServerMetrics, name: string): CacheCounters {
-  return isCacheName(name) ? metrics.forCache(name) : metrics.none;
+    : route.cache === undefined
+      ? metrics.none
+      : metrics.forCache(route.cache);
+  return { counters, kind: route.kind };
 }
 
 /** Counts each request it is given when its response closes. */

@@ -1,9 +1,11 @@
 // Builds the HTTP front end: a fastify instance with every route, raw request bodies (routes stream or
 // bound them themselves), and the one error handler. Listening and shutdown belong to the caller.
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createSecureServer, type Http2Session } from 'node:http2';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { NotFoundError } from '../errors.js';
+import type { AccessLog } from './access-log.js';
 import type { HttpContext } from './context.js';
 import { sendError } from './error-mapping.js';
 import {
@@ -47,6 +49,64 @@ export interface HttpServerOptions {
   readonly localStore?: LocalStoreMount | undefined;
   /** Who may read `GET /metrics` here (when `context.metrics` is set); default admin. */
   readonly metricsAccess?: MetricsAccess | undefined;
+  /** One line per request (src/http/access-log.ts); none when undefined. */
+  readonly accessLog?: AccessLog | undefined;
+  /** Serve HTTPS with this certificate (and chain) and key, PEM: HTTP/2 and HTTP/1.1 (ALPN), TLS 1.2+. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+}
+
+/** TLS versions below this are refused. */
+export const MIN_TLS_VERSION = 'TLSv1.2';
+
+/**
+ * An HTTPS server for `serve` that speaks HTTP/2 and, for clients that do not offer h2 in ALPN, HTTP/1.1.
+ * Its HTTP/1.1 connections are Node's own (the same timeouts and connection tracking as a plain server's);
+ * HTTP/2 requests arrive as Node's compatibility request and response objects, which the read path and
+ * fastify use as they use HTTP/1.1's. Socket-level rules become session-level rules there:
+ * - progress deadlines (deadlines.ts) watch HTTP/1.1 connections only; an HTTP/2 session with no
+ *   activity at all (no frame read or written) for the idle timeout is closed (GOAWAY), and destroyed
+ *   shortly after if a stalled stream keeps it open; no minimum transfer rate applies to its streams;
+ * - lingering after an early answer (linger.ts) is not needed: HTTP/2 ends one stream (RST_STREAM), not
+ *   the connection;
+ * - `closeIdleConnections` (used while closing) sends GOAWAY to every session, which lets streams in
+ *   flight finish, and closes idle HTTP/1.1 connections.
+ */
+function createHttpsServer(
+  tls: { readonly cert: Buffer; readonly key: Buffer },
+  serve: (request: IncomingMessage, response: ServerResponse) => void,
+  idleTimeoutMs: number,
+  connectionsCheckingInterval: number,
+): Server {
+  const server = createSecureServer(
+    {
+      cert: tls.cert,
+      key: tls.key,
+      allowHTTP1: true,
+      minVersion: MIN_TLS_VERSION,
+      // A client that does not complete its handshake is dropped as one whose headers do not arrive.
+      handshakeTimeout: idleTimeoutMs,
+    },
+    serve as unknown as Parameters<typeof createSecureServer>[1],
+  );
+  const sessions = new Set<Http2Session>();
+  server.on('session', (session: Http2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+    session.setTimeout(idleTimeoutMs, () => {
+      session.close();
+      setTimeout(() => {
+        session.destroy();
+      }, 1_000).unref();
+    });
+  });
+  // Read by Node's HTTP/1.1 connection tracking when listening starts.
+  Object.assign(server, { connectionsCheckingInterval });
+  const closeIdle = (): void => {
+    for (const session of sessions) if (!session.closed) session.close();
+    // HTTP/1.1 connections over TLS are tracked by Node as a plain server's are.
+    Server.prototype.closeIdleConnections.call(server);
+  };
+  return Object.assign(server, { closeIdleConnections: closeIdle }) as unknown as Server;
 }
 
 /** Swallows an error that is observed elsewhere. */
@@ -74,6 +134,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     closing: () => closing,
   });
   const metrics = context.metrics;
+  const accessLog = options.accessLog;
   const watchRequest =
     metrics === undefined ? undefined : requestWatcher(metrics, options.localStore?.mountPath);
   const app = Fastify({
@@ -81,6 +142,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
     // Narinfo and NAR reads go to the read path first (src/http/read-path.ts); fastify gets the rest.
     serverFactory: (handler) => {
       const serve = (request: IncomingMessage, response: ServerResponse): void => {
+        const logged = accessLog?.begin(request, response);
         deadlines.noteRequest(request, response);
         // A body's readers (src/util/read-chunk.ts) listen only while they wait for it, and learn of a
         // failure from `request.errored`; a client that goes away between two reads must not turn the
@@ -91,12 +153,13 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
           watchRequest?.(request, response);
           handler(request, response);
         }
+        if (logged !== undefined) accessLog?.end(logged);
       };
-      const server = createServer(
-        // Node checks headersTimeout on this interval (default 30 s).
-        { connectionsCheckingInterval: Math.min(30_000, checkIntervalMs(idleTimeoutMs)) },
-        serve,
-      );
+      // Node checks headersTimeout on this interval (default 30 s).
+      const connectionsCheckingInterval = Math.min(30_000, checkIntervalMs(idleTimeoutMs));
+      let server: Server;
+      if (options.tls === undefined) server = createServer({ connectionsCheckingInterval }, serve);
+      else server = createHttpsServer(options.tls, serve, idleTimeoutMs, connectionsCheckingInterval);
       continueOnRead(server, serve);
       metrics?.countConnections(server);
       // The timeouts, set here since fastify only sets them on a server of its own. Uploads of many GB
@@ -104,6 +167,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
       // off); a client that stalls or trickles is cut by the progress deadlines instead, one whose headers
       // do not arrive by headersTimeout, and an idle keep-alive connection by keepAliveTimeout.
       const deadlines = watchConnections(server, {
+        secure: options.tls !== undefined,
         idleTimeoutMs,
         minBytesPerSecond: options.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE,
         onCut: (reason, socket) => {
@@ -119,7 +183,8 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
       server.setTimeout(0);
       return server;
     },
-    // Per-request logs would be the noisiest thing on the hot path; errors are logged where handled.
+    // fastify's own request logging stays off: requests are logged once, by the access log (access-log.ts,
+    // which the read path's requests never pass through fastify to reach); errors are logged where handled.
     logController: new LogController({ disableRequestLogging: true }),
     // No per-request child logger (a measurable cost at tens of thousands of requests per second);
     // the error handler logs the method and URL itself.

@@ -263,7 +263,7 @@ describe('deploy/nixos/module.nix', nixTestOptions('2.8'), () => {
     assert.equal(config.localStore?.mountAtRoot, false);
     assert.equal(config.limits.maxNarSize, 16 * 2 ** 30);
     assert.deepEqual(
-      config.listen.map((address) => address.port),
+      config.listen.map((address) => ('port' in address ? address.port : address.socketPath)),
       [5000, 8080],
     );
   });

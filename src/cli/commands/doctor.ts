@@ -11,7 +11,9 @@ import type { Command } from 'commander';
 import { openDatabase, openStorage } from '../../app/data-dir.js';
 import { Readiness } from '../../cache/readiness.js';
 import { tokenIsActive } from '../../cache/tokens.js';
-import { loadServeConfig, type ListenAddress, type ServeConfig } from '../../config.js';
+import { describeListen, inspectSocketPath, UNIX_SOCKET_MODE } from '../../app/http-listeners.js';
+import { describeCertificate, loadTlsMaterial } from '../../app/tls-files.js';
+import { loadServeConfig, type ListenAddress, type ServeConfig, type TlsConfig } from '../../config.js';
 import type { MetadataStore } from '../../db/metadata-store.js';
 import { readSecretKeyFile } from '../../nix/key-file.js';
 import { SecretKey } from '../../nix/signing.js';
@@ -88,8 +90,24 @@ function tryListen(address: ListenAddress): Promise<string | undefined> {
 }
 
 async function checkListen(report: Report, config: ServeConfig): Promise<void> {
+  for (const address of config.listen) {
+    if (!('socketPath' in address)) continue;
+    const shown = describeListen(address);
+    try {
+      const state = await inspectSocketPath(address.socketPath);
+      const mode = `made mode ${UNIX_SOCKET_MODE.toString(8)}`;
+      if (state === 'in-use')
+        report.line('warn', `listen ${shown}: in use (is niche already running there?)`);
+      else if (state === 'not-a-socket') report.line('FAIL', `listen ${shown}: the file is not a socket`);
+      else if (state === 'stale')
+        report.line('ok', `listen ${shown}: a stale socket, removed at start (${mode})`);
+      else report.line('ok', `listen ${shown}: free (${mode})`);
+    } catch (error) {
+      report.line('FAIL', `listen ${shown}: ${reason(error)}`);
+    }
+  }
   const addresses = [
-    ...config.listen.map((address) => ({ address, what: 'listen' })),
+    ...config.listen.flatMap((address) => ('socketPath' in address ? [] : [{ address, what: 'listen' }])),
     ...(config.ssh?.listen ?? []).map((address) => ({ address, what: 'ssh listen' })),
     ...(config.metrics.listen === undefined
       ? []
@@ -137,6 +155,26 @@ async function checkSshHostKey(report: Report, file: string): Promise<void> {
     else report.line('ok', line);
   } catch (error) {
     report.line('FAIL', `SSH host key: ${reason(error)}`);
+  }
+}
+
+/** The TLS pair as `niche serve` loads it, its expiry, and the key file's mode. */
+async function checkTls(report: Report, tls: TlsConfig): Promise<void> {
+  try {
+    const { leaf } = await loadTlsMaterial(tls);
+    const days = Math.floor((new Date(leaf.validTo).getTime() - Date.now()) / 86_400_000);
+    const line = `TLS certificate ${tls.certFile}: ${describeCertificate(leaf)}`;
+    if (days < 14) report.line('warn', `${line}: expires in ${days} days`);
+    else report.line('ok', `${line} (${days} days left)`);
+    const mode = (await stat(tls.keyFile)).mode & 0o777;
+    if ((mode & 0o077) !== 0) {
+      report.line(
+        'warn',
+        `TLS key ${tls.keyFile} is readable by others (mode ${mode.toString(8)}): chmod 600 it`,
+      );
+    } else report.line('ok', `TLS key ${tls.keyFile}: matches the certificate, mode ${mode.toString(8)}`);
+  } catch (error) {
+    report.line('FAIL', `TLS: ${reason(error)}`);
   }
 }
 
@@ -239,6 +277,7 @@ export function registerDoctor(
         }
 
         if (config.ssh !== undefined) await checkSshHostKey(report, config.ssh.hostKeyFile);
+        if (config.tls !== undefined) await checkTls(report, config.tls);
         if (config.signingKeyFile !== undefined) {
           await checkKeyFile(report, config.signingKeyFile, 'signing-key-file');
         }

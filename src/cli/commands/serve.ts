@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pushUrlOf } from '../../api/v1.js';
 import { DEFAULT_DATA_DIR, loadServeConfig, type ServeConfig, type ServeFlags } from '../../config.js';
+import { describeListen } from '../../app/http-listeners.js';
 import { print, type CliIo } from '../io.js';
 
 interface ServeOptions {
@@ -26,6 +27,9 @@ interface ServeOptions {
   readonly localStoreKeyFile?: string[];
   readonly sshListen?: string[];
   readonly metricsListen?: string;
+  readonly accessLog?: string;
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -79,9 +83,18 @@ export function registerServe(
     .option('--data <dir>', 'data directory (env NICHE_DATA, default ./niche-data)')
     .option(
       '--listen <host:port>',
-      'address to listen on; repeatable (env NICHE_LISTEN, comma-separated; default 127.0.0.1:5000)',
+      'address to listen on, or unix:/PATH for a Unix socket; repeatable (env NICHE_LISTEN, comma-separated; default 127.0.0.1:5000)',
       collect,
     )
+    .option(
+      '--access-log <on|off|rate>',
+      'one JSON line per request on the log, or for this fraction of requests, e.g. 0.1 (env NICHE_ACCESS_LOG, default on)',
+    )
+    .option(
+      '--tls-cert <file>',
+      'serve HTTPS (HTTP/2 and HTTP/1.1, TLS 1.2+) with this PEM certificate, its chain after it; reloaded on SIGHUP (env NICHE_TLS_CERT)',
+    )
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (env NICHE_TLS_KEY)')
     .option(
       '--log-level <level>',
       'fatal|error|warn|info|debug|trace|silent (env NICHE_LOG_LEVEL, default info)',
@@ -168,6 +181,9 @@ export function registerServe(
           localStoreKeyFiles: options.localStoreKeyFile,
           sshListen: options.sshListen,
           metricsListen: options.metricsListen,
+          accessLog: options.accessLog,
+          tlsCert: options.tlsCert,
+          tlsKey: options.tlsKey,
         };
         const config = loadServeConfig(flags, io.env);
         // Loaded here so that client commands do not pay for the whole server at start-up.
@@ -176,8 +192,11 @@ export function registerServe(
         const boot = server.bootstrapped;
         // What clients use: public-url, else the listen address (which names no host if it is 0.0.0.0).
         const unnamed = config.publicUrl === undefined && anyAddress(server.url);
-        const base = unnamed ? `http://<host>:${new URL(server.url).port}` : server.publicUrl;
-        const listening = base === server.url ? '' : ` (listening on ${server.url})`;
+        const scheme = config.tls === undefined ? 'http' : 'https';
+        const base = unnamed ? `${scheme}://<host>:${new URL(server.url).port}` : server.publicUrl;
+        const first = config.listen[0];
+        const where = first !== undefined && 'socketPath' in first ? describeListen(first) : server.url;
+        const listening = base === where ? '' : ` (listening on ${where})`;
         const hostNote = unnamed
           ? "niche: listening on every address; write this machine's name for <host>, or set public-url"
           : '';
@@ -237,6 +256,11 @@ export function registerServe(
               .join('\n'),
           );
         }
+        // SIGHUP: read the TLS certificate and key again (a bad pair is logged, the old one stays).
+        const reload = (): void => {
+          void server.reloadTls();
+        };
+        if (config.tls !== undefined) process.on('SIGHUP', reload);
         await new Promise<void>((resolve) => {
           const stop = (): void => {
             process.off('SIGINT', stop);
@@ -246,6 +270,7 @@ export function registerServe(
           process.on('SIGINT', stop);
           process.on('SIGTERM', stop);
         });
+        process.off('SIGHUP', reload);
         print(io.stderr, 'niche: shutting down, finishing in-flight requests');
         await server.close();
         return 0;
