@@ -29,6 +29,12 @@ export const GC_LEASE = 'gc';
 const LEASE_MS = 120_000;
 /** Unused NAR records and unnamed blobs are left alone this long (default of `niche gc --grace`). */
 export const DEFAULT_GC_GRACE_MS = 24 * 3_600_000;
+/**
+ * A blob without a record is at least this old before it goes, whatever the grace period: an upload writes
+ * its blob before its record, and S3 dates an object written in parts by the start of the upload, so a
+ * large upload's blob can look this old in the moment before its record is written.
+ */
+export const ORPHAN_MIN_AGE_MS = 6 * 3_600_000;
 const PAGE = 1_000;
 const DELETE_BATCH = 200;
 const BLOB_DELETES_AT_ONCE = 8;
@@ -349,7 +355,7 @@ export class GarbageCollector {
     const check = async (keys: string[]): Promise<void> => {
       await renew();
       const known = await this.#db.findKnownBlobKeys(keys);
-      const cutoff = now().getTime() - graceMs;
+      const cutoff = now().getTime() - Math.max(graceMs, ORPHAN_MIN_AGE_MS);
       await inBatches(
         keys.filter((key) => !known.has(key)),
         BLOB_DELETES_AT_ONCE,
