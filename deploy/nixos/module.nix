@@ -8,6 +8,8 @@
 #     package = niche;                       # the niche package (bin/niche)
 #     openFirewall = true;
 #     signingKeyFile = "/var/keys/cache.sk"; # optional: the default cache signs with this key
+#     tlsCertFile = "/var/lib/acme/cache.example.org/fullchain.pem";   # optional: HTTPS without a proxy
+#     tlsKeyFile = "/var/lib/acme/cache.example.org/key.pem";
 #     settings.public-url = "https://cache.example.org";
 #     localStore.enable = true;              # also serve this host's /nix/store (replaces nix-serve)
 #   };
@@ -55,6 +57,24 @@ in
       '';
     };
 
+    tlsCertFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/var/lib/acme/cache.example.org/fullchain.pem";
+      description = ''
+        Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate and chain, given to the service as a
+        systemd credential (with tlsKeyFile). Credentials are copied when the service starts: restart it
+        after a renewal (e.g. security.acme.certs.<name>.reloadServices = [ "niche" ] restarts it).
+      '';
+    };
+
+    tlsKeyFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/var/lib/acme/cache.example.org/key.pem";
+      description = "The PEM private key of tlsCertFile, given to the service as a systemd credential.";
+    };
+
     environmentFile = mkOption {
       type = types.nullOr types.path;
       default = null;
@@ -87,6 +107,8 @@ in
       listen = mkDefault [ "[::]:5000" ];
     }
     // optionalAttrs (cfg.signingKeyFile != null) { signing-key-file = "${credentials}/signing-key"; }
+    // optionalAttrs (cfg.tlsCertFile != null) { tls-cert = "${credentials}/tls-cert"; }
+    // optionalAttrs (cfg.tlsKeyFile != null) { tls-key = "${credentials}/tls-key"; }
     // optionalAttrs cfg.localStore.enable {
       local-store = { enabled = true; root = cfg.localStore.root; };
     };
@@ -106,7 +128,9 @@ in
         Restart = "on-failure";
         RestartSec = "2s";
         LimitNOFILE = 65536;
-        LoadCredential = optional (cfg.signingKeyFile != null) "signing-key:${cfg.signingKeyFile}";
+        LoadCredential = optional (cfg.signingKeyFile != null) "signing-key:${cfg.signingKeyFile}"
+          ++ optional (cfg.tlsCertFile != null) "tls-cert:${cfg.tlsCertFile}"
+          ++ optional (cfg.tlsKeyFile != null) "tls-key:${cfg.tlsKeyFile}";
         EnvironmentFile = optional (cfg.environmentFile != null) cfg.environmentFile;
 
         DynamicUser = true;

@@ -35,6 +35,8 @@ export interface NixClientOptions {
    * cached, so one test's "not in the cache" does not hide the path from the next command.
    */
   readonly defaultTtls?: boolean;
+  /** More environment for every command, e.g. NIX_SSL_CERT_FILE (under /tmp, for 2.26 to see it). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /** A nix client with its own HOME and netrc. */
@@ -60,7 +62,7 @@ export async function nixClient(options: NixClientOptions = {}): Promise<NixClie
         token === undefined ? '' : `machine 127.0.0.1 login niche password ${token}\n`,
       );
     },
-    run: (cmd, args) => runNix(cmd, args, { home, version, env: { NIX_CONFIG: nixConfig } }),
+    run: (cmd, args) => runNix(cmd, args, { home, version, env: { ...options.env, NIX_CONFIG: nixConfig } }),
     storeFile: (storePath) => nixStoreFile(version, storePath),
     hasPath: (storePath) =>
       lstatSync(nixStoreFile(version, storePath), { throwIfNoEntry: false }) !== undefined,

@@ -173,6 +173,8 @@ describe('deploy/nixos/module.nix', nixTestOptions('2.8'), () => {
       package = { outPath = "/nix/store/11111111111111111111111111111111-niche-0.1.0"; };
       openFirewall = true;
       signingKeyFile = "/var/keys/cache.sk";
+      tlsCertFile = "/var/keys/fullchain.pem";
+      tlsKeyFile = "/var/keys/tls.key";
       environmentFile = "/var/keys/niche.env";
       localStore.enable = true;
       settings = { public-url = "https://cache.example.org"; listen = [ "0.0.0.0:5000" "[::]:8080" ]; limits.max-nar-size = "16G"; };
@@ -185,12 +187,16 @@ describe('deploy/nixos/module.nix', nixTestOptions('2.8'), () => {
       'package',
       'settings',
       'signingKeyFile',
+      'tlsCertFile',
+      'tlsKeyFile',
     ]);
     assert.equal(evaluated.enabled, true);
     assert.deepEqual(evaluated.settings, {
       'data-dir': '/var/lib/niche',
       listen: ['0.0.0.0:5000', '[::]:8080'],
       'signing-key-file': '/run/credentials/niche.service/signing-key',
+      'tls-cert': '/run/credentials/niche.service/tls-cert',
+      'tls-key': '/run/credentials/niche.service/tls-key',
       'local-store': { enabled: true, root: false },
       'public-url': 'https://cache.example.org',
       limits: { 'max-nar-size': '16G' },
@@ -202,7 +208,11 @@ describe('deploy/nixos/module.nix', nixTestOptions('2.8'), () => {
       '/nix/store/11111111111111111111111111111111-niche-0.1.0/bin/niche serve --config ' +
         '/nix/store/00000000000000000000000000000000-niche.toml',
     );
-    assert.deepEqual(serviceConfig.LoadCredential, ['signing-key:/var/keys/cache.sk']);
+    assert.deepEqual(serviceConfig.LoadCredential, [
+      'signing-key:/var/keys/cache.sk',
+      'tls-cert:/var/keys/fullchain.pem',
+      'tls-key:/var/keys/tls.key',
+    ]);
     assert.deepEqual(serviceConfig.EnvironmentFile, ['/var/keys/niche.env']);
     assert.deepEqual(evaluated.service.wantedBy, ['multi-user.target']);
     assert.equal(evaluated.service.environment.NICHE_DATA, '/var/lib/niche');
@@ -262,6 +272,10 @@ describe('deploy/nixos/module.nix', nixTestOptions('2.8'), () => {
     assert.equal(config.publicUrl, 'https://cache.example.org');
     assert.equal(config.localStore?.mountAtRoot, false);
     assert.equal(config.limits.maxNarSize, 16 * 2 ** 30);
+    assert.deepEqual(config.tls, {
+      certFile: '/run/credentials/niche.service/tls-cert',
+      keyFile: '/run/credentials/niche.service/tls-key',
+    });
     assert.deepEqual(
       config.listen.map((address) => ('port' in address ? address.port : address.socketPath)),
       [5000, 8080],
