@@ -6,7 +6,9 @@
 //
 // Cost, on the hot path: a request id is a per-process prefix and a counter (no random bytes per
 // request); a sampled request reads the clock and the socket's byte counters twice and, once answered,
-// writes one line. A narinfo answered from memory is logged at once, without a listener; any other answer
+// writes one line. The line is built here, fields in a fixed order, and handed to the logger's
+// destination as pino would write it (its level, time and bindings first): pino's generic serializer
+// cost a narinfo hit about a tenth of its throughput. A narinfo answered from memory is logged at once, without a listener; any other answer
 // is logged when its response closes, so a download cut off mid-way is logged with what was sent.
 //
 // What a line holds: reqId, method, url (at most 512 characters), cache and kind (classifyRoute, as the
@@ -20,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Logger } from 'pino';
+import pino, { type Logger } from 'pino';
 import type { Principal } from '../cache/auth.js';
 import { ROUTE_KINDS } from '../metrics/server-metrics.js';
 import { classifyRoute } from './request-metrics.js';
@@ -67,12 +69,23 @@ export class AccessLog {
   readonly #sampleRate: number;
   readonly #localPrefix: string | undefined;
   readonly #prefix = `${randomBytes(6).toString('hex')}-`;
+  /** The logger's destination and bindings (`,"pid":…,"hostname":…`), when pino exposes them. */
+  readonly #stream: { write(line: string): unknown } | undefined;
+  readonly #bindings: string;
   #counter = 0;
 
   constructor(options: AccessLogOptions) {
     this.#logger = options.logger;
     this.#sampleRate = options.logger.isLevelEnabled('info') ? options.sampleRate : 0;
     this.#localPrefix = options.localMountPath === undefined ? undefined : `${options.localMountPath}/`;
+    const internals = options.logger as unknown as Record<symbol, unknown>;
+    const stream = internals[pino.symbols.streamSym] as { write?: unknown } | undefined;
+    const bindings = internals[pino.symbols.chindingsSym];
+    this.#stream =
+      typeof stream?.write === 'function' && typeof bindings === 'string'
+        ? (stream as { write(line: string): unknown })
+        : undefined;
+    this.#bindings = typeof bindings === 'string' ? bindings : '';
   }
 
   /**
@@ -130,23 +143,60 @@ export class AccessLog {
       bytesOut = response.writableFinished && length !== undefined ? Number(length) : undefined;
     }
     const agent = request.headers['user-agent'];
-    this.#logger.info(
-      {
-        reqId: entry.id,
-        method,
-        url: url.length > MAX_URL ? `${url.slice(0, MAX_URL)}…` : url,
-        cache: route.local ? 'local' : route.cache,
-        kind: ROUTE_KINDS[route.kind],
-        status,
-        bytesIn,
-        bytesOut,
-        ms: Math.round((performance.now() - entry.startedAt) * 1000) / 1000,
-        token: tokens.get(request),
-        remote: request.socket.remoteAddress,
-        proto: request.httpVersion,
-        ua: agent === undefined || agent.length <= MAX_AGENT ? agent : agent.slice(0, MAX_AGENT),
-      },
-      'request',
+    const fields: AccessFields = {
+      reqId: entry.id,
+      method,
+      url: url.length > MAX_URL ? `${url.slice(0, MAX_URL)}…` : url,
+      cache: route.local ? 'local' : route.cache,
+      kind: ROUTE_KINDS[route.kind],
+      status,
+      bytesIn,
+      bytesOut,
+      ms: Math.round((performance.now() - entry.startedAt) * 1000) / 1000,
+      token: tokens.get(request),
+      remote: request.socket.remoteAddress,
+      proto: request.httpVersion,
+      ua: agent === undefined || agent.length <= MAX_AGENT ? agent : agent.slice(0, MAX_AGENT),
+    };
+    if (this.#stream === undefined) {
+      this.#logger.info(fields, 'request');
+      return;
+    }
+    this.#stream.write(
+      `{"level":30,"time":${Date.now()}${this.#bindings}${jsonFields(fields)},"msg":"request"}\n`,
     );
   }
+}
+
+interface AccessFields {
+  readonly reqId: string;
+  readonly method: string;
+  readonly url: string;
+  readonly cache: string | undefined;
+  readonly kind: string | undefined;
+  readonly status: number;
+  readonly bytesIn: number | undefined;
+  readonly bytesOut: number | undefined;
+  readonly ms: number;
+  readonly token: number | undefined;
+  readonly remote: string | undefined;
+  readonly proto: string;
+  readonly ua: string | undefined;
+}
+
+/** `,"reqId":…,…` for the fields that are set, as JSON.stringify would write them. */
+function jsonFields(fields: AccessFields): string {
+  let out = `,"reqId":${JSON.stringify(fields.reqId)},"method":${JSON.stringify(fields.method)},"url":${JSON.stringify(fields.url)}`;
+  if (fields.cache !== undefined) out += `,"cache":${JSON.stringify(fields.cache)}`;
+  if (fields.kind !== undefined) out += `,"kind":"${fields.kind}"`;
+  out += `,"status":${fields.status}`;
+  if (fields.bytesIn !== undefined && Number.isFinite(fields.bytesIn)) out += `,"bytesIn":${fields.bytesIn}`;
+  if (fields.bytesOut !== undefined && Number.isFinite(fields.bytesOut))
+    out += `,"bytesOut":${fields.bytesOut}`;
+  out += `,"ms":${fields.ms}`;
+  if (fields.token !== undefined) out += `,"token":${fields.token}`;
+  if (fields.remote !== undefined) out += `,"remote":${JSON.stringify(fields.remote)}`;
+  out += `,"proto":${JSON.stringify(fields.proto)}`;
+  if (fields.ua !== undefined) out += `,"ua":${JSON.stringify(fields.ua)}`;
+  return out;
 }
