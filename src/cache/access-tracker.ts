@@ -22,6 +22,8 @@ export interface AccessTrackerOptions {
   readonly flushIntervalMs?: number;
   readonly maxEntries?: number;
   readonly now?: () => number;
+  /** False: accesses are not recorded at all (tools that read the cache without being its users). */
+  readonly enabled?: boolean;
 }
 
 export class AccessTracker {
@@ -41,8 +43,9 @@ export class AccessTracker {
     this.#logger = options.logger;
     this.#maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
     this.#now = options.now ?? Date.now;
+    this.#closed = options.enabled === false;
     const interval = options.flushIntervalMs ?? DEFAULT_ACCESS_FLUSH_MS;
-    if (interval > 0) {
+    if (interval > 0 && !this.#closed) {
       this.#timer = setInterval(() => void this.flush(), interval);
       this.#timer.unref();
     }

@@ -99,6 +99,8 @@ export interface CacheServiceOptions {
   readonly observer?: CacheObserver | undefined;
   /** How often recorded accesses are written (src/cache/access-tracker.ts); 0: only at close. */
   readonly accessFlushMs?: number;
+  /** False: reads are not recorded as accesses (checks and tools that are not the cache's users). */
+  readonly trackAccesses?: boolean;
 }
 
 export interface NarDownload extends BlobReadResult {
@@ -160,6 +162,7 @@ export class CacheService {
       db: options.db,
       logger: options.logger,
       ...(options.accessFlushMs === undefined ? {} : { flushIntervalMs: options.accessFlushMs }),
+      enabled: options.trackAccesses !== false,
     });
     this.#narinfos = new NarInfoCache(
       options.narInfoCacheEntries ?? 10_000,

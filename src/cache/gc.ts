@@ -25,8 +25,11 @@ import type { CacheService } from './cache-service.js';
 import { planCacheGc, type GcGraph } from './gc-plan.js';
 
 export const GC_LEASE = 'gc';
-/** How long the lease lasts without renewal; it is renewed at every page. */
-const LEASE_MS = 120_000;
+/**
+ * How long the lease lasts without renewal; it is renewed at every page. A collector of the same host that
+ * died is replaced at once; one of another replica, once its lease has run out.
+ */
+const LEASE_MS = 60_000;
 /** Unused NAR records and unnamed blobs are left alone this long (default of `niche gc --grace`). */
 export const DEFAULT_GC_GRACE_MS = 24 * 3_600_000;
 /**
@@ -82,7 +85,7 @@ export class GarbageCollector {
   readonly #db: MetadataStore;
   readonly #blobs: BlobStore;
   readonly #logger: Logger;
-  readonly #holder = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  readonly #holder = `${hostname()} ${process.pid} ${randomUUID().slice(0, 8)}`;
 
   constructor(service: CacheService, logger: Logger) {
     this.#service = service;
@@ -94,15 +97,25 @@ export class GarbageCollector {
   async run(options: GcOptions = {}): Promise<GcReport> {
     const now = options.now ?? (() => new Date());
     const dryRun = options.dryRun === true;
-    const renew = async (): Promise<void> => {
+    const renew = async (replacing?: string): Promise<void> => {
       options.signal?.throwIfAborted();
       if (dryRun) return;
       const at = now();
-      if (!(await this.#db.acquireLease(GC_LEASE, this.#holder, at, new Date(at.getTime() + LEASE_MS)))) {
+      const until = new Date(at.getTime() + LEASE_MS);
+      if (!(await this.#db.acquireLease(GC_LEASE, this.#holder, at, until, replacing))) {
         throw new GcBusyError();
       }
     };
-    await renew();
+    try {
+      await renew();
+    } catch (error) {
+      // A collector of this host that died (kill -9, a crash) would hold the lease until it expires.
+      const holder =
+        dryRun || !(error instanceof GcBusyError) ? undefined : await this.#db.leaseHolder(GC_LEASE);
+      if (holder === undefined || !deadHereAndNow(holder)) throw error;
+      this.#logger.info({ holder }, 'garbage collection: taking over the lease of a collector that died');
+      await renew(holder);
+    }
     try {
       return await this.#collect(options, dryRun, now, renew);
     } finally {
@@ -383,6 +396,19 @@ export class GarbageCollector {
     }
     if (count > 0) this.#logger.info({ blobs: count, bytes, dryRun }, 'blobs without a record removed');
     return { count, bytes };
+  }
+}
+
+/** Whether a lease holder (`<host> <pid> <id>`) is a process of this host that no longer exists. */
+function deadHereAndNow(holder: string): boolean {
+  const [host, pid] = holder.split(' ');
+  if (host !== hostname() || pid === undefined || !/^\d+$/.test(pid) || Number(pid) === process.pid)
+    return false;
+  try {
+    process.kill(Number(pid), 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 

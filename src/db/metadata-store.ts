@@ -374,10 +374,12 @@ export interface MetadataStore {
   deleteNar(fileHash: string): Promise<boolean>;
 
   /**
-   * Takes or renews the lease `name` for `holder` until `until` if it is free, expired, or already
-   * `holder`'s. Returns false if another holder has it.
+   * Takes or renews the lease `name` for `holder` until `until` if it is free, expired, already `holder`'s,
+   * or held by `replacing` (a holder the caller knows to be dead). Returns false if another holder has it.
    */
-  acquireLease(name: string, holder: string, now: Date, until: Date): Promise<boolean>;
+  acquireLease(name: string, holder: string, now: Date, until: Date, replacing?: string): Promise<boolean>;
+  /** Who holds the lease `name` (expired or not), if anyone. */
+  leaseHolder(name: string): Promise<string | undefined>;
   releaseLease(name: string, holder: string): Promise<void>;
 
   /**

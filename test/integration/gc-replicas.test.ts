@@ -59,7 +59,13 @@ void describe('garbage collection on PostgreSQL and S3, two replicas', { skip: p
       const stores = await openStores(loadServeConfig({ data: dir.path }, env));
       replicas.push({
         stores,
-        service: new CacheService({ db: stores.db, blobs: stores.blobs, logger: silent, accessFlushMs: 0 }),
+        service: new CacheService({
+          db: stores.db,
+          blobs: stores.blobs,
+          logger: silent,
+          accessFlushMs: 0,
+          trackAccesses: false,
+        }),
       });
     }
   });

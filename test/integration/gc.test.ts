@@ -40,7 +40,13 @@ void describe('garbage collection (SQLite and files)', () => {
     dir = await makeTempDir('gc');
     const config = loadServeConfig({ data: dir.path }, {});
     stores = await openStores(config);
-    service = new CacheService({ db: stores.db, blobs: stores.blobs, logger: silent, accessFlushMs: 0 });
+    service = new CacheService({
+      db: stores.db,
+      blobs: stores.blobs,
+      logger: silent,
+      accessFlushMs: 0,
+      trackAccesses: false,
+    });
     blobRoot = config.storage.type === 'fs' ? config.storage.path : '';
   });
   afterEach(async () => {

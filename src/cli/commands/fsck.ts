@@ -29,7 +29,12 @@ export function registerFsck(
         const config = loadServeConfig({ data: options.data, config: options.config }, io.env);
         const stores = await openStores(config);
         const logger = pino({ level: 'warn' }, io.stderr);
-        const service = new CacheService({ db: stores.db, blobs: stores.blobs, logger, accessFlushMs: 0 });
+        const service = new CacheService({
+          db: stores.db,
+          blobs: stores.blobs,
+          logger,
+          trackAccesses: false,
+        });
         try {
           const cache =
             options.cache === undefined ? undefined : await requireCache(stores.db, options.cache);

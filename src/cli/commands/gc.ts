@@ -42,7 +42,12 @@ export function registerGc(
         const config = loadServeConfig({ data: options.data, config: options.config }, io.env);
         const stores = await openStores(config);
         const logger = pino({ level: 'warn' }, io.stderr);
-        const service = new CacheService({ db: stores.db, blobs: stores.blobs, logger, accessFlushMs: 0 });
+        const service = new CacheService({
+          db: stores.db,
+          blobs: stores.blobs,
+          logger,
+          trackAccesses: false,
+        });
         try {
           if (options.cache !== undefined) await requireCache(stores.db, options.cache);
           const report = await new GarbageCollector(service, logger).run({

@@ -1015,15 +1015,25 @@ export class PostgresMetadataStore implements MetadataStore {
     );
   }
 
-  acquireLease(name: string, holder: string, now: Date, until: Date): Promise<boolean> {
+  acquireLease(name: string, holder: string, now: Date, until: Date, replacing?: string): Promise<boolean> {
     return this.#run('acquireLease', async () => {
       const result = await this.#pool.query(
         `INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $4)
          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-           WHERE leases.holder = excluded.holder OR leases.expires_at <= $3`,
-        [name, holder, now.getTime(), until.getTime()],
+           WHERE leases.holder = excluded.holder OR leases.expires_at <= $3 OR leases.holder = $5`,
+        [name, holder, now.getTime(), until.getTime(), replacing ?? null],
       );
       return (result.rowCount ?? 0) > 0;
+    });
+  }
+
+  leaseHolder(name: string): Promise<string | undefined> {
+    return this.#run('leaseHolder', async () => {
+      const { rows } = await this.#pool.query<{ holder: string }>(
+        'SELECT holder FROM leases WHERE name = $1',
+        [name],
+      );
+      return rows[0]?.holder;
     });
   }
 

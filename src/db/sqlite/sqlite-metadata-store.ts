@@ -467,11 +467,18 @@ function prepareLifecycleStatements(db: Database.Database) {
       .pluck(),
     deletePathsOfFile: db.prepare<[string]>('DELETE FROM paths WHERE file_hash = ?'),
     deleteUploadsOfFile: db.prepare<[string]>('DELETE FROM nar_uploads WHERE file_hash = ?'),
-    takeLease: db.prepare<{ name: string; holder: string; now: number; until: number }>(
+    takeLease: db.prepare<{
+      name: string;
+      holder: string;
+      now: number;
+      until: number;
+      replacing: string | null;
+    }>(
       `INSERT INTO leases (name, holder, expires_at) VALUES (@name, @holder, @until)
        ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-         WHERE leases.holder = excluded.holder OR leases.expires_at <= @now`,
+         WHERE leases.holder = excluded.holder OR leases.expires_at <= @now OR leases.holder = @replacing`,
     ),
+    leaseHolder: db.prepare<[string], string>('SELECT holder FROM leases WHERE name = ?').pluck(),
     releaseLease: db.prepare<{ name: string; holder: string }>(
       'DELETE FROM leases WHERE name = @name AND holder = @holder',
     ),
@@ -780,12 +787,22 @@ export class SqliteMetadataStore implements MetadataStore {
     );
   }
 
-  acquireLease(name: string, holder: string, now: Date, until: Date): Promise<boolean> {
+  acquireLease(name: string, holder: string, now: Date, until: Date, replacing?: string): Promise<boolean> {
     return this.#run(
       'acquireLease',
       () =>
-        this.#life.takeLease.run({ name, holder, now: now.getTime(), until: until.getTime() }).changes > 0,
+        this.#life.takeLease.run({
+          name,
+          holder,
+          now: now.getTime(),
+          until: until.getTime(),
+          replacing: replacing ?? null,
+        }).changes > 0,
     );
+  }
+
+  leaseHolder(name: string): Promise<string | undefined> {
+    return this.#run('leaseHolder', () => this.#life.leaseHolder.get(name));
   }
 
   releaseLease(name: string, holder: string): Promise<void> {
