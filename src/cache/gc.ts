@@ -459,7 +459,7 @@ export interface GcSchedule {
  * schedule goes on.
  */
 export function scheduleGc(
-  collector: GarbageCollector,
+  collector: Pick<GarbageCollector, 'run'>,
   options: { readonly intervalMs: number; readonly graceMs: number; readonly logger: Logger },
 ): GcSchedule {
   const abort = new AbortController();
