@@ -89,12 +89,19 @@ async function waitReady(
   }
 }
 
-function spawnLogged(cmd: string, args: readonly string[], logFile: string, cwd?: string): ChildProcess {
+function spawnLogged(
+  cmd: string,
+  args: readonly string[],
+  logFile: string,
+  cwd?: string,
+  env?: NodeJS.ProcessEnv,
+): ChildProcess {
   const fd = openSync(logFile, 'a');
   try {
     const child = spawn(cmd, args, {
       stdio: ['ignore', fd, fd],
       ...(cwd === undefined ? {} : { cwd }),
+      ...(env === undefined ? {} : { env }),
     });
     track(child);
     return child;
@@ -117,6 +124,8 @@ export interface NicheOptions {
   readonly args?: readonly string[];
   /** Further node arguments (before the entry point). */
   readonly nodeArgs?: readonly string[];
+  /** The server's environment (default: the bench's). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 const NICHE_MAIN = 'src/cli/main.ts';
@@ -146,7 +155,7 @@ export async function startNiche(options: NicheOptions): Promise<RunningServer> 
     ...(options.args ?? []),
   ];
   const spawnedAt = performance.now();
-  const child = spawnLogged(process.execPath, args, options.logFile, options.repo);
+  const child = spawnLogged(process.execPath, args, options.logFile, options.repo, options.env);
   const origin = `http://127.0.0.1:${port}`;
   try {
     await waitReady(`${origin}/main/nix-cache-info`, child, options.logFile);

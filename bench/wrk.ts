@@ -5,7 +5,8 @@
 
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { run } from './proc.js';
+import { spawn } from 'node:child_process';
+import { run, track } from './proc.js';
 
 const SCRIPT = fileURLToPath(new URL('paths.lua', import.meta.url));
 
@@ -64,9 +65,9 @@ export function writePaths(file: string, paths: readonly string[]): string {
   return file;
 }
 
-export async function runWrk(options: WrkOptions): Promise<WrkResult> {
+function wrkArgs(options: WrkOptions): string[] {
   const threads = Math.min(options.threads, options.connections);
-  const args = [
+  return [
     '-t',
     String(threads),
     '-c',
@@ -81,10 +82,57 @@ export async function runWrk(options: WrkOptions): Promise<WrkResult> {
     '--',
     options.pathsFile,
   ];
+}
+
+export async function runWrk(options: WrkOptions): Promise<WrkResult> {
+  const args = wrkArgs(options);
   const { stdout } =
     options.cpu === undefined
       ? await run('wrk', args)
       : await run('taskset', ['-c', String(options.cpu), 'wrk', ...args]);
+  return parseWrk(stdout, options, args);
+}
+
+export interface OpenWrk {
+  /** Stops wrk (SIGINT: it prints its totals for the time it ran) and returns them. */
+  stop(): Promise<WrkResult>;
+}
+
+/**
+ * Starts wrk for `options.seconds` at most, to be stopped when something else ends (a GC run): wrk
+ * answers SIGINT by finishing as if its duration were over.
+ */
+export function startWrk(options: WrkOptions): OpenWrk {
+  const args = wrkArgs(options);
+  const child =
+    options.cpu === undefined
+      ? spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('taskset', ['-c', String(options.cpu), 'wrk', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  track(child);
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+  const exited = new Promise<void>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', () => {
+      resolve();
+    });
+  });
+  return {
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+      await exited;
+      const stdout = Buffer.concat(out).toString('utf8');
+      if (!stdout.includes('WRK_JSON ')) {
+        throw new Error(`wrk printed no result:\n${stdout}\n${Buffer.concat(err).toString('utf8')}`);
+      }
+      return parseWrk(stdout, options, args);
+    },
+  };
+}
+
+function parseWrk(stdout: string, options: WrkOptions, args: readonly string[]): WrkResult {
   const line = stdout.split('\n').find((l) => l.startsWith('WRK_JSON '));
   if (line === undefined) throw new Error(`wrk printed no result:\n${stdout}`);
   const json = JSON.parse(line.slice('WRK_JSON '.length)) as WrkJson;
