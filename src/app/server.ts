@@ -8,7 +8,7 @@ import { CacheService } from '../cache/cache-service.js';
 import type { ListenAddress, ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { baseUrlResolver } from '../http/public-url.js';
-import { GarbageCollector, scheduleGc, type GcSchedule } from '../cache/gc.js';
+import { scheduleGc, type GcSchedule } from '../cache/gc.js';
 import { startMetricsListener, type MetricsListener } from '../http/metrics-listener.js';
 import { buildHttpServer } from '../http/server.js';
 import { checkMountPath } from '../localstore/local-store-config.js';
@@ -19,6 +19,7 @@ import type { RunningSshServer } from '../ssh/ssh-server.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { LogDestination } from '../util/log-destination.js';
 import { openStores, type Stores } from './data-dir.js';
+import { ThreadedGarbageCollector } from './gc-thread.js';
 import { AccessLog } from '../http/access-log.js';
 import { listenedUrl, listenHttp, reloadTls } from './http-listeners.js';
 import { loadTlsMaterial } from './tls-files.js';
@@ -116,7 +117,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     // Parse every cache's keys now: a corrupt key stops the start instead of failing requests later.
     for (const cache of await stores.db.listCaches()) await service.keys(cache);
     if (config.gc.intervalMs !== undefined) {
-      gcSchedule = scheduleGc(new GarbageCollector(service, logger), {
+      gcSchedule = scheduleGc(new ThreadedGarbageCollector(config, service, logger), {
         intervalMs: config.gc.intervalMs,
         graceMs: config.gc.graceMs,
         logger,
