@@ -129,7 +129,7 @@ export const DEFAULT_DATA_DIR = './niche-data';
  * what deleted paths and caches, expired uploads and crashes left behind. */
 export const DEFAULT_GC_INTERVAL_MS = 3_600_000;
 export const DEFAULT_LISTEN = '127.0.0.1:5000';
-/** Access logs are on by default: every request, one line (docs/bench-ops.md measured the cost). */
+/** Access logs are on by default: every request, one line (`npm run bench:ops` measures the cost). */
 export const DEFAULT_ACCESS_LOG: AccessLogConfig = Object.freeze({ sampleRate: 1 });
 
 /** Flags as given on the command line (undefined = not given). */
