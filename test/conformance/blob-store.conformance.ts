@@ -8,8 +8,20 @@ import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 
 import { BlobCheckError, type BlobCheck } from '../../src/storage/blob-check-error.js';
-import type { BlobStore } from '../../src/storage/blob-store.js';
+import type { BlobStat, BlobStore } from '../../src/storage/blob-store.js';
 import { BufferPool } from '../../src/util/buffer-pool.js';
+
+/** The size of a head, without the write time (checked on its own). */
+export function sizeOf(stat: BlobStat | undefined): { size: number } | undefined {
+  return stat === undefined ? undefined : { size: stat.size };
+}
+
+/** GC leaves blobs without a record alone until they are old: a blob written now says so. */
+function assertRecentlyModified(stat: BlobStat | undefined): void {
+  const at = stat?.modifiedAt;
+  assert.ok(at instanceof Date, 'head reports when the blob was written');
+  assert.ok(Math.abs(at.getTime() - Date.now()) < 5 * 60_000, `written at ${at.toISOString()}`);
+}
 
 export interface BlobStoreFixture {
   readonly store: BlobStore;
@@ -100,7 +112,8 @@ export function blobStoreConformance(name: string, factory: () => Promise<BlobSt
         assert.equal(read.size, data.length);
         assert.equal(read.range, undefined);
         assert.deepEqual(await readAll(read.stream), data);
-        assert.deepEqual(await store().head(key), { size: data.length });
+        assert.deepEqual(sizeOf(await store().head(key)), { size: data.length });
+        assertRecentlyModified(await store().head(key));
       });
 
       void it('round-trips an empty blob', async () => {
@@ -112,7 +125,7 @@ export function blobStoreConformance(name: string, factory: () => Promise<BlobSt
         assert.ok(read);
         assert.equal(read.size, 0);
         assert.equal((await readAll(read.stream)).length, 0);
-        assert.deepEqual(await store().head(key), { size: 0 });
+        assert.deepEqual(sizeOf(await store().head(key)), { size: 0 });
       });
 
       void it('streams a multi-megabyte blob in and out with matching checks', async () => {
@@ -221,7 +234,7 @@ export function blobStoreConformance(name: string, factory: () => Promise<BlobSt
         assert.equal(await store().head(key), undefined);
         assert.equal(await store().get(key), undefined);
         await store().put(key, chunked(Buffer.from('x')));
-        assert.deepEqual(await store().head(key), { size: 1 });
+        assert.deepEqual(sizeOf(await store().head(key)), { size: 1 });
         await store().delete(key);
         await assertAbsent(key);
         await store().delete(key);
@@ -233,7 +246,7 @@ export function blobStoreConformance(name: string, factory: () => Promise<BlobSt
         assert.equal(await store().get('nar'), undefined);
         assert.equal(await store().head('nar'), undefined);
         await store().delete('nar');
-        assert.deepEqual(await store().head('nar/x'), { size: 1 });
+        assert.deepEqual(sizeOf(await store().head('nar/x')), { size: 1 });
       });
 
       void it('lists keys by string prefix', async () => {

@@ -82,7 +82,7 @@ void describe('FsBlobStore', () => {
           left.filter((name) => !name.startsWith(`${process.pid}-`)),
           [`${process.ppid}-def`, `${process.ppid}-def/in-flight`],
         );
-        assert.deepEqual(await store.head('nar/kept'), { size: 4 });
+        assert.equal((await store.head('nar/kept'))?.size, 4);
       } finally {
         await store.close();
       }

@@ -51,14 +51,14 @@ describe('niche cache', () => {
       '--no-upstream-keys',
     );
     assert.equal(updated.code, 0, updated.stderr);
-    assert.equal(updated.stdout, 'team\tpublic\tpriority 10\n');
+    assert.equal(updated.stdout, 'team\tpublic\tpriority 10\tretention none\tmax-size none\n');
     assert.equal((await niche('cache', 'update', 'team', '--upstream-key', 'garbage')).code, 65);
     assert.equal((await niche('cache', 'update', 'ghost', '--public')).code, 66);
 
     const shown = await niche('cache', 'show', 'team');
     assert.match(shown.stdout, /visibility: public\npriority: 10\n/);
     assert.doesNotMatch(shown.stdout, /upstream-key/);
-    assert.match((await niche('cache', 'list')).stdout, /^team\tpublic\tpriority 10$/m);
+    assert.match((await niche('cache', 'list')).stdout, /^team\tpublic\tpriority 10\t0 paths\t0 B$/m);
 
     const dry = await niche('cache', 'delete', 'team');
     assert.equal(dry.code, 0);

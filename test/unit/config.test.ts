@@ -116,6 +116,25 @@ max-connections = 20
     );
   });
 
+  it('reads the GC schedule and grace from [gc], NICHE_GC_* and --gc-interval; hourly by default', async () => {
+    assert.deepEqual(loadServeConfig({}, {}).gc, { intervalMs: 3_600_000, graceMs: 86_400_000 });
+    const file = await configFile(`
+[gc]
+interval = "30m"
+grace = "2h"
+`);
+    assert.deepEqual(loadServeConfig({ config: file }, {}).gc, { intervalMs: 1_800_000, graceMs: 7_200_000 });
+    assert.deepEqual(loadServeConfig({ config: file }, { NICHE_GC_INTERVAL: 'off' }).gc, {
+      intervalMs: undefined,
+      graceMs: 7_200_000,
+    });
+    assert.equal(loadServeConfig({ config: file, gcInterval: '10m' }, {}).gc.intervalMs, 600_000);
+    assert.match(
+      problemsOf(() => loadServeConfig({ gcInterval: 'sometimes' }, {})),
+      /--gc-interval: expected a duration such as 60s or 5m, got "sometimes"/,
+    );
+  });
+
   it('reports every problem at once, from every source', async () => {
     const file = await configFile(`
 listen = "nowhere"
@@ -284,6 +303,10 @@ maxConnections = 5
     );
     assert.match(
       problemsOf(() => loadServeConfig({}, { NICHE_IDLE_TIMEOUT: '2d' })),
+      /NICHE_IDLE_TIMEOUT: expected a duration from 1ms to 24h, got "2d"/,
+    );
+    assert.match(
+      problemsOf(() => loadServeConfig({}, { NICHE_IDLE_TIMEOUT: '2 weeks' })),
       /NICHE_IDLE_TIMEOUT: expected a duration such as/,
     );
   });
