@@ -6,7 +6,9 @@
 // Bounded: at most `maxEntries` distinct paths and NAR files are held; when full, a flush starts at once,
 // and accesses arriving while that flush is still running and the map is full again are dropped (counted
 // and logged). A dropped access only makes a path look older than it is until its next access, never
-// younger; retention periods are days, the flush interval a minute.
+// younger; retention periods are days, the flush interval a minute. A flush that fails (SQLite's write
+// lock taken by a collection on another connection: the write does not wait for it on the event loop)
+// keeps its accesses for the next one.
 import type { Logger } from 'pino';
 
 import type { AccessRecord, MetadataStore } from '../db/metadata-store.js';
@@ -36,6 +38,8 @@ export class AccessTracker {
   #flushing: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #dropped = 0;
+  /** Flushes that failed in a row. */
+  #failures = 0;
   #closed = false;
 
   constructor(options: AccessTrackerOptions) {
@@ -94,6 +98,7 @@ export class AccessTracker {
       this.#logger.warn({ dropped }, 'access tracking: accesses dropped while the store was slow');
     }
     let records: AccessRecord[] = [];
+    let written = 0;
     try {
       for (const [key, at] of batch) {
         const space = key.indexOf(' ');
@@ -102,13 +107,26 @@ export class AccessTracker {
         records.push(hash.length === 32 ? { cacheId, hashPart: hash, at } : { cacheId, fileHash: hash, at });
         if (records.length >= FLUSH_BATCH) {
           await this.#db.recordAccesses(records);
+          written += records.length;
           records = [];
         }
       }
       if (records.length > 0) await this.#db.recordAccesses(records);
+      this.#failures = 0;
     } catch (error) {
-      // Not retried: the next accesses are recorded anyway, and a path only looks older than it is.
-      this.#logger.warn({ err: error, accesses: batch.size }, 'access tracking: cannot record accesses');
+      // Kept for the next flush (the store may be busy: SQLite does not wait for its write lock here),
+      // as far as there is room; the later time wins where an access came meanwhile.
+      this.#failures += 1;
+      let index = 0;
+      for (const [key, at] of batch) {
+        if (index++ < written) continue;
+        if (this.#pending.size >= this.#maxEntries && !this.#pending.has(key)) break;
+        const newer = this.#pending.get(key);
+        if (newer === undefined || newer < at) this.#pending.set(key, at);
+      }
+      const log = { err: error, accesses: batch.size - written, failures: this.#failures };
+      if (this.#failures >= 5) this.#logger.warn(log, 'access tracking: cannot record accesses');
+      else this.#logger.debug(log, 'access tracking: store busy, accesses kept for the next flush');
     }
   }
 

@@ -215,6 +215,41 @@ void describe('SqliteMetadataStore', () => {
     });
   });
 
+  void it('records accesses without waiting for a write lock another connection holds', async () => {
+    await withFile(async (file) => {
+      const store = await SqliteMetadataStore.open(file);
+      const other = new Database(file);
+      try {
+        const cache = await store.createCache({
+          name: 'a',
+          isPublic: true,
+          priority: 40,
+          storeDir: '/nix/store',
+          upstreamKeys: [],
+        });
+        const nar = narRecord(1);
+        await store.recordNarUpload(cache.id, nar, new Date());
+        const path = pathRecord(1, nar);
+        await store.addPath(cache.id, path, ANY_UPLOAD);
+        other.exec('BEGIN IMMEDIATE');
+        const started = Date.now();
+        await assert.rejects(
+          store.recordAccesses([{ cacheId: cache.id, hashPart: path.hashPart, at: 2e12 }]),
+          {
+            code: 'DATABASE_FAILURE',
+          },
+        );
+        assert.ok(Date.now() - started < 1000, `waited ${Date.now() - started} ms for the lock`);
+        other.exec('COMMIT');
+        await store.recordAccesses([{ cacheId: cache.id, hashPart: path.hashPart, at: 2e12 }]);
+        assert.equal((await store.scanGcPaths(cache.id, '', 10))[0]?.lastAccess, 2e12);
+      } finally {
+        other.close();
+        await store.close();
+      }
+    });
+  });
+
   void it('rejects calls after close with DATABASE_FAILURE', async () => {
     await withFile(async (file) => {
       const store = await SqliteMetadataStore.open(file);

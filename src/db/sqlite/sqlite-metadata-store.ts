@@ -653,20 +653,32 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   recordAccesses(accesses: readonly AccessRecord[]): Promise<void> {
+    // Without waiting for the write lock: better-sqlite3 waits for it on the calling thread, which is the
+    // event loop answering requests, while another connection (GC on its thread, `niche gc`) holds it.
+    // Busy: the write fails at once and the caller keeps the accesses for its next flush.
     return this.#run('recordAccesses', () => {
-      this.#db
-        .transaction(() => {
-          for (const access of accesses) {
-            if (access.hashPart !== undefined) {
-              this.#life.touchPath.run({ cacheId: access.cacheId, hashPart: access.hashPart, at: access.at });
-            }
-            if (access.fileHash !== undefined) {
-              this.#life.touchFile.run({ cacheId: access.cacheId, fileHash: access.fileHash, at: access.at });
-            }
-          }
-        })
-        .immediate();
+      this.#db.pragma('busy_timeout = 0');
+      try {
+        this.#recordAccesses(accesses);
+      } finally {
+        this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      }
     });
+  }
+
+  #recordAccesses(accesses: readonly AccessRecord[]): void {
+    this.#db
+      .transaction(() => {
+        for (const access of accesses) {
+          if (access.hashPart !== undefined) {
+            this.#life.touchPath.run({ cacheId: access.cacheId, hashPart: access.hashPart, at: access.at });
+          }
+          if (access.fileHash !== undefined) {
+            this.#life.touchFile.run({ cacheId: access.cacheId, fileHash: access.fileHash, at: access.at });
+          }
+        }
+      })
+      .immediate();
   }
 
   getCacheUsage(cacheId: number): Promise<CacheUsage> {

@@ -1,0 +1,119 @@
+// The access tracker: accesses held in memory (the later time wins), written in batches, kept for the next
+// flush when the store is busy, bounded in memory, and written at close.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { pino } from 'pino';
+
+import { AccessTracker } from '../../../src/cache/access-tracker.js';
+import type { AccessRecord, MetadataStore } from '../../../src/db/metadata-store.js';
+import { DatabaseError } from '../../../src/errors.js';
+
+const HASH = 'a'.repeat(32);
+const FILE = 'b'.repeat(52);
+
+function fakeStore(failures: number): { store: MetadataStore; written: AccessRecord[][] } {
+  const written: AccessRecord[][] = [];
+  let left = failures;
+  const store = {
+    recordAccesses(accesses: readonly AccessRecord[]): Promise<void> {
+      if (left > 0) {
+        left -= 1;
+        return Promise.reject(new DatabaseError('recordAccesses failed: database is locked'));
+      }
+      written.push([...accesses]);
+      return Promise.resolve();
+    },
+  } as unknown as MetadataStore;
+  return { store, written };
+}
+
+void describe('AccessTracker', () => {
+  void it('writes the latest access of each path and NAR file once per flush', async () => {
+    const { store, written } = fakeStore(0);
+    let now = 1000;
+    const tracker = new AccessTracker({
+      db: store,
+      logger: pino({ level: 'silent' }),
+      flushIntervalMs: 0,
+      now: () => now,
+    });
+    tracker.touchPath(1, HASH);
+    now = 2000;
+    tracker.touchPath(1, HASH);
+    tracker.touchFile(2, FILE);
+    await tracker.flush();
+    assert.deepEqual(written, [
+      [
+        { cacheId: 1, hashPart: HASH, at: 2000 },
+        { cacheId: 2, fileHash: FILE, at: 2000 },
+      ],
+    ]);
+    await tracker.flush();
+    assert.equal(written.length, 1, 'nothing new, nothing written');
+    await tracker.close();
+  });
+
+  void it('keeps the accesses of a failed flush for the next one, later times winning', async () => {
+    const { store, written } = fakeStore(1);
+    let now = 1000;
+    const tracker = new AccessTracker({
+      db: store,
+      logger: pino({ level: 'silent' }),
+      flushIntervalMs: 0,
+      now: () => now,
+    });
+    tracker.touchPath(1, HASH);
+    await tracker.flush();
+    assert.equal(written.length, 0);
+    now = 3000;
+    tracker.touchPath(1, HASH);
+    await tracker.close();
+    assert.deepEqual(written, [[{ cacheId: 1, hashPart: HASH, at: 3000 }]]);
+  });
+
+  void it('holds at most maxEntries paths and drops accesses while a flush is under way', async () => {
+    const written: AccessRecord[][] = [];
+    let release: () => void = () => undefined;
+    const store = {
+      recordAccesses(accesses: readonly AccessRecord[]): Promise<void> {
+        written.push([...accesses]);
+        return new Promise<void>((resolve) => (release = resolve));
+      },
+    } as unknown as MetadataStore;
+    const tracker = new AccessTracker({
+      db: store,
+      logger: pino({ level: 'silent' }),
+      flushIntervalMs: 0,
+      maxEntries: 2,
+    });
+    const hash = (n: number): string => String(n).padStart(32, '0');
+    tracker.touchPath(1, hash(1));
+    tracker.touchPath(1, hash(2));
+    tracker.touchPath(1, hash(3)); // full: a flush of the first two starts, this one is kept
+    tracker.touchPath(1, hash(4));
+    tracker.touchPath(1, hash(5)); // full again while the flush runs: dropped
+    assert.deepEqual(
+      written[0]?.map((access) => access.hashPart),
+      [hash(1), hash(2)],
+    );
+    release();
+    const closing = tracker.close();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    release();
+    await closing;
+    assert.deepEqual(
+      written[1]?.map((access) => access.hashPart),
+      [hash(3), hash(4)],
+    );
+    tracker.touchPath(1, hash(6));
+    assert.equal(written.length, 2, 'nothing is recorded after close');
+  });
+
+  void it('records nothing when disabled', async () => {
+    const { store, written } = fakeStore(0);
+    const tracker = new AccessTracker({ db: store, logger: pino({ level: 'silent' }), enabled: false });
+    tracker.touchPath(1, HASH);
+    await tracker.close();
+    assert.deepEqual(written, []);
+  });
+});
