@@ -8,7 +8,7 @@ import { CacheService } from '../cache/cache-service.js';
 import type { ListenAddress, ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { baseUrlResolver } from '../http/public-url.js';
-import { scheduleGc, type GcSchedule } from '../cache/gc.js';
+import { scheduleGc, type GcReport, type GcSchedule } from '../cache/gc.js';
 import { startMetricsListener, type MetricsListener } from '../http/metrics-listener.js';
 import { buildHttpServer } from '../http/server.js';
 import { checkMountPath } from '../localstore/local-store-config.js';
@@ -121,6 +121,21 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
         intervalMs: config.gc.intervalMs,
         graceMs: config.gc.graceMs,
         logger,
+        ...(metrics === undefined
+          ? {}
+          : {
+              onRun: (result: GcReport | 'skipped' | 'failed') => {
+                metrics.gcRun(
+                  typeof result === 'string'
+                    ? result
+                    : {
+                        paths: result.caches.reduce((sum, cache) => sum + cache.paths, 0),
+                        nars: result.nars,
+                        bytes: result.narBytes + result.orphanBytes,
+                      },
+                );
+              },
+            }),
       });
     }
     const authenticator = new Authenticator(db);
@@ -158,6 +173,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
             maxSessions: config.ssh.maxSessions,
             maxSessionsPerKey: config.ssh.maxSessionsPerKey,
             log: logger,
+            observer: metrics,
           }),
         );
       }

@@ -460,7 +460,13 @@ export interface GcSchedule {
  */
 export function scheduleGc(
   collector: Pick<GarbageCollector, 'run'>,
-  options: { readonly intervalMs: number; readonly graceMs: number; readonly logger: Logger },
+  options: {
+    readonly intervalMs: number;
+    readonly graceMs: number;
+    readonly logger: Logger;
+    /** Told how each run ended (the server's metrics). */
+    readonly onRun?: (result: GcReport | 'skipped' | 'failed') => void;
+  },
 ): GcSchedule {
   const abort = new AbortController();
   let running: Promise<void> | undefined;
@@ -469,12 +475,18 @@ export function scheduleGc(
     running = collector
       .run({ graceMs: options.graceMs, signal: abort.signal })
       .then(
-        () => undefined,
+        (report) => {
+          options.onRun?.(report);
+        },
         (error: unknown) => {
           if (abort.signal.aborted) return;
-          if (error instanceof GcBusyError)
+          if (error instanceof GcBusyError) {
             options.logger.info('garbage collection skipped: another is running');
-          else options.logger.error({ err: error }, 'garbage collection failed');
+            options.onRun?.('skipped');
+          } else {
+            options.logger.error({ err: error }, 'garbage collection failed');
+            options.onRun?.('failed');
+          }
         },
       )
       .finally(() => {

@@ -95,6 +95,21 @@ function processMetrics(): Registry {
   return processRegistry;
 }
 
+/** What an SSH session ran: `nix-store --serve` (ssh://), `nix-daemon --stdio` (ssh-ng://), else other. */
+function sshProtocol(command: string | undefined): 'ssh' | 'ssh-ng' | 'other' {
+  const words = command?.trim().split(/\s+/) ?? [];
+  if (words[0] === 'nix-store' && words[1] === '--serve') return 'ssh';
+  if (words[0] === 'nix-daemon' && words[1] === '--stdio') return 'ssh-ng';
+  return 'other';
+}
+
+/** What one garbage collection did (the fields of src/cache/gc.ts's report that metrics count). */
+export interface GcOutcome {
+  readonly paths: number;
+  readonly nars: number;
+  readonly bytes: number;
+}
+
 export class ServerMetrics implements CacheObserver {
   readonly registry = new Registry();
   /** For requests naming something that is not a cache. */
@@ -110,6 +125,14 @@ export class ServerMetrics implements CacheObserver {
   #closedBytesRead = 0;
   #closedBytesWritten = 0;
   #service: ObservedService | undefined;
+  /** SSH sessions by `<cache> <protocol> <result>`. */
+  readonly #sshSessions = new Map<string, number>();
+  #sshOpen = 0;
+  readonly #gcRuns = { ok: 0, failed: 0, skipped: 0 };
+  #gcPaths = 0;
+  #gcNars = 0;
+  #gcBytes = 0;
+  #gcLastSuccess = 0;
 
   readonly #process = processMetrics();
 
@@ -177,6 +200,30 @@ export class ServerMetrics implements CacheObserver {
     const key = `${kind} ${code}`;
     counters.uploadsRefused.set(key, (counters.uploadsRefused.get(key) ?? 0) + 1);
     if (VERIFICATION_CODES.has(code)) counters.verificationFailures++;
+  }
+
+  /** Implements the SSH server's observer (src/ssh/ssh-server.ts). */
+  sessionOpened(): void {
+    this.#sshOpen++;
+  }
+
+  sessionClosed(cacheName: string, command: string | undefined, outcome: 'ok' | 'failed' | 'refused'): void {
+    if (outcome !== 'refused') this.#sshOpen--;
+    const key = `${this.forCache(cacheName).label} ${sshProtocol(command)} ${outcome}`;
+    this.#sshSessions.set(key, (this.#sshSessions.get(key) ?? 0) + 1);
+  }
+
+  /** A scheduled garbage collection ended: with its report, skipped (another collector), or failed. */
+  gcRun(result: GcOutcome | 'skipped' | 'failed'): void {
+    if (typeof result === 'string') {
+      this.#gcRuns[result]++;
+      return;
+    }
+    this.#gcRuns.ok++;
+    this.#gcPaths += result.paths;
+    this.#gcNars += result.nars;
+    this.#gcBytes += result.bytes;
+    this.#gcLastSuccess = Date.now() / 1000;
   }
 
   /** The counters of one operation of a store (src/metrics/instrument-store.ts); made once per operation. */
@@ -303,6 +350,50 @@ export class ServerMetrics implements CacheObserver {
     new CollectedMetric('niche_uploads_in_progress', 'NAR uploads being received now', 'gauge', () => [
       { labels: {}, value: this.#service?.uploadsInProgress ?? 0 },
     ]).register(registry);
+    new CollectedMetric(
+      'niche_ssh_sessions_total',
+      'SSH sessions that ended, by cache, protocol (ssh: nix-store --serve, ssh-ng: nix-daemon --stdio) and result (ok, failed, refused: over a session limit)',
+      'counter',
+      () =>
+        [...this.#sshSessions].map(([key, value]) => {
+          const [cache = '', protocol = '', result = ''] = key.split(' ');
+          return { labels: { cache, protocol, result }, value };
+        }),
+    ).register(registry);
+    new CollectedMetric('niche_ssh_sessions_open', 'SSH sessions running now', 'gauge', () => [
+      { labels: {}, value: this.#sshOpen },
+    ]).register(registry);
+    new CollectedMetric(
+      'niche_gc_runs_total',
+      'Scheduled garbage collections, by result (ok, skipped: another collector was at work, failed)',
+      'counter',
+      () =>
+        (['ok', 'skipped', 'failed'] as const).map((result) => ({
+          labels: { result },
+          value: this.#gcRuns[result],
+        })),
+    ).register(registry);
+    new CollectedMetric(
+      'niche_gc_removed_total',
+      'What scheduled garbage collections removed: paths (of every cache) and NAR files',
+      'counter',
+      () => [
+        { labels: { what: 'paths' }, value: this.#gcPaths },
+        { labels: { what: 'nar_files' }, value: this.#gcNars },
+      ],
+    ).register(registry);
+    new CollectedMetric(
+      'niche_gc_freed_bytes_total',
+      'Bytes of blobs deleted by scheduled garbage collections',
+      'counter',
+      () => [{ labels: {}, value: this.#gcBytes }],
+    ).register(registry);
+    new CollectedMetric(
+      'niche_gc_last_success_timestamp_seconds',
+      'When the last scheduled garbage collection ended successfully (0: none yet)',
+      'gauge',
+      () => [{ labels: {}, value: this.#gcLastSuccess }],
+    ).register(registry);
     new CollectedMetric(
       'niche_store_operation_duration_seconds',
       'Duration of metadata and blob store operations, by store and operation',

@@ -55,6 +55,17 @@ export interface SshServerOptions {
   /** Connections not yet authenticated, at once (default 32); more are dropped. */
   readonly maxUnauthenticated?: number;
   readonly log: SshSessionLog & { error(obj: object, msg: string): void };
+  /** Told of sessions (the server's metrics). */
+  readonly observer?: SshObserver | undefined;
+}
+
+/** What an SSH session was, for whoever counts them (src/metrics). */
+export type SshSessionOutcome = 'ok' | 'failed' | 'refused';
+
+export interface SshObserver {
+  sessionOpened(): void;
+  /** `command`: what the client ran (`nix-store --serve --write`, `nix-daemon --stdio`, or anything else). */
+  sessionClosed(cacheName: string, command: string | undefined, outcome: SshSessionOutcome): void;
 }
 
 export interface RunningSshServer {
@@ -315,9 +326,12 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
               ? `the server has ${maxSessions} SSH sessions open already`
               : `this key has ${maxPerKey} SSH sessions open already`;
           farewell(channel, 1, `error: niche: ${why}; try again later [UNAVAILABLE]\n`);
+          options.observer?.sessionClosed(cacheName, command, 'refused');
           return;
         }
         sessions++;
+        options.observer?.sessionOpened();
+        let outcome: SshSessionOutcome = 'failed';
         sessionsByKey.set(key, perKey + 1);
         try {
           const result = await runSshSession({
@@ -339,7 +353,9 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
             idleTimeoutMs,
           });
           farewell(channel, result.exitCode);
+          if (result.exitCode === 0) outcome = 'ok';
         } finally {
+          options.observer?.sessionClosed(cacheName, command, outcome);
           sessions--;
           const left = (sessionsByKey.get(key) ?? 1) - 1;
           if (left <= 0) sessionsByKey.delete(key);

@@ -113,3 +113,41 @@ describe('metrics settings', () => {
     );
   });
 });
+
+describe('SSH sessions and garbage collection', () => {
+  it('counts SSH sessions by cache, protocol and result, and those open; unknown caches share a label', async () => {
+    const metrics = new ServerMetrics();
+    metrics.attachService({ isKnownCache: (name: string) => name === 'main', uploadsInProgress: 0 });
+    metrics.sessionOpened();
+    metrics.sessionOpened();
+    metrics.sessionClosed('main', 'nix-daemon --stdio', 'ok');
+    let text = await metrics.render();
+    assert.equal(sample(text, 'niche_ssh_sessions_open', ''), undefined, 'a gauge without labels');
+    assert.match(text, /^niche_ssh_sessions_open 1$/m);
+    metrics.sessionClosed('main', 'nix-store --serve --write', 'failed');
+    metrics.sessionClosed('made-up', 'bash', 'refused');
+    text = await metrics.render();
+    assert.equal(sample(text, 'niche_ssh_sessions_total', 'cache="main",protocol="ssh-ng",result="ok"'), 1);
+    assert.equal(sample(text, 'niche_ssh_sessions_total', 'cache="main",protocol="ssh",result="failed"'), 1);
+    assert.equal(
+      sample(text, 'niche_ssh_sessions_total', 'cache="_unknown",protocol="other",result="refused"'),
+      1,
+    );
+    assert.match(text, /^niche_ssh_sessions_open 0$/m, 'a refused session was never open');
+  });
+
+  it('counts scheduled garbage collections and what they removed', async () => {
+    const metrics = new ServerMetrics();
+    metrics.gcRun({ paths: 10, nars: 7, bytes: 4096 });
+    metrics.gcRun('skipped');
+    metrics.gcRun({ paths: 1, nars: 0, bytes: 10 });
+    const text = await metrics.render();
+    assert.equal(sample(text, 'niche_gc_runs_total', 'result="ok"'), 2);
+    assert.equal(sample(text, 'niche_gc_runs_total', 'result="skipped"'), 1);
+    assert.equal(sample(text, 'niche_gc_runs_total', 'result="failed"'), 0);
+    assert.equal(sample(text, 'niche_gc_removed_total', 'what="paths"'), 11);
+    assert.equal(sample(text, 'niche_gc_removed_total', 'what="nar_files"'), 7);
+    assert.match(text, /^niche_gc_freed_bytes_total 4106$/m);
+    assert.ok(Number(/^niche_gc_last_success_timestamp_seconds (\S+)$/m.exec(text)?.[1]) > 1e9);
+  });
+});
