@@ -78,6 +78,20 @@ export interface RunningSshServer {
   close(): Promise<void>;
 }
 
+/**
+ * A new ed25519 key pair in OpenSSH's formats. ssh2's generator drops the leading zero byte of about one
+ * public key in three hundred (measured: 17 of 5000), writing a private key that no parser, its own
+ * included, accepts; such a pair is made again.
+ */
+export function generateEd25519KeyPair(comment?: string): { private: string; public: string } {
+  for (;;) {
+    const pair = utils.generateKeyPairSync('ed25519', comment === undefined ? {} : { comment });
+    const parsed = utils.parseKey(pair.private);
+    const key = Array.isArray(parsed) ? (parsed[0] as ParsedKey | undefined) : parsed;
+    if (key !== undefined && !(key instanceof Error) && key.isPrivateKey()) return pair;
+  }
+}
+
 /** The host key in the file, created (ed25519, mode 0600) if there is none. */
 export async function loadOrCreateHostKey(file: string): Promise<{ privateKey: string; publicKey: string }> {
   let privateKey: string;
@@ -90,7 +104,7 @@ export async function loadOrCreateHostKey(file: string): Promise<{ privateKey: s
         `cannot read the SSH host key ${file}: ${(error as Error).message}`,
       );
     }
-    const pair = utils.generateKeyPairSync('ed25519', { comment: 'niche host key' });
+    const pair = generateEd25519KeyPair('niche host key');
     try {
       // `wx`: two servers starting at once never overwrite each other's key.
       await writeFile(file, pair.private, { mode: 0o600, flag: 'wx' });

@@ -22,7 +22,12 @@ import { registerSshKey, createCacheWithKey } from '../../src/cache/admin-servic
 import { Authenticator } from '../../src/cache/auth.js';
 import { encodeU64 } from '../../src/nix/wire.js';
 import { SERVE_MAGIC_1, SERVE_MAGIC_2 } from '../../src/ssh/serve-protocol.js';
-import { startSshServer, type RunningSshServer, type SshServerOptions } from '../../src/ssh/ssh-server.js';
+import {
+  generateEd25519KeyPair,
+  startSshServer,
+  type RunningSshServer,
+  type SshServerOptions,
+} from '../../src/ssh/ssh-server.js';
 import { WORKER_MAGIC_1, WORKER_MAGIC_2 } from '../../src/ssh/worker-protocol.js';
 import { freePort, runCli, startServe } from '../helpers/cli-process.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -38,9 +43,9 @@ const quiet = {
 
 let t: TestServer;
 let ssh: RunningSshServer;
-const alice = utils.generateKeyPairSync('ed25519');
-const bob = utils.generateKeyPairSync('ed25519');
-const stranger = utils.generateKeyPairSync('ed25519');
+const alice = generateEd25519KeyPair();
+const bob = generateEd25519KeyPair();
+const stranger = generateEd25519KeyPair();
 
 function parsed(text: string): ParsedKey {
   const key = utils.parseKey(text);
@@ -277,7 +282,7 @@ describe('embedded SSH server: authentication', () => {
     );
   });
   it('counts refused keys: nine unregistered ones before a registered one do, ten do not', async () => {
-    const unknown = Array.from({ length: 10 }, () => utils.generateKeyPairSync('ed25519'));
+    const unknown = Array.from({ length: 10 }, () => generateEd25519KeyPair());
     const client = await connect({ agent: new TestAgent(alice.public, alice.private, unknown.slice(0, 9)) });
     client.end();
     await assert.rejects(
