@@ -4,6 +4,8 @@
 import { InvalidInputError } from '../errors.js';
 import type {
   BuildLogRecord,
+  CacheUsage,
+  PinRecord,
   NarRecord,
   PathWithNar,
   RealisationRecord,
@@ -191,4 +193,44 @@ export function referencesGone(absent: readonly string[]): InvalidInputError {
       (absent.length > 5 ? ` and ${absent.length - 5} more` : '') +
       '; upload them again',
   );
+}
+
+/** A pins row, as both backends read it. */
+export interface PinRow {
+  name: string;
+  hash_part: string;
+  store_path: string;
+  created_at: number;
+  expires_at: number | null;
+}
+
+export const PIN_COLUMNS = 'name, hash_part, store_path, created_at, expires_at';
+
+export function toPin(row: PinRow): PinRecord {
+  return {
+    name: row.name,
+    hashPart: row.hash_part,
+    storePath: row.store_path,
+    createdAt: new Date(row.created_at),
+    expiresAt: optionalDate(row.expires_at),
+  };
+}
+
+/** A cache_usage row. */
+export interface UsageRow {
+  paths: number;
+  nar_bytes: number;
+  stored_bytes: number;
+  last_push_at: number | null;
+}
+
+export const USAGE_COLUMNS = 'paths, nar_bytes, stored_bytes, last_push_at';
+
+export function toCacheUsage(row: UsageRow): CacheUsage {
+  return {
+    paths: row.paths,
+    narBytes: row.nar_bytes,
+    storedBytes: row.stored_bytes,
+    lastPushAt: optionalDate(row.last_push_at),
+  };
 }

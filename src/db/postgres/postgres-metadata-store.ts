@@ -41,8 +41,14 @@ import {
   REALISATION_COLUMNS,
   hashPartsOf,
   optionalDate,
+  PIN_COLUMNS,
   presentBaseNames,
   referencesGone,
+  toCacheUsage,
+  toPin,
+  USAGE_COLUMNS,
+  type PinRow,
+  type UsageRow,
   toNar,
   toPathWithNar,
   stringRecord,
@@ -101,14 +107,6 @@ type CacheRow = {
   created_at: number;
   retention_ms: number | null;
   max_size: number | null;
-};
-
-type PinRow = {
-  name: string;
-  hash_part: string;
-  store_path: string;
-  created_at: number;
-  expires_at: number | null;
 };
 
 /** How often a GC deletion is tried again after PostgreSQL found a deadlock with a concurrent upload. */
@@ -808,22 +806,13 @@ export class PostgresMetadataStore implements MetadataStore {
 
   getCacheUsage(cacheId: number): Promise<CacheUsage> {
     return this.#run('getCacheUsage', async () => {
-      const { rows } = await this.#pool.query<{
-        paths: number;
-        nar_bytes: number;
-        stored_bytes: number;
-        last_push_at: number | null;
-      }>('SELECT paths, nar_bytes, stored_bytes, last_push_at FROM cache_usage WHERE cache_id = $1', [
-        cacheId,
-      ]);
+      const { rows } = await this.#pool.query<UsageRow>(
+        `SELECT ${USAGE_COLUMNS} FROM cache_usage WHERE cache_id = $1`,
+        [cacheId],
+      );
       const row = rows[0];
       if (row === undefined) throw noSuchCache(cacheId);
-      return {
-        paths: row.paths,
-        narBytes: row.nar_bytes,
-        storedBytes: row.stored_bytes,
-        lastPushAt: optionalDate(row.last_push_at),
-      };
+      return toCacheUsage(row);
     });
   }
 
@@ -899,8 +888,7 @@ export class PostgresMetadataStore implements MetadataStore {
   listPins(cacheId: number): Promise<PinRecord[]> {
     return this.#run('listPins', async () => {
       const { rows } = await this.#pool.query<PinRow>(
-        `SELECT name, hash_part, store_path, created_at, expires_at FROM pins WHERE cache_id = $1
-         ORDER BY name`,
+        `SELECT ${PIN_COLUMNS} FROM pins WHERE cache_id = $1 ORDER BY name`,
         [cacheId],
       );
       return rows.map(toPin);
@@ -1345,16 +1333,6 @@ function toCache(row: CacheRow): CacheRecord {
     createdAt: new Date(row.created_at),
     retentionMs: row.retention_ms ?? undefined,
     maxSize: row.max_size ?? undefined,
-  };
-}
-
-function toPin(row: PinRow): PinRecord {
-  return {
-    name: row.name,
-    hashPart: row.hash_part,
-    storePath: row.store_path,
-    createdAt: new Date(row.created_at),
-    expiresAt: optionalDate(row.expires_at),
   };
 }
 

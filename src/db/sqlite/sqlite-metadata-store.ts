@@ -38,8 +38,14 @@ import {
   REALISATION_COLUMNS,
   hashPartsOf,
   optionalDate,
+  PIN_COLUMNS,
   presentBaseNames,
   referencesGone,
+  toCacheUsage,
+  toPin,
+  USAGE_COLUMNS,
+  type PinRow,
+  type UsageRow,
   toNar,
   toPathWithNar,
   stringRecord,
@@ -337,14 +343,6 @@ interface GcPathSqlRow {
   shares_file: number;
 }
 
-interface PinRow {
-  name: string;
-  hash_part: string;
-  store_path: string;
-  created_at: number;
-  expires_at: number | null;
-}
-
 /** The statements of access tracking, pins, usage and GC (src/cache/gc.ts). */
 function prepareLifecycleStatements(db: Database.Database) {
   return {
@@ -362,15 +360,7 @@ function prepareLifecycleStatements(db: Database.Database) {
       `UPDATE paths SET last_access_at = @at
        WHERE file_hash = @fileHash AND cache_id = @cacheId AND coalesce(last_access_at, created_at) < @at`,
     ),
-    usage: db.prepare<
-      [number],
-      {
-        paths: number;
-        nar_bytes: number;
-        stored_bytes: number;
-        last_push_at: number | null;
-      }
-    >('SELECT paths, nar_bytes, stored_bytes, last_push_at FROM cache_usage WHERE cache_id = ?'),
+    usage: db.prepare<[number], UsageRow>(`SELECT ${USAGE_COLUMNS} FROM cache_usage WHERE cache_id = ?`),
     gcPaths: db.prepare<{ cacheId: number; after: string; limit: number }, GcPathSqlRow>(
       `SELECT p.hash_part, p.file_hash, n.file_size, coalesce(p.last_access_at, p.created_at) AS last_access,
               EXISTS (SELECT 1 FROM paths AS o WHERE o.file_hash = p.file_hash AND o.cache_id = p.cache_id
@@ -414,9 +404,7 @@ function prepareLifecycleStatements(db: Database.Database) {
     pathExists: db
       .prepare<PathKey, number>('SELECT 1 FROM paths WHERE cache_id = @cacheId AND hash_part = @hashPart')
       .pluck(),
-    pins: db.prepare<[number], PinRow>(
-      'SELECT name, hash_part, store_path, created_at, expires_at FROM pins WHERE cache_id = ? ORDER BY name',
-    ),
+    pins: db.prepare<[number], PinRow>(`SELECT ${PIN_COLUMNS} FROM pins WHERE cache_id = ? ORDER BY name`),
     deletePin: db.prepare<{ cacheId: number; name: string }>(
       'DELETE FROM pins WHERE cache_id = @cacheId AND name = @name',
     ),
@@ -685,12 +673,7 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#run('getCacheUsage', () => {
       const row = this.#life.usage.get(cacheId);
       if (row === undefined) throw noSuchCache(cacheId);
-      return {
-        paths: row.paths,
-        narBytes: row.nar_bytes,
-        storedBytes: row.stored_bytes,
-        lastPushAt: optionalDate(row.last_push_at),
-      };
+      return toCacheUsage(row);
     });
   }
 
@@ -1271,16 +1254,6 @@ function constraint(error: unknown): string | undefined {
   return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_CONSTRAINT')
     ? error.code
     : undefined;
-}
-
-function toPin(row: PinRow): PinRecord {
-  return {
-    name: row.name,
-    hashPart: row.hash_part,
-    storePath: row.store_path,
-    createdAt: new Date(row.created_at),
-    expiresAt: optionalDate(row.expires_at),
-  };
 }
 
 function noSuchCache(cacheId: number): NotFoundError {

@@ -7,6 +7,9 @@ import {
   updateCacheSchema,
   type CacheList,
 } from '../../../api/v1.js';
+import type { FastifyRequest } from 'fastify';
+import type { CacheInfo } from '../../../api/v1.js';
+import type { CacheRecord } from '../../../db/metadata-store.js';
 import { openCache, principalOf, type HttpContext } from '../../context.js';
 import { cacheInfo, pinInfo, readJson } from './json.js';
 
@@ -24,15 +27,7 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     const caches = await context.admin.visibleCaches(principal);
     const body: CacheList = { caches: [] };
     for (const cache of caches) {
-      body.caches.push(
-        cacheInfo(
-          context.baseUrl(request.raw),
-          cache,
-          (await context.service.keys(cache)).publicKeys,
-          context.ssh,
-          await context.admin.usage(cache),
-        ),
-      );
+      body.caches.push(await describeCache(context, request, cache));
     }
     return reply.header('cache-control', 'no-store').send(body);
   });
@@ -46,35 +41,15 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
       priority: body.priority,
       upstreamKeys: body.upstreamKeys,
     });
-    const keys = await context.service.keys(cache);
     return reply
       .code(201)
       .header('cache-control', 'no-store')
-      .send(
-        cacheInfo(
-          context.baseUrl(request.raw),
-          cache,
-          keys.publicKeys,
-          context.ssh,
-          await context.admin.usage(cache),
-        ),
-      );
+      .send(await describeCache(context, request, cache));
   });
 
   app.get<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
     const cache = await openCache(context, request, request.params.name, 'pull');
-    const keys = await context.service.keys(cache);
-    return reply
-      .header('cache-control', 'no-store')
-      .send(
-        cacheInfo(
-          context.baseUrl(request.raw),
-          cache,
-          keys.publicKeys,
-          context.ssh,
-          await context.admin.usage(cache),
-        ),
-      );
+    return reply.header('cache-control', 'no-store').send(await describeCache(context, request, cache));
   });
 
   app.patch<{ Params: Params }>(`${API_PREFIX}/caches/:name`, async (request, reply) => {
@@ -89,18 +64,7 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
         : { retentionMs: body.retentionSeconds === null ? null : body.retentionSeconds * 1000 }),
       ...(body.maxSize === undefined ? {} : { maxSize: body.maxSize }),
     });
-    const keys = await context.service.keys(cache);
-    return reply
-      .header('cache-control', 'no-store')
-      .send(
-        cacheInfo(
-          context.baseUrl(request.raw),
-          cache,
-          keys.publicKeys,
-          context.ssh,
-          await context.admin.usage(cache),
-        ),
-      );
+    return reply.header('cache-control', 'no-store').send(await describeCache(context, request, cache));
   });
 
   app.get<{ Params: Params }>(`${API_PREFIX}/caches/:name/pins`, async (request, reply) => {
@@ -129,4 +93,20 @@ export function registerCacheApiRoutes(app: FastifyInstance, context: HttpContex
     await context.admin.deleteCache(await principalOf(context, request), request.params.name);
     return reply.code(204).send();
   });
+}
+
+/** The cache's public description with its keys and usage, as every cache answer of the API gives it. */
+async function describeCache(
+  context: HttpContext,
+  request: FastifyRequest,
+  cache: CacheRecord,
+): Promise<CacheInfo> {
+  const keys = await context.service.keys(cache);
+  return cacheInfo(
+    context.baseUrl(request.raw),
+    cache,
+    keys.publicKeys,
+    context.ssh,
+    await context.admin.usage(cache),
+  );
 }
