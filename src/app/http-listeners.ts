@@ -60,7 +60,8 @@ export async function removeStaleSocket(socketPath: string): Promise<void> {
   if (state === 'stale') await unlink(socketPath);
 }
 
-function listenFailed(address: HttpListenAddress, error: unknown): ConfigError {
+/** The start-up error for an address that cannot be listened on, with the likely reason. */
+export function listenFailed(address: HttpListenAddress, error: unknown): ConfigError {
   const code = (error as NodeJS.ErrnoException).code;
   const reason =
     code === 'EADDRINUSE'

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { AdminService, defaultKeyName } from '../cache/admin-service.js';
 import { Authenticator } from '../cache/auth.js';
 import { CacheService } from '../cache/cache-service.js';
-import type { ListenAddress, ServeConfig } from '../config.js';
+import type { ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { baseUrlResolver } from '../http/public-url.js';
 import { scheduleGc, type GcReport, type GcSchedule } from '../cache/gc.js';
@@ -21,7 +21,7 @@ import { LogDestination } from '../util/log-destination.js';
 import { openStores, type Stores } from './data-dir.js';
 import { ThreadedGarbageCollector } from './gc-thread.js';
 import { AccessLog } from '../http/access-log.js';
-import { listenedUrl, listenHttp, reloadTls } from './http-listeners.js';
+import { listenedUrl, listenFailed, listenHttp, reloadTls } from './http-listeners.js';
 import { loadTlsMaterial } from './tls-files.js';
 
 export interface RunningServer {
@@ -56,21 +56,6 @@ export interface StartOptions {
   readonly logger?: Logger;
   /** How long keep-alive connections may idle (default 65 s); for tests. */
   readonly keepAliveTimeoutMs?: number;
-}
-
-function listenError(address: ListenAddress, error: unknown): ConfigError {
-  const code = (error as NodeJS.ErrnoException).code;
-  const reason =
-    code === 'EADDRINUSE'
-      ? 'the address is already in use (is another server running?)'
-      : code === 'EACCES'
-        ? 'permission denied (ports below 1024 need privileges)'
-        : code === 'EADDRNOTAVAIL'
-          ? 'the address is not available on this machine'
-          : (error as Error).message;
-  return new ConfigError('LISTEN_FAILED', `cannot listen on ${address.host}:${address.port}: ${reason}`, {
-    cause: error,
-  });
 }
 
 export async function startServer(config: ServeConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -211,7 +196,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
       try {
         metricsListener = await startMetricsListener(metrics, config.metrics.listen, logger);
       } catch (error) {
-        throw listenError(config.metrics.listen, error);
+        throw listenFailed(config.metrics.listen, error);
       }
     }
     const first = servers[0];
