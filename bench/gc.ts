@@ -39,24 +39,23 @@
 //   GC_DIR=$TMPDIR/niche-bench-gc   where the data directories go (GC_PATHS=1e6: about 2 GB)
 //   GC_KEEP_TMP=0           1: keep the data directories
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { findPostgres } from '../test/helpers/postgres.js';
-import {
-  expectedPlan,
-  generate,
-  keptPaths,
-  loadPostgres,
-  loadSqlite,
-  writeBlobs,
-  type GcData,
-} from './gc-data.js';
+import { expectedPlan, generate, keptPaths, type GcData } from './gc-data.js';
 import { waitForQuiet, withLoad } from './load.js';
+import {
+  copyCache,
+  dropCache,
+  prepareCache,
+  type Backend,
+  type CacheCopy,
+  type SyntheticCache,
+} from './synthetic-cache.js';
 import { elapsed, killAll, log, memoryOf, run, stopChild, track } from './proc.js';
 import { buildNiche, startNiche, type RunningServer } from './servers.js';
 import { runWrk, startWrk, writePaths, type WrkResult } from './wrk.js';
@@ -96,27 +95,8 @@ const params = {
   keepTmp: process.env.GC_KEEP_TMP === '1',
 };
 
-type Backend = 'sqlite' | 'postgres';
-
 /** Environment of every niche process: no access log (the bench measures GC, not logging). */
 const BASE_ENV = { ...process.env, NICHE_ACCESS_LOG: 'off', NICHE_GC_GRACE: '1ms' };
-
-interface Prepared {
-  readonly backend: Backend;
-  readonly dataDir: string;
-  /** PostgreSQL: the template database's URL. */
-  readonly url: string | undefined;
-  readonly adminUrl: string | undefined;
-  readonly loadSeconds: number;
-  readonly blobSeconds: number;
-}
-
-interface Copy {
-  readonly dataDir: string;
-  readonly env: NodeJS.ProcessEnv;
-  /** Removes the copy (and its database). */
-  drop(): Promise<void>;
-}
 
 interface WrkSummary {
   readonly requestsPerSecond: number;
@@ -179,137 +159,27 @@ function shuffled<T>(items: readonly T[], seed: number): T[] {
   return out;
 }
 
-async function prepare(backend: Backend, data: GcData, main: string): Promise<Prepared> {
-  const dataDir = join(params.dir, backend, 'template');
-  rmSync(join(params.dir, backend), { recursive: true, force: true });
-  mkdirSync(dataDir, { recursive: true });
-  let url: string | undefined;
-  let adminUrl: string | undefined;
-  const env: NodeJS.ProcessEnv = { ...BASE_ENV, NICHE_GC_INTERVAL: 'off' };
-  if (backend === 'postgres') {
-    const found = await findPostgres();
-    if ('skip' in found) throw new Error(found.skip);
-    adminUrl = found.url;
-    url = await createDatabase(adminUrl, 'tpl');
-    env.NICHE_DATABASE = 'postgres';
-    env.NICHE_DATABASE_URL = url;
-  }
-  // The first start creates the schema and the cache `main` (with its signing key).
-  const server = await startNiche({
+function prepare(backend: Backend, data: GcData, main: string): Promise<SyntheticCache> {
+  return prepareCache({
+    backend,
+    data,
+    main,
     repo: REPO,
-    dataDir,
-    logFile: join(params.dir, backend, 'bootstrap.log'),
-    compiledMain: main,
-    env,
+    root: join(params.dir, backend),
+    tag: `gc_${backend}`,
+    env: BASE_ENV,
+    blobs: true,
   });
-  await server.stop();
-  let started = performance.now();
-  if (backend === 'sqlite') {
-    const file = join(dataDir, 'niche.sqlite');
-    loadSqlite(file, data, sqliteCacheId(file));
-  } else {
-    await loadPostgres(url as string, data, await postgresCacheId(url as string));
-  }
-  const loadSeconds = (performance.now() - started) / 1000;
-  log(`  ${backend}: ${data.count} paths loaded in ${loadSeconds.toFixed(1)} s`);
-  started = performance.now();
-  writeBlobs(join(dataDir, 'blobs'), data);
-  const blobSeconds = (performance.now() - started) / 1000;
-  log(`  ${data.files.hash.length + data.orphans.length} blob files written in ${blobSeconds.toFixed(1)} s`);
-  return { backend, dataDir, url, adminUrl, loadSeconds, blobSeconds };
 }
 
-function sqliteCacheId(file: string): number {
-  const db = new Database(file, { readonly: true });
-  try {
-    return (db.prepare("SELECT id FROM caches WHERE name = 'main'").get() as { id: number }).id;
-  } finally {
-    db.close();
-  }
-}
-
-async function postgresCacheId(url: string): Promise<number> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ id: string }>("SELECT id FROM caches WHERE name = 'main'");
-    return Number(rows[0]?.id);
-  } finally {
-    await client.end();
-  }
-}
-
-function databaseName(url: string): string {
-  return new URL(url).pathname.slice(1);
-}
-
-function withDatabase(url: string, name: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${name}`;
-  return parsed.toString();
-}
-
-async function adminQuery(adminUrl: string, sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
-async function createDatabase(adminUrl: string, suffix: string, template?: string): Promise<string> {
-  const name = `niche_bench_gc_${process.pid}_${suffix}`;
-  await adminQuery(adminUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await adminQuery(
-    adminUrl,
-    `CREATE DATABASE ${name}${template === undefined ? '' : ` TEMPLATE ${template}`}`,
-  );
-  return withDatabase(adminUrl, name);
-}
-
-let copies = 0;
-
-/** A copy of the prepared cache: the database copied, the blob files hard-linked. */
-async function copyOf(prepared: Prepared, extraEnv: NodeJS.ProcessEnv): Promise<Copy> {
-  copies += 1;
-  const dataDir = join(params.dir, prepared.backend, `copy-${copies}`);
-  rmSync(dataDir, { recursive: true, force: true });
-  mkdirSync(dataDir, { recursive: true });
-  execFileSync('cp', ['-al', join(prepared.dataDir, 'blobs'), join(dataDir, 'blobs')]);
-  const env: NodeJS.ProcessEnv = { ...BASE_ENV, ...extraEnv };
-  let url: string | undefined;
-  if (prepared.backend === 'sqlite') {
-    copyFileSync(join(prepared.dataDir, 'niche.sqlite'), join(dataDir, 'niche.sqlite'));
-  } else {
-    url = await createDatabase(
-      prepared.adminUrl as string,
-      `c${copies}`,
-      databaseName(prepared.url as string),
-    );
-    env.NICHE_DATABASE = 'postgres';
-    env.NICHE_DATABASE_URL = url;
-  }
-  return {
-    dataDir,
-    env,
-    async drop() {
-      if (!params.keepTmp) rmSync(dataDir, { recursive: true, force: true });
-      if (url !== undefined && !params.keepTmp) {
-        await adminQuery(
-          prepared.adminUrl as string,
-          `DROP DATABASE IF EXISTS ${databaseName(url)} WITH (FORCE)`,
-        );
-      }
-    },
-  };
+function copyOf(prepared: SyntheticCache, extraEnv: NodeJS.ProcessEnv): Promise<CacheCopy> {
+  return copyCache(prepared, { ...BASE_ENV, ...extraEnv }, params.keepTmp);
 }
 
 /** Polls whether the GC lease is held (GC is running). */
 async function leaseProbe(
   backend: Backend,
-  copy: Copy,
+  copy: CacheCopy,
 ): Promise<{ held(): Promise<boolean>; close(): Promise<void> }> {
   if (backend === 'sqlite') {
     const db = new Database(join(copy.dataDir, 'niche.sqlite'), { readonly: true, fileMustExist: true });
@@ -391,7 +261,7 @@ function finish(
 }
 
 /** `niche gc --grace 0` beside a busy `niche serve`. */
-async function gcByCli(prepared: Prepared, main: string, pathsFile: string): Promise<GcRun> {
+async function gcByCli(prepared: SyntheticCache, main: string, pathsFile: string): Promise<GcRun> {
   const copy = await copyOf(prepared, { NICHE_GC_INTERVAL: 'off' });
   const server = await startNiche({
     repo: REPO,
@@ -443,7 +313,7 @@ async function gcByCli(prepared: Prepared, main: string, pathsFile: string): Pro
 }
 
 /** The scheduled GC of `niche serve`, in the process wrk keeps busy. */
-async function gcInServer(prepared: Prepared, main: string, pathsFile: string): Promise<GcRun> {
+async function gcInServer(prepared: SyntheticCache, main: string, pathsFile: string): Promise<GcRun> {
   // The first run comes one interval after the start: after the warm-up and the idle runs.
   const intervalS = 3 + params.idleRuns * (params.idleSeconds + 1) + 15;
   const copy = await copyOf(prepared, { NICHE_GC_INTERVAL: `${intervalS}s` });
@@ -566,7 +436,7 @@ async function startPair(
 }
 
 async function trackingOverhead(
-  prepared: Prepared,
+  prepared: SyntheticCache,
   main: string,
   data: GcData,
   kept: readonly number[],
@@ -663,7 +533,7 @@ async function main(): Promise<void> {
       .map((i) => `/main/${data.hashParts[i]}.narinfo`),
   );
   const runs: GcRun[] = [];
-  const prepared: Prepared[] = [];
+  const prepared: SyntheticCache[] = [];
   let tracking: TrackingResult[] | undefined;
   for (const backend of params.backends) {
     log(`${backend}: preparing`);
@@ -688,14 +558,7 @@ async function main(): Promise<void> {
           log(`  working set ${t.workingSet}: ${t.ratio.toFixed(3)} of the rate without tracking`);
       }
     }
-    if (!params.keepTmp) {
-      rmSync(join(params.dir, backend), { recursive: true, force: true });
-      if (template.url !== undefined)
-        await adminQuery(
-          template.adminUrl as string,
-          `DROP DATABASE IF EXISTS ${databaseName(template.url)} WITH (FORCE)`,
-        );
-    }
+    if (!params.keepTmp) await dropCache(template);
   }
   const result = {
     date: new Date().toISOString(),

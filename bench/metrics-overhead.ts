@@ -37,7 +37,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as prettier from 'prettier';
 import { fakeBaseName, fixture, narInfoText } from '../test/helpers/nar-fixtures.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
-import { killAll, log, run, stopChild, track } from './proc.js';
+import { killAll, log, setAffinity, stopChild, track } from './proc.js';
 import { buildNiche, createPushToken, startNiche } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
 
@@ -328,7 +328,7 @@ async function main(): Promise<void> {
       const started = await startPairServer(script, dataDirs, first, join(tmp, 'pair-server.log'));
       pair = started;
       const pid = started.child.pid ?? 0;
-      if (pinned) await run('taskset', ['-a', '-p', '-c', '0', String(pid)]);
+      if (pinned) await setAffinity([pid], '0');
       let answeredOn = 0;
       // Unmeasured: code compiled, narinfos read into memory.
       for (const setting of ['off', 'on'] as const) {

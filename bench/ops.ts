@@ -43,7 +43,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as prettier from 'prettier';
 import { fakeBaseName, fixture, narInfoText } from '../test/helpers/nar-fixtures.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
-import { killAll, log, run, stopChild, track } from './proc.js';
+import { killAll, log, run, setAffinity, stopChild, track } from './proc.js';
 import { buildNiche, createPushToken, freePort, startNiche } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
 
@@ -444,13 +444,10 @@ async function main(): Promise<void> {
     const nginxOff = await startNginxTls(root, join(tmp, 'nginx-log-off'), false);
     nginxes.push(nginxOn.child, nginxOff.child);
     if (pinned) {
-      for (const p of [
-        pid,
-        ...withChildren(nginxOn.child.pid ?? 0),
-        ...withChildren(nginxOff.child.pid ?? 0),
-      ]) {
-        await run('taskset', ['-a', '-p', '-c', '0', String(p)]);
-      }
+      await setAffinity(
+        [pid, ...withChildren(nginxOn.child.pid ?? 0), ...withChildren(nginxOff.child.pid ?? 0)],
+        '0',
+      );
     }
     const niche = (setting: NicheSetting): Target => ({
       name: `niche ${setting.startsWith('tls') ? 'HTTPS' : 'HTTP'}, access log ${setting.endsWith('on') ? 'on' : 'off'}`,

@@ -101,6 +101,11 @@ export async function stopChild(
   clearTimeout(timer);
 }
 
+/** Restricts every thread of these processes to `cpus` (a taskset list such as `0` or `0-1`). */
+export async function setAffinity(pids: readonly number[], cpus: string): Promise<void> {
+  for (const pid of pids) await run('taskset', ['--all-tasks', '--pid', '--cpu-list', cpus, String(pid)]);
+}
+
 /** Resident set size now and its high-water mark, in bytes, from /proc/<pid>/status. */
 export function memoryOf(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -43,7 +43,7 @@ import { hugeNarRoundTrip } from './huge-nar.js';
 import { startNullServer } from './null-server.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { ParamError, paramValues, parseParams, type BenchParams } from './params.js';
-import { CommandError, elapsed, killAll, log, run } from './proc.js';
+import { CommandError, elapsed, killAll, log, run, setAffinity } from './proc.js';
 import {
   buildRows,
   consoleTable,
@@ -221,11 +221,6 @@ function summariseRound(r: ServedResult): RoundSummary {
 
 const LAST_CPU = availableParallelism() - 1;
 const ALL_CPUS = `0-${LAST_CPU}`;
-
-/** Restricts every thread of these processes to `cpus` (a taskset list). */
-async function setAffinity(pids: readonly number[], cpus: string): Promise<void> {
-  for (const pid of pids) await run('taskset', ['--all-tasks', '--pid', '--cpu-list', cpus, String(pid)]);
-}
 
 /** Waits for other processes on the machine to calm down (bench/load.ts). */
 function quiet(params: BenchParams): Promise<void> {
