@@ -71,6 +71,7 @@ async function waitReady(
   child: ChildProcess,
   logFile: string,
   timeoutMs = 60_000,
+  pollMs = 100,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -85,7 +86,7 @@ async function waitReady(
       // not listening yet
     }
     if (Date.now() > deadline) throw new Error(`no answer from ${url} after ${timeoutMs} ms; see ${logFile}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
 }
 
@@ -126,6 +127,8 @@ export interface NicheOptions {
   readonly nodeArgs?: readonly string[];
   /** The server's environment (default: the bench's). */
   readonly env?: NodeJS.ProcessEnv;
+  /** How often to ask whether the server answers yet (default 100 ms; bench/scale.ts times start-up). */
+  readonly readyPollMs?: number;
 }
 
 const NICHE_MAIN = 'src/cli/main.ts';
@@ -158,7 +161,7 @@ export async function startNiche(options: NicheOptions): Promise<RunningServer> 
   const child = spawnLogged(process.execPath, args, options.logFile, options.repo, options.env);
   const origin = `http://127.0.0.1:${port}`;
   try {
-    await waitReady(`${origin}/main/nix-cache-info`, child, options.logFile);
+    await waitReady(`${origin}/main/nix-cache-info`, child, options.logFile, 60_000, options.readyPollMs);
   } catch (error) {
     await stopChild(child, 'SIGKILL');
     throw error;
