@@ -922,6 +922,38 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.equal((await store().getCacheUsage(b)).paths, 1);
       });
 
+      void it('keeps usage counters when one call removes several paths, some sharing a NAR file', async () => {
+        const a = await cache('a');
+        const shared = small('shared', 100);
+        const one = await add(a, 'one', { nar: shared });
+        const two = await add(a, 'two', { nar: shared });
+        const three = await add(a, 'three', { nar: shared });
+        const four = await add(a, 'four', { nar: small('four', 10) });
+        const five = await add(a, 'five', { nar: small('five', 7) });
+        assert.equal((await store().getCacheUsage(a)).storedBytes, 117);
+        const later = new Date(2_000_000_000_000);
+        // Two of the three paths of the shared file and one path of its own: the shared file stays stored.
+        const removed = await store().deletePathsIfUnused(
+          a,
+          [one, two, four].map((path) => ({ hashPart: path.hashPart })),
+          later,
+        );
+        assert.equal(removed.length, 3);
+        assert.deepEqual(
+          { ...(await store().getCacheUsage(a)), lastPushAt: undefined },
+          { paths: 2, narBytes: 200 + 14, storedBytes: 107, lastPushAt: undefined },
+        );
+        await store().deletePathsIfUnused(
+          a,
+          [three, five].map((path) => ({ hashPart: path.hashPart })),
+          later,
+        );
+        assert.deepEqual(
+          { ...(await store().getCacheUsage(a)), lastPushAt: undefined },
+          { paths: 0, narBytes: 0, storedBytes: 0, lastPushAt: undefined },
+        );
+      });
+
       void it('sets and clears retention and quota', async () => {
         const a = await cache('a');
         const set = await store().updateCache(a, { retentionMs: 86_400_000, maxSize: 5_000_000 });

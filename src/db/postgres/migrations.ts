@@ -242,4 +242,32 @@ export const MIGRATIONS: readonly string[] = [
     expires_at BIGINT NOT NULL
   );
   `,
+  // 6: paths leave the usage counters once per statement, not once per row. Every row trigger updated the
+  // cache's one usage row, and each update of a row already updated in the transaction leaves a version
+  // that the next one must step over: GC's batch of 200 paths cost 200 updates and about 1 ms a path in
+  // the trigger, and a million-path GC ran for most of an hour (docs/bench-gc.md). The statement trigger
+  // sees the deleted rows as a transition table, updates each usage row once (locking it first, as the row
+  // trigger did), then takes back the stored bytes of every NAR file no path of the cache still uses: after
+  // the delete, with a fresh snapshot, so a path of the cache committed meanwhile with the same file counts.
+  `
+  DROP TRIGGER paths_usage_delete ON paths;
+  DROP FUNCTION niche_path_removed();
+  CREATE FUNCTION niche_paths_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    UPDATE cache_usage AS u SET paths = u.paths - d.n, nar_bytes = u.nar_bytes - d.bytes
+      FROM (SELECT cache_id, count(*) AS n, sum(nar_size) AS bytes FROM removed_paths GROUP BY cache_id) AS d
+      WHERE u.cache_id = d.cache_id;
+    UPDATE cache_usage AS u SET stored_bytes = u.stored_bytes - f.bytes
+      FROM (SELECT g.cache_id, sum(n.file_size) AS bytes
+              FROM (SELECT DISTINCT cache_id, file_hash FROM removed_paths) AS g
+              JOIN nars AS n ON n.file_hash = g.file_hash
+             WHERE NOT EXISTS (SELECT 1 FROM paths AS p
+                                WHERE p.file_hash = g.file_hash AND p.cache_id = g.cache_id)
+             GROUP BY g.cache_id) AS f
+      WHERE u.cache_id = f.cache_id;
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER paths_usage_delete AFTER DELETE ON paths REFERENCING OLD TABLE AS removed_paths
+    FOR EACH STATEMENT EXECUTE FUNCTION niche_paths_removed();
+  `,
 ];
