@@ -1,7 +1,7 @@
 // Configuration: defaults beside the schema, validated once, every problem reported at once, result frozen.
 // This is the only module that reads process.env.
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
@@ -106,6 +106,11 @@ export interface ServeConfig {
     /** Unused NAR files and blobs without a record are kept this long before they are deleted. */
     readonly graceMs: number;
   };
+  /**
+   * Processes serving HTTP (and SSH): 1 is one process, as always; more makes `niche serve` a cluster
+   * primary that forks this many workers sharing the listeners (src/app/cluster-primary.ts).
+   */
+  readonly workers: number;
   /** Progress deadlines of connections (src/http/deadlines.ts). */
   readonly connections: {
     /** No bytes moved for this long while waiting on the client: the connection is cut. */
@@ -129,6 +134,8 @@ export const DEFAULT_DATA_DIR = './niche-data';
  * what deleted paths and caches, expired uploads and crashes left behind. */
 export const DEFAULT_GC_INTERVAL_MS = 3_600_000;
 export const DEFAULT_LISTEN = '127.0.0.1:5000';
+/** Most worker processes `workers` may ask for (beyond it, more processes only add contention). */
+export const MAX_WORKERS = 256;
 /** Access logs are on by default: every request, one line (`npm run bench:ops` measures the cost). */
 export const DEFAULT_ACCESS_LOG: AccessLogConfig = Object.freeze({ sampleRate: 1 });
 
@@ -151,6 +158,7 @@ export interface ServeFlags {
   readonly accessLog?: string | undefined;
   readonly tlsCert?: string | undefined;
   readonly tlsKey?: string | undefined;
+  readonly workers?: string | undefined;
   // The local store (src/localstore/local-store-config.ts).
   readonly localStore?: boolean | undefined;
   readonly localStoreRoot?: boolean | undefined;
@@ -194,6 +202,22 @@ export function parseAccessLog(text: string): AccessLogConfig {
     throw new Error(`expected on, off or a sample rate from 0 to 1, got ${JSON.stringify(text)}`);
   }
   return { sampleRate: rate };
+}
+
+/**
+ * The number of worker processes: `auto` (one per core the process may use, os.availableParallelism())
+ * or a whole number from 1 to MAX_WORKERS.
+ */
+export function parseWorkers(text: string, cores: () => number = availableParallelism): number {
+  const value = text.trim().toLowerCase();
+  if (value === 'auto') return Math.min(Math.max(1, cores()), MAX_WORKERS);
+  const count = /^\d{1,4}$/.test(value) ? Number(value) : Number.NaN;
+  if (!(count >= 1 && count <= MAX_WORKERS)) {
+    throw new Error(
+      `expected a number of worker processes from 1 to ${MAX_WORKERS}, or auto (one per core), got ${JSON.stringify(text.slice(0, 40))}`,
+    );
+  }
+  return count;
 }
 
 /** Sizes like `64G`, `512M`, `1048576`. */
@@ -335,6 +359,10 @@ const rawSchema = z.strictObject({
     .optional(),
   tlsCert: z.string().min(1).optional(),
   tlsKey: z.string().min(1).optional(),
+  workers: z
+    .union([z.number(), z.string()])
+    .transform((value, ctx) => parsing((text: string) => parseWorkers(text))(String(value), ctx))
+    .optional(),
   ssh: z
     .strictObject({
       listen: z.union([z.string(), z.array(z.string())]).optional(),
@@ -405,6 +433,7 @@ function envLayer(env: NodeJS.ProcessEnv): Record<string, unknown> {
     accessLog: env.NICHE_ACCESS_LOG,
     tlsCert: env.NICHE_TLS_CERT,
     tlsKey: env.NICHE_TLS_KEY,
+    workers: env.NICHE_WORKERS,
     ssh: defined({ listen: list(env.NICHE_SSH_LISTEN) }),
     limits: defined({ maxNarSize: env.NICHE_MAX_NAR_SIZE, maxUploads: env.NICHE_MAX_UPLOADS }),
     storage: defined({
@@ -448,6 +477,7 @@ function flagLayer(flags: ServeFlags): Record<string, unknown> {
     accessLog: flags.accessLog,
     tlsCert: flags.tlsCert,
     tlsKey: flags.tlsKey,
+    workers: flags.workers,
     ssh: defined({ listen: flags.sshListen }),
     limits: defined({ maxNarSize: flags.maxNarSize, maxUploads: flags.maxUploads }),
     localStore: defined({
@@ -601,6 +631,7 @@ export function loadServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = proc
           : (value.gc?.interval ?? DEFAULT_GC_INTERVAL_MS),
       graceMs: value.gc?.grace ?? DEFAULT_GC_GRACE_MS,
     }),
+    workers: value.workers ?? 1,
     connections: Object.freeze({
       idleTimeoutMs: value.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS,
       minTransferRate: value.minTransferRate ?? DEFAULT_MIN_TRANSFER_RATE,

@@ -69,6 +69,8 @@ export type ErrorCode =
   | 'LISTEN_FAILED'
   | 'KEY_FILE_INVALID'
   | 'TLS_INVALID'
+  // `niche serve --workers N` (src/app/cluster-primary.ts)
+  | 'WORKERS_FAILING'
   // backends
   | 'STORAGE_FAILURE'
   | 'DATABASE_FAILURE'
@@ -320,6 +322,13 @@ export class OverloadedError extends NicheError {
     super('unavailable', 'OVERLOADED', message);
   }
 }
+
+/**
+ * `niche serve --workers N`: a worker process failed. Either it could not start (the error it reported, with
+ * its kind and code, so the primary exits as one process would have), or workers kept dying soon after
+ * starting (`WORKERS_FAILING`), and the primary gave up instead of forking them forever.
+ */
+export class WorkerError extends NicheError {}
 
 export function isNicheError(error: unknown): error is NicheError {
   return error instanceof NicheError;

@@ -14,7 +14,6 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 
 import type { DatabaseConfig, StorageConfig } from '../config.js';
-import type { CacheService } from '../cache/cache-service.js';
 import { GcBusyError, type GcOptions, type GcReport } from '../cache/gc.js';
 
 /** What the thread needs to open the stores and run (structured-cloned into it). */
@@ -43,16 +42,24 @@ function startWorker(data: GcThreadData): Worker {
   return new Worker(source, { eval: true, workerData: data });
 }
 
-/** Runs GC like GarbageCollector.run, on a thread of its own (`service`: the server's, told of removals). */
+/**
+ * Told of each batch of paths a collection removed, to drop their narinfos held in memory: the server's
+ * CacheService, or, in the primary of `niche serve --workers N`, what tells every worker's.
+ */
+export interface RemovedPaths {
+  forgetPaths(cacheId: number, hashParts: readonly string[]): void;
+}
+
+/** Runs GC like GarbageCollector.run, on a thread of its own (`service`: told of removals). */
 export class ThreadedGarbageCollector {
   readonly #config: { readonly storage: StorageConfig; readonly database: DatabaseConfig };
   readonly #logLevel: string;
-  readonly #service: CacheService;
+  readonly #service: RemovedPaths;
   readonly #logger: Logger;
 
   constructor(
     config: { readonly storage: StorageConfig; readonly database: DatabaseConfig; readonly logLevel: string },
-    service: CacheService,
+    service: RemovedPaths,
     logger: Logger,
   ) {
     this.#config = { storage: config.storage, database: config.database };
@@ -88,7 +95,7 @@ export class ThreadedGarbageCollector {
       };
       worker.on('message', (message: GcThreadMessage) => {
         if (message.kind === 'removed') {
-          for (const hashPart of message.hashParts) this.#service.forgetNarInfo(message.cacheId, hashPart);
+          this.#service.forgetPaths(message.cacheId, message.hashParts);
         } else if (message.kind === 'done') {
           settle(() => {
             resolve(message.report);

@@ -76,11 +76,18 @@ export function listenFailed(address: HttpListenAddress, error: unknown): Config
   });
 }
 
-/** Starts `http` listening on `address`. */
-export async function listenHttp(http: FastifyInstance, address: HttpListenAddress): Promise<void> {
+/**
+ * Starts `http` listening on `address`. `shared`: a worker of a cluster, whose listener the primary holds
+ * (a live socket file at the path is the primary's own, not a stale one).
+ */
+export async function listenHttp(
+  http: FastifyInstance,
+  address: HttpListenAddress,
+  options: { readonly shared?: boolean } = {},
+): Promise<void> {
   try {
     if ('socketPath' in address) {
-      await removeStaleSocket(address.socketPath);
+      if (options.shared !== true) await removeStaleSocket(address.socketPath);
       await http.listen({ path: address.socketPath });
       await chmod(address.socketPath, UNIX_SOCKET_MODE);
     } else {

@@ -4,7 +4,7 @@ import pino, { type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { AdminService, defaultKeyName } from '../cache/admin-service.js';
 import { Authenticator } from '../cache/auth.js';
-import { CacheService } from '../cache/cache-service.js';
+import { CacheService, type MemoryChange } from '../cache/cache-service.js';
 import type { ServeConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { baseUrlResolver } from '../http/public-url.js';
@@ -17,9 +17,9 @@ import { instrumentStore } from '../metrics/instrument-store.js';
 import { ServerMetrics } from '../metrics/server-metrics.js';
 import type { RunningSshServer } from '../ssh/ssh-server.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
-import { LogDestination } from '../util/log-destination.js';
+import { LogDestination, PIPE_ATOMIC_BYTES } from '../util/log-destination.js';
 import { openStores, type Stores } from './data-dir.js';
-import { ThreadedGarbageCollector } from './gc-thread.js';
+import { ThreadedGarbageCollector, type RemovedPaths } from './gc-thread.js';
 import { AccessLog } from '../http/access-log.js';
 import { listenedUrl, listenFailed, listenHttp, reloadTls } from './http-listeners.js';
 import { loadTlsMaterial } from './tls-files.js';
@@ -40,6 +40,8 @@ export interface RunningServer {
   readonly ssh: readonly RunningSshServer[];
   /** Where the separate metrics listener (`--metrics-listen`) answers, e.g. `http://127.0.0.1:9100`. */
   readonly metricsUrl: string | undefined;
+  /** The server's metrics, when served anywhere. */
+  readonly metrics: ServerMetrics | undefined;
   /**
    * Reads the TLS certificate and key again (SIGHUP): new connections get the new pair, open ones keep
    * theirs; a pair that fails its checks is logged and the old one stays. False then, or without TLS.
@@ -56,12 +58,63 @@ export interface StartOptions {
   readonly logger?: Logger;
   /** How long keep-alive connections may idle (default 65 s); for tests. */
   readonly keepAliveTimeoutMs?: number;
+  /** Set when this process is one worker of `niche serve --workers N` (src/app/cluster-worker.ts). */
+  readonly worker?: WorkerRole | undefined;
+}
+
+/**
+ * What changes when the server is one of several worker processes: the primary did what happens once
+ * (data directory, migrations, the default cache and keys, expired uploads, stale Unix sockets) and
+ * collects garbage and serves `--metrics-listen` itself; the workers share the listeners.
+ */
+export interface WorkerRole {
+  /** The whole server's metrics (every process's, summed by the primary), for `GET /metrics`. */
+  readonly clusterMetrics: () => Promise<string>;
+  /** Tells the other workers what this one dropped from memory (CacheService's `peers`). */
+  readonly peers: (change: MemoryChange) => void;
+}
+
+/**
+ * The scheduled garbage collection of `niche serve` (none with `gc.interval = off`), on a thread
+ * (src/app/gc-thread.ts), counted in `metrics`; `removed` is told of the paths each batch removed.
+ */
+export function scheduleServerGc(
+  config: ServeConfig,
+  removed: RemovedPaths,
+  logger: Logger,
+  metrics: ServerMetrics | undefined,
+): GcSchedule | undefined {
+  if (config.gc.intervalMs === undefined) return undefined;
+  return scheduleGc(new ThreadedGarbageCollector(config, removed, logger), {
+    intervalMs: config.gc.intervalMs,
+    graceMs: config.gc.graceMs,
+    logger,
+    ...(metrics === undefined
+      ? {}
+      : {
+          onRun: (result: GcReport | 'skipped' | 'failed') => {
+            metrics.gcRun(
+              typeof result === 'string'
+                ? result
+                : {
+                    paths: result.caches.reduce((sum, cache) => sum + cache.paths, 0),
+                    nars: result.nars,
+                    bytes: result.narBytes + result.orphanBytes,
+                  },
+            );
+          },
+        }),
+  });
 }
 
 export async function startServer(config: ServeConfig, options: StartOptions = {}): Promise<RunningServer> {
   // Without a logger of the caller's, log to stdout through a destination that never blocks or fails
   // serving (src/util/log-destination.ts); what it still holds at close gets a moment to be written.
-  const destination = options.logger === undefined ? new LogDestination(1) : undefined;
+  const worker = options.worker;
+  const destination =
+    options.logger === undefined
+      ? new LogDestination(1, worker === undefined ? {} : { maxBatchBytes: PIPE_ATOMIC_BYTES })
+      : undefined;
   const logger = options.logger ?? pino({ level: config.logLevel }, destination);
   const stores = await openStores(config);
   const servers: FastifyInstance[] = [];
@@ -86,43 +139,29 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
     await destination?.flush(LOG_FLUSH_MS);
   };
   try {
-    const bootstrapped = await bootstrap(stores.db, config);
+    const bootstrapped = worker === undefined ? await bootstrap(stores.db, config) : undefined;
     // Metrics, when served anywhere: counted by the HTTP front end, the cache service (through its
     // observer interface) and the stores (wrapped); with metrics off, none of them pays anything.
     const metrics =
       config.metrics.access !== 'off' || config.metrics.listen !== undefined
-        ? new ServerMetrics()
+        ? new ServerMetrics({ render: worker?.clusterMetrics })
         : undefined;
     const db = metrics === undefined ? stores.db : instrumentStore(stores.db, 'metadata', metrics);
     const blobs = metrics === undefined ? stores.blobs : instrumentStore(stores.blobs, 'blob', metrics);
-    service = new CacheService({ db, blobs, logger, limits: config.limits, observer: metrics });
+    service = new CacheService({
+      db,
+      blobs,
+      logger,
+      limits: config.limits,
+      observer: metrics,
+      peers: worker?.peers,
+    });
     metrics?.attachService(service);
     // Rows of uploads whose narinfo never came; they are ignored anyway, this only tidies up.
-    await service.expirePendingUploads();
+    if (worker === undefined) await service.expirePendingUploads();
     // Parse every cache's keys now: a corrupt key stops the start instead of failing requests later.
     for (const cache of await stores.db.listCaches()) await service.keys(cache);
-    if (config.gc.intervalMs !== undefined) {
-      gcSchedule = scheduleGc(new ThreadedGarbageCollector(config, service, logger), {
-        intervalMs: config.gc.intervalMs,
-        graceMs: config.gc.graceMs,
-        logger,
-        ...(metrics === undefined
-          ? {}
-          : {
-              onRun: (result: GcReport | 'skipped' | 'failed') => {
-                metrics.gcRun(
-                  typeof result === 'string'
-                    ? result
-                    : {
-                        paths: result.caches.reduce((sum, cache) => sum + cache.paths, 0),
-                        nars: result.nars,
-                        bytes: result.narBytes + result.orphanBytes,
-                      },
-                );
-              },
-            }),
-      });
-    }
+    if (worker === undefined) gcSchedule = scheduleServerGc(config, service, logger, metrics);
     const authenticator = new Authenticator(db);
     const baseUrl = baseUrlResolver(config);
     const admin = new AdminService(db, service);
@@ -190,9 +229,10 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
         },
       );
       servers.push(http);
-      await listenHttp(http, address);
+      // A worker's Unix socket is the primary's (it removed a stale file before forking).
+      await listenHttp(http, address, { shared: worker !== undefined });
     }
-    if (metrics !== undefined && config.metrics.listen !== undefined) {
+    if (metrics !== undefined && config.metrics.listen !== undefined && worker === undefined) {
       try {
         metricsListener = await startMetricsListener(metrics, config.metrics.listen, logger);
       } catch (error) {
@@ -215,6 +255,7 @@ export async function startServer(config: ServeConfig, options: StartOptions = {
       localStore,
       ssh: sshServers,
       metricsUrl: metricsListener?.url,
+      metrics,
       reloadTls: () =>
         tlsConfig === undefined ? Promise.resolve(false) : reloadTls(servers, tlsConfig, logger),
       close: () => {

@@ -285,14 +285,14 @@ export class AdminService {
   ): Promise<SigningKeyRecord> {
     const cache = await this.#caches.open(name, principal, 'cache-admin');
     const key = await addCacheKey(this.#db, cache, source);
-    this.#caches.keyring.invalidate(cache.id);
+    this.#caches.forgetKeys(cache.id);
     return key;
   }
 
   async retireKey(principal: Principal, name: string, keyName: string): Promise<SigningKeyRecord> {
     const cache = await this.#caches.open(name, principal, 'cache-admin');
     await retireCacheKey(this.#db, cache, keyName);
-    this.#caches.keyring.invalidate(cache.id);
+    this.#caches.forgetKeys(cache.id);
     const key = (await this.#db.listSigningKeys(cache.id)).find((record) => record.name === keyName);
     if (key === undefined) throw new NotFoundError('NOT_FOUND', `cache ${name} has no key named ${keyName}`);
     return key;

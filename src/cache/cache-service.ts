@@ -101,7 +101,22 @@ export interface CacheServiceOptions {
   readonly accessFlushMs?: number;
   /** False: reads are not recorded as accesses (checks and tools that are not the cache's users). */
   readonly trackAccesses?: boolean;
+  /**
+   * Told of every change this service drops from its memory, for the other processes serving the same
+   * stores (the workers of `niche serve --workers N`), which drop the same (`applyMemoryChange`).
+   */
+  readonly peers?: ((change: MemoryChange) => void) | undefined;
 }
+
+/**
+ * What a service holds in memory that a change made elsewhere makes stale: rendered narinfos of removed
+ * paths (or all of them), a cache record (a cache created, changed or deleted), a cache's keys.
+ */
+export type MemoryChange =
+  | { readonly kind: 'narinfos'; readonly cacheId: number; readonly hashParts: readonly string[] }
+  | { readonly kind: 'all-narinfos' }
+  | { readonly kind: 'cache-record'; readonly name: string }
+  | { readonly kind: 'keys'; readonly cacheId: number };
 
 export interface NarDownload extends BlobReadResult {
   readonly nar: NarRecord;
@@ -138,6 +153,7 @@ export class CacheService {
   /** NAR uploads being received now (bounded by limits.maxUploads). */
   #uploadsInProgress = 0;
   readonly #observer: CacheObserver | undefined;
+  readonly #peers: ((change: MemoryChange) => void) | undefined;
 
   constructor(options: CacheServiceOptions) {
     this.db = options.db;
@@ -148,6 +164,7 @@ export class CacheService {
     this.#recordTtlMs = options.cacheRecordTtlMs ?? 2000;
     this.#pendingUploadTtlMs = options.pendingUploadTtlMs ?? PENDING_UPLOAD_TTL_MS;
     this.#observer = options.observer;
+    this.#peers = options.peers;
     this.keyring = new Keyring(options.db);
     this.#listings = new NarListings({ blobs: options.blobs, maxListingSize: this.limits.maxListingSize });
     this.logs = new BuildLogs({
@@ -230,7 +247,36 @@ export class CacheService {
   }
 
   forgetCacheRecord(name: string): void {
-    this.#records.delete(name);
+    this.#changed({ kind: 'cache-record', name });
+  }
+
+  /** Drops the cache's keys parsed in memory (a key was added or retired). */
+  forgetKeys(cacheId: number): void {
+    this.#changed({ kind: 'keys', cacheId });
+  }
+
+  /** Drops what `change` makes stale from memory, without telling the peers (it came from one of them). */
+  applyMemoryChange(change: MemoryChange): void {
+    switch (change.kind) {
+      case 'narinfos':
+        for (const hashPart of change.hashParts) this.#narinfos.forget(change.cacheId, hashPart);
+        return;
+      case 'all-narinfos':
+        this.#narinfos.clear();
+        return;
+      case 'cache-record':
+        this.#records.delete(change.name);
+        return;
+      case 'keys':
+        this.keyring.invalidate(change.cacheId);
+        return;
+    }
+  }
+
+  /** Applies `change` here and tells the peers. */
+  #changed(change: MemoryChange): void {
+    this.applyMemoryChange(change);
+    this.#peers?.(change);
   }
 
   cacheInfo(cache: CacheRecord): string {
@@ -258,7 +304,12 @@ export class CacheService {
 
   /** Drops the rendered narinfo of one path kept in memory (the path was removed). */
   forgetNarInfo(cacheId: number, hashPart: string): void {
-    this.#narinfos.forget(cacheId, hashPart);
+    this.forgetPaths(cacheId, [hashPart]);
+  }
+
+  /** Drops the rendered narinfos of these paths kept in memory (removed, or given new signatures). */
+  forgetPaths(cacheId: number, hashParts: readonly string[]): void {
+    if (hashParts.length > 0) this.#changed({ kind: 'narinfos', cacheId, hashParts });
   }
 
   /**
@@ -266,8 +317,11 @@ export class CacheService {
    * them, and the build logs of derivations no remaining path of the cache names.
    */
   async afterPathsRemoved(cache: CacheRecord, paths: readonly PathRecord[]): Promise<void> {
+    this.forgetPaths(
+      cache.id,
+      paths.map((path) => path.hashPart),
+    );
     for (const path of paths) {
-      this.#narinfos.forget(cache.id, path.hashPart);
       await this.realisations.deleteOf(cache, path.storePath.slice(path.storePath.lastIndexOf('/') + 1));
       if (path.deriver !== undefined) await this.logs.deleteIfUnused(cache, path.deriver);
     }
@@ -275,7 +329,7 @@ export class CacheService {
 
   /** Drops every rendered narinfo kept in memory (a cache was deleted). */
   forgetNarInfos(): void {
-    this.#narinfos.clear();
+    this.#changed({ kind: 'all-narinfos' });
   }
 
   /**
@@ -694,7 +748,7 @@ export class CacheService {
     const missing = clientSignatures.filter((signature) => !existing.signatures.includes(signature));
     if (missing.length > 0) {
       await this.db.addSignatures(cache.id, hashPart, missing);
-      this.#narinfos.forget(cache.id, hashPart);
+      this.forgetPaths(cache.id, [hashPart]);
     }
     return { status: 'unchanged' };
   }
@@ -730,7 +784,7 @@ export class CacheService {
     await this.logs.deleteBlobs(logBlobs);
     this.forgetCacheRecord(cache.name);
     this.forgetNarInfos();
-    this.keyring.invalidate(cache.id);
+    this.forgetKeys(cache.id);
     return deleted;
   }
 
@@ -760,7 +814,7 @@ export class CacheService {
       }
       throw new NotFoundError('NOT_FOUND', `${hash} is not in cache ${cache.name}`);
     }
-    this.#narinfos.forget(cache.id, hash);
+    this.forgetPaths(cache.id, [hash]);
     this.#logger.info({ cache: cache.name, hashPart: hash }, 'path deleted');
     // Realisations resolving to it go with it, and its build log with the last of the cache's paths its
     // derivation built.

@@ -10,6 +10,13 @@ import type { Metric, Registry } from 'prom-client';
 
 export type MetricKind = 'counter' | 'gauge' | 'histogram';
 
+/**
+ * How the values of several processes combine (prom-client's AggregatorRegistry, used by `niche serve
+ * --workers N`): counters, histograms and gauges of things each process holds (connections, sessions) add
+ * up; a gauge that only one process sets (a timestamp) takes the largest.
+ */
+export type MetricAggregator = 'sum' | 'max';
+
 export interface Sample {
   readonly labels: Readonly<Record<string, string | number>>;
   readonly value: number;
@@ -21,14 +28,21 @@ export class CollectedMetric {
   readonly name: string;
   readonly help: string;
   readonly type: MetricKind;
-  readonly aggregator = 'sum';
+  readonly aggregator: MetricAggregator;
   readonly #read: () => Sample[];
 
-  constructor(name: string, help: string, type: MetricKind, read: () => Sample[]) {
+  constructor(
+    name: string,
+    help: string,
+    type: MetricKind,
+    read: () => Sample[],
+    aggregator: MetricAggregator = 'sum',
+  ) {
     this.name = name;
     this.help = help;
     this.type = type;
     this.#read = read;
+    this.aggregator = aggregator;
   }
 
   /** What prom-client's registry reads (the same shape its own metrics return). */

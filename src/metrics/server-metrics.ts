@@ -110,6 +110,17 @@ export interface GcOutcome {
   readonly bytes: number;
 }
 
+/** Every metric of one process as prom-client's JSON, what a cluster primary aggregates. */
+export type MetricsSnapshot = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+export interface ServerMetricsOptions {
+  /**
+   * What `render` answers instead of this process's own metrics: in a worker of `niche serve --workers
+   * N`, the whole server's, summed over every process by the primary (src/metrics/cluster-metrics.ts).
+   */
+  readonly render?: (() => Promise<string>) | undefined;
+}
+
 export class ServerMetrics implements CacheObserver {
   readonly registry = new Registry();
   /** For requests naming something that is not a cache. */
@@ -135,8 +146,10 @@ export class ServerMetrics implements CacheObserver {
   #gcLastSuccess = 0;
 
   readonly #process = processMetrics();
+  readonly #render: (() => Promise<string>) | undefined;
 
-  constructor() {
+  constructor(options: ServerMetricsOptions = {}) {
+    this.#render = options.render;
     this.#register();
   }
 
@@ -245,10 +258,20 @@ export class ServerMetrics implements CacheObserver {
     });
   }
 
-  /** The Prometheus text of every metric, the process metrics first. */
+  /** The Prometheus text of every metric, the process metrics first (the whole server's, see options). */
   async render(): Promise<string> {
+    if (this.#render !== undefined) return this.#render();
     const [process, server] = await Promise.all([this.#process.metrics(), this.registry.metrics()]);
     return process + server;
+  }
+
+  /** This process's metrics, the process metrics first, as JSON for a cluster primary to aggregate. */
+  async snapshot(): Promise<MetricsSnapshot> {
+    const [process, server] = await Promise.all([
+      this.#process.getMetricsAsJSON(),
+      this.registry.getMetricsAsJSON(),
+    ]);
+    return [...process, ...server];
   }
 
   get contentType(): string {
@@ -393,6 +416,8 @@ export class ServerMetrics implements CacheObserver {
       'When the last scheduled garbage collection ended successfully (0: none yet)',
       'gauge',
       () => [{ labels: {}, value: this.#gcLastSuccess }],
+      // Set by the one process that collects (the primary, with workers); the others report 0.
+      'max',
     ).register(registry);
     new CollectedMetric(
       'niche_store_operation_duration_seconds',

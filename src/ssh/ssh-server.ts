@@ -24,6 +24,7 @@ import type { Authenticator, Principal } from '../cache/auth.js';
 import type { CacheService } from '../cache/cache-service.js';
 import { sshKeyFingerprint } from '../cache/ssh-keys.js';
 import { ConfigError } from '../errors.js';
+import { knownHostsLine } from './known-hosts.js';
 import { DEFAULT_MAX_SSH_SESSIONS, DEFAULT_MAX_SSH_SESSIONS_PER_KEY } from './limits.js';
 import { DEFAULT_IDLE_TIMEOUT_MS, runSshSession, type SshSessionLog } from './session.js';
 
@@ -431,7 +432,7 @@ export async function startSshServer(options: SshServerOptions): Promise<Running
   return {
     port,
     hostKey: publicKey,
-    knownHostsLine: (host) => `${port === 22 ? host : `[${host}]:${port}`} ${publicKey}`,
+    knownHostsLine: (host) => knownHostsLine(host, port, publicKey),
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         stop.abort(new Error('the server is shutting down'));

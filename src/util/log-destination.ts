@@ -15,7 +15,16 @@ export interface LogDestinationOptions {
   readonly maxQueuedBytes?: number;
   /** How long writing pauses after a failed write. */
   readonly retryAfterMs?: number;
+  /**
+   * Largest single write (default 64 KiB). Processes sharing the descriptor (the workers of `niche serve
+   * --workers N` share stdout) write at most PIPE_BUF (4096 bytes on Linux) at a time: a pipe takes such a
+   * write whole, so lines of different processes never interleave mid-line (a longer line is written alone).
+   */
+  readonly maxBatchBytes?: number;
 }
+
+/** Bytes a pipe writes atomically (PIPE_BUF on Linux). */
+export const PIPE_ATOMIC_BYTES = 4096;
 
 /** Largest single write. */
 const MAX_BATCH_BYTES = 64 * 1024;
@@ -26,6 +35,7 @@ export class LogDestination {
   readonly #fd: number;
   readonly #maxQueuedBytes: number;
   readonly #retryAfterMs: number;
+  readonly #maxBatchBytes: number;
   #queue: string[] = [];
   #queuedBytes = 0;
   /** The batch being written (what is left of it after partial writes). */
@@ -44,6 +54,7 @@ export class LogDestination {
     this.#fd = fd;
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 4 * 1024 * 1024;
     this.#retryAfterMs = options.retryAfterMs ?? 1_000;
+    this.#maxBatchBytes = options.maxBatchBytes ?? MAX_BATCH_BYTES;
   }
 
   /** Lines dropped since the start. */
@@ -143,11 +154,11 @@ export class LogDestination {
     }
     while (this.#queue.length > 0) {
       const line = this.#queue[0] ?? '';
-      if (lines.length > 0 && bytes + line.length > MAX_BATCH_BYTES) break;
+      if (lines.length > 0 && bytes + Buffer.byteLength(line) > this.#maxBatchBytes) break;
       this.#queue.shift();
       this.#queuedBytes -= line.length;
       lines.push(line);
-      bytes += line.length;
+      bytes += Buffer.byteLength(line);
     }
     this.#batchLines = lines.length;
     return Buffer.from(lines.join(''));

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { pushUrlOf } from '../../api/v1.js';
 import { DEFAULT_DATA_DIR, loadServeConfig, type ServeConfig, type ServeFlags } from '../../config.js';
 import { describeListen } from '../../app/http-listeners.js';
+import { knownHostsLine } from '../../ssh/known-hosts.js';
 import { print, type CliIo } from '../io.js';
 
 interface ServeOptions {
@@ -30,6 +31,7 @@ interface ServeOptions {
   readonly accessLog?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
+  readonly workers?: string;
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -69,6 +71,154 @@ function ignore(): void {
 function anyAddress(url: string): boolean {
   const host = new URL(url).hostname;
   return host === '0.0.0.0' || host === '[::]';
+}
+
+/** Resolves at the first SIGINT or SIGTERM. */
+function stopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+/** What the start-up banner says: where the server answers, the default cache, SSH, metrics, local store. */
+export interface BannerInfo {
+  readonly url: string;
+  readonly publicUrl: string;
+  /** The default cache, when there was none or it is the one configured. */
+  readonly boot:
+    | { readonly cacheName: string; readonly created: boolean; readonly publicKeys: readonly string[] }
+    | undefined;
+  readonly ssh: readonly { readonly port: number; readonly hostKey: string }[];
+  readonly metricsUrl: string | undefined;
+  readonly localStore:
+    | {
+        readonly storeDir: string;
+        readonly mountPath: string;
+        readonly mountAtRoot: boolean;
+        readonly publicKeys: readonly string[];
+        readonly generatedKeyFile: string | undefined;
+      }
+    | undefined;
+  /** Processes serving (`--workers`). */
+  readonly workers: number;
+}
+
+/** Prints the start-up banner on stderr (once, by the one process or the cluster's primary). */
+export function printBanner(io: CliIo, flags: ServeFlags, config: ServeConfig, info: BannerInfo): void {
+  // What clients use: public-url, else the listen address (which names no host if it is 0.0.0.0).
+  const unnamed = config.publicUrl === undefined && anyAddress(info.url);
+  const scheme = config.tls === undefined ? 'http' : 'https';
+  const base = unnamed ? `${scheme}://<host>:${new URL(info.url).port}` : info.publicUrl;
+  const first = config.listen[0];
+  const where = first !== undefined && 'socketPath' in first ? describeListen(first) : info.url;
+  const listening = base === where ? '' : ` (listening on ${where})`;
+  const workers = info.workers > 1 ? ` with ${info.workers} worker processes` : '';
+  const hostNote = unnamed
+    ? "niche: listening on every address; write this machine's name for <host>, or set public-url"
+    : '';
+  const boot = info.boot;
+  if (boot !== undefined) {
+    const operator = operatorOptions(flags, io.env, config);
+    print(
+      io.stderr,
+      [
+        boot.created ? `niche: created cache "${boot.cacheName}" with a new signing key` : '',
+        `niche: serving ${base}/${boot.cacheName}${listening}${workers}`,
+        hostNote,
+        'niche: to use it, add to nix.conf:',
+        `  extra-substituters = ${base}/${boot.cacheName}`,
+        `  extra-trusted-public-keys = ${boot.publicKeys.join(' ')}`,
+        'niche: to push, create a token, put it in your netrc, and copy to the push URL:',
+        `  niche token create --cache ${boot.cacheName} --push${operator.args}`,
+        operator.env.length === 0 ? '' : `  (with ${operator.env.join(' and ')} set as for this server)`,
+        `  machine ${unnamed ? '<host>' : new URL(base).hostname.replace(/^\[(.*)\]$/, '$1')} login niche password <token>`,
+        `  nix copy --to ${pushUrlOf(`${base}/${boot.cacheName}`)} <paths>`,
+      ]
+        .filter((line) => line !== '')
+        .join('\n'),
+    );
+  } else {
+    print(
+      io.stderr,
+      [`niche: serving ${base}${listening}${workers}`, hostNote].filter((l) => l !== '').join('\n'),
+    );
+  }
+  for (const ssh of info.ssh) {
+    const host = unnamed ? '<host>' : new URL(base).hostname;
+    print(
+      io.stderr,
+      [
+        `niche: serving every cache over SSH on port ${ssh.port} (ssh-ng://<cache>@${host}, keys from niche ssh-key add)`,
+        `  known_hosts: ${knownHostsLine(host, ssh.port, ssh.hostKey)}`,
+      ].join('\n'),
+    );
+  }
+  if (info.metricsUrl !== undefined) print(io.stderr, `niche: metrics at ${info.metricsUrl}/metrics`);
+  const local = info.localStore;
+  if (local !== undefined) {
+    const at = local.mountAtRoot ? ` and ${base}` : '';
+    print(
+      io.stderr,
+      [
+        local.generatedKeyFile === undefined ? '' : `niche: generated ${local.generatedKeyFile}`,
+        `niche: serving this host's ${local.storeDir} at ${base}${local.mountPath}${at}`,
+        `  extra-substituters = ${base}${local.mountPath}`,
+        `  extra-trusted-public-keys = ${local.publicKeys.join(' ')}`,
+      ]
+        .filter((line) => line !== '')
+        .join('\n'),
+    );
+  }
+}
+
+/**
+ * `--workers N` with N > 1: this process is the cluster's primary (src/app/cluster-primary.ts). It prints
+ * the banner once every worker listens, forwards SIGHUP, and on SIGINT/SIGTERM stops the workers (each
+ * finishes its in-flight requests) and exits 0 once they all have (1 if some had to be killed). Workers
+ * dying in a loop end it with WORKERS_FAILING.
+ */
+async function serveCluster(config: ServeConfig, flags: ServeFlags, io: CliIo): Promise<number> {
+  const { startCluster } = await import('../../app/cluster-primary.js');
+  const running = await startCluster(config);
+  const { started } = running;
+  const local = started.listening.localStore;
+  printBanner(io, flags, config, {
+    url: started.listening.url,
+    publicUrl: started.listening.publicUrl,
+    boot:
+      started.bootstrapped === undefined
+        ? undefined
+        : {
+            cacheName: started.bootstrapped.cache.name,
+            created: started.bootstrapped.created,
+            publicKeys: started.publicKeys,
+          },
+    ssh: started.listening.ssh,
+    metricsUrl: started.metricsUrl,
+    localStore:
+      local === undefined ? undefined : { ...local, generatedKeyFile: started.localStoreGeneratedKeyFile },
+    workers: running.workers,
+  });
+  const reload = (): void => {
+    running.reloadTls();
+  };
+  if (config.tls !== undefined) process.on('SIGHUP', reload);
+  try {
+    await Promise.race([stopSignal(), running.failure]);
+  } catch (error) {
+    await running.close();
+    throw error;
+  } finally {
+    process.off('SIGHUP', reload);
+  }
+  print(io.stderr, 'niche: shutting down, finishing in-flight requests');
+  return (await running.close()) ? 0 : 1;
 }
 
 export function registerServe(
@@ -131,6 +281,10 @@ export function registerServe(
       collect,
     )
     .option(
+      '--workers <n|auto>',
+      'processes serving HTTP (and SSH) on the same listeners; auto: one per core (env NICHE_WORKERS, default 1)',
+    )
+    .option(
       '--metrics-listen <host:port>',
       'also serve GET /metrics (Prometheus), without credentials, on this address (env NICHE_METRICS_LISTEN)',
     )
@@ -184,92 +338,46 @@ export function registerServe(
           accessLog: options.accessLog,
           tlsCert: options.tlsCert,
           tlsKey: options.tlsKey,
+          workers: options.workers,
         };
         const config = loadServeConfig(flags, io.env);
+        if (config.workers > 1) return serveCluster(config, flags, io);
         // Loaded here so that client commands do not pay for the whole server at start-up.
         const { startServer } = await import('../../app/server.js');
         const server = await startServer(config);
         const boot = server.bootstrapped;
-        // What clients use: public-url, else the listen address (which names no host if it is 0.0.0.0).
-        const unnamed = config.publicUrl === undefined && anyAddress(server.url);
-        const scheme = config.tls === undefined ? 'http' : 'https';
-        const base = unnamed ? `${scheme}://<host>:${new URL(server.url).port}` : server.publicUrl;
-        const first = config.listen[0];
-        const where = first !== undefined && 'socketPath' in first ? describeListen(first) : server.url;
-        const listening = base === where ? '' : ` (listening on ${where})`;
-        const hostNote = unnamed
-          ? "niche: listening on every address; write this machine's name for <host>, or set public-url"
-          : '';
-        if (boot !== undefined) {
-          const keys = await server.service.keys(boot.cache);
-          const operator = operatorOptions(flags, io.env, config);
-          print(
-            io.stderr,
-            [
-              boot.created ? `niche: created cache "${boot.cache.name}" with a new signing key` : '',
-              `niche: serving ${base}/${boot.cache.name}${listening}`,
-              hostNote,
-              'niche: to use it, add to nix.conf:',
-              `  extra-substituters = ${base}/${boot.cache.name}`,
-              `  extra-trusted-public-keys = ${keys.publicKeys.join(' ')}`,
-              'niche: to push, create a token, put it in your netrc, and copy to the push URL:',
-              `  niche token create --cache ${boot.cache.name} --push${operator.args}`,
-              operator.env.length === 0
-                ? ''
-                : `  (with ${operator.env.join(' and ')} set as for this server)`,
-              `  machine ${unnamed ? '<host>' : new URL(base).hostname.replace(/^\[(.*)\]$/, '$1')} login niche password <token>`,
-              `  nix copy --to ${pushUrlOf(`${base}/${boot.cache.name}`)} <paths>`,
-            ]
-              .filter((line) => line !== '')
-              .join('\n'),
-          );
-        } else {
-          print(
-            io.stderr,
-            [`niche: serving ${base}${listening}`, hostNote].filter((l) => l !== '').join('\n'),
-          );
-        }
-        for (const ssh of server.ssh) {
-          const host = unnamed ? '<host>' : new URL(base).hostname;
-          print(
-            io.stderr,
-            [
-              `niche: serving every cache over SSH on port ${ssh.port} (ssh-ng://<cache>@${host}, keys from niche ssh-key add)`,
-              `  known_hosts: ${ssh.knownHostsLine(host)}`,
-            ].join('\n'),
-          );
-        }
-        if (server.metricsUrl !== undefined)
-          print(io.stderr, `niche: metrics at ${server.metricsUrl}/metrics`);
         const local = server.localStore;
-        if (local !== undefined) {
-          const at = local.config.mountAtRoot ? ` and ${base}` : '';
-          print(
-            io.stderr,
-            [
-              local.generatedKeyFile === undefined ? '' : `niche: generated ${local.generatedKeyFile}`,
-              `niche: serving this host's ${local.storeDir} at ${base}${local.config.mountPath}${at}`,
-              `  extra-substituters = ${base}${local.config.mountPath}`,
-              `  extra-trusted-public-keys = ${local.publicKeys.join(' ')}`,
-            ]
-              .filter((line) => line !== '')
-              .join('\n'),
-          );
-        }
+        printBanner(io, flags, config, {
+          url: server.url,
+          publicUrl: server.publicUrl,
+          boot:
+            boot === undefined
+              ? undefined
+              : {
+                  cacheName: boot.cache.name,
+                  created: boot.created,
+                  publicKeys: (await server.service.keys(boot.cache)).publicKeys,
+                },
+          ssh: server.ssh.map((ssh) => ({ port: ssh.port, hostKey: ssh.hostKey })),
+          metricsUrl: server.metricsUrl,
+          localStore:
+            local === undefined
+              ? undefined
+              : {
+                  storeDir: local.storeDir,
+                  mountPath: local.config.mountPath,
+                  mountAtRoot: local.config.mountAtRoot,
+                  publicKeys: local.publicKeys,
+                  generatedKeyFile: local.generatedKeyFile,
+                },
+          workers: 1,
+        });
         // SIGHUP: read the TLS certificate and key again (a bad pair is logged, the old one stays).
         const reload = (): void => {
           void server.reloadTls();
         };
         if (config.tls !== undefined) process.on('SIGHUP', reload);
-        await new Promise<void>((resolve) => {
-          const stop = (): void => {
-            process.off('SIGINT', stop);
-            process.off('SIGTERM', stop);
-            resolve();
-          };
-          process.on('SIGINT', stop);
-          process.on('SIGTERM', stop);
-        });
+        await stopSignal();
         process.off('SIGHUP', reload);
         print(io.stderr, 'niche: shutting down, finishing in-flight requests');
         await server.close();
