@@ -4,7 +4,16 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadServeConfig, parseDuration, parseListen, parseRate, parseSize } from '../../src/config.js';
+import { availableParallelism } from 'node:os';
+import {
+  loadServeConfig,
+  MAX_WORKERS,
+  parseDuration,
+  parseListen,
+  parseRate,
+  parseSize,
+  parseWorkers,
+} from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 
 let dir: string;
@@ -132,6 +141,42 @@ grace = "2h"
     assert.match(
       problemsOf(() => loadServeConfig({ gcInterval: 'sometimes' }, {})),
       /--gc-interval: expected a duration such as 60s or 5m, got "sometimes"/,
+    );
+  });
+
+  it('reads workers from the file, NICHE_WORKERS and --workers: a number, or auto for one per core', async () => {
+    assert.equal(loadServeConfig({}, {}).workers, 1);
+    assert.equal(loadServeConfig({ config: await configFile('workers = 4\n') }, {}).workers, 4);
+    assert.equal(loadServeConfig({ config: await configFile('workers = "3"\n') }, {}).workers, 3);
+    assert.equal(loadServeConfig({}, { NICHE_WORKERS: '2' }).workers, 2);
+    assert.equal(loadServeConfig({ workers: '5' }, { NICHE_WORKERS: '2' }).workers, 5);
+    const auto = Math.min(availableParallelism(), MAX_WORKERS);
+    assert.equal(loadServeConfig({ workers: 'auto' }, {}).workers, auto);
+    assert.equal(loadServeConfig({ config: await configFile('workers = "AUTO"\n') }, {}).workers, auto);
+    assert.equal(
+      parseWorkers('auto', () => 64),
+      64,
+    );
+    assert.equal(
+      parseWorkers('auto', () => 1000),
+      MAX_WORKERS,
+    );
+    assert.equal(parseWorkers(String(MAX_WORKERS)), MAX_WORKERS);
+    for (const bad of ['0', '-1', '1.5', 'many', '', String(MAX_WORKERS + 1)]) {
+      assert.throws(() => parseWorkers(bad), /from 1 to 256, or auto/, bad);
+    }
+    assert.match(
+      problemsOf(() => loadServeConfig({ workers: 'lots' }, {})),
+      /--workers: expected a number of worker processes from 1 to 256, or auto \(one per core\), got "lots"/,
+    );
+    assert.match(
+      problemsOf(() => loadServeConfig({}, { NICHE_WORKERS: '0' })),
+      /NICHE_WORKERS: expected/,
+    );
+    const fractional = await configFile('workers = 2.5\n');
+    assert.match(
+      problemsOf(() => loadServeConfig({ config: fractional }, {})),
+      /workers: expected a number of worker processes/,
     );
   });
 
