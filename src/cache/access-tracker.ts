@@ -50,7 +50,17 @@ export class AccessTracker {
     this.#closed = options.enabled === false;
     const interval = options.flushIntervalMs ?? DEFAULT_ACCESS_FLUSH_MS;
     if (interval > 0 && !this.#closed) {
-      this.#timer = setInterval(() => void this.flush(), interval);
+      // The first flush at a random moment of the first interval: processes started together (the
+      // workers of `niche serve --workers N`) would otherwise flush in step every time, and on SQLite a
+      // flush does not wait for another's write lock (it keeps its accesses for the next one).
+      this.#timer = setTimeout(
+        () => {
+          this.#timer = setInterval(() => void this.flush(), interval);
+          this.#timer.unref();
+          void this.flush();
+        },
+        Math.floor(Math.random() * interval),
+      );
       this.#timer.unref();
     }
   }
@@ -132,7 +142,8 @@ export class AccessTracker {
 
   /** Stops the timer and writes what is pending. */
   async close(): Promise<void> {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    // clearTimeout clears an interval too.
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.flush();
     this.#closed = true;
