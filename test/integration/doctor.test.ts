@@ -49,6 +49,7 @@ describe('niche doctor', () => {
       result.stdout,
       /^ok {4}metrics: \/metrics on the listen addresses with a server-admin token$/m,
     );
+    assert.match(result.stdout, /^ok {4}workers: 1 \(one process; \d+ cores here/m);
     assert.match(result.stdout, /^ok {4}ready to serve$/m);
     assert.doesNotMatch(result.stdout, /^FAIL/m);
   });
@@ -71,6 +72,7 @@ describe('niche doctor', () => {
         `signing-key-file = "${key}"`,
         'metrics = "off"',
         `metrics-listen = "127.0.0.1:${busyPort}"`,
+        'workers = 256',
         '[storage]',
         `path = "${join(dir, 'not-a-dir')}"`,
         '[ssh]',
@@ -93,6 +95,7 @@ describe('niche doctor', () => {
       new RegExp(`^warn {2}metrics listen 127\\.0\\.0\\.1:${busyPort}: in use`, 'm'),
     );
     assert.match(result.stdout, /^ok {4}metrics: \/metrics on metrics-listen without credentials$/m);
+    assert.match(result.stdout, /^warn {2}workers: 256 processes on \d+ cores \(more than one per core/m);
     assert.match(
       result.stdout,
       /^FAIL {2}SSH host key: the SSH host key .*bad-host-key is not an unencrypted private key/m,

@@ -6,6 +6,7 @@
 //
 // It opens the metadata store as `niche serve` does, so pending schema migrations are applied.
 import { stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { createServer } from 'node:net';
 import type { Command } from 'commander';
 import { openDatabase, openStorage } from '../../app/data-dir.js';
@@ -126,6 +127,21 @@ async function checkListen(report: Report, config: ServeConfig): Promise<void> {
 }
 
 /** Where `/metrics` is served, and to whom. */
+/** How many processes would serve (`workers`), against the cores this process may use. */
+function workersLine(report: Report, workers: number): void {
+  const cores = availableParallelism();
+  if (workers === 1) {
+    report.line('ok', `workers: 1 (one process; ${cores} cores here, see workers = "auto")`);
+  } else if (workers > cores) {
+    report.line(
+      'warn',
+      `workers: ${workers} processes on ${cores} cores (more than one per core only adds contention)`,
+    );
+  } else {
+    report.line('ok', `workers: ${workers} processes on ${cores} cores (a primary forks them)`);
+  }
+}
+
 function metricsLine(access: ServeConfig['metrics']['access'], separate: boolean): string {
   const main = {
     admin: 'on the listen addresses with a server-admin token',
@@ -282,6 +298,7 @@ export function registerDoctor(
           await checkKeyFile(report, config.signingKeyFile, 'signing-key-file');
         }
         report.line('ok', metricsLine(config.metrics.access, config.metrics.listen !== undefined));
+        workersLine(report, config.workers);
         const local = config.localStore;
         if (local !== undefined) {
           report.line(
