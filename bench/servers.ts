@@ -29,7 +29,7 @@ export interface RunningServer {
   readonly pid: number;
   /** `performance.now()` when the process was spawned. */
   readonly spawnedAt: number;
-  /** Every process serving requests (nginx: the master and its workers). */
+  /** Every process serving requests (nginx, and niche with --workers: the master and its workers). */
   pids(): number[];
   stop(): Promise<void>;
 }
@@ -173,7 +173,8 @@ export async function startNiche(options: NicheOptions): Promise<RunningServer> 
     prefix: '/main',
     pid: child.pid ?? 0,
     spawnedAt,
-    pids: () => [child.pid ?? 0],
+    // With --workers N, the primary and its workers.
+    pids: () => withChildren(child.pid ?? 0),
     // SIGINT is `niche serve`'s graceful stop; it lets --cpu-prof write its profile.
     stop: () => stopChild(child, 'SIGINT', 30_000),
   };
