@@ -216,9 +216,11 @@ export class BuildLogs {
   }
 
   /** Deletes the cache's log of `drv` if no path of the cache names it as its deriver any more. */
-  async deleteIfUnused(cache: CacheRecord, drv: string): Promise<void> {
-    const blobKey = await this.#db.deleteUnusedBuildLog(cache.id, drv);
-    if (blobKey !== undefined) await this.#deleteBlob(blobKey);
+  /** Deletes the logs of `drvs` that no path of the cache names as its deriver any more. */
+  async deleteIfUnused(cache: CacheRecord, drvs: readonly string[]): Promise<void> {
+    if (drvs.length === 0) return;
+    for (const blobKey of await this.#db.deleteUnusedBuildLogs(cache.id, drvs))
+      await this.#deleteBlob(blobKey);
   }
 
   /** Deletes a replaced or removed log's blob; a failure leaves an orphan blob, which is only logged. */

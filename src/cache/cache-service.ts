@@ -321,10 +321,11 @@ export class CacheService {
       cache.id,
       paths.map((path) => path.hashPart),
     );
-    for (const path of paths) {
-      await this.realisations.deleteOf(cache, path.storePath.slice(path.storePath.lastIndexOf('/') + 1));
-      if (path.deriver !== undefined) await this.logs.deleteIfUnused(cache, path.deriver);
-    }
+    // One statement each for the batch (a GC batch is hundreds of paths; a round trip each added up).
+    await this.realisations.deleteOf(cache, paths.map(baseNameOf));
+    await this.logs.deleteIfUnused(cache, [
+      ...new Set(paths.flatMap((path) => (path.deriver === undefined ? [] : [path.deriver]))),
+    ]);
   }
 
   /** Drops every rendered narinfo kept in memory (a cache was deleted). */
@@ -818,8 +819,8 @@ export class CacheService {
     this.#logger.info({ cache: cache.name, hashPart: hash }, 'path deleted');
     // Realisations resolving to it go with it, and its build log with the last of the cache's paths its
     // derivation built.
-    await this.realisations.deleteOf(cache, path.storePath.slice(path.storePath.lastIndexOf('/') + 1));
-    if (path.deriver !== undefined) await this.logs.deleteIfUnused(cache, path.deriver);
+    await this.realisations.deleteOf(cache, [baseNameOf(path)]);
+    await this.logs.deleteIfUnused(cache, path.deriver === undefined ? [] : [path.deriver]);
   }
 
   async #narOf(cache: CacheRecord, info: NarInfo): Promise<NarRecord> {
@@ -995,6 +996,11 @@ function verifiedUpstreamReferences(
     }
   }
   return accepted;
+}
+
+/** `<hash>-<name>` of a path record. */
+function baseNameOf(path: PathRecord): string {
+  return path.storePath.slice(path.storePath.lastIndexOf('/') + 1);
 }
 
 function conflict(cache: CacheRecord, existing: PathRecord): ConflictError {

@@ -163,8 +163,8 @@ export class Realisations {
     return { status: 'unchanged' };
   }
 
-  /** Deletes the realisations that resolve to `baseName` (the path is being deleted). */
-  async deleteOf(cache: CacheRecord, baseName: string): Promise<void> {
-    await this.#db.deleteRealisationsOf(cache.id, baseName);
+  /** Deletes the realisations that resolve to one of `baseNames` (the paths are being deleted). */
+  async deleteOf(cache: CacheRecord, baseNames: readonly string[]): Promise<void> {
+    if (baseNames.length > 0) await this.#db.deleteRealisationsOf(cache.id, baseNames);
   }
 }

@@ -391,16 +391,16 @@ export interface MetadataStore {
   /** The blob keys of all the cache's logs (deleteCache removes the rows; the caller the blobs). */
   listBuildLogBlobKeys(cacheId: number): Promise<string[]>;
   /**
-   * Removes the log of `drv` unless a path of the cache still names `drv` as its deriver. Returns the
-   * removed log's blob key, or undefined if nothing was removed.
+   * Removes the log of each of `drvs` unless a path of the cache still names it as its deriver, in one
+   * statement or transaction. Returns the removed logs' blob keys.
    */
-  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined>;
+  deleteUnusedBuildLogs(cacheId: number, drvs: readonly string[]): Promise<string[]>;
 
   /** Adds the realisation unless its id is taken. Throws NotFoundError('CACHE_NOT_FOUND') without a cache. */
   addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome>;
   getRealisation(cacheId: number, id: string): Promise<RealisationRecord | undefined>;
   /** Appends signatures not yet present to an existing realisation; NOT_FOUND if there is none. */
   addRealisationSignatures(cacheId: number, id: string, signatures: readonly string[]): Promise<void>;
-  /** Removes the realisations whose out path is `outPath` (a base name); returns how many. */
-  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number>;
+  /** Removes the realisations whose out path is one of `outPaths` (base names); returns how many. */
+  deleteRealisationsOf(cacheId: number, outPaths: readonly string[]): Promise<number>;
 }

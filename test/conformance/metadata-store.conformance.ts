@@ -770,11 +770,12 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         await store().addRealisation(a, second);
         await store().addRealisation(a, elsewhere);
         await store().addRealisation(b, realisation());
-        assert.equal(await store().deleteRealisationsOf(a, realisation().outPath), 2);
+        assert.equal(await store().deleteRealisationsOf(a, [realisation().outPath]), 2);
         assert.equal(await store().getRealisation(a, id), undefined);
         assert.deepEqual(await store().getRealisation(a, elsewhere.id), elsewhere);
         assert.deepEqual(await store().getRealisation(b, id), realisation());
-        assert.equal(await store().deleteRealisationsOf(a, realisation().outPath), 0);
+        assert.equal(await store().deleteRealisationsOf(a, [realisation().outPath]), 0);
+        assert.equal(await store().deleteRealisationsOf(a, []), 0);
         await store().deleteCache(b);
         assert.equal(await store().getRealisation(b, id), undefined);
       });
@@ -849,14 +850,15 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         await store().addPath(b, pathRecord('b', nar, { deriver: drv, references: [] }), ANY_UPLOAD);
         await store().putBuildLog(a, buildLog(drv, 'log/a'));
 
-        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+        assert.deepEqual(await store().deleteUnusedBuildLogs(a, [drv]), []);
         await store().deletePath(a, out.hashPart);
-        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+        assert.deepEqual(await store().deleteUnusedBuildLogs(a, [drv]), []);
         await store().deletePath(a, dev.hashPart);
         // Cache b's path names the same derivation; it does not keep cache a's log.
-        assert.equal(await store().deleteUnusedBuildLog(a, drv), 'log/a');
+        assert.deepEqual(await store().deleteUnusedBuildLogs(a, [drv]), ['log/a']);
         assert.equal(await store().getBuildLog(a, drv), undefined);
-        assert.equal(await store().deleteUnusedBuildLog(a, drv), undefined);
+        assert.deepEqual(await store().deleteUnusedBuildLogs(a, [drv]), []);
+        assert.deepEqual(await store().deleteUnusedBuildLogs(a, []), []);
       });
     });
 

@@ -929,8 +929,10 @@ export class PostgresMetadataStore implements MetadataStore {
     return this.#run('takeUnusedNars', () =>
       this.#transaction(async (client): Promise<NarRecord[]> => {
         // Locked rows are skipped (an upload is attaching them); the NOT EXISTS checks run after the locks.
+        // In the order of the partial index on unused_since, so a batch reads only its own rows: ordered by
+        // file hash, every batch read and sorted all unused NAR files (3.2 s a batch with 320 000 of them).
         const { rows: candidates } = await client.query<{ file_hash: string }>(
-          `SELECT file_hash FROM nars WHERE unused_since < $1 ORDER BY file_hash LIMIT $2
+          `SELECT file_hash FROM nars WHERE unused_since < $1 ORDER BY unused_since LIMIT $2
            FOR UPDATE SKIP LOCKED`,
           [before.getTime(), limit],
         );
@@ -1086,15 +1088,16 @@ export class PostgresMetadataStore implements MetadataStore {
     });
   }
 
-  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined> {
-    return this.#run('deleteUnusedBuildLog', async () => {
+  deleteUnusedBuildLogs(cacheId: number, drvs: readonly string[]): Promise<string[]> {
+    return this.#run('deleteUnusedBuildLogs', async () => {
+      if (drvs.length === 0) return [];
       const { rows } = await this.#pool.query<{ blob_key: string }>(
-        `DELETE FROM build_logs WHERE cache_id = $1 AND drv = $2
-           AND NOT EXISTS (SELECT 1 FROM paths WHERE cache_id = $1 AND deriver = $2)
-         RETURNING blob_key`,
-        [cacheId, drv],
+        `DELETE FROM build_logs AS b WHERE b.cache_id = $1 AND b.drv = ANY($2::text[])
+           AND NOT EXISTS (SELECT 1 FROM paths AS p WHERE p.cache_id = $1 AND p.deriver = b.drv)
+         RETURNING b.blob_key`,
+        [cacheId, drvs],
       );
-      return rows[0]?.blob_key;
+      return rows.map((row) => row.blob_key);
     });
   }
 
@@ -1153,11 +1156,12 @@ export class PostgresMetadataStore implements MetadataStore {
     );
   }
 
-  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number> {
+  deleteRealisationsOf(cacheId: number, outPaths: readonly string[]): Promise<number> {
     return this.#run('deleteRealisationsOf', async () => {
+      if (outPaths.length === 0) return 0;
       const result = await this.#pool.query(
-        'DELETE FROM realisations WHERE cache_id = $1 AND out_path = $2',
-        [cacheId, outPath],
+        'DELETE FROM realisations WHERE cache_id = $1 AND out_path = ANY($2::text[])',
+        [cacheId, outPaths],
       );
       return result.rowCount ?? 0;
     });

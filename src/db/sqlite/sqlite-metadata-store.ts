@@ -1073,8 +1073,12 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.#run('listBuildLogBlobKeys', () => this.#sql.buildLogBlobKeys.all(cacheId));
   }
 
-  deleteUnusedBuildLog(cacheId: number, drv: string): Promise<string | undefined> {
-    return this.#run('deleteUnusedBuildLog', () => this.#sql.deleteUnusedBuildLog.get({ cacheId, drv }));
+  deleteUnusedBuildLogs(cacheId: number, drvs: readonly string[]): Promise<string[]> {
+    return this.#run('deleteUnusedBuildLogs', () =>
+      this.#db.transaction(() =>
+        drvs.flatMap((drv) => this.#sql.deleteUnusedBuildLog.all({ cacheId, drv })),
+      )(),
+    );
   }
 
   addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome> {
@@ -1127,10 +1131,14 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  deleteRealisationsOf(cacheId: number, outPath: string): Promise<number> {
-    return this.#run(
-      'deleteRealisationsOf',
-      () => this.#sql.deleteRealisationsOf.run({ cacheId, outPath }).changes,
+  deleteRealisationsOf(cacheId: number, outPaths: readonly string[]): Promise<number> {
+    return this.#run('deleteRealisationsOf', () =>
+      this.#db.transaction(() =>
+        outPaths.reduce(
+          (removed, outPath) => removed + this.#sql.deleteRealisationsOf.run({ cacheId, outPath }).changes,
+          0,
+        ),
+      )(),
     );
   }
 
