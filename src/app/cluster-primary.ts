@@ -95,11 +95,6 @@ export interface RunningCluster {
   close(): Promise<boolean>;
 }
 
-export interface ClusterOptions {
-  /** Grace period at shutdown (default SHUTDOWN_GRACE_MS); for tests. */
-  readonly shutdownGraceMs?: number;
-}
-
 /** What happens once, before forking (see the top of this file). */
 async function prepare(
   config: ServeConfig,
@@ -157,14 +152,10 @@ interface WorkerState {
   listening: boolean;
 }
 
-export async function startCluster(
-  config: ServeConfig,
-  options: ClusterOptions = {},
-): Promise<RunningCluster> {
+export async function startCluster(config: ServeConfig): Promise<RunningCluster> {
   if (!cluster.isPrimary) throw new Error('startCluster runs in the primary only');
   const destination = new LogDestination(1, { maxBatchBytes: PIPE_ATOMIC_BYTES });
   const logger = pino({ level: config.logLevel }, destination);
-  const shutdownGraceMs = options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS;
   let prepared: Awaited<ReturnType<typeof prepare>>;
   try {
     prepared = await prepare(config, logger);
@@ -325,14 +316,14 @@ export async function startCluster(
     const late = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => {
         resolve(false);
-      }, shutdownGraceMs);
+      }, SHUTDOWN_GRACE_MS);
     });
     const clean = await Promise.race([allGone, late]);
     clearTimeout(timer);
     if (!clean) {
       logger.error(
         { workers: [...states.values()].map((state) => state.worker.process.pid) },
-        `workers still busy after ${shutdownGraceMs / 1000} s; killed`,
+        `workers still busy after ${SHUTDOWN_GRACE_MS / 1000} s; killed`,
       );
       for (const { worker } of states.values()) worker.process.kill('SIGKILL');
       await allGone;

@@ -3,8 +3,9 @@
 // pushed over HTTP is read back over many connections; a revoked token, a deleted path and a deleted
 // cache are refused by every worker at once; a scrape (of --metrics-listen and of /metrics on the main
 // port) sums every process; garbage collection runs in the primary alone; a worker killed with -9 is
-// replaced; SIGTERM lets a slow download finish and the primary exits 0. And a worker that cannot listen
-// fails the start as one process would (exit 78, LISTEN_FAILED).
+// replaced; SIGTERM lets a slow download finish and the primary exits 0. Workers killed as fast as they are
+// forked make the primary give up (exit 70, WORKERS_FAILING); a worker that cannot listen fails the start
+// as one process would (exit 78, LISTEN_FAILED).
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -326,6 +327,46 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     const exit = await server.exitWithin(20_000);
     assert.deepEqual(exit, { code: 0, signal: null }, server.stderr());
     assert.equal((await workerPids().catch(() => [])).length, 0);
+  });
+});
+
+describe('niche serve --workers 2 whose workers keep dying', { timeout: 90_000 }, () => {
+  it('gives up with WORKERS_FAILING (exit 70) instead of forking forever', async () => {
+    const data = await makeTempDir('workers-dying');
+    const dying = await startServe({ dataDir: data.path, args: ['--workers', '2'] });
+    try {
+      // Started: every worker listens (a worker dying before that fails the start instead).
+      await dying.waitForStderr(/niche: to push/);
+      const primary = dying.child.pid ?? 0;
+      const children = async (): Promise<number[]> =>
+        (await readFile(`/proc/${primary}/task/${primary}/children`, 'utf8').catch(() => ''))
+          .trim()
+          .split(/\s+/)
+          .filter((text) => text !== '')
+          .map(Number);
+      const killed = new Set<number>();
+      // Each worker is killed as soon as it exists; the primary forks again after 0.1, 0.2, 0.4… s.
+      const exit = await waitFor(
+        async () => {
+          for (const pid of await children()) {
+            const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+            if (!killed.has(pid) && cmdline.includes('cluster-worker')) {
+              killed.add(pid);
+              process.kill(pid, 'SIGKILL');
+            }
+          }
+          return dying.child.exitCode !== null && (await dying.exited);
+        },
+        { what: 'the primary to give up', timeoutMs: 60_000, intervalMs: 20 },
+      );
+      assert.deepEqual(exit, { code: 70, signal: null }, dying.stderr());
+      assert.ok(killed.size >= 6, `killed ${killed.size} workers\n${dying.stderr()}\n${dying.stdout()}`);
+      assert.match(dying.stderr(), /error: 6 worker processes died within 60 s .*\(WORKERS_FAILING\)/);
+      assert.match(dying.stdout(), /worker exited unexpectedly; starting another/);
+    } finally {
+      await dying.stop();
+      await data.cleanup();
+    }
   });
 });
 
