@@ -32,6 +32,7 @@ interface ServeOptions {
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly workers?: string;
+  readonly gcInterval?: string;
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -281,6 +282,10 @@ export function registerServe(
       collect,
     )
     .option(
+      '--gc-interval <duration|off>',
+      'collect garbage this often, e.g. 1h; off to leave it to niche gc (env NICHE_GC_INTERVAL, default 1h)',
+    )
+    .option(
       '--workers <n|auto>',
       'processes serving HTTP (and SSH) on the same listeners; auto: one per core (env NICHE_WORKERS, default 1)',
     )
@@ -339,6 +344,7 @@ export function registerServe(
           tlsCert: options.tlsCert,
           tlsKey: options.tlsKey,
           workers: options.workers,
+          gcInterval: options.gcInterval,
         };
         const config = loadServeConfig(flags, io.env);
         if (config.workers > 1) return serveCluster(config, flags, io);
