@@ -18,7 +18,8 @@ export interface LogDestinationOptions {
   /**
    * Largest single write (default 64 KiB). Processes sharing the descriptor (the workers of `niche serve
    * --workers N` share stdout) write at most PIPE_BUF (4096 bytes on Linux) at a time: a pipe takes such a
-   * write whole, so lines of different processes never interleave mid-line (a longer line is written alone).
+   * write whole, so lines of different processes do not interleave mid-line (a single longer line is
+   * written alone, and a pipe may split it).
    */
   readonly maxBatchBytes?: number;
 }
