@@ -290,7 +290,8 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
   });
 
   it('finishes a slow download on SIGTERM, then the primary exits 0', async () => {
-    const big = await push('large', randomBytes(8 * 2 ** 20), 'none');
+    // Larger than what loopback's socket buffers hold: the worker is still sending when SIGTERM comes.
+    const big = await push('large', randomBytes(24 * 2 ** 20), 'none');
     const digest = createHash('sha256');
     let received = 0;
     let firstBytes: () => void = () => undefined;
