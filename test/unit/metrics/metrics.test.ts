@@ -1,10 +1,11 @@
 // The metrics' parts on their own: which store failures count, how a URL is classified, where a cache
-// name becomes a label, and the settings.
+// name becomes a label, the settings, and how several processes' metrics add up.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadServeConfig } from '../../../src/config.js';
 import { ConflictError, DatabaseError, NotFoundError } from '../../../src/errors.js';
 import { classifyRequest } from '../../../src/http/request-metrics.js';
+import { aggregateMetrics } from '../../../src/metrics/cluster-metrics.js';
 import { instrumentStore } from '../../../src/metrics/instrument-store.js';
 import { RouteKind, ServerMetrics } from '../../../src/metrics/server-metrics.js';
 
@@ -149,5 +150,44 @@ describe('SSH sessions and garbage collection', () => {
     assert.equal(sample(text, 'niche_gc_removed_total', 'what="nar_files"'), 7);
     assert.match(text, /^niche_gc_freed_bytes_total 4106$/m);
     assert.ok(Number(/^niche_gc_last_success_timestamp_seconds (\S+)$/m.exec(text)?.[1]) > 1e9);
+  });
+});
+
+describe('metrics of several processes (niche serve --workers N)', () => {
+  it('sums counters, histograms and open-session gauges, and takes the latest collection time', async () => {
+    const primary = new ServerMetrics();
+    const workers = [new ServerMetrics(), new ServerMetrics()];
+    primary.gcRun({ paths: 3, nars: 1, bytes: 10 });
+    // Two processes with a time: a sum would be twice now.
+    workers[0]?.gcRun({ paths: 2, nars: 0, bytes: 0 });
+    for (const [index, worker] of workers.entries()) {
+      const counters = worker.forCache('main', true);
+      for (let i = 0; i <= index; i++) worker.request(counters, RouteKind.narinfo, 200, performance.now());
+      worker.narinfoFromMemory(counters);
+      worker.sessionOpened();
+    }
+    const text = await aggregateMetrics(
+      await Promise.all([primary, ...workers].map((metrics) => metrics.snapshot())),
+    );
+    // 1 + 2 requests answered from the database, 2 from memory.
+    assert.equal(
+      sample(text, 'niche_http_requests_total', 'cache="main",kind="narinfo",status_class="2xx"'),
+      5,
+    );
+    assert.equal(sample(text, 'niche_http_request_duration_seconds_count', 'kind="narinfo"'), 5);
+    assert.equal(sample(text, 'niche_ssh_sessions_open', ''), undefined, 'no labels: a bare sample');
+    assert.match(text, /^niche_ssh_sessions_open 2$/m);
+    assert.match(text, /^niche_gc_removed_total\{what="paths"\} 5$/m);
+    const last = Number(/^niche_gc_last_success_timestamp_seconds (\S+)$/m.exec(text)?.[1]);
+    assert.ok(last > Date.now() / 1000 - 60, `the primary's time, not a sum (${last})`);
+    assert.ok(last <= Date.now() / 1000);
+    // The process metrics add up too (three processes here are one, so three times its CPU).
+    assert.match(text, /^process_cpu_seconds_total \S+$/m);
+  });
+
+  it('renders through the given function in a worker (the primary sums for it)', async () => {
+    const worker = new ServerMetrics({ render: () => Promise.resolve('# the whole server\n') });
+    assert.equal(await worker.render(), '# the whole server\n');
+    assert.ok((await worker.snapshot()).some((metric) => metric.name === 'niche_http_requests_total'));
   });
 });
