@@ -216,6 +216,10 @@ export async function startCluster(config: ServeConfig): Promise<RunningCluster>
     const worker = cluster.fork();
     const state: WorkerState = { worker, listening: false };
     states.set(worker.id, state);
+    // A message to a worker whose channel just closed (it is dying) fails here, not in the primary.
+    worker.on('error', (error: Error) => {
+      logger.warn({ err: error, worker: worker.process.pid }, 'cannot reach a worker');
+    });
     worker.on('message', (message: unknown) => {
       if (!isFromWorker(message)) return;
       switch (message.niche) {

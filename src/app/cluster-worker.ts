@@ -68,6 +68,8 @@ async function run(): Promise<void> {
   if (!cluster.isWorker) throw new Error('src/app/cluster-worker.ts runs only as a cluster worker');
   for (const stream of [process.stdout, process.stderr]) stream.on('error', ignore);
   process.on('SIGINT', ignore);
+  // A message to a primary that just went away: the 'disconnect' below closes the worker.
+  process.on('error', ignore);
   let server: RunningServer | undefined;
   let closing: Promise<void> | undefined;
   const close = (): void => {
