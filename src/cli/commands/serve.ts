@@ -64,11 +64,11 @@ export function operatorOptions(
   };
 }
 
-/** A listen URL on 0.0.0.0 or [::] names no host a client could use. */
 function ignore(): void {
   // a failed write of the banner: nothing to do
 }
 
+/** A listen URL on 0.0.0.0 or [::] names no host a client could use. */
 function anyAddress(url: string): boolean {
   const host = new URL(url).hostname;
   return host === '0.0.0.0' || host === '[::]';
