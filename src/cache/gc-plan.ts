@@ -15,7 +15,8 @@
 
 /** The reference graph of one cache: paths by index (sorted by hash part), edges as adjacency arrays. */
 export interface GcGraph {
-  readonly hashParts: readonly string[];
+  /** The paths' hash parts, sorted (planning only counts them; src/cache/gc.ts keeps them packed). */
+  readonly hashParts: { readonly length: number };
   /** Own last access of each path (ms since the epoch). */
   readonly access: Float64Array;
   /** Bytes of each path's NAR file. */

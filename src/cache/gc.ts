@@ -23,6 +23,7 @@ import { ConflictError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { CacheService } from './cache-service.js';
 import { planCacheGc, type GcGraph } from './gc-plan.js';
+import { HashPartTable } from './hash-part-table.js';
 
 export const GC_LEASE = 'gc';
 /**
@@ -173,7 +174,7 @@ export class GarbageCollector {
     const usage = await this.#db.getCacheUsage(cache.id);
     const pinned: number[] = [];
     for (const pin of pins) {
-      const index = indexOf(graph.hashParts, pin.hashPart);
+      const index = graph.hashParts.indexOf(pin.hashPart);
       if (index !== undefined) pinned.push(index);
     }
     const plan = planCacheGc(graph, {
@@ -203,7 +204,7 @@ export class GarbageCollector {
     for (let start = 0; start < planned; start += DELETE_BATCH) {
       await renew();
       const batch = Array.from(plan.victims.subarray(start, start + DELETE_BATCH), (index) => ({
-        hashPart: graph.hashParts[index] as string,
+        hashPart: graph.hashParts.at(index),
         accessedAtMost: graph.access[index] as number,
         index,
       }));
@@ -230,8 +231,11 @@ export class GarbageCollector {
     return report;
   }
 
-  async #loadGraph(cache: CacheRecord, renew: () => Promise<void>): Promise<GcGraph> {
-    const hashParts: string[] = [];
+  async #loadGraph(
+    cache: CacheRecord,
+    renew: () => Promise<void>,
+  ): Promise<GcGraph & { readonly hashParts: HashPartTable }> {
+    const hashParts = new HashPartTable();
     let access = new Float64Array(1024);
     let fileSize = new Float64Array(1024);
     const sharedFiles = new Map<number, string>();
@@ -255,10 +259,9 @@ export class GarbageCollector {
       after = last.hashPart;
       await yieldToEventLoop();
     }
-    for (let index = 1; index < hashParts.length; index += 1) {
-      if ((hashParts[index - 1] as string) >= (hashParts[index] as string)) {
-        throw new Error(`the metadata store returned paths out of order at ${hashParts[index]}`);
-      }
+    const outOfOrder = hashParts.firstOutOfOrder();
+    if (outOfOrder !== undefined) {
+      throw new Error(`the metadata store returned paths out of order at ${hashParts.at(outOfOrder)}`);
     }
     // Edges arrive grouped by the referenced path; kept as (referrer, target) pairs, then by referrer.
     let from = new Int32Array(4096);
@@ -269,8 +272,8 @@ export class GarbageCollector {
       await renew();
       const page = await this.#db.scanGcRefs(cache.id, cursor, PAGE);
       for (const row of page) {
-        const target = indexOf(hashParts, row.hashPart);
-        const referrer = indexOf(hashParts, row.referrer);
+        const target = hashParts.indexOf(row.hashPart);
+        const referrer = hashParts.indexOf(row.referrer);
         // A reference to a path outside the cache (an upstream's): nothing to keep here.
         if (target === undefined || referrer === undefined) continue;
         if (edges === from.length) {
@@ -410,20 +413,6 @@ function deadHereAndNow(holder: string): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'ESRCH';
   }
-}
-
-/** Binary search in the sorted hash parts. */
-export function indexOf(sorted: readonly string[], key: string): number | undefined {
-  let low = 0;
-  let high = sorted.length - 1;
-  while (low <= high) {
-    const middle = (low + high) >>> 1;
-    const value = sorted[middle] as string;
-    if (value === key) return middle;
-    if (value < key) low = middle + 1;
-    else high = middle - 1;
-  }
-  return undefined;
 }
 
 function grow(array: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> {
