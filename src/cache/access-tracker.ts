@@ -9,14 +9,20 @@
 // younger; retention periods are days, the flush interval a minute. A flush that fails (SQLite's write
 // lock taken by a collection on another connection: the write does not wait for it on the event loop)
 // keeps its accesses for the next one.
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 
 import type { AccessRecord, MetadataStore } from '../db/metadata-store.js';
 
 export const DEFAULT_ACCESS_FLUSH_MS = 60_000;
 const DEFAULT_MAX_ENTRIES = 100_000;
-/** Accesses written per call of the store (one transaction, one statement per kind on PostgreSQL). */
-const FLUSH_BATCH = 2_000;
+/**
+ * Accesses written per call of the store (one transaction, one statement per kind on PostgreSQL). On
+ * SQLite a call runs on the event loop; the flush lets requests through between calls. With a million
+ * paths, 2000 random row updates (and the WAL checkpoint they set off) held it for up to a second each,
+ * back to back: narinfo p99 1.7 s (docs/bench-scale.md).
+ */
+const FLUSH_BATCH = 250;
 
 export interface AccessTrackerOptions {
   readonly db: MetadataStore;
@@ -119,6 +125,7 @@ export class AccessTracker {
           await this.#db.recordAccesses(records);
           written += records.length;
           records = [];
+          await yieldToEventLoop();
         }
       }
       if (records.length > 0) await this.#db.recordAccesses(records);
