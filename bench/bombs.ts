@@ -32,6 +32,7 @@ import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, memoryOf } from './proc.js';
 import { buildNiche, createPushToken, startNiche, type RunningServer } from './servers.js';
 import { runWrk, writePaths, type WrkResult } from './wrk.js';
+import { envNumber } from './env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
@@ -48,14 +49,6 @@ const STRONGEST: Readonly<Record<Kind, readonly string[]>> = {
 /** Targets from the issue. */
 const TARGET_RSS = 250 * MiB;
 const TARGET_P99_MS = 50;
-
-function envNumber(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${text} is not a number`);
-  return value;
-}
 
 const params = {
   maxNarSize: process.env.BOMBS_MAX_NAR_SIZE ?? '10M',

@@ -59,24 +59,10 @@ import {
 import { elapsed, killAll, log, memoryOf, run, stopChild, track } from './proc.js';
 import { buildNiche, startNiche, type RunningServer } from './servers.js';
 import { runWrk, startWrk, writePaths, type WrkResult } from './wrk.js';
+import { envList, envNumber, median } from './env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
-
-function envNumber(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${text} is not a number`);
-  return value;
-}
-
-function envList(name: string, fallback: string): string[] {
-  return (process.env[name] ?? fallback)
-    .split(',')
-    .map((item) => item.trim())
-    .filter((item) => item !== '');
-}
 
 const params = {
   paths: envNumber('GC_PATHS', 1_000_000),
@@ -136,14 +122,6 @@ function summarize(result: WrkResult, otherCores: number): WrkSummary {
     timeouts: result.errors.timeout,
     otherCores,
   };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 const MiB = 2 ** 20;

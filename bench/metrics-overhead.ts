@@ -40,19 +40,12 @@ import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, setAffinity, stopChild, track } from './proc.js';
 import { buildNiche, createPushToken, startNiche } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
+import { envNumber, median } from './env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
 /** The issue's target: metrics on keep at least 97% of the narinfo hit rate. */
 const TARGET_RATIO = 0.97;
-
-function envNumber(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${text} is not a number`);
-  return value;
-}
 
 const params = {
   paths: envNumber('METRICS_PATHS', 1000),
@@ -150,14 +143,6 @@ async function populate(origin: string, token: string): Promise<string[]> {
     narinfos.push(`/main/${base.slice(0, 32)}.narinfo`);
   }
   return narinfos;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 /** The value of the sample `name{labels}` in a scrape (0 if absent). */

@@ -46,6 +46,7 @@ import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, run, setAffinity, stopChild, track } from './proc.js';
 import { buildNiche, createPushToken, freePort, startNiche } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
+import { envNumber, median } from './env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
@@ -53,14 +54,6 @@ const CERT = join(REPO, 'test', 'helpers', 'tls', 'localhost.crt');
 const KEY = join(REPO, 'test', 'helpers', 'tls', 'localhost.key');
 /** The issue's target: niche + TLS at least 0.6 × nginx + TLS. */
 const TARGET_VS_NGINX = 0.6;
-
-function envNumber(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${text} is not a number`);
-  return value;
-}
 
 const params = {
   paths: envNumber('OPS_PATHS', 1000),
@@ -248,14 +241,6 @@ async function populate(origin: string, token: string, root: string): Promise<st
     await (await fetch(`${origin}/main/nix-cache-info`)).text(),
   );
   return narinfos;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 interface Round {

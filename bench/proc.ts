@@ -126,3 +126,19 @@ export function log(message: string): void {
   const time = new Date().toISOString().slice(11, 19);
   process.stderr.write(`[bench ${time}] ${message}\n`);
 }
+
+/**
+ * Runs a benchmark's `main`: Ctrl-C or a failure stops every process it started (exit 130 or 1), so no
+ * server or wrk outlives it.
+ */
+export function runBench(main: () => Promise<void>): void {
+  process.once('SIGINT', () => {
+    killAll();
+    process.exit(130);
+  });
+  main().catch((error: unknown) => {
+    killAll();
+    console.error(error);
+    process.exit(1);
+  });
+}

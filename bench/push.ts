@@ -23,19 +23,12 @@ import { buildCorpus, nixEnv } from './corpus.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { startNullServer } from './null-server.js';
 import { parseParams } from './params.js';
-import { elapsed, killAll, log, run } from './proc.js';
+import { elapsed, log, run, runBench } from './proc.js';
 import { buildNiche, createPushToken, startNiche, type RunningServer } from './servers.js';
+import { envNumber, median } from './env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
-
-function envNumber(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${text} is not a number`);
-  return value;
-}
 
 const push = {
   rounds: envNumber('PUSH_ROUNDS', 3),
@@ -53,14 +46,6 @@ interface Measured {
   /** CPU seconds of the niche server during the push (undefined for the null server). */
   readonly serverCpuSeconds: number | undefined;
   readonly otherCores: number;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 async function main(): Promise<void> {
@@ -208,13 +193,4 @@ async function main(): Promise<void> {
   }
 }
 
-process.once('SIGINT', () => {
-  killAll();
-  process.exit(130);
-});
-
-main().catch((error: unknown) => {
-  killAll();
-  console.error(error);
-  process.exit(1);
-});
+runBench(main);

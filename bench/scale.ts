@@ -37,28 +37,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generate, storePath, type GcData } from './gc-data.js';
 import { waitForQuiet, withLoad } from './load.js';
-import { elapsed, killAll, log, memoryOf, setAffinity } from './proc.js';
+import { elapsed, log, memoryOf, runBench, setAffinity } from './proc.js';
 import { buildNiche, startNiche, type RunningServer } from './servers.js';
 import { copyCache, dropCache, prepareCache, type Backend, type CacheCopy } from './synthetic-cache.js';
 import { runWrk, writePaths, type WrkResult } from './wrk.js';
+import { envList, envNumber, median } from './env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
-
-function envNumber(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${text} is not a number`);
-  return value;
-}
-
-function envList(name: string, fallback: string): string[] {
-  return (process.env[name] ?? fallback)
-    .split(',')
-    .map((item) => item.trim())
-    .filter((item) => item !== '');
-}
 
 const params = {
   sizes: envList('SCALE_SIZES', '1000,1000000').map(Number),
@@ -80,14 +66,6 @@ const params = {
 const ENV = { ...process.env, NICHE_ACCESS_LOG: 'off', NICHE_GC_INTERVAL: 'off' };
 const MiB = 2 ** 20;
 const TWO_CPUS = availableParallelism() >= 2;
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
-}
 
 /** `count` distinct indices below `below`, in random order (seeded). */
 function sample(below: number, count: number, seed: number): number[] {
@@ -388,13 +366,4 @@ async function main(): Promise<void> {
   log(`done in ${elapsed(started)}; bench/out/scale.json, bench/out/scale.md`);
 }
 
-process.once('SIGINT', () => {
-  killAll();
-  process.exit(130);
-});
-
-main().catch((error: unknown) => {
-  killAll();
-  console.error(error);
-  process.exit(1);
-});
+runBench(main);

@@ -33,17 +33,10 @@ import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, memoryOf } from './proc.js';
 import { buildNiche, createPushToken, startNiche, type RunningServer } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
+import { envNumber, median } from './env.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
-
-function envNumber(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`${name}=${text} is not a number`);
-  return value;
-}
 
 const params = {
   paths: envNumber('WORKERS_PATHS', 1000),
@@ -114,14 +107,6 @@ async function measure(server: RunningServer, pathsFile: string, warmup = false)
     p99Ms: result.latencyMs.p99,
     otherCores,
   };
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 interface Result {
