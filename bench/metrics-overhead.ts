@@ -35,10 +35,9 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as prettier from 'prettier';
-import { fakeBaseName, fixture, narInfoText } from '../test/helpers/nar-fixtures.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, setAffinity, stopChild, track } from './proc.js';
-import { buildNiche, createPushToken, startNiche } from './servers.js';
+import { buildNiche, createPushToken, pushSmallPaths, startNiche } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
 import { envNumber, median } from './env.js';
 
@@ -125,24 +124,6 @@ async function startPairServer(
   });
   stdout.resume();
   return { child, origins };
-}
-
-async function populate(origin: string, token: string): Promise<string[]> {
-  const authorization = `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
-  const put = async (path: string, body: Buffer | string): Promise<void> => {
-    const response = await fetch(`${origin}${path}`, { method: 'PUT', body, headers: { authorization } });
-    const text = await response.text();
-    if (response.status >= 300) throw new Error(`PUT ${path}: ${response.status} ${text}`);
-  };
-  const narinfos: string[] = [];
-  for (let i = 0; i < params.paths; i++) {
-    const fx = await fixture(`path ${i}\n`, 'none');
-    const base = fakeBaseName(`metrics-bench-${i}`);
-    await put(`/main/nar/${fx.fileName}`, fx.file);
-    await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx));
-    narinfos.push(`/main/${base.slice(0, 32)}.narinfo`);
-  }
-  return narinfos;
 }
 
 /** The value of the sample `name{labels}` in a scrape (0 if absent). */
@@ -295,7 +276,12 @@ async function main(): Promise<void> {
         compiledMain: nicheMain,
       });
       try {
-        narinfos = await populate(server.origin, await createPushToken(REPO, dataDirs[setting]));
+        narinfos = await pushSmallPaths(
+          server.origin,
+          await createPushToken(REPO, dataDirs[setting]),
+          params.paths,
+          'metrics-bench',
+        );
       } finally {
         await server.stop();
       }

@@ -16,6 +16,7 @@ import {
 } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { fakeBaseName, fixture, narInfoText } from '../test/helpers/nar-fixtures.js';
 import { CommandError, log, run, stopChild, track } from './proc.js';
 
 export interface RunningServer {
@@ -288,4 +289,31 @@ export async function startNginx(options: NginxOptions): Promise<RunningServer> 
     pids: () => withChildren(child.pid ?? 0),
     stop: () => stopChild(child, 'SIGQUIT'),
   };
+}
+
+/**
+ * Pushes `count` tiny paths (`<tag>-<i>`, NAR uncompressed) to the cache `main` through the HTTP API a Nix
+ * client uses; returns their narinfo request paths.
+ */
+export async function pushSmallPaths(
+  origin: string,
+  token: string,
+  count: number,
+  tag: string,
+): Promise<string[]> {
+  const authorization = `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
+  const put = async (path: string, body: Buffer | string): Promise<void> => {
+    const response = await fetch(`${origin}${path}`, { method: 'PUT', body, headers: { authorization } });
+    const text = await response.text();
+    if (response.status >= 300) throw new Error(`PUT ${path}: ${response.status} ${text}`);
+  };
+  const narinfos: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const fx = await fixture(`path ${i}\n`, 'none');
+    const base = fakeBaseName(`${tag}-${i}`);
+    await put(`/main/nar/${fx.fileName}`, fx.file);
+    await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx));
+    narinfos.push(`/main/${base.slice(0, 32)}.narinfo`);
+  }
+  return narinfos;
 }

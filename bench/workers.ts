@@ -28,10 +28,9 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as prettier from 'prettier';
-import { fakeBaseName, fixture, narInfoText } from '../test/helpers/nar-fixtures.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, memoryOf } from './proc.js';
-import { buildNiche, createPushToken, startNiche, type RunningServer } from './servers.js';
+import { buildNiche, createPushToken, pushSmallPaths, startNiche, type RunningServer } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
 import { envNumber, median } from './env.js';
 
@@ -55,25 +54,6 @@ interface Load {
   readonly after: string;
   readonly busyPairs: number;
   readonly pairs: number;
-}
-
-/** Pushes the small paths through the API a Nix client uses; returns the narinfo request paths. */
-async function populate(origin: string, token: string): Promise<string[]> {
-  const authorization = `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
-  const put = async (path: string, body: Buffer | string): Promise<void> => {
-    const response = await fetch(`${origin}${path}`, { method: 'PUT', body, headers: { authorization } });
-    const text = await response.text();
-    if (response.status >= 300) throw new Error(`PUT ${path}: ${response.status} ${text}`);
-  };
-  const narinfos: string[] = [];
-  for (let i = 0; i < params.paths; i++) {
-    const fx = await fixture(`path ${i}\n`, 'none');
-    const base = fakeBaseName(`workers-bench-${i}`);
-    await put(`/main/nar/${fx.fileName}`, fx.file);
-    await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx));
-    narinfos.push(`/main/${base.slice(0, 32)}.narinfo`);
-  }
-  return narinfos;
 }
 
 interface Round {
@@ -265,7 +245,12 @@ async function main(): Promise<void> {
     });
     let narinfos: string[];
     try {
-      narinfos = await populate(populating.origin, await createPushToken(REPO, dataDir));
+      narinfos = await pushSmallPaths(
+        populating.origin,
+        await createPushToken(REPO, dataDir),
+        params.paths,
+        'workers-bench',
+      );
     } finally {
       await populating.stop();
     }
