@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { setImmediate, setTimeout } from 'node:timers/promises';
 
 import Database from 'better-sqlite3';
 
@@ -13,6 +14,7 @@ import {
   PRESENT_PATHS_SQL,
   SqliteMetadataStore,
 } from '../../src/db/sqlite/sqlite-metadata-store.js';
+import type { NewCache } from '../../src/db/metadata-store.js';
 import { ConfigError } from '../../src/errors.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { ANY_UPLOAD, metadataStoreConformance, narRecord, pathRecord } from './metadata-store.conformance.js';
@@ -36,6 +38,10 @@ async function withFile(test: (file: string) => Promise<void>): Promise<void> {
   } finally {
     await dir.cleanup();
   }
+}
+
+function newCache(name: string): NewCache {
+  return { name, isPublic: true, priority: 40, storeDir: '/nix/store', upstreamKeys: [] };
 }
 
 /** Reads the file with a second, independent connection, as another process would. */
@@ -245,6 +251,101 @@ void describe('SqliteMetadataStore', () => {
         assert.equal((await store.scanGcPaths(cache.id, '', 10))[0]?.lastAccess, 2e12);
       } finally {
         other.close();
+        await store.close();
+      }
+    });
+  });
+
+  void it('resolves a write only once its commit is synced, and shares one sync among concurrent writes', async () => {
+    await withFile(async (file) => {
+      const syncs: (() => void)[] = [];
+      const syncedFds = new Set<number>();
+      let done = false;
+      const store = await SqliteMetadataStore.open(file, {
+        syncFile: (fd) =>
+          new Promise<void>((resolve) => {
+            syncedFds.add(fd);
+            if (done) resolve();
+            else syncs.push(resolve);
+          }),
+      });
+      const releaseNext = async (): Promise<void> => {
+        // The first sync opens the WAL file on libuv's pool first: wait for it in real time.
+        for (let waited = 0; waited < 5000 && syncs.length === 0; waited += 5) await setTimeout(5);
+        const release = syncs.shift();
+        assert.ok(release !== undefined, 'no sync was requested');
+        release();
+      };
+      try {
+        let created = false;
+        const creating = store.createCache(newCache('a')).then((cache) => {
+          created = true;
+          return cache;
+        });
+        for (let turn = 0; turn < 5; turn++) await setImmediate();
+        assert.equal(created, false, 'createCache resolved before its commit was synced');
+        // The commit is visible (committed) before it is durable.
+        assert.deepEqual(
+          inspect(file, (db) => db.prepare('SELECT count(*) AS n FROM caches').get()),
+          { n: 1 },
+        );
+        await releaseNext();
+        const cache = await creating;
+        assert.equal(syncs.length, 0);
+
+        // Four uploads while a sync runs: they wait for the next one, and share it.
+        const first = store.recordNarUpload(cache.id, narRecord(1), new Date());
+        for (let turn = 0; turn < 5; turn++) await setImmediate();
+        assert.equal(syncs.length, 1);
+        const more = [2, 3, 4, 5].map((seed) => store.recordNarUpload(cache.id, narRecord(seed), new Date()));
+        for (let turn = 0; turn < 5; turn++) await setImmediate();
+        assert.equal(syncs.length, 1, 'a second sync started while the first ran');
+        await releaseNext();
+        await first;
+        let settled = 0;
+        for (const upload of more) void upload.then(() => (settled += 1));
+        for (let turn = 0; turn < 5; turn++) await setImmediate();
+        assert.equal(settled, 0, 'writes committed during a sync resolved before a sync that covers them');
+        assert.equal(syncs.length, 1);
+        await releaseNext();
+        await Promise.all(more);
+        assert.equal(syncs.length, 0);
+
+        // Reads never wait for a sync; the WAL file is what is synced.
+        assert.equal(
+          (await store.getNar(cache.id, narRecord(3).fileHash))?.nar.fileHash,
+          narRecord(3).fileHash,
+        );
+        assert.equal(syncs.length, 0);
+        assert.equal(syncedFds.size, 1);
+      } finally {
+        done = true;
+        for (const release of syncs) release();
+        await store.close();
+      }
+    });
+  });
+
+  void it('fails a write whose sync fails with DATABASE_FAILURE', async () => {
+    await withFile(async (file) => {
+      let fail = false;
+      const store = await SqliteMetadataStore.open(file, {
+        syncFile: () => (fail ? Promise.reject(new Error('EIO: i/o error, fdatasync')) : Promise.resolve()),
+      });
+      try {
+        const cache = await store.createCache(newCache('a'));
+        fail = true;
+        await assert.rejects(store.recordNarUpload(cache.id, narRecord(1), new Date()), (error: unknown) => {
+          assert.equal((error as { code?: string }).code, 'DATABASE_FAILURE');
+          assert.match(
+            (error as Error).message,
+            /recordNarUpload: the write could not be made durable: .*EIO/,
+          );
+          return true;
+        });
+        fail = false;
+        await store.recordNarUpload(cache.id, narRecord(2), new Date());
+      } finally {
         await store.close();
       }
     });

@@ -1,6 +1,8 @@
 // The MetadataStore on one SQLite file (better-sqlite3), for single-host deployments. Every statement is
 // prepared once at open; methods are async to match the interface (PostgreSQL needs it) but do their work
-// synchronously, so a method's effects are complete, and durable (WAL, synchronous = FULL), when it resolves.
+// synchronously, so a method's effects are complete when it resolves; a method that writes resolves once its
+// commit is also durable: WAL with synchronous = NORMAL, then one fdatasync of the WAL off the event loop,
+// shared by the commits of concurrent requests (group commit, ./wal-sync.ts).
 // Write transactions are IMMEDIATE: a deferred one that reads and then writes can fail with SQLITE_BUSY under
 // WAL without the busy timeout ever being consulted.
 import Database from 'better-sqlite3';
@@ -33,6 +35,7 @@ import {
   type TokenRecord,
   type TokenScope,
 } from '../metadata-store.js';
+import { WalSync, type SyncFile } from './wal-sync.js';
 import {
   BUILD_LOG_COLUMNS,
   REALISATION_COLUMNS,
@@ -475,15 +478,23 @@ function prepareLifecycleStatements(db: Database.Database) {
 
 type LifecycleStatements = ReturnType<typeof prepareLifecycleStatements>;
 
+export interface SqliteOpenOptions {
+  /** How the WAL is flushed (tests count and delay it); default fdatasync. */
+  readonly syncFile?: SyncFile;
+}
+
 export class SqliteMetadataStore implements MetadataStore {
   readonly #db: Database.Database;
   readonly #sql: Statements;
   readonly #life: LifecycleStatements;
+  /** Makes commits durable; undefined for an in-memory database. */
+  readonly #wal: WalSync | undefined;
 
-  private constructor(db: Database.Database, statements: Statements) {
+  private constructor(db: Database.Database, statements: Statements, wal: WalSync | undefined) {
     this.#db = db;
     this.#sql = statements;
     this.#life = prepareLifecycleStatements(db);
+    this.#wal = wal;
   }
 
   /**
@@ -491,28 +502,30 @@ export class SqliteMetadataStore implements MetadataStore {
    * ConfigError('DATA_DIR_UNUSABLE') if the file cannot be used or was written by a newer niche. Async only
    * for symmetry with backends that connect over the network; the work is synchronous.
    */
-  static open(file: string): Promise<SqliteMetadataStore> {
+  static open(file: string, options: SqliteOpenOptions = {}): Promise<SqliteMetadataStore> {
     try {
-      return Promise.resolve(SqliteMetadataStore.#openSync(file));
+      return Promise.resolve(SqliteMetadataStore.#openSync(file, options));
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
   }
 
-  static #openSync(file: string): SqliteMetadataStore {
+  static #openSync(file: string, options: SqliteOpenOptions): SqliteMetadataStore {
     let db: Database.Database | undefined;
     try {
       db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
       const journalMode = db.pragma('journal_mode = WAL', { simple: true });
       if (journalMode !== 'wal' && !db.memory)
         throw new Error(`journal_mode is ${String(journalMode)}, not wal`);
-      db.pragma('synchronous = FULL');
+      // Durability comes from WalSync (every write method awaits it), not from an fsync in each commit.
+      db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       if (db.pragma('foreign_keys', { simple: true }) !== 1)
         throw new Error('foreign keys cannot be enabled');
       migrate(db);
-      return new SqliteMetadataStore(db, prepareStatements(db));
+      const wal = db.memory ? undefined : new WalSync(`${db.name}-wal`, options.syncFile);
+      return new SqliteMetadataStore(db, prepareStatements(db), wal);
     } catch (error) {
       db?.close();
       if (isNicheError(error)) throw error;
@@ -522,9 +535,10 @@ export class SqliteMetadataStore implements MetadataStore {
     }
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    // The WAL's file is closed first: it must not outlive the connection that keeps it in place.
+    await this.#wal?.close();
     if (this.#db.open) this.#db.close();
-    return Promise.resolve();
   }
 
   ping(): Promise<void> {
@@ -534,7 +548,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   createCache(cache: NewCache): Promise<CacheRecord> {
-    return this.#run('createCache', () => {
+    return this.#write('createCache', () => {
       try {
         return this.#db
           .transaction((): CacheRecord => {
@@ -575,7 +589,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   updateCache(cacheId: number, changes: CacheChanges): Promise<CacheRecord> {
-    return this.#run('updateCache', () => {
+    return this.#write('updateCache', () => {
       const row = this.#sql.updateCache.get({
         id: cacheId,
         isPublic: changes.isPublic === undefined ? null : changes.isPublic ? 1 : 0,
@@ -592,11 +606,11 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deleteCache(cacheId: number): Promise<boolean> {
-    return this.#run('deleteCache', () => this.#sql.deleteCache.run(cacheId).changes > 0);
+    return this.#write('deleteCache', () => this.#sql.deleteCache.run(cacheId).changes > 0);
   }
 
   retireSigningKey(cacheId: number, name: string, at: Date): Promise<boolean> {
-    return this.#run(
+    return this.#write(
       'retireSigningKey',
       () => this.#sql.retireSigningKey.run({ cacheId, name, at: at.getTime() }).changes > 0,
     );
@@ -607,7 +621,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deletePath(cacheId: number, hashPart: string): Promise<boolean> {
-    return this.#run('deletePath', () => this.#sql.deletePath.run({ cacheId, hashPart }).changes > 0);
+    return this.#write('deletePath', () => this.#sql.deletePath.run({ cacheId, hashPart }).changes > 0);
   }
 
   deletePathsIfUnused(
@@ -615,7 +629,7 @@ export class SqliteMetadataStore implements MetadataStore {
     candidates: readonly DeleteCandidate[],
     now: Date,
   ): Promise<PathRecord[]> {
-    return this.#run('deletePathsIfUnused', () =>
+    return this.#write('deletePathsIfUnused', () =>
       this.#db
         .transaction((): PathRecord[] => {
           const removed: PathRecord[] = [];
@@ -698,7 +712,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   putPin(cacheId: number, pin: PinRecord): Promise<PinRecord> {
-    return this.#run('putPin', () =>
+    return this.#write('putPin', () =>
       this.#db
         .transaction((): PinRecord => {
           if (this.#life.pathExists.get({ cacheId, hashPart: pin.hashPart }) === undefined) {
@@ -723,11 +737,11 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deletePin(cacheId: number, name: string): Promise<boolean> {
-    return this.#run('deletePin', () => this.#life.deletePin.run({ cacheId, name }).changes > 0);
+    return this.#write('deletePin', () => this.#life.deletePin.run({ cacheId, name }).changes > 0);
   }
 
   markUnusedNars(after: string, limit: number, now: Date): Promise<string | undefined> {
-    return this.#run('markUnusedNars', () =>
+    return this.#write('markUnusedNars', () =>
       this.#db
         .transaction((): string | undefined => {
           const last = this.#life.lastOfNarPage.get({ after, limit }) ?? null;
@@ -740,7 +754,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   takeUnusedNars(before: Date, limit: number): Promise<NarRecord[]> {
-    return this.#run('takeUnusedNars', () =>
+    return this.#write('takeUnusedNars', () =>
       this.#db
         .transaction((): NarRecord[] => {
           const rows = this.#life.unusedNars.all({ before: before.getTime(), limit });
@@ -771,7 +785,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deleteNar(fileHash: string): Promise<boolean> {
-    return this.#run('deleteNar', () =>
+    return this.#write('deleteNar', () =>
       this.#db
         .transaction((): boolean => {
           this.#life.deletePathsOfFile.run(fileHash);
@@ -783,7 +797,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   acquireLease(name: string, holder: string, now: Date, until: Date, replacing?: string): Promise<boolean> {
-    return this.#run(
+    return this.#write(
       'acquireLease',
       () =>
         this.#life.takeLease.run({
@@ -801,13 +815,13 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   releaseLease(name: string, holder: string): Promise<void> {
-    return this.#run('releaseLease', () => {
+    return this.#write('releaseLease', () => {
       this.#life.releaseLease.run({ name, holder });
     });
   }
 
   addSigningKey(cacheId: number, key: NewSigningKey): Promise<SigningKeyRecord> {
-    return this.#run('addSigningKey', () => {
+    return this.#write('addSigningKey', () => {
       try {
         const row = this.#sql.insertSigningKey.get({ cacheId, ...key, createdAt: Date.now() });
         return toSigningKey(required(row, 'INSERT … RETURNING'));
@@ -827,7 +841,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   createToken(token: NewToken): Promise<TokenRecord> {
-    return this.#run('createToken', () =>
+    return this.#write('createToken', () =>
       this.#db
         .transaction(() => {
           const row = required(
@@ -884,11 +898,11 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   revokeToken(id: number, at: Date): Promise<boolean> {
-    return this.#run('revokeToken', () => this.#sql.revokeToken.run({ id, at: at.getTime() }).changes > 0);
+    return this.#write('revokeToken', () => this.#sql.revokeToken.run({ id, at: at.getTime() }).changes > 0);
   }
 
   recordNarUpload(cacheId: number, nar: NarRecord, at: Date): Promise<NarRecord> {
-    return this.#run('recordNarUpload', () => {
+    return this.#write('recordNarUpload', () => {
       try {
         return this.#db
           .transaction((): NarRecord => {
@@ -930,7 +944,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deleteExpiredUploads(before: Date): Promise<number> {
-    return this.#run(
+    return this.#write(
       'deleteExpiredUploads',
       () => this.#sql.deleteUploadsBefore.run({ before: before.getTime() }).changes,
     );
@@ -971,7 +985,7 @@ export class SqliteMetadataStore implements MetadataStore {
     uploadedSince: Date,
     requiredReferences: readonly string[] = [],
   ): Promise<AddPathOutcome> {
-    return this.#run('addPath', () =>
+    return this.#write('addPath', () =>
       this.#db
         .transaction((): AddPathOutcome => {
           const existing = this.#sql.pathWithNar.get({ cacheId, hashPart: path.hashPart });
@@ -1022,7 +1036,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   addSignatures(cacheId: number, hashPart: string, signatures: readonly string[]): Promise<void> {
-    return this.#run('addSignatures', () => {
+    return this.#write('addSignatures', () => {
       this.#db
         .transaction(() => {
           const stored = this.#sql.signaturesOfPath.get({ cacheId, hashPart });
@@ -1038,7 +1052,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   putBuildLog(cacheId: number, log: BuildLogRecord): Promise<string | undefined> {
-    return this.#run('putBuildLog', () => {
+    return this.#write('putBuildLog', () => {
       try {
         return this.#db
           .transaction((): string | undefined => {
@@ -1074,7 +1088,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deleteUnusedBuildLogs(cacheId: number, drvs: readonly string[]): Promise<string[]> {
-    return this.#run('deleteUnusedBuildLogs', () =>
+    return this.#write('deleteUnusedBuildLogs', () =>
       this.#db.transaction(() =>
         drvs.flatMap((drv) => this.#sql.deleteUnusedBuildLog.all({ cacheId, drv })),
       )(),
@@ -1082,7 +1096,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   addRealisation(cacheId: number, realisation: RealisationRecord): Promise<AddRealisationOutcome> {
-    return this.#run('addRealisation', () => {
+    return this.#write('addRealisation', () => {
       try {
         return this.#db
           .transaction((): AddRealisationOutcome => {
@@ -1116,7 +1130,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   addRealisationSignatures(cacheId: number, id: string, signatures: readonly string[]): Promise<void> {
-    return this.#run('addRealisationSignatures', () => {
+    return this.#write('addRealisationSignatures', () => {
       this.#db
         .transaction(() => {
           const row = this.#sql.realisation.get({ cacheId, id });
@@ -1132,7 +1146,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deleteRealisationsOf(cacheId: number, outPaths: readonly string[]): Promise<number> {
-    return this.#run('deleteRealisationsOf', () =>
+    return this.#write('deleteRealisationsOf', () =>
       this.#db.transaction(() =>
         outPaths.reduce(
           (removed, outPath) => removed + this.#sql.deleteRealisationsOf.run({ cacheId, outPath }).changes,
@@ -1143,6 +1157,24 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   /** Runs synchronous work as a settled promise; failures that are not ours become DatabaseErrors. */
+  /**
+   * Runs a method that writes: its work (one transaction, or one statement), then waits for the commit to
+   * be durable. A failed sync is reported as the method's failure: the write may or may not survive.
+   */
+  async #write<T>(operation: string, work: () => T): Promise<T> {
+    const result = await this.#run(operation, work);
+    if (this.#wal !== undefined) {
+      try {
+        await this.#wal.sync();
+      } catch (error) {
+        throw new DatabaseError(`${operation}: the write could not be made durable: ${describe(error)}`, {
+          cause: error,
+        });
+      }
+    }
+    return result;
+  }
+
   #run<T>(operation: string, work: () => T): Promise<T> {
     try {
       if (!this.#db.open) throw new DatabaseError('the metadata store is closed');
