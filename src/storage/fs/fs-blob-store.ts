@@ -118,7 +118,7 @@ export class FsBlobStore implements BlobStore {
       const size = checks.size;
 
       await writer.flush();
-      await fsStep('fsync a temp file', handle.sync());
+      await fsStep('fdatasync a temp file', handle.datasync());
       const closing = handle;
       handle = undefined;
       await fsStep('close a temp file', closing.close());
