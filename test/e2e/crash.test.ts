@@ -1,7 +1,8 @@
 // Crash safety of uploads: `niche serve` runs as a child process and is killed with SIGKILL in the middle
-// of a large NAR upload, and again between a completed NAR upload and its narinfo. After a restart on the
-// same data directory the cache must be consistent (nothing half-visible, no temp files left) and the
-// upload must go through when retried.
+// of a large NAR upload, again between a completed NAR upload and its narinfo, and during a burst of
+// concurrent uploads whose commits share WAL syncs (group commit). After a restart on the same data
+// directory the cache must be consistent (nothing half-visible, no temp files left), every upload answered
+// 2xx must be there, and an upload must go through when retried.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
@@ -11,6 +12,7 @@ import { encodeNix32 } from '../../src/nix/nix32.js';
 import { FS_BLOB_TMP_DIR } from '../../src/storage/fs/fs-blob-store.js';
 import { runCli, startServe, type ServeProcess } from '../helpers/cli-process.js';
 import { largeNar, streamingPut, type LargeNar } from '../helpers/large-nar.js';
+import { fakeBaseName, fixture, narInfoText, type NarFixture } from '../helpers/nar-fixtures.js';
 import { basicAuth } from '../helpers/server.js';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
@@ -191,5 +193,85 @@ describe('kill -9', () => {
     const response = await putNarInfo(nar);
     assert.equal(response.status, 201, await response.text());
     await assertServed(nar);
+  });
+
+  it('during a burst of concurrent uploads loses none that was answered 2xx', async () => {
+    await restart();
+    const fixtures: { baseName: string; fx: NarFixture }[] = [];
+    for (let index = 0; index < 120; index++) {
+      fixtures.push({
+        baseName: fakeBaseName(`burst-${index}`),
+        fx: await fixture(`burst ${index} ${'x'.repeat(index * 97)}`, index % 2 === 0 ? 'xz' : 'zstd'),
+      });
+    }
+    const auth = { authorization: basicAuth(token) };
+    const acknowledged: { baseName: string; fx: NarFixture }[] = [];
+    let killed = false;
+    const uploadOne = async (item: { baseName: string; fx: NarFixture }): Promise<void> => {
+      assert.ok(server);
+      const origin = server.url;
+      const nar = await fetch(`${origin}/main/nar/${item.fx.fileName}`, {
+        method: 'PUT',
+        body: item.fx.file,
+        headers: auth,
+      });
+      await nar.arrayBuffer();
+      assert.equal(nar.status, 201);
+      const info = await fetch(`${origin}/main/${item.baseName.slice(0, 32)}.narinfo`, {
+        method: 'PUT',
+        body: narInfoText(item.baseName, item.fx),
+        headers: { ...auth, 'content-type': 'text/x-nix-narinfo' },
+      });
+      await info.arrayBuffer();
+      assert.equal(info.status, 201);
+      if (!killed) acknowledged.push(item);
+    };
+    // 12 uploads at a time; the server is killed once 30 paths have been acknowledged.
+    let next = 0;
+    const lanes = Array.from({ length: 12 }, async () => {
+      while (next < fixtures.length && !killed) {
+        const item = fixtures[next++];
+        assert.ok(item);
+        await uploadOne(item).catch(() => undefined);
+      }
+    });
+    await waitFor(() => Promise.resolve(acknowledged.length >= 30 ? true : undefined), {
+      what: '30 acknowledged uploads',
+    });
+    await killHard();
+    killed = true;
+    await Promise.all(lanes);
+    const acked = acknowledged.length;
+    assert.ok(next < fixtures.length, 'the burst was still going when the server was killed');
+
+    await restart();
+    assert.deepEqual(await tempFiles(), []);
+    for (const item of acknowledged) {
+      assert.ok(server);
+      const response = await fetch(`${server.url}/main/${item.baseName.slice(0, 32)}.narinfo`);
+      const text = await response.text();
+      assert.equal(
+        response.status,
+        200,
+        `${item.baseName} was answered 201 but is gone (${acked} acknowledged)`,
+      );
+      assert.match(text, new RegExp(`^NarHash: sha256:${item.fx.narHash}$`, 'm'));
+      const nar = await fetch(`${server.url}/main/nar/${item.fx.fileName}`);
+      assert.equal(nar.status, 200);
+      assert.deepEqual(Buffer.from(await nar.arrayBuffer()), item.fx.file);
+    }
+    // What was not acknowledged is either complete or absent, and can be pushed again.
+    for (const item of fixtures) {
+      assert.ok(server);
+      const response = await fetch(`${server.url}/main/${item.baseName.slice(0, 32)}.narinfo`);
+      await response.arrayBuffer();
+      if (response.status === 200) {
+        const nar = await fetch(`${server.url}/main/nar/${item.fx.fileName}`);
+        assert.deepEqual(Buffer.from(await nar.arrayBuffer()), item.fx.file);
+      } else {
+        assert.equal(response.status, 404);
+        await uploadOne(item);
+      }
+    }
   });
 });
