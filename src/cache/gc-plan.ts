@@ -82,16 +82,20 @@ export function planCacheGc(graph: GcGraph, policy: GcPolicy): GcPlan {
   const rank = new Int32Array(count);
   for (let position = 0; position < tail; position += 1) rank[order[position] as number] = position;
 
-  // Candidates in removal order: oldest effective access first, referrers first among equals.
-  const candidates: number[] = [];
+  // Candidates in removal order: oldest effective access first, referrers first among equals. Typed
+  // arrays, like the graph: a million-path cache must not need a million-element array on the JS heap.
+  const candidates = new Int32Array(tail);
+  let candidateCount = 0;
   for (let position = 0; position < tail; position += 1) {
     const index = order[position] as number;
-    if ((effective[index] as number) !== Infinity) candidates.push(index);
+    if ((effective[index] as number) !== Infinity) candidates[candidateCount++] = index;
   }
-  candidates.sort(
-    (a, b) =>
-      (effective[a] as number) - (effective[b] as number) || (rank[a] as number) - (rank[b] as number),
-  );
+  const sorted = candidates
+    .subarray(0, candidateCount)
+    .sort(
+      (a, b) =>
+        (effective[a] as number) - (effective[b] as number) || (rank[a] as number) - (rank[b] as number),
+    );
 
   // Paths sharing a NAR file free it only with the last of them.
   const fileUsers = new Map<string, number>();
@@ -110,24 +114,20 @@ export function planCacheGc(graph: GcGraph, policy: GcPolicy): GcPlan {
     freed += bytes;
   };
 
-  const victims: number[] = [];
+  // The victims are the first `next` of the sorted candidates.
   let next = 0;
   if (policy.retentionMs !== undefined) {
     const cutoff = policy.now - policy.retentionMs;
-    while (next < candidates.length && (effective[candidates[next] as number] as number) < cutoff) {
-      const index = candidates[next++] as number;
-      victims.push(index);
-      take(index);
+    while (next < candidateCount && (effective[sorted[next] as number] as number) < cutoff) {
+      take(sorted[next++] as number);
     }
   }
-  const byRetention = victims.length;
+  const byRetention = next;
   if (policy.maxSize !== undefined && stored > policy.maxSize) {
     const target = Math.floor(policy.maxSize * QUOTA_LOW_WATER);
-    while (next < candidates.length && stored > target) {
-      const index = candidates[next++] as number;
-      victims.push(index);
-      take(index);
+    while (next < candidateCount && stored > target) {
+      take(sorted[next++] as number);
     }
   }
-  return { victims: Int32Array.from(victims), byRetention, freedBytes: freed, cyclic };
+  return { victims: sorted.slice(0, next), byRetention, freedBytes: freed, cyclic };
 }
