@@ -44,6 +44,7 @@ export type ErrorCode =
   | 'PATH_REFERENCED'
   | 'PATH_PINNED'
   | 'GC_RUNNING'
+  | 'GC_OUT_OF_MEMORY'
   | 'UPLOAD_INCOMPLETE'
   | 'LISTING_MISMATCH'
   | 'REALISATION_CONFLICT'
@@ -329,6 +330,12 @@ export class OverloadedError extends NicheError {
  * starting (`WORKERS_FAILING`), and the primary gave up instead of forking them forever.
  */
 export class WorkerError extends NicheError {}
+
+/**
+ * Garbage collection on its thread (src/app/gc-thread.ts) failed: with the kind and code of the error it
+ * raised there, or `GC_OUT_OF_MEMORY` when the thread needed more heap than it may use.
+ */
+export class GcThreadError extends NicheError {}
 
 export function isNicheError(error: unknown): error is NicheError {
   return error instanceof NicheError;

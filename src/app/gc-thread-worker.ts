@@ -24,7 +24,7 @@ port.on('message', (message: unknown) => {
 // The thread lives as long as the collection, not as long as the port.
 port.unref();
 
-const logger = pino({ level: data.logLevel }, pino.destination({ fd: 1, sync: true }));
+const logger = pino({ level: data.logLevel }, pino.destination({ fd: data.logFd, sync: true }));
 try {
   const stores = await openStores(data);
   const service = new CacheService({
@@ -49,7 +49,7 @@ try {
 } catch (error) {
   send({
     kind: 'failed',
-    code: isNicheError(error) ? error.code : undefined,
+    error: isNicheError(error) ? { kind: error.kind, code: error.code } : undefined,
     message: error instanceof Error ? error.message : String(error),
   });
 }

@@ -9,18 +9,39 @@
 // recorded), so it behaves like a collector in another process: it takes the GC lease, and the server's
 // rendered narinfos of removed paths are dropped when the thread reports each batch (otherwise they would
 // expire within narInfoCacheTtlMs anyway). One thread per run: its memory (the graph of the largest cache)
-// is returned when the run ends.
+// is returned when the run ends. `niche gc` runs its collection the same way.
+//
+// The thread's JavaScript heap is bounded (GC_THREAD_HEAP_LIMITS). The graph and the plan are typed arrays,
+// outside that heap; what is in it is per page or per batch, so a million-path cache needs about 20 MiB
+// live. Unbounded, V8 let garbage from the pages and batches pile up to over 100 MiB before collecting it
+// (docs/bench-gc.md); bounded, it collects sooner. A collection that really needs more fails with
+// GC_OUT_OF_MEMORY, having deleted only what it had checked, like any interrupted collection.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 
 import type { DatabaseConfig, StorageConfig } from '../config.js';
 import { GcBusyError, type GcOptions, type GcReport } from '../cache/gc.js';
+import { GcThreadError, type ErrorCode, type ErrorKind } from '../errors.js';
+
+/** The bounds of the GC thread's JavaScript heap, in MiB (typed arrays are outside them). */
+export const GC_THREAD_HEAP_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16 } as const;
+
+function outOfMemory(): GcThreadError {
+  return new GcThreadError(
+    'internal',
+    'GC_OUT_OF_MEMORY',
+    `garbage collection needed more than the ${GC_THREAD_HEAP_LIMITS.maxOldGenerationSizeMb} MiB of heap its ` +
+      'thread may use, and stopped; what it deleted before stays deleted',
+  );
+}
 
 /** What the thread needs to open the stores and run (structured-cloned into it). */
 export interface GcThreadData {
   readonly storage: StorageConfig;
   readonly database: DatabaseConfig;
   readonly logLevel: string;
+  /** Where the thread's log lines go: 1 (the server's log), or 2 (`niche gc`, whose report is on stdout). */
+  readonly logFd: 1 | 2;
   readonly options: Pick<GcOptions, 'cache' | 'dryRun' | 'graceMs'>;
 }
 
@@ -28,7 +49,12 @@ export interface GcThreadData {
 export type GcThreadMessage =
   | { readonly kind: 'removed'; readonly cacheId: number; readonly hashParts: readonly string[] }
   | { readonly kind: 'done'; readonly report: GcReport }
-  | { readonly kind: 'failed'; readonly code: string | undefined; readonly message: string };
+  | {
+      readonly kind: 'failed';
+      /** The NicheError's kind and code, if it was one. */
+      readonly error: { readonly kind: ErrorKind; readonly code: ErrorCode } | undefined;
+      readonly message: string;
+    };
 
 // The thread's module next to this one: .js when compiled; when run from source (tests, under tsx), .ts,
 // which a worker thread only loads once tsx's loader is registered in it.
@@ -36,10 +62,11 @@ const FROM_SOURCE = import.meta.url.endsWith('.ts');
 const WORKER_URL = new URL(FROM_SOURCE ? './gc-thread-worker.ts' : './gc-thread-worker.js', import.meta.url);
 
 function startWorker(data: GcThreadData): Worker {
-  if (!FROM_SOURCE) return new Worker(WORKER_URL, { workerData: data });
+  const options = { workerData: data, resourceLimits: GC_THREAD_HEAP_LIMITS };
+  if (!FROM_SOURCE) return new Worker(WORKER_URL, options);
   const tsx = import.meta.resolve('tsx/esm/api');
   const source = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(WORKER_URL.href)}); })`;
-  return new Worker(source, { eval: true, workerData: data });
+  return new Worker(source, { ...options, eval: true });
 }
 
 /**
@@ -54,16 +81,23 @@ export interface RemovedPaths {
 export class ThreadedGarbageCollector {
   readonly #config: { readonly storage: StorageConfig; readonly database: DatabaseConfig };
   readonly #logLevel: string;
+  readonly #logFd: 1 | 2;
   readonly #service: RemovedPaths;
   readonly #logger: Logger;
 
   constructor(
-    config: { readonly storage: StorageConfig; readonly database: DatabaseConfig; readonly logLevel: string },
+    config: {
+      readonly storage: StorageConfig;
+      readonly database: DatabaseConfig;
+      readonly logLevel: string;
+      readonly logFd?: 1 | 2;
+    },
     service: RemovedPaths,
     logger: Logger,
   ) {
     this.#config = { storage: config.storage, database: config.database };
     this.#logLevel = config.logLevel;
+    this.#logFd = config.logFd ?? 1;
     this.#service = service;
     this.#logger = logger;
   }
@@ -74,6 +108,7 @@ export class ThreadedGarbageCollector {
     const data: GcThreadData = {
       ...this.#config,
       logLevel: this.#logLevel,
+      logFd: this.#logFd,
       options: {
         ...(options.cache === undefined ? {} : { cache: options.cache }),
         ...(options.dryRun === undefined ? {} : { dryRun: options.dryRun }),
@@ -102,14 +137,22 @@ export class ThreadedGarbageCollector {
           });
         } else {
           settle(() => {
-            reject(message.code === 'GC_RUNNING' ? new GcBusyError() : new Error(message.message));
+            const { error } = message;
+            reject(
+              error === undefined
+                ? new Error(message.message)
+                : error.code === 'GC_RUNNING'
+                  ? new GcBusyError()
+                  : new GcThreadError(error.kind, error.code, message.message),
+            );
           });
         }
       });
       worker.on('error', (error) => {
+        const exhausted = (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY';
         this.#logger.error({ err: error }, 'garbage collection thread failed');
         settle(() => {
-          reject(error);
+          reject(exhausted ? outOfMemory() : error);
         });
       });
       worker.on('exit', (code) => {

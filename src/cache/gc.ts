@@ -20,7 +20,7 @@ import { setTimeout as sleep, setImmediate as yieldToEventLoop } from 'node:time
 import type { Logger } from 'pino';
 
 import type { CacheRecord, GcRefRow, MetadataStore } from '../db/metadata-store.js';
-import { ConflictError } from '../errors.js';
+import { ConflictError, NotFoundError } from '../errors.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { CacheService } from './cache-service.js';
 import { planCacheGc, type GcGraph } from './gc-plan.js';
@@ -166,6 +166,9 @@ export class GarbageCollector {
     const caches = (await this.#db.listCaches()).filter(
       (cache) => options.cache === undefined || cache.name === options.cache,
     );
+    if (options.cache !== undefined && caches.length === 0) {
+      throw new NotFoundError('CACHE_NOT_FOUND', `no cache named ${options.cache}`);
+    }
     const reports: CacheGcReport[] = [];
     for (const cache of caches) {
       if (cache.retentionMs === undefined && cache.maxSize === undefined) continue;

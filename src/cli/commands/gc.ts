@@ -1,16 +1,16 @@
 // `niche gc [--dry-run] [--cache NAME] [--grace DURATION]`: garbage collection by hand, on the same
 // backends as `niche serve` (which also runs it on a schedule, `gc.interval`). Safe beside a running
 // server and other replicas: one collector at a time (a lease in the metadata store), and every removal
-// is checked again atomically against concurrent uploads (src/cache/gc.ts).
+// is checked again atomically against concurrent uploads (src/cache/gc.ts). The collection runs on a
+// thread with a bounded heap, exactly as the server's scheduled one does (src/app/gc-thread.ts).
 import type { Command } from 'commander';
 import { pino } from 'pino';
 
-import { CacheService } from '../../cache/cache-service.js';
-import { GarbageCollector, type GcReport } from '../../cache/gc.js';
+import type { GcReport } from '../../cache/gc.js';
 import { parseDuration, loadServeConfig } from '../../config.js';
 import { InvalidInputError } from '../../errors.js';
-import { openStores } from '../../app/data-dir.js';
-import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, requireCache } from '../backends.js';
+import { ThreadedGarbageCollector } from '../../app/gc-thread.js';
+import { CONFIG_OPTION_HELP, DATA_OPTION_HELP } from '../backends.js';
 import { print, type CliIo } from '../io.js';
 
 export function registerGc(
@@ -40,27 +40,19 @@ export function registerGc(
           }
         }
         const config = loadServeConfig({ data: options.data, config: options.config }, io.env);
-        const stores = await openStores(config);
         const logger = pino({ level: 'warn' }, io.stderr);
-        const service = new CacheService({
-          db: stores.db,
-          blobs: stores.blobs,
+        // Nothing here holds rendered narinfos: there is nothing to forget when paths go.
+        const collector = new ThreadedGarbageCollector(
+          { storage: config.storage, database: config.database, logLevel: 'warn', logFd: 2 },
+          { forgetPaths: () => undefined },
           logger,
-          trackAccesses: false,
+        );
+        const report = await collector.run({
+          cache: options.cache,
+          dryRun: options.dryRun === true,
+          graceMs: graceMs ?? config.gc.graceMs,
         });
-        try {
-          if (options.cache !== undefined) await requireCache(stores.db, options.cache);
-          const report = await new GarbageCollector(service, logger).run({
-            cache: options.cache,
-            dryRun: options.dryRun === true,
-            graceMs: graceMs ?? config.gc.graceMs,
-          });
-          print(io.stdout, describeReport(report));
-        } finally {
-          await service.close();
-          await stores.db.close();
-          await stores.blobs.close();
-        }
+        print(io.stdout, describeReport(report));
         return 0;
       }),
     );
