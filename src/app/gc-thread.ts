@@ -16,7 +16,7 @@
 // live. Unbounded, V8 let garbage from the pages and batches pile up to over 100 MiB before collecting it
 // (docs/bench-gc.md); bounded, it collects sooner. A collection that really needs more fails with
 // GC_OUT_OF_MEMORY, having deleted only what it had checked, like any interrupted collection.
-import { Worker } from 'node:worker_threads';
+import { Worker, type ResourceLimits } from 'node:worker_threads';
 import type { Logger } from 'pino';
 
 import type { DatabaseConfig, StorageConfig } from '../config.js';
@@ -26,12 +26,14 @@ import { GcThreadError, type ErrorCode, type ErrorKind } from '../errors.js';
 /** The bounds of the GC thread's JavaScript heap, in MiB (typed arrays are outside them). */
 export const GC_THREAD_HEAP_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16 } as const;
 
-function outOfMemory(): GcThreadError {
+export type GcHeapLimits = Pick<ResourceLimits, 'maxOldGenerationSizeMb' | 'maxYoungGenerationSizeMb'>;
+
+function outOfMemory(limits: GcHeapLimits): GcThreadError {
   return new GcThreadError(
     'internal',
     'GC_OUT_OF_MEMORY',
-    `garbage collection needed more than the ${GC_THREAD_HEAP_LIMITS.maxOldGenerationSizeMb} MiB of heap its ` +
-      'thread may use, and stopped; what it deleted before stays deleted',
+    `garbage collection needed more than the ${limits.maxOldGenerationSizeMb} MiB of heap its thread may ` +
+      'use, and stopped; what it deleted before stays deleted',
   );
 }
 
@@ -61,8 +63,8 @@ export type GcThreadMessage =
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
 const WORKER_URL = new URL(FROM_SOURCE ? './gc-thread-worker.ts' : './gc-thread-worker.js', import.meta.url);
 
-function startWorker(data: GcThreadData): Worker {
-  const options = { workerData: data, resourceLimits: GC_THREAD_HEAP_LIMITS };
+function startWorker(data: GcThreadData, limits: GcHeapLimits): Worker {
+  const options = { workerData: data, resourceLimits: limits };
   if (!FROM_SOURCE) return new Worker(WORKER_URL, options);
   const tsx = import.meta.resolve('tsx/esm/api');
   const source = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(WORKER_URL.href)}); })`;
@@ -82,6 +84,7 @@ export class ThreadedGarbageCollector {
   readonly #config: { readonly storage: StorageConfig; readonly database: DatabaseConfig };
   readonly #logLevel: string;
   readonly #logFd: 1 | 2;
+  readonly #heapLimits: GcHeapLimits;
   readonly #service: RemovedPaths;
   readonly #logger: Logger;
 
@@ -91,6 +94,8 @@ export class ThreadedGarbageCollector {
       readonly database: DatabaseConfig;
       readonly logLevel: string;
       readonly logFd?: 1 | 2;
+      /** Tests only: other bounds than GC_THREAD_HEAP_LIMITS. */
+      readonly heapLimits?: GcHeapLimits;
     },
     service: RemovedPaths,
     logger: Logger,
@@ -98,6 +103,7 @@ export class ThreadedGarbageCollector {
     this.#config = { storage: config.storage, database: config.database };
     this.#logLevel = config.logLevel;
     this.#logFd = config.logFd ?? 1;
+    this.#heapLimits = config.heapLimits ?? GC_THREAD_HEAP_LIMITS;
     this.#service = service;
     this.#logger = logger;
   }
@@ -115,7 +121,7 @@ export class ThreadedGarbageCollector {
         ...(options.graceMs === undefined ? {} : { graceMs: options.graceMs }),
       },
     };
-    const worker = startWorker(data);
+    const worker = startWorker(data, this.#heapLimits);
     return new Promise<GcReport>((resolve, reject) => {
       let settled = false;
       const abort = (): void => {
@@ -152,7 +158,7 @@ export class ThreadedGarbageCollector {
         const exhausted = (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY';
         this.#logger.error({ err: error }, 'garbage collection thread failed');
         settle(() => {
-          reject(exhausted ? outOfMemory() : error);
+          reject(exhausted ? outOfMemory(this.#heapLimits) : error);
         });
       });
       worker.on('exit', (code) => {

@@ -12,6 +12,7 @@ import { CacheService } from '../../src/cache/cache-service.js';
 import { GC_LEASE, GcBusyError } from '../../src/cache/gc.js';
 import { pinPath } from '../../src/cache/pins.js';
 import { loadServeConfig, type ServeConfig } from '../../src/config.js';
+import { GcThreadError } from '../../src/errors.js';
 import { assertInvariant, buildWorld, expectedKept, newCache, upload } from '../helpers/gc-world.js';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
 
@@ -69,5 +70,34 @@ void describe('GC on a worker thread', () => {
     const abort = new AbortController();
     abort.abort();
     await assert.rejects(collector.run({ signal: abort.signal }));
+  });
+
+  void it('fails with GC_OUT_OF_MEMORY when the thread needs more heap than it may use', async () => {
+    const collector = new ThreadedGarbageCollector(
+      { ...config, heapLimits: { maxOldGenerationSizeMb: 2, maxYoungGenerationSizeMb: 1 } },
+      service,
+      silent,
+    );
+    await assert.rejects(collector.run({ graceMs: 1 }), (error: unknown) => {
+      assert.ok(error instanceof GcThreadError);
+      assert.equal(error.code, 'GC_OUT_OF_MEMORY');
+      assert.equal(error.kind, 'internal');
+      return true;
+    });
+    // The lease was not left behind: a run within the bounds works.
+    const report = await new ThreadedGarbageCollector(config, service, silent).run({ graceMs: 1 });
+    assert.deepEqual(report.caches, []);
+  });
+
+  void it('keeps the kind and code of an error raised on the thread', async () => {
+    await assert.rejects(
+      new ThreadedGarbageCollector(config, service, silent).run({ cache: 'nosuch' }),
+      (error: unknown) => {
+        assert.ok(error instanceof GcThreadError);
+        assert.equal(error.code, 'CACHE_NOT_FOUND');
+        assert.equal(error.kind, 'not-found');
+        return true;
+      },
+    );
   });
 });
