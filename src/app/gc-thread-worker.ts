@@ -8,8 +8,9 @@ import { CacheService } from '../cache/cache-service.js';
 import { GarbageCollector } from '../cache/gc.js';
 import type { PathRecord } from '../db/metadata-store.js';
 import { isNicheError } from '../errors.js';
+import { lowerThreadPriority } from '../util/thread-priority.js';
 import { openStores } from './data-dir.js';
-import type { GcThreadData, GcThreadMessage } from './gc-thread.js';
+import { GC_THREAD_NICENESS, type GcThreadData, type GcThreadMessage } from './gc-thread.js';
 
 const port = parentPort;
 if (port === null) throw new Error('gc-thread-worker.ts runs as a worker thread');
@@ -25,6 +26,10 @@ port.on('message', (message: unknown) => {
 port.unref();
 
 const logger = pino({ level: data.logLevel }, pino.destination({ fd: data.logFd, sync: true }));
+// Collection is background work: when the cores are busy, the threads answering requests go first.
+if (lowerThreadPriority(GC_THREAD_NICENESS) === undefined) {
+  logger.debug('garbage collection: could not lower the thread priority');
+}
 try {
   const stores = await openStores(data);
   const service = new CacheService({

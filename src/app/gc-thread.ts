@@ -23,6 +23,12 @@ import type { DatabaseConfig, StorageConfig } from '../config.js';
 import { GcBusyError, type GcOptions, type GcReport } from '../cache/gc.js';
 import { GcThreadError, type ErrorCode, type ErrorKind } from '../errors.js';
 
+/**
+ * The GC thread's nice value (src/util/thread-priority.ts). Its database statements, and on PostgreSQL the
+ * server process running them, keep their priority; its own CPU (paging, planning, SQLite's work) yields.
+ */
+export const GC_THREAD_NICENESS = 10;
+
 /** The bounds of the GC thread's JavaScript heap, in MiB (typed arrays are outside them). */
 export const GC_THREAD_HEAP_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16 } as const;
 
