@@ -64,6 +64,9 @@ import { runWrk, writePaths, type WrkOptions, type WrkResult } from './wrk.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OUT = join(REPO, 'bench', 'out');
+// nginx runs with `access_log off` (bench/servers.ts); niche's access log (on by default) is off too, so
+// both serve without logging. What logging costs is bench:ops's question (docs/bench-ops.md).
+const NICHE_ENV = { ...process.env, NICHE_ACCESS_LOG: 'off' };
 
 async function versionOf(cmd: string, args: readonly string[]): Promise<string> {
   try {
@@ -348,6 +351,7 @@ async function profileNarinfo(
     logFile: join(tmp, 'niche-profiled.log'),
     cpuProfDir: OUT,
     compiledMain: nicheMain,
+    env: NICHE_ENV,
   });
   let window: { fromMs: number; toMs: number };
   try {
@@ -424,6 +428,7 @@ async function main(): Promise<void> {
       dataDir,
       logFile: join(tmp, 'niche.log'),
       compiledMain: nicheMain,
+      env: NICHE_ENV,
     });
     servers.push(niche);
     const token = await createPushToken(REPO, dataDir);
@@ -588,6 +593,7 @@ async function main(): Promise<void> {
         dataDir: join(tmp, 'niche-local-data'),
         logFile: join(tmp, 'niche-local.log'),
         compiledMain: nicheMain,
+        env: NICHE_ENV,
         localStore: true,
       });
       servers.push(localNiche);
