@@ -85,8 +85,12 @@ async function startBare(text: string): Promise<{ server: RunningServer; gcLog: 
   let trace = '';
   child.stdout.on('data', (chunk: Buffer) => (trace += chunk.toString()));
   await new Promise<void>((resolve, reject) => {
-    child.stderr.once('data', () => { resolve(); });
-    child.once('exit', (code) => { reject(new Error(`the bare server exited (${code})`)); });
+    child.stderr.once('data', () => {
+      resolve();
+    });
+    child.once('exit', (code) => {
+      reject(new Error(`the bare server exited (${code})`));
+    });
   });
   const origin = `http://127.0.0.1:${port}`;
   return {
