@@ -100,7 +100,8 @@ export class ThreadedGarbageCollector {
       readonly database: DatabaseConfig;
       readonly logLevel: string;
       readonly logFd?: 1 | 2;
-      /** Tests only: other bounds than GC_THREAD_HEAP_LIMITS. */
+      /** Other bounds than GC_THREAD_HEAP_LIMITS (a thread that starts below what V8 needs to load its
+       * snapshot takes the whole process down on Node 24, not only the thread). */
       readonly heapLimits?: GcHeapLimits;
     },
     service: RemovedPaths,
