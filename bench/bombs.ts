@@ -30,7 +30,7 @@ import { compressionBomb } from '../test/helpers/bombs.js';
 import { fakeBaseName, fixture, narInfoText, sha256Nix32 } from '../test/helpers/nar-fixtures.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, memoryOf } from './proc.js';
-import { buildNiche, createPushToken, startNiche, type RunningServer } from './servers.js';
+import { buildNiche, createPushToken, pusher, startNiche, type RunningServer } from './servers.js';
 import { runWrk, writePaths, type WrkResult } from './wrk.js';
 import { envNumber } from './env.js';
 
@@ -129,16 +129,7 @@ async function makeBombs(origin: string): Promise<Bomb[]> {
 
 /** Small paths (zstd) and one NAR to download (8 MiB, none), pushed over HTTP as Nix would. */
 async function populate(server: RunningServer, token: string): Promise<{ narinfos: string[]; nar: string }> {
-  const authorization = `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
-  const put = async (path: string, body: Buffer | string): Promise<void> => {
-    const response = await fetch(`${server.origin}${path}`, {
-      method: 'PUT',
-      body,
-      headers: { authorization },
-    });
-    const text = await response.text();
-    if (response.status >= 300) throw new Error(`PUT ${path}: ${response.status} ${text}`);
-  };
+  const put = pusher(server.origin, token);
   const narinfos: string[] = [];
   let nar = '';
   for (let i = 0; i <= params.paths; i++) {

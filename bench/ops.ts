@@ -44,7 +44,7 @@ import * as prettier from 'prettier';
 import { fakeBaseName, fixture, narInfoText } from '../test/helpers/nar-fixtures.js';
 import { cpuSecondsOf, waitForQuiet, withLoad } from './load.js';
 import { killAll, log, run, setAffinity, stopChild, track } from './proc.js';
-import { buildNiche, createPushToken, freePort, startNiche } from './servers.js';
+import { buildNiche, createPushToken, freePort, pusher, startNiche } from './servers.js';
 import { runWrk, writePaths } from './wrk.js';
 import { envNumber, median } from './env.js';
 
@@ -216,12 +216,7 @@ function withChildren(pid: number): number[] {
 
 /** Uploads the small paths; returns the narinfo request paths. */
 async function populate(origin: string, token: string, root: string): Promise<string[]> {
-  const authorization = `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
-  const put = async (path: string, body: Buffer | string): Promise<void> => {
-    const response = await fetch(`${origin}${path}`, { method: 'PUT', body, headers: { authorization } });
-    const text = await response.text();
-    if (response.status >= 300) throw new Error(`PUT ${path}: ${response.status} ${text}`);
-  };
+  const put = pusher(origin, token);
   const narinfos: string[] = [];
   mkdirSync(join(root, 'main', 'nar'), { recursive: true });
   for (let i = 0; i < params.paths; i++) {

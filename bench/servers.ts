@@ -291,6 +291,19 @@ export async function startNginx(options: NginxOptions): Promise<RunningServer> 
   };
 }
 
+/** PUTs a cache file (`/main/nar/…`, `/main/<hash>.narinfo`) with a push token; throws unless 2xx. */
+export function pusher(
+  origin: string,
+  token: string,
+): (path: string, body: Buffer | string) => Promise<void> {
+  const authorization = `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
+  return async (path, body) => {
+    const response = await fetch(`${origin}${path}`, { method: 'PUT', body, headers: { authorization } });
+    const text = await response.text();
+    if (response.status >= 300) throw new Error(`PUT ${path}: ${response.status} ${text}`);
+  };
+}
+
 /**
  * Pushes `count` tiny paths (`<tag>-<i>`, NAR uncompressed) to the cache `main` through the HTTP API a Nix
  * client uses; returns their narinfo request paths.
@@ -301,12 +314,7 @@ export async function pushSmallPaths(
   count: number,
   tag: string,
 ): Promise<string[]> {
-  const authorization = `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
-  const put = async (path: string, body: Buffer | string): Promise<void> => {
-    const response = await fetch(`${origin}${path}`, { method: 'PUT', body, headers: { authorization } });
-    const text = await response.text();
-    if (response.status >= 300) throw new Error(`PUT ${path}: ${response.status} ${text}`);
-  };
+  const put = pusher(origin, token);
   const narinfos: string[] = [];
   for (let i = 0; i < count; i++) {
     const fx = await fixture(`path ${i}\n`, 'none');
