@@ -16,7 +16,7 @@
 // live. Unbounded, V8 let garbage from the pages and batches pile up to over 100 MiB before collecting it
 // (docs/bench-gc.md); bounded, it collects sooner. A collection that really needs more fails with
 // GC_OUT_OF_MEMORY, having deleted only what it had checked, like any interrupted collection.
-import { Worker, type ResourceLimits } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 
 import type { DatabaseConfig, StorageConfig } from '../config.js';
@@ -29,17 +29,19 @@ import { GcThreadError, type ErrorCode, type ErrorKind } from '../errors.js';
  */
 export const GC_THREAD_NICENESS = 10;
 
-/** The bounds of the GC thread's JavaScript heap, in MiB (typed arrays are outside them). */
+/**
+ * The bounds of the GC thread's JavaScript heap, in MiB (typed arrays are outside them). Far above what a
+ * thread needs to start: one started below what V8 needs to load its snapshot takes the whole process down
+ * on Node 24, not only the thread.
+ */
 export const GC_THREAD_HEAP_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16 } as const;
 
-export type GcHeapLimits = Pick<ResourceLimits, 'maxOldGenerationSizeMb' | 'maxYoungGenerationSizeMb'>;
-
-function outOfMemory(limits: GcHeapLimits): GcThreadError {
+function outOfMemory(): GcThreadError {
   return new GcThreadError(
     'internal',
     'GC_OUT_OF_MEMORY',
-    `garbage collection needed more than the ${limits.maxOldGenerationSizeMb} MiB of heap its thread may ` +
-      'use, and stopped; what it deleted before stays deleted',
+    `garbage collection needed more than the ${GC_THREAD_HEAP_LIMITS.maxOldGenerationSizeMb} MiB of heap ` +
+      'its thread may use, and stopped; what it deleted before stays deleted',
   );
 }
 
@@ -69,8 +71,8 @@ export type GcThreadMessage =
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
 const WORKER_URL = new URL(FROM_SOURCE ? './gc-thread-worker.ts' : './gc-thread-worker.js', import.meta.url);
 
-function startWorker(data: GcThreadData, limits: GcHeapLimits): Worker {
-  const options = { workerData: data, resourceLimits: limits };
+function startWorker(data: GcThreadData): Worker {
+  const options = { workerData: data, resourceLimits: GC_THREAD_HEAP_LIMITS };
   if (!FROM_SOURCE) return new Worker(WORKER_URL, options);
   const tsx = import.meta.resolve('tsx/esm/api');
   const source = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(WORKER_URL.href)}); })`;
@@ -90,7 +92,6 @@ export class ThreadedGarbageCollector {
   readonly #config: { readonly storage: StorageConfig; readonly database: DatabaseConfig };
   readonly #logLevel: string;
   readonly #logFd: 1 | 2;
-  readonly #heapLimits: GcHeapLimits;
   readonly #service: RemovedPaths;
   readonly #logger: Logger;
 
@@ -100,9 +101,6 @@ export class ThreadedGarbageCollector {
       readonly database: DatabaseConfig;
       readonly logLevel: string;
       readonly logFd?: 1 | 2;
-      /** Other bounds than GC_THREAD_HEAP_LIMITS (a thread that starts below what V8 needs to load its
-       * snapshot takes the whole process down on Node 24, not only the thread). */
-      readonly heapLimits?: GcHeapLimits;
     },
     service: RemovedPaths,
     logger: Logger,
@@ -110,7 +108,6 @@ export class ThreadedGarbageCollector {
     this.#config = { storage: config.storage, database: config.database };
     this.#logLevel = config.logLevel;
     this.#logFd = config.logFd ?? 1;
-    this.#heapLimits = config.heapLimits ?? GC_THREAD_HEAP_LIMITS;
     this.#service = service;
     this.#logger = logger;
   }
@@ -128,7 +125,7 @@ export class ThreadedGarbageCollector {
         ...(options.graceMs === undefined ? {} : { graceMs: options.graceMs }),
       },
     };
-    const worker = startWorker(data, this.#heapLimits);
+    const worker = startWorker(data);
     return new Promise<GcReport>((resolve, reject) => {
       let settled = false;
       const abort = (): void => {
@@ -165,7 +162,7 @@ export class ThreadedGarbageCollector {
         const exhausted = (error as { code?: unknown }).code === 'ERR_WORKER_OUT_OF_MEMORY';
         this.#logger.error({ err: error }, 'garbage collection thread failed');
         settle(() => {
-          reject(exhausted ? outOfMemory(this.#heapLimits) : error);
+          reject(exhausted ? outOfMemory() : error);
         });
       });
       worker.on('exit', (code) => {
