@@ -3,6 +3,7 @@
 // newer niche is refused, and the file is in WAL mode.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { setImmediate, setTimeout } from 'node:timers/promises';
 
@@ -259,12 +260,12 @@ void describe('SqliteMetadataStore', () => {
   void it('resolves a write only once its commit is synced, and shares one sync among concurrent writes', async () => {
     await withFile(async (file) => {
       const syncs: (() => void)[] = [];
-      const syncedFds = new Set<number>();
+      const syncedFiles = new Set<FileHandle>();
       let done = false;
       const store = await SqliteMetadataStore.open(file, {
-        syncFile: (fd) =>
+        syncFile: (file) =>
           new Promise<void>((resolve) => {
-            syncedFds.add(fd);
+            syncedFiles.add(file);
             if (done) resolve();
             else syncs.push(resolve);
           }),
@@ -317,7 +318,7 @@ void describe('SqliteMetadataStore', () => {
           narRecord(3).fileHash,
         );
         assert.equal(syncs.length, 0);
-        assert.equal(syncedFds.size, 1);
+        assert.equal(syncedFiles.size, 1);
       } finally {
         done = true;
         for (const release of syncs) release();

@@ -5,23 +5,17 @@
 // commits share one (at most one sync runs, and every commit that arrives meanwhile waits for the single
 // next one). Compared with `synchronous = FULL`, the event loop no longer blocks for an fsync per commit,
 // and N concurrent uploads pay for about two syncs instead of N.
-import { fdatasync, open, close } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 
-/** Flushes the file open as `fd` to stable storage. */
-export type SyncFile = (fd: number) => Promise<void>;
+/** Flushes an open file to stable storage. */
+export type SyncFile = (file: FileHandle) => Promise<void>;
 
-export const fdatasyncFile: SyncFile = (fd) =>
-  new Promise((resolve, reject) => {
-    fdatasync(fd, (error) => {
-      if (error === null) resolve();
-      else reject(error);
-    });
-  });
+export const fdatasyncFile: SyncFile = (file) => file.datasync();
 
 export class WalSync {
   readonly #path: string;
   readonly #syncFile: SyncFile;
-  #fd: Promise<number> | undefined;
+  #file: Promise<FileHandle> | undefined;
   #running: Promise<void> | undefined;
   #queued: Promise<void> | undefined;
   #closed = false;
@@ -58,15 +52,15 @@ export class WalSync {
   async #flush(): Promise<void> {
     // Opened once, on the first sync: SQLite keeps the file (the same inode: it truncates or rewrites it,
     // never replaces it) while any connection is open, and this one is open until close().
-    if (this.#fd === undefined) {
-      const opening = openForSync(this.#path);
-      this.#fd = opening;
+    if (this.#file === undefined) {
+      const opening = open(this.#path, 'r');
+      this.#file = opening;
       // Not kept if it failed: the next sync tries again.
       opening.catch(() => {
-        if (this.#fd === opening) this.#fd = undefined;
+        if (this.#file === opening) this.#file = undefined;
       });
     }
-    await this.#syncFile(await this.#fd);
+    await this.#syncFile(await this.#file);
   }
 
   /** Waits for the syncs in flight, then closes the file. */
@@ -74,22 +68,7 @@ export class WalSync {
     if (this.#closed) return;
     this.#closed = true;
     await Promise.allSettled([this.#running, this.#queued]);
-    const fd = await this.#fd?.catch(() => undefined);
-    if (fd !== undefined) {
-      await new Promise<void>((resolve) => {
-        close(fd, () => {
-          resolve();
-        });
-      });
-    }
+    const file = await this.#file?.catch(() => undefined);
+    await file?.close().catch(() => undefined);
   }
-}
-
-function openForSync(path: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    open(path, 'r', (error, fd) => {
-      if (error === null) resolve(fd);
-      else reject(error);
-    });
-  });
 }
