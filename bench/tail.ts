@@ -108,30 +108,28 @@ async function startBare(text: string): Promise<{ server: RunningServer; gcLog: 
   };
 }
 
-function round(target: Target): Promise<void> {
-  return (async () => {
-    await waitForQuiet({ maxOtherCores: 0.3, maxWaitS: params.quietWaitS });
-    const before = target.gcLog?.().length ?? 0;
-    const { value, otherCores } = await withLoad(() =>
-      runWrk({
-        origin: target.server.origin,
-        pathsFile: target.pathsFile,
-        connections: 1,
-        threads: 1,
-        seconds: params.seconds,
-        expect: target.expect,
-        cpu: 0,
-      }),
-    );
-    const gc = target.gcLog === undefined ? undefined : gcPauses(target.gcLog().slice(before));
-    target.rounds.push({ wrk: value, otherCores, gc });
-    log(
-      `  ${target.name}: ${value.requestsPerSecond.toFixed(0)}/s, p50 ${value.latencyMs.p50.toFixed(3)} ms, ` +
-        `p99 ${value.latencyMs.p99.toFixed(3)} ms, max ${value.latencyMs.max.toFixed(2)} ms` +
-        (gc === undefined ? '' : `, ${gc.scavenges} scavenges, ${gc.markCompacts} mark-compacts`) +
-        ` (other processes ${otherCores.toFixed(2)} cores)`,
-    );
-  })();
+async function round(target: Target): Promise<void> {
+  await waitForQuiet({ maxOtherCores: 0.3, maxWaitS: params.quietWaitS });
+  const before = target.gcLog?.().length ?? 0;
+  const { value, otherCores } = await withLoad(() =>
+    runWrk({
+      origin: target.server.origin,
+      pathsFile: target.pathsFile,
+      connections: 1,
+      threads: 1,
+      seconds: params.seconds,
+      expect: target.expect,
+      cpu: 0,
+    }),
+  );
+  const gc = target.gcLog === undefined ? undefined : gcPauses(target.gcLog().slice(before));
+  target.rounds.push({ wrk: value, otherCores, gc });
+  log(
+    `  ${target.name}: ${value.requestsPerSecond.toFixed(0)}/s, p50 ${value.latencyMs.p50.toFixed(3)} ms, ` +
+      `p99 ${value.latencyMs.p99.toFixed(3)} ms, max ${value.latencyMs.max.toFixed(2)} ms` +
+      (gc === undefined ? '' : `, ${gc.scavenges} scavenges, ${gc.markCompacts} mark-compacts`) +
+      ` (other processes ${otherCores.toFixed(2)} cores)`,
+  );
 }
 
 interface Summary {
