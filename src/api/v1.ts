@@ -131,6 +131,41 @@ export const missingResponseSchema = z.object({
 export type MissingResponse = z.infer<typeof missingResponseSchema>;
 
 /**
+ * `GET /api/v1/caches/<cache>/paths?name=…|hash=…&after=…&limit=…`: a page of the cache's paths, by hash
+ * part (optionally those starting with `hash`) or by name (those starting with `name`), each page an index
+ * range read on from `after`, the previous page's `next`. `limit` is 1 to 1000 (default 100).
+ */
+export const pathQuerySchema = z.strictObject({
+  name: z.string().max(1000).optional(),
+  hash: z.string().max(1000).optional(),
+  after: z.string().max(1000).optional(),
+  limit: z.coerce.number().int().default(100),
+});
+export type PathQuery = z.input<typeof pathQuerySchema>;
+export const pathInfoSchema = z.object({
+  storePath: z.string(),
+  /** `sha256:<nix32>`, as in a narinfo. */
+  narHash: z.string(),
+  narSize: z.number().int(),
+  /** The NAR file as served: its compression and size. */
+  compression: z.string(),
+  fileSize: z.number().int(),
+  /** Base names (`<hash>-<name>`), as in a narinfo. */
+  references: z.array(z.string()),
+  deriver: z.string().nullable(),
+  ca: z.string().nullable(),
+  signatures: z.array(z.string()),
+  createdAt: z.string(),
+});
+export type PathInfo = z.infer<typeof pathInfoSchema>;
+export const pathListSchema = z.object({
+  paths: z.array(pathInfoSchema),
+  /** The `after` of the next page; null when this page is the last. */
+  next: z.string().nullable(),
+});
+export type PathList = z.infer<typeof pathListSchema>;
+
+/**
  * `PUT /api/v1/caches/<cache>/paths/<hash>` uploads a path in one request: the body is one line of JSON
  * (this shape, no raw newlines, at most MAX_UPLOAD_HEADER bytes) terminated by `\n`, followed by the NAR
  * compressed as `compression` says. The server verifies the NAR against narHash/narSize while it streams.

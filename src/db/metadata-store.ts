@@ -192,6 +192,32 @@ export interface PathRecord {
   readonly createdAt: Date;
 }
 
+/** A page of paths in hash-part order (MetadataStore.listPaths). */
+export interface PathPageOptions {
+  /** The hash part of the last path of the previous page. */
+  readonly after?: string | undefined;
+  /** nix32 characters the hash part starts with. */
+  readonly hashPrefix?: string | undefined;
+  readonly limit: number;
+}
+
+/** A page of paths in name order (MetadataStore.findPathsByName). */
+export interface NamePageOptions {
+  /** Store path name characters ([A-Za-z0-9+-._?=]) the name starts with; '' for every path. */
+  readonly prefix: string;
+  /** The last path of the previous page. */
+  readonly after?: { readonly name: string; readonly hashPart: string } | undefined;
+  readonly limit: number;
+}
+
+/**
+ * The exclusive upper bound of the strings that start with `prefix`, in byte order: every character of a
+ * hash part or store path name is below U+007F, so `prefix + '\x7f'` is above all of them.
+ */
+export function prefixUpperBound(prefix: string): string {
+  return `${prefix}\x7f`;
+}
+
 /** A path with the NAR it points to, as needed to render a narinfo. */
 export interface PathWithNar {
   readonly path: PathRecord;
@@ -285,11 +311,16 @@ export interface MetadataStore {
   deleteExpiredUploads(before: Date): Promise<number>;
 
   getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined>;
-  /** A page of the cache's paths ordered by hash part, starting after `after` (exclusive). */
-  listPaths(
-    cacheId: number,
-    options: { readonly after?: string; readonly limit: number },
-  ): Promise<PathWithNar[]>;
+  /**
+   * A page of the cache's paths ordered by hash part, starting after the hash part `after` (exclusive);
+   * with `hashPrefix`, only hash parts that start with it (an index range, never a scan).
+   */
+  listPaths(cacheId: number, options: PathPageOptions): Promise<PathWithNar[]>;
+  /**
+   * A page of the cache's paths whose name (what follows `<hash>-`) starts with `prefix`, ordered by
+   * name then hash part, starting after `after` (exclusive). Backed by an index on the name.
+   */
+  findPathsByName(cacheId: number, options: NamePageOptions): Promise<PathWithNar[]>;
   /**
    * The subset of `baseNames` (`<hash>-<name>`) the cache holds under exactly that name: a path with the
    * same hash part and another name does not count, since Nix looks references up by their full path.

@@ -645,6 +645,96 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.equal((await store().listPaths(b, { limit: 100 })).length, 1);
       });
 
+      void it('lists only the hash parts that start with a prefix, in pages', async () => {
+        const a = await cache('a');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        const all: string[] = [];
+        for (let index = 0; index < 40; index += 1) {
+          const path = pathRecord(index * 7, nar);
+          await store().addPath(a, path, ANY_UPLOAD);
+          all.push(path.hashPart);
+        }
+        all.sort();
+        const prefix = all[5]?.slice(0, 1) ?? '';
+        const expected = all.filter((hashPart) => hashPart.startsWith(prefix));
+        assert.ok(expected.length > 1 && expected.length < all.length);
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await store().listPaths(a, { after, hashPrefix: prefix, limit: 1 });
+          if (page.length === 0) break;
+          seen.push(...page.map((entry) => entry.path.hashPart));
+          after = page.at(-1)?.path.hashPart;
+        }
+        assert.deepEqual(seen, expected);
+        assert.deepEqual(
+          (await store().listPaths(a, { hashPrefix: all[3], limit: 10 })).map((entry) => entry.path.hashPart),
+          [all[3]],
+        );
+        assert.deepEqual(await store().listPaths(a, { hashPrefix: 'e', limit: 10 }), []);
+      });
+
+      void it('finds paths by name prefix in name then hash order, in pages', async () => {
+        const a = await cache('a');
+        const b = await cache('b');
+        const nar = narRecord(1);
+        await store().recordNarUpload(a, nar, new Date());
+        await store().recordNarUpload(b, nar, new Date());
+        const tricky = fakeHash(9, 32);
+        const names: [number, string][] = [
+          [1, 'hello-2.12'],
+          [2, 'hello-2.12'],
+          [3, 'hello-2.12'],
+          [4, 'hello'],
+          [5, 'hello-2.13'],
+          [6, 'Hello-9'],
+          [7, 'help2man-1.49'],
+          [8, 'glibc-2.39'],
+          [9, `x-${tricky}-hello`],
+          [10, 'hello+ext'],
+        ];
+        for (const [seed, name] of names) {
+          const hashPart = fakeHash(seed, 32);
+          await store().addPath(
+            a,
+            pathRecord(seed, nar, { storePath: `/nix/store/${hashPart}-${name}` }),
+            ANY_UPLOAD,
+          );
+        }
+        await store().addPath(b, pathRecord(100, nar), ANY_UPLOAD);
+        const expected = (prefix: string): string[] =>
+          names
+            .filter(([, name]) => name.startsWith(prefix))
+            .map(([seed, name]) => ({ name, hashPart: fakeHash(seed, 32) }))
+            // Byte order, as the stores compare: name first, then hash part.
+            .sort((x, y) =>
+              x.name === y.name ? (x.hashPart < y.hashPart ? -1 : 1) : x.name < y.name ? -1 : 1,
+            )
+            .map(({ name, hashPart }) => `${hashPart}-${name}`);
+        const walk = async (prefix: string, limit: number): Promise<string[]> => {
+          const seen: string[] = [];
+          let after: { name: string; hashPart: string } | undefined;
+          for (;;) {
+            const page = await store().findPathsByName(a, { prefix, after, limit });
+            assert.ok(page.length <= limit);
+            if (page.length === 0) return seen;
+            for (const entry of page) assert.deepEqual(entry.nar, nar);
+            const baseNames = page.map((entry) => entry.path.storePath.slice('/nix/store/'.length));
+            seen.push(...baseNames);
+            const last = baseNames.at(-1) ?? '';
+            after = { name: last.slice(33), hashPart: last.slice(0, 32) };
+          }
+        };
+        for (const prefix of ['hel', 'hello-2.12', 'hello', 'H', 'x-', '', 'zz', 'hello+']) {
+          assert.deepEqual(await walk(prefix, 2), expected(prefix), `prefix ${prefix}`);
+        }
+        assert.deepEqual(await walk('hello-2.12', 1), expected('hello-2.12'));
+        assert.equal(expected('hel').length, 7);
+        assert.deepEqual(await walk('', 100), expected(''));
+        assert.equal((await store().findPathsByName(b, { prefix: 'hello', limit: 10 })).length, 1);
+      });
+
       void it('finds referrers and deletes paths', async () => {
         const a = await cache('a');
         const b = await cache('b');

@@ -11,6 +11,8 @@ import Database from 'better-sqlite3';
 
 import { MIGRATIONS } from '../../src/db/sqlite/migrations.js';
 import {
+  NAME_PAGE_SQL,
+  PATH_PAGE_SQL,
   PATH_WITH_NAR_SQL,
   PRESENT_PATHS_SQL,
   SqliteMetadataStore,
@@ -219,6 +221,31 @@ void describe('SqliteMetadataStore', () => {
         /SEARCH p USING (COVERING )?INDEX sqlite_autoindex_paths_1 \(cache_id=\? AND hash_part=\?\)/,
       );
       assert.doesNotMatch(present, /SCAN p/);
+    });
+  });
+
+  void it('pages paths by hash part and by name along indexes, without a scan or a sort', async () => {
+    await withFile(async (file) => {
+      await (await SqliteMetadataStore.open(file)).close();
+      const plan = (sql: string): string =>
+        inspect(file, (db) =>
+          db
+            .prepare<Record<string, string | number>, { detail: string }>(`EXPLAIN QUERY PLAN ${sql}`)
+            .all({ cacheId: 1, after: '', low: 'a', high: 'b', afterName: '', afterHash: '', limit: 10 })
+            .map((row) => row.detail)
+            .join('\n'),
+        );
+      const byHash = plan(PATH_PAGE_SQL);
+      assert.match(
+        byHash,
+        /SEARCH p USING INDEX sqlite_autoindex_paths_1 \(cache_id=\? AND hash_part>\? AND hash_part<\?\)/,
+      );
+      const byName = plan(NAME_PAGE_SQL);
+      assert.match(byName, /SEARCH p USING INDEX paths_name \(cache_id=\? AND name>\? AND name<\?\)/);
+      for (const text of [byHash, byName]) {
+        assert.doesNotMatch(text, /SCAN|TEMP B-TREE/);
+        assert.match(text, /SEARCH n USING PRIMARY KEY \(file_hash=\?\)/);
+      }
     });
   });
 

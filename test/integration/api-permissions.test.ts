@@ -128,6 +128,7 @@ const endpoints: readonly Endpoint[] = [
     body: () => '{"paths":[]}',
     needs: 'pull',
   },
+  { name: 'list paths', method: 'GET', url: () => '/api/v1/caches/priv/paths?name=a', needs: 'pull' },
   {
     name: 'upload path',
     method: 'PUT',

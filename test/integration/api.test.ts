@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { UPLOAD_CONTENT_TYPE, type CacheInfo, type PathUpload } from '../../src/api/v1.js';
+import { UPLOAD_CONTENT_TYPE, type CacheInfo, type PathInfo, type PathUpload } from '../../src/api/v1.js';
 import { narInfoFingerprint, parseNarInfo } from '../../src/nix/narinfo.js';
 import { Hash } from '../../src/nix/hash.js';
 import { PublicKey, SecretKey } from '../../src/nix/signing.js';
@@ -358,6 +358,98 @@ describe('one-request uploads', () => {
       Buffer.concat([Buffer.from(`${JSON.stringify(meta)}\n`), other]),
     );
     assert.equal(response.status, 409);
+  });
+});
+
+describe('listing and searching paths', () => {
+  it('pages by hash part or by name prefix, with every problem of a query answered 400', async () => {
+    const created = await api('POST', '/caches', { name: 'listing', public: false });
+    assert.equal(created.status, 201, await created.text());
+    const labels = ['hello-2.12', 'hello-2.13', 'hello', 'help2man-1.49', 'world-1', 'Hello-9', 'zlib-1.3'];
+    for (const label of labels) {
+      const response = await upload('listing', await prepare(label));
+      assert.equal(response.status, 201, await response.text());
+    }
+    const bases = labels.map(fakeBaseName);
+    interface Listed {
+      paths: PathInfo[];
+      next: string | null;
+    }
+    const list = async (query: string): Promise<Listed> => {
+      const response = await api('GET', `/caches/listing/paths?${query}`);
+      assert.equal(response.status, 200, await response.clone().text());
+      assert.equal(response.headers.get('cache-control'), 'no-store');
+      return (await response.json()) as Listed;
+    };
+    const walk = async (query: string): Promise<string[]> => {
+      const seen: string[] = [];
+      for (let page = await list(query); ;) {
+        assert.ok(page.paths.length <= 2);
+        seen.push(...page.paths.map((path) => path.storePath.slice('/nix/store/'.length)));
+        if (page.next === null) return seen;
+        page = await list(`${query}&after=${encodeURIComponent(page.next)}`);
+      }
+    };
+    const byHash = [...bases].sort();
+    assert.deepEqual(await walk('limit=2'), byHash);
+    assert.deepEqual((await list('')).paths.length, labels.length);
+    const first = (await list('limit=1')).paths[0];
+    const expected = await prepare(labels[bases.indexOf(byHash[0] ?? '')] ?? '');
+    assert.deepEqual(
+      { ...first, signatures: [], createdAt: '' },
+      {
+        storePath: expected.meta.storePath,
+        narHash: expected.meta.narHash,
+        narSize: expected.meta.narSize,
+        compression: 'zstd',
+        fileSize: expected.body.length - expected.body.indexOf(10) - 1,
+        references: [],
+        deriver: null,
+        ca: null,
+        signatures: [],
+        createdAt: '',
+      },
+    );
+    // Signed by the cache's key, as its narinfo is.
+    const info = (await (await api('GET', '/caches/listing')).json()) as CacheInfo;
+    const keyName = info.publicKeys[0]?.split(':')[0] ?? '?';
+    const [signature, ...others] = first?.signatures ?? [];
+    assert.deepEqual(others, []);
+    assert.ok(signature?.startsWith(`${keyName}:`), signature);
+
+    const byName = (prefix: string): string[] =>
+      bases
+        .filter((base) => base.slice(33).startsWith(prefix))
+        .sort((a, b) =>
+          a.slice(33) === b.slice(33) ? (a < b ? -1 : 1) : a.slice(33) < b.slice(33) ? -1 : 1,
+        );
+    for (const prefix of ['hel', 'hello', 'hello-2.1', 'H', 'w', 'nothing']) {
+      assert.deepEqual(await walk(`name=${encodeURIComponent(prefix)}&limit=2`), byName(prefix), prefix);
+    }
+    assert.equal(byName('hel').length, 4);
+    const hashPrefix = byHash[3]?.slice(0, 1) ?? '';
+    assert.deepEqual(
+      await walk(`hash=${hashPrefix}&limit=2`),
+      byHash.filter((base) => base.startsWith(hashPrefix)),
+    );
+
+    for (const query of [
+      'limit=0',
+      'limit=1001',
+      'limit=two',
+      'name=a%2Fb',
+      'hash=e',
+      `hash=${'a'.repeat(33)}`,
+      'name=h&hash=a',
+      'after=not-a-base-name',
+      'color=blue',
+    ]) {
+      const response = await api('GET', `/caches/listing/paths?${query}`);
+      assert.equal(response.status, 400, query);
+      const body = (await response.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'BAD_REQUEST', query);
+    }
+    assert.equal((await api('GET', '/caches/listing/paths', undefined, null)).status, 401);
   });
 });
 

@@ -12,6 +12,7 @@ import { Authenticator } from '../../src/cache/auth.js';
 import { CacheService } from '../../src/cache/cache-service.js';
 import { main } from '../../src/cli/main.js';
 import { loadServeConfig } from '../../src/config.js';
+import { ANY_UPLOAD, fakeHash, narRecord, pathRecord } from '../conformance/metadata-store.conformance.js';
 
 let data: string;
 
@@ -101,6 +102,61 @@ describe('niche cache', () => {
     assert.equal(deleted.code, 0, deleted.stderr);
     assert.match(deleted.stderr, /and its build logs/);
     assert.deepEqual(await logBlobs(), []);
+  });
+});
+
+describe('niche cache paths', () => {
+  it('lists store paths by hash or name prefix, all pages or up to --limit', async () => {
+    assert.equal((await niche('cache', 'create', 'many')).code, 0);
+    const names = ['hello-2.12', 'hello', 'help2man-1.49', 'world-1', 'hello-2.12'];
+    const stores = await openStores(loadServeConfig({ data }, {}));
+    const storePaths: string[] = [];
+    try {
+      const cache = await stores.db.getCache('many');
+      assert.ok(cache !== undefined);
+      const nar = narRecord(1);
+      await stores.db.recordNarUpload(cache.id, nar, new Date());
+      for (const [index, name] of names.entries()) {
+        const hashPart = fakeHash(index + 1, 32);
+        const storePath = `/nix/store/${hashPart}-${name}`;
+        await stores.db.addPath(cache.id, pathRecord(index + 1, nar, { storePath }), ANY_UPLOAD);
+        storePaths.push(storePath);
+      }
+    } finally {
+      await stores.db.close();
+      await stores.blobs.close();
+    }
+    const lines = (text: string): string[] => text.split('\n').filter((line) => line !== '');
+    const all = await niche('cache', 'paths', 'many');
+    assert.equal(all.code, 0, all.stderr);
+    assert.deepEqual(lines(all.stdout), [...storePaths].sort());
+    const name = (path: string): string => path.slice('/nix/store/'.length + 33);
+    const hel = storePaths
+      .filter((path) => name(path).startsWith('hel'))
+      .sort((a, b) => (name(a) === name(b) ? (a < b ? -1 : 1) : name(a) < name(b) ? -1 : 1));
+    assert.deepEqual(lines((await niche('cache', 'paths', 'many', '--name', 'hel')).stdout), hel);
+    assert.deepEqual(
+      lines((await niche('cache', 'paths', 'many', '--name', 'hel', '--limit', '3')).stdout),
+      hel.slice(0, 3),
+    );
+    const first = [...storePaths].sort()[0] ?? '';
+    const hashPrefix = first.slice('/nix/store/'.length, '/nix/store/'.length + 2);
+    assert.deepEqual(
+      lines((await niche('cache', 'paths', 'many', '--hash', hashPrefix)).stdout),
+      storePaths.filter((path) => path.startsWith(`/nix/store/${hashPrefix}`)).sort(),
+    );
+    assert.match((await niche('cache', 'delete', 'many')).stderr, /with 5 paths/);
+    for (const bad of [
+      ['--hash', 'e'],
+      ['--name', 'a/b'],
+      ['--limit', '0'],
+      ['--limit', 'all'],
+    ]) {
+      const refused = await niche('cache', 'paths', 'many', ...bad);
+      assert.equal(refused.code, 65, bad.join(' '));
+      assert.notEqual(refused.stderr, '');
+    }
+    assert.equal((await niche('cache', 'paths', 'ghost')).code, 66);
   });
 });
 

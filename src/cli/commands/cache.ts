@@ -1,9 +1,10 @@
-// `niche cache create|update|delete|list|show`: manage caches directly in the data directory (operator side).
+// `niche cache create|update|delete|list|show|paths`: manage caches directly in the data directory (operator side).
 import type { Command } from 'commander';
 import { openStores } from '../../app/data-dir.js';
 import { createCacheWithKey, DEFAULT_PRIORITY, parseUpstreamKeys } from '../../cache/admin-service.js';
 import { CONFIG_OPTION_HELP, DATA_OPTION_HELP, requireCache, withMetadata } from '../backends.js';
 import { parseCacheName } from '../../cache/cache-name.js';
+import { MAX_PATH_PAGE, pathPage } from '../../cache/path-pages.js';
 import { loadServeConfig, parseDuration, parseSize } from '../../config.js';
 import { InvalidInputError } from '../../errors.js';
 import { print, type CliIo } from '../io.js';
@@ -152,12 +153,7 @@ export function registerCache(
         try {
           const { db } = stores;
           const record = await requireCache(db, name);
-          let paths = 0;
-          for (let page = await db.listPaths(record.id, { limit: 1000 }); page.length > 0;) {
-            paths += page.length;
-            const last = page.at(-1)?.path.hashPart;
-            page = last === undefined ? [] : await db.listPaths(record.id, { after: last, limit: 1000 });
-          }
+          const { paths } = await db.getCacheUsage(record.id);
           if (options.yes !== true) {
             print(io.stderr, `would delete cache ${name} with ${paths} paths; run again with --yes to do it`);
             return 0;
@@ -242,6 +238,51 @@ export function registerCache(
         return 0;
       }),
     );
+
+  cache
+    .command('paths')
+    .description("list a cache's store paths, by hash or by name, one per line")
+    .argument('<name>')
+    .option('--name <prefix>', 'only paths whose name (after <hash>-) starts with this; sorts by name')
+    .option('--hash <prefix>', 'only paths whose hash part starts with this')
+    .option('--limit <n>', 'print at most this many (default: all)')
+    .option('--data <dir>', DATA_OPTION_HELP)
+    .option('--config <file>', CONFIG_OPTION_HELP)
+    .action(
+      (
+        name: string,
+        options: { name?: string; hash?: string; limit?: string; data?: string; config?: string },
+      ) =>
+        run(async () => {
+          const limit = options.limit === undefined ? Infinity : parseCount(options.limit, '--limit');
+          await withMetadata(io, options, async (db) => {
+            const record = await requireCache(db, name);
+            let printed = 0;
+            let after: string | undefined;
+            while (printed < limit) {
+              const page = await pathPage(db, record, {
+                name: options.name,
+                hash: options.hash,
+                after,
+                limit: Math.min(MAX_PATH_PAGE, limit - printed),
+              });
+              if (page.paths.length > 0) {
+                print(io.stdout, page.paths.map((entry) => entry.path.storePath).join('\n'));
+              }
+              printed += page.paths.length;
+              if (page.next === undefined) break;
+              after = page.next;
+            }
+          });
+          return 0;
+        }),
+    );
+}
+
+function parseCount(text: string, flag: string): number {
+  const value = /^[0-9]{1,15}$/.test(text) ? Number(text) : NaN;
+  if (!(value >= 1)) throw new InvalidInputError('BAD_REQUEST', `${flag}: expected a positive integer`);
+  return value;
 }
 
 /** A policy flag: 'none' clears it (null), anything else is parsed; undefined when not given. */

@@ -270,4 +270,12 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TRIGGER paths_usage_delete AFTER DELETE ON paths REFERENCING OLD TABLE AS removed_paths
     FOR EACH STATEMENT EXECUTE FUNCTION niche_paths_removed();
   `,
+  // 7: search by name (GET /api/v1/caches/<name>/paths?name=…): an index on the name, what follows
+  // "<hash>-" in the store path, in byte order, so a prefix is a range of it. PATH_NAME_EXPRESSION in
+  // postgres-metadata-store.ts must stay the same expression for the planner to use the index.
+  `
+  CREATE INDEX paths_name ON paths (
+    cache_id, (substr(store_path, strpos(store_path, '/' || hash_part || '-') + 34) COLLATE "C"), hash_part
+  );
+  `,
 ];

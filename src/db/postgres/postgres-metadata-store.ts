@@ -10,6 +10,7 @@ import pg from 'pg';
 
 import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError } from '../../errors.js';
 import {
+  prefixUpperBound,
   PERMISSIONS,
   type AccessRecord,
   type AddPathOutcome,
@@ -23,10 +24,12 @@ import {
   type GcPathRow,
   type GcRefRow,
   type MetadataStore,
+  type NamePageOptions,
   type NarRecord,
   type NewCache,
   type NewSigningKey,
   type NewToken,
+  type PathPageOptions,
   type PathRecord,
   type PathWithNar,
   type Permission,
@@ -142,6 +145,12 @@ const TOKEN_WITH_SCOPES_SELECT = `
   FROM tokens AS t LEFT JOIN token_scopes AS s ON s.token_id = t.id`;
 
 /** The narinfo lookup, the hottest query in the server: one primary-key probe on paths, one on nars. */
+/**
+ * A path's name, what follows `<hash>-` in its store path, in byte order: the expression of the paths_name
+ * index (migration 7), which the planner uses only for this exact expression.
+ */
+const PATH_NAME_EXPRESSION = `(substr(p.store_path, strpos(p.store_path, '/' || p.hash_part || '-') + 34) COLLATE "C")`;
+
 const PATH_WITH_NAR_SELECT = `
   SELECT p.hash_part, p.store_path, p.file_hash, p.nar_hash, p.nar_size, p.refs, p.deriver, p.ca,
          p.signatures, p.created_at, n.file_size AS n_file_size, n.compression AS n_compression,
@@ -169,6 +178,23 @@ const FIND_TOKEN_BY_SSH_KEY = {
 export const GET_PATH = {
   name: 'niche_get_path',
   text: `${PATH_WITH_NAR_SELECT} WHERE p.cache_id = $1 AND p.hash_part = $2`,
+};
+
+/** A page of paths by hash part: $2 the previous page's last, [$3, $4) the prefix's range. */
+export const LIST_PATHS = {
+  name: 'niche_list_paths',
+  text: `${PATH_WITH_NAR_SELECT}
+    WHERE p.cache_id = $1 AND p.hash_part > $2 AND p.hash_part >= $3 AND p.hash_part < $4
+    ORDER BY p.hash_part LIMIT $5`,
+};
+
+/** A page of paths by name: [$2, $3) the prefix's range, ($4, $5) the previous page's last name and hash. */
+export const FIND_PATHS_BY_NAME = {
+  name: 'niche_find_paths_by_name',
+  text: `${PATH_WITH_NAR_SELECT}
+    WHERE p.cache_id = $1 AND ${PATH_NAME_EXPRESSION} >= $2 AND ${PATH_NAME_EXPRESSION} < $3
+      AND (${PATH_NAME_EXPRESSION}, p.hash_part) > ($4, $5)
+    ORDER BY ${PATH_NAME_EXPRESSION}, p.hash_part LIMIT $6`,
 };
 
 /**
@@ -544,16 +570,30 @@ export class PostgresMetadataStore implements MetadataStore {
     return this.#run('getPath', () => findPath(this.#pool, cacheId, hashPart));
   }
 
-  listPaths(
-    cacheId: number,
-    options: { readonly after?: string; readonly limit: number },
-  ): Promise<PathWithNar[]> {
+  listPaths(cacheId: number, options: PathPageOptions): Promise<PathWithNar[]> {
+    const low = options.hashPrefix ?? '';
     return this.#run('listPaths', async () => {
-      const { rows } = await this.#pool.query<PathNarRow<unknown>>(
-        `${PATH_WITH_NAR_SELECT}
-         WHERE p.cache_id = $1 AND p.hash_part > $2 ORDER BY p.hash_part LIMIT $3`,
-        [cacheId, options.after ?? '', options.limit],
-      );
+      const { rows } = await this.#pool.query<PathNarRow<unknown>>({
+        ...LIST_PATHS,
+        values: [cacheId, options.after ?? '', low, prefixUpperBound(low), options.limit],
+      });
+      return rows.map((row) => toPathWithNar(row, stringList));
+    });
+  }
+
+  findPathsByName(cacheId: number, options: NamePageOptions): Promise<PathWithNar[]> {
+    return this.#run('findPathsByName', async () => {
+      const { rows } = await this.#pool.query<PathNarRow<unknown>>({
+        ...FIND_PATHS_BY_NAME,
+        values: [
+          cacheId,
+          options.prefix,
+          prefixUpperBound(options.prefix),
+          options.after?.name ?? '',
+          options.after?.hashPart ?? '',
+          options.limit,
+        ],
+      });
       return rows.map((row) => toPathWithNar(row, stringList));
     });
   }

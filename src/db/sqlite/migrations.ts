@@ -211,4 +211,11 @@ export const MIGRATIONS: readonly string[] = [
     expires_at INTEGER NOT NULL
   ) STRICT, WITHOUT ROWID;
   `,
+  `
+  -- Search by name (GET /api/v1/caches/<name>/paths?name=…): the name is what follows "<hash>-" in the
+  -- store path, a virtual column (computed, not stored) with an index, so a prefix is a range of it.
+  ALTER TABLE paths ADD COLUMN name TEXT
+    GENERATED ALWAYS AS (substr(store_path, instr(store_path, '/' || hash_part || '-') + 34)) VIRTUAL;
+  CREATE INDEX paths_name ON paths (cache_id, name, hash_part);
+  `,
 ];

@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 
 import { ConfigError, ConflictError, DatabaseError, isNicheError, NotFoundError } from '../../errors.js';
 import {
+  prefixUpperBound,
   PERMISSIONS,
   type AccessRecord,
   type AddPathOutcome,
@@ -22,10 +23,12 @@ import {
   type GcPathRow,
   type GcRefRow,
   type MetadataStore,
+  type NamePageOptions,
   type NarRecord,
   type NewCache,
   type NewSigningKey,
   type NewToken,
+  type PathPageOptions,
   type PathRecord,
   type PathWithNar,
   type Permission,
@@ -131,6 +134,20 @@ const PATH_WITH_NAR_SELECT = `
 
 export const PATH_WITH_NAR_SQL = `${PATH_WITH_NAR_SELECT}
   WHERE p.cache_id = @cacheId AND p.hash_part = @hashPart`;
+
+/** A page of paths by hash part: after the previous page's last, in the prefix's range [low, high). */
+export const PATH_PAGE_SQL = `${PATH_WITH_NAR_SELECT}
+  WHERE p.cache_id = @cacheId AND p.hash_part > @after AND p.hash_part >= @low AND p.hash_part < @high
+  ORDER BY p.hash_part LIMIT @limit`;
+
+/**
+ * A page of paths by name (the indexed virtual column of migrations.ts) in the prefix's range [low, high); the row
+ * value comparison walks the (cache_id, name, hash_part) index on from the previous page's last path.
+ */
+export const NAME_PAGE_SQL = `${PATH_WITH_NAR_SELECT}
+  WHERE p.cache_id = @cacheId AND p.name >= @low AND p.name < @high
+    AND (p.name, p.hash_part) > (@afterName, @afterHash)
+  ORDER BY p.name, p.hash_part LIMIT @limit`;
 
 /**
  * The batch presence check, with the hash parts bound as one JSON array (no limit on host parameters, one
@@ -267,10 +284,14 @@ function prepareStatements(db: Database.Database) {
     ),
 
     pathWithNar: db.prepare<PathKey, PathNarRow<string>>(PATH_WITH_NAR_SQL),
-    pathPage: db.prepare<{ cacheId: number; after: string; limit: number }, PathNarRow<string>>(
-      `${PATH_WITH_NAR_SELECT}
-       WHERE p.cache_id = @cacheId AND p.hash_part > @after ORDER BY p.hash_part LIMIT @limit`,
-    ),
+    pathPage: db.prepare<
+      { cacheId: number; after: string; low: string; high: string; limit: number },
+      PathNarRow<string>
+    >(PATH_PAGE_SQL),
+    namePage: db.prepare<
+      { cacheId: number; low: string; high: string; afterName: string; afterHash: string; limit: number },
+      PathNarRow<string>
+    >(NAME_PAGE_SQL),
     presentPaths: db.prepare<{ cacheId: number; hashParts: string }, string>(PRESENT_PATHS_SQL).pluck(),
     insertPath: db.prepare<{
       cacheId: number;
@@ -957,13 +978,26 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  listPaths(
-    cacheId: number,
-    options: { readonly after?: string; readonly limit: number },
-  ): Promise<PathWithNar[]> {
+  listPaths(cacheId: number, options: PathPageOptions): Promise<PathWithNar[]> {
+    const low = options.hashPrefix ?? '';
     return this.#run('listPaths', () =>
       this.#sql.pathPage
-        .all({ cacheId, after: options.after ?? '', limit: options.limit })
+        .all({ cacheId, after: options.after ?? '', low, high: prefixUpperBound(low), limit: options.limit })
+        .map((row) => toPathWithNar(row, parseStrings)),
+    );
+  }
+
+  findPathsByName(cacheId: number, options: NamePageOptions): Promise<PathWithNar[]> {
+    return this.#run('findPathsByName', () =>
+      this.#sql.namePage
+        .all({
+          cacheId,
+          low: options.prefix,
+          high: prefixUpperBound(options.prefix),
+          afterName: options.after?.name ?? '',
+          afterHash: options.after?.hashPart ?? '',
+          limit: options.limit,
+        })
         .map((row) => toPathWithNar(row, parseStrings)),
     );
   }

@@ -6,6 +6,7 @@ import {
   pushUrlOf,
   type CacheInfo,
   type KeyInfo,
+  type PathInfo,
   type PinInfo,
   type SshKeyInfo,
   type TokenInfo,
@@ -13,6 +14,7 @@ import {
 import type {
   CacheRecord,
   CacheUsage,
+  PathWithNar,
   PinRecord,
   SigningKeyRecord,
   TokenRecord,
@@ -93,6 +95,21 @@ export function cacheInfo(
             lastPushAt: usage.lastPushAt?.toISOString() ?? null,
           },
         }),
+  };
+}
+
+export function pathInfo({ path, nar }: PathWithNar): PathInfo {
+  return {
+    storePath: path.storePath,
+    narHash: `sha256:${path.narHash}`,
+    narSize: path.narSize,
+    compression: nar.compression,
+    fileSize: nar.fileSize,
+    references: [...path.references],
+    deriver: path.deriver ?? null,
+    ca: path.ca ?? null,
+    signatures: [...path.signatures],
+    createdAt: path.createdAt.toISOString(),
   };
 }
 

@@ -1,19 +1,22 @@
-// `/api/v1/caches/<name>/missing` and `/api/v1/caches/<name>/paths/<hash>`: what the niche client needs
+// `/api/v1/caches/<name>/missing` and `/api/v1/caches/<name>/paths[/<hash>]`: what the niche client needs
 // to push efficiently — a bulk presence check, a one-request upload (metadata line + NAR stream), and
-// deletion of a path.
+// deletion of a path — and the paginated listing and search of a cache's paths.
 import type { FastifyInstance } from 'fastify';
 import {
   API_PREFIX,
   MAX_UPLOAD_HEADER,
   missingRequestSchema,
+  pathQuerySchema,
   pathUploadSchema,
   type MissingResponse,
+  type PathList,
   type PathUploadResult,
 } from '../../../api/v1.js';
 import { InvalidInputError } from '../../../errors.js';
 import { readHeaderLine } from '../../body.js';
 import { openCache, type HttpContext } from '../../context.js';
-import { readJson, validate } from './json.js';
+import { pathPage } from '../../../cache/path-pages.js';
+import { pathInfo, readJson, validate } from './json.js';
 
 interface Params {
   readonly name: string;
@@ -29,6 +32,14 @@ export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext
     const body = await readJson(request, missingRequestSchema);
     const response: MissingResponse = { missing: await context.service.missingPaths(cache, body.paths) };
     return reply.header('cache-control', 'no-store').send(response);
+  });
+
+  app.get<{ Params: { name: string } }>(`${API_PREFIX}/caches/:name/paths`, async (request, reply) => {
+    const cache = await openCache(context, request, request.params.name, 'pull');
+    const query = validate(pathQuerySchema, request.query, 'query');
+    const page = await pathPage(context.service.db, cache, query);
+    const body: PathList = { paths: page.paths.map(pathInfo), next: page.next ?? null };
+    return reply.header('cache-control', 'no-store').send(body);
   });
 
   app.put<{ Params: Params }>(PATH_UPLOAD_ROUTE, async (request, reply) => {
