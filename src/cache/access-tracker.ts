@@ -13,8 +13,14 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 
 import type { AccessRecord, MetadataStore } from '../db/metadata-store.js';
+import { accessResolutionMs } from './access-resolution.js';
 
 export const DEFAULT_ACCESS_FLUSH_MS = 60_000;
+/** The access time the store holds for a path (or that this process recorded), and its cache's retention. */
+export interface KnownAccess {
+  readonly at: number;
+  readonly retentionMs: number | undefined;
+}
 const DEFAULT_MAX_ENTRIES = 100_000;
 /**
  * Accesses written per call of the store (one transaction, one statement per kind on PostgreSQL). On
@@ -71,17 +77,23 @@ export class AccessTracker {
     }
   }
 
-  /** A narinfo was served, or the path pushed again. */
-  touchPath(cacheId: number, hashPart: string): void {
-    this.#touch(`${cacheId} ${hashPart}`);
+  /**
+   * A narinfo was served, or the path pushed again. With `known`, recorded only if the known access is
+   * older than the resolution. Returns the access time now known: `known.at` when skipped, else now.
+   */
+  touchPath(cacheId: number, hashPart: string, known?: KnownAccess): number {
+    const now = this.#now();
+    if (known !== undefined && now - known.at < accessResolutionMs(known.retentionMs)) return known.at;
+    this.#touch(`${cacheId} ${hashPart}`, now);
+    return now;
   }
 
   /** A NAR file was downloaded: every path of the cache using it was accessed. */
   touchFile(cacheId: number, fileHash: string): void {
-    this.#touch(`${cacheId} ${fileHash}`);
+    this.#touch(`${cacheId} ${fileHash}`, this.#now());
   }
 
-  #touch(key: string): void {
+  #touch(key: string, now: number): void {
     if (this.#closed) return;
     const pending = this.#pending;
     if (pending.size >= this.#maxEntries && !pending.has(key)) {
@@ -92,7 +104,7 @@ export class AccessTracker {
         return;
       }
     }
-    this.#pending.set(key, this.#now());
+    this.#pending.set(key, now);
   }
 
   /** Writes what was recorded so far; resolves when written (or logged as failed). */

@@ -132,6 +132,11 @@ export interface PutNarInfoResult {
   readonly status: 'added' | 'unchanged';
 }
 
+/** A rendered narinfo kept in memory, with the access time last recorded for its path. */
+interface CachedNarInfo {
+  readonly text: string;
+  accessedAt: number;
+}
 export class CacheService {
   readonly db: MetadataStore;
   readonly blobs: BlobStore;
@@ -141,7 +146,7 @@ export class CacheService {
   readonly #now: () => Date;
   readonly #recordTtlMs: number;
   readonly #records = new Map<string, { record: CacheRecord | undefined; expires: number }>();
-  readonly #narinfos: NarInfoCache;
+  readonly #narinfos: NarInfoCache<CachedNarInfo>;
   readonly #pendingUploadTtlMs: number;
   readonly #listings: NarListings;
   /** The caches' build logs. */
@@ -178,6 +183,7 @@ export class CacheService {
     this.access = new AccessTracker({
       db: options.db,
       logger: options.logger,
+      now: () => this.#now().getTime(),
       ...(options.accessFlushMs === undefined ? {} : { flushIntervalMs: options.accessFlushMs }),
       enabled: options.trackAccesses !== false,
     });
@@ -227,10 +233,10 @@ export class CacheService {
   cachedPublicNarInfo(name: string, hashPart: string): { cache: CacheRecord; text: string } | undefined {
     const cache = this.#remembered(name, Date.now())?.record;
     if (cache === undefined || !cache.isPublic) return undefined;
-    const text = this.#narinfos.get(cache.id, hashPart);
-    if (text === undefined) return undefined;
-    this.access.touchPath(cache.id, hashPart);
-    return { cache, text };
+    const cached = this.#narinfos.get(cache.id, hashPart);
+    if (cached === undefined) return undefined;
+    this.#touchCached(cache, hashPart, cached);
+    return { cache, text: cached.text };
   }
 
   /** Writes what is held in memory (recorded accesses); the service is not used afterwards. */
@@ -291,15 +297,26 @@ export class CacheService {
     if (!isStorePathHash(hashPart)) return undefined;
     const cached = this.#narinfos.get(cache.id, hashPart);
     if (cached !== undefined) {
-      this.access.touchPath(cache.id, hashPart);
-      return cached;
+      this.#touchCached(cache, hashPart, cached);
+      return cached.text;
     }
     const found = await this.db.getPath(cache.id, hashPart);
     if (found === undefined) return undefined;
-    this.access.touchPath(cache.id, hashPart);
+    const accessedAt = this.access.touchPath(cache.id, hashPart, {
+      at: found.lastAccessAt.getTime(),
+      retentionMs: cache.retentionMs,
+    });
     const text = renderNarInfo(found);
-    this.#narinfos.set(cache.id, hashPart, text);
+    this.#narinfos.set(cache.id, hashPart, { text, accessedAt });
     return text;
+  }
+
+  /** Records an access of a narinfo served from memory, unless its last one is recent enough. */
+  #touchCached(cache: CacheRecord, hashPart: string, cached: CachedNarInfo): void {
+    cached.accessedAt = this.access.touchPath(cache.id, hashPart, {
+      at: cached.accessedAt,
+      retentionMs: cache.retentionMs,
+    });
   }
 
   /** Drops the rendered narinfo of one path kept in memory (the path was removed). */
@@ -402,7 +419,10 @@ export class CacheService {
     }
     const found = await this.db.getPath(cache.id, parsed.hash);
     if (found?.path.storePath !== storePath) return undefined;
-    this.access.touchPath(cache.id, parsed.hash);
+    this.access.touchPath(cache.id, parsed.hash, {
+      at: found.lastAccessAt.getTime(),
+      retentionMs: cache.retentionMs,
+    });
     return found;
   }
 

@@ -13,6 +13,8 @@
 // reference, and the store checks each removal again atomically (deletePathsIfUnused), since accesses and
 // uploads go on while GC runs.
 
+import { accessResolutionMs } from './access-resolution.js';
+
 /** The reference graph of one cache: paths by index (sorted by hash part), edges as adjacency arrays. */
 export interface GcGraph {
   /** The paths' hash parts, sorted (planning only counts them; src/cache/gc.ts keeps them packed). */
@@ -117,7 +119,9 @@ export function planCacheGc(graph: GcGraph, policy: GcPolicy): GcPlan {
   // The victims are the first `next` of the sorted candidates.
   let next = 0;
   if (policy.retentionMs !== undefined) {
-    const cutoff = policy.now - policy.retentionMs;
+    // Access times are recorded at a resolution (src/cache/access-tracker.ts): one may be that much older
+    // than the access it stands for, so a path goes only once retention plus resolution have passed.
+    const cutoff = policy.now - policy.retentionMs - accessResolutionMs(policy.retentionMs);
     while (next < candidateCount && (effective[sorted[next] as number] as number) < cutoff) {
       take(sorted[next++] as number);
     }

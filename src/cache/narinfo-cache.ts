@@ -2,9 +2,10 @@
 // the path is deleted, and this process drops the entry itself then. Changes made elsewhere (another
 // replica, an operator command) are seen within the TTL. Only hits are kept: a miss must reflect an
 // upload at once, since Nix checks each reference's narinfo right before uploading its referrer.
-// Bounded: the oldest entries go first once `maxEntries` is reached.
-export class NarInfoCache {
-  readonly #entries = new Map<string, { readonly text: string; readonly expires: number }>();
+// Bounded: the oldest entries go first once `maxEntries` is reached. An entry is the rendered text, or an
+// object holding it with what else the owner keeps per path (CacheService: the last recorded access).
+export class NarInfoCache<T = string> {
+  readonly #entries = new Map<string, { readonly value: T; readonly expires: number }>();
   readonly #maxEntries: number;
   readonly #ttlMs: number;
 
@@ -13,16 +14,16 @@ export class NarInfoCache {
     this.#ttlMs = ttlMs;
   }
 
-  get(cacheId: number, hashPart: string, now: number = Date.now()): string | undefined {
+  get(cacheId: number, hashPart: string, now: number = Date.now()): T | undefined {
     const key = `${cacheId}:${hashPart}`;
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
-    if (entry.expires > now) return entry.text;
+    if (entry.expires > now) return entry.value;
     this.#entries.delete(key);
     return undefined;
   }
 
-  set(cacheId: number, hashPart: string, text: string, now: number = Date.now()): void {
+  set(cacheId: number, hashPart: string, value: T, now: number = Date.now()): void {
     if (this.#maxEntries === 0) return;
     const key = `${cacheId}:${hashPart}`;
     this.#entries.delete(key);
@@ -30,7 +31,7 @@ export class NarInfoCache {
       const oldest = this.#entries.keys().next();
       if (oldest.done !== true) this.#entries.delete(oldest.value);
     }
-    this.#entries.set(key, { text, expires: now + this.#ttlMs });
+    this.#entries.set(key, { value, expires: now + this.#ttlMs });
   }
 
   forget(cacheId: number, hashPart: string): void {

@@ -4,7 +4,7 @@
 import type { PathWithNar } from '../db/metadata-store.js';
 import { narFileName, parseCompression } from '../nix/compression.js';
 
-export function renderNarInfo({ path, nar }: PathWithNar): string {
+export function renderNarInfo({ path, nar }: Pick<PathWithNar, 'path' | 'nar'>): string {
   let text =
     `StorePath: ${path.storePath}\n` +
     `URL: nar/${narFileName(nar.fileHash, parseCompression(nar.compression))}\n` +

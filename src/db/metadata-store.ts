@@ -222,6 +222,11 @@ export function prefixUpperBound(prefix: string): string {
 export interface PathWithNar {
   readonly path: PathRecord;
   readonly nar: NarRecord;
+  /**
+   * When the path was last downloaded or pushed as far as the store knows (recordAccesses), else when it
+   * was added. Accesses are recorded only once per resolution (src/cache/access-tracker.ts).
+   */
+  readonly lastAccessAt: Date;
 }
 
 /** A build log kept for a cache (`nix store copy-log`), keyed by its derivation. */

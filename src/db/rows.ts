@@ -46,6 +46,8 @@ export interface PathNarRow<L> {
   ca: string | null;
   signatures: L;
   created_at: number;
+  /** coalesce(last_access_at, created_at). */
+  last_access: number;
   n_file_size: number;
   n_compression: string;
   n_nar_hash: string;
@@ -94,6 +96,7 @@ export function toPathWithNar<L>(row: PathNarRow<L>, list: ListDecoder<L>): Path
       signatures: list(row.signatures, 'signatures'),
       createdAt: new Date(row.created_at),
     },
+    lastAccessAt: new Date(row.last_access),
     nar: {
       fileHash: row.file_hash,
       fileSize: row.n_file_size,

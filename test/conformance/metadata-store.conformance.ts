@@ -491,7 +491,11 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
           signatures: ['k2:b', 'k1:a'],
         });
         assert.deepEqual(await store().addPath(a, path, ANY_UPLOAD), { status: 'added' });
-        assert.deepEqual(await store().getPath(a, path.hashPart), { path, nar });
+        assert.deepEqual(await store().getPath(a, path.hashPart), {
+          path,
+          nar,
+          lastAccessAt: path.createdAt,
+        });
       });
 
       void it('returns undefined, not null, for a missing deriver and ca, and keeps empty lists', async () => {
@@ -532,7 +536,11 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         await store().addPath(a, path, ANY_UPLOAD);
         const rival = pathRecord(1, nar2, { signatures: [] });
         assert.deepEqual(await store().addPath(a, rival, ANY_UPLOAD), { status: 'exists', existing: path });
-        assert.deepEqual(await store().getPath(a, path.hashPart), { path, nar });
+        assert.deepEqual(await store().getPath(a, path.hashPart), {
+          path,
+          nar,
+          lastAccessAt: path.createdAt,
+        });
       });
 
       void it('scopes paths to their cache', async () => {
@@ -1081,6 +1089,11 @@ export function metadataStoreConformance(name: string, factory: () => Promise<Me
         assert.equal(await lastAccess(a, one.hashPart), 7000);
         assert.equal(await lastAccess(a, two.hashPart), 7000);
         assert.equal(await lastAccess(b, other.hashPart), 1000, 'another cache is not touched');
+        // Lookups carry the access time, so the service can skip writing a recent one again.
+        assert.equal((await store().getPath(a, one.hashPart))?.lastAccessAt.getTime(), 7000);
+        assert.equal((await store().getPath(b, other.hashPart))?.lastAccessAt.getTime(), 1000);
+        const [listed] = await store().listPaths(b, { limit: 1 });
+        assert.equal(listed?.lastAccessAt.getTime(), 1000);
       });
 
       void it('scans paths and references in pages', async () => {

@@ -217,7 +217,11 @@ void describe('PostgresMetadataStore', { skip }, () => {
         assert.deepEqual(await second.getCache('main'), cache);
         assert.deepEqual(await second.listSigningKeys(cacheId), [key]);
         assert.deepEqual(await second.findTokenByHash(token.tokenHash), token);
-        assert.deepEqual(await second.getPath(cacheId, path.hashPart), { path, nar });
+        assert.deepEqual(await second.getPath(cacheId, path.hashPart), {
+          path,
+          nar,
+          lastAccessAt: path.createdAt,
+        });
         assert.deepEqual((await second.getNar(cacheId, pending.fileHash))?.nar, pending);
       } finally {
         await second.close();

@@ -92,7 +92,11 @@ void describe('SqliteMetadataStore', () => {
         assert.deepEqual(await second.getCache('main'), cache);
         assert.deepEqual(await second.listSigningKeys(cache.id), [key]);
         assert.deepEqual(await second.findTokenByHash(token.tokenHash), token);
-        assert.deepEqual(await second.getPath(cache.id, path.hashPart), { path, nar });
+        assert.deepEqual(await second.getPath(cache.id, path.hashPart), {
+          path,
+          nar,
+          lastAccessAt: path.createdAt,
+        });
         assert.deepEqual((await second.getNar(cache.id, pending.fileHash))?.nar, pending);
       } finally {
         await second.close();

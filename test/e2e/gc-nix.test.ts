@@ -1,12 +1,16 @@
 // Garbage collection seen by the real Nix client (2.8 and 2.26): two closures pushed with `nix copy --to`,
-// one used since (a narinfo fetched), a path of the other pinned through the API, a retention set through
+// one used since (a narinfo fetched, once the pushes look two hours old), a path of the other pinned through the API, a retention set through
 // the API; after the collection, exactly the closure of the used path and the pinned one's remain, and
 // `nix copy --from` of each remaining top-level path (signatures required) brings a whole closure back.
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+
+import Database from 'better-sqlite3';
 import { pino } from 'pino';
 
 import { cacheInfoSchema, pinListSchema } from '../../src/api/v1.js';
+import { accessResolutionMs } from '../../src/cache/access-resolution.js';
 import { GarbageCollector } from '../../src/cache/gc.js';
 import { NixCommandError, nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
 import { buildClosure, nixClient, type BuiltClosure, type NixClient } from '../helpers/nix-closure.js';
@@ -55,8 +59,17 @@ for (const version of nixVersionsUnderTest())
       const admin = await t.token(['main'], ['pull', 'cache-admin']);
       const headers = { authorization: `Bearer ${admin}`, 'content-type': 'application/json' };
 
-      // A pull of the used closure's top, later than every push.
-      await new Promise((resolve) => setTimeout(resolve, 2100));
+      // Pushed two hours ago as far as the database knows, so a pull now is recorded (accesses within the
+      // resolution, here an hour, of the known one are not written), later than every push.
+      await t.server.service.access.flush();
+      const db = new Database(join(t.dataDir, 'niche.sqlite'));
+      try {
+        db.prepare(
+          'UPDATE paths SET created_at = created_at - 7200000, last_access_at = last_access_at - 7200000',
+        ).run();
+      } finally {
+        db.close();
+      }
       const accessedAt = Date.now();
       assert.equal((await fetch(`${t.url}/main/${hashOf(used.top)}.narinfo`)).status, 200);
       await t.server.service.access.flush();
@@ -84,9 +97,10 @@ for (const version of nixVersionsUnderTest())
       assert.equal(info.retentionSeconds, 3600);
       assert.equal(info.usage?.paths, used.paths.length + other.paths.length);
 
-      // An hour after the pull, less a second: everything not needed by it or by the pin has expired.
+      // An hour after the pull plus the resolution (a tenth of the retention), less a second: everything not
+      // needed by the pull or by the pin has expired.
       const report = await new GarbageCollector(t.server.service, pino({ level: 'silent' })).run({
-        now: () => new Date(accessedAt + HOUR - 1000),
+        now: () => new Date(accessedAt + HOUR + accessResolutionMs(HOUR) - 1000),
       });
       const gone = ['top', 'file', 'link'].map((name) => byName(otherClosure, name));
       const kept = [...used.paths, pinned, byName(other, 'leaf')];

@@ -173,6 +173,61 @@ void describe('garbage collection (SQLite and files)', () => {
     assert.equal(served.size, paths.length);
   });
 
+  void it('records a narinfo hit, from the database or from memory, once per resolution', async () => {
+    let clock = Date.UTC(2026, 0, 1);
+    const HOUR = 3_600_000;
+    const timed = new CacheService({
+      db: stores.db,
+      blobs: stores.blobs,
+      logger: silent,
+      accessFlushMs: 0,
+      narInfoCacheTtlMs: 10 * DAY,
+      now: () => new Date(clock),
+    });
+    try {
+      const cache = await newCache(timed, 'timed');
+      const [path] = await buildWorld(3, 1, 'timed');
+      assert.ok(path !== undefined);
+      await upload(timed, cache, path, [path]);
+      const pushedAt = clock;
+      const recorded = async (): Promise<number | undefined> => {
+        await timed.access.flush();
+        return (await stores.db.getPath(cache.id, path.hashPart))?.lastAccessAt.getTime();
+      };
+      const read = async (record = cache): Promise<void> => {
+        assert.ok((await timed.getNarInfo(record, path.hashPart)) !== undefined);
+      };
+      assert.equal(await recorded(), pushedAt);
+      // Without retention the resolution is an hour: the push counts as the access for 59 minutes.
+      clock += 59 * 60_000;
+      await read();
+      assert.equal(await recorded(), pushedAt, 'from the database, within the resolution');
+      clock += 2 * 60_000;
+      await read();
+      assert.equal(await recorded(), clock, 'from memory, past the resolution');
+      const memoryAt = clock;
+      clock += 30 * 60_000;
+      await read();
+      assert.equal(await recorded(), memoryAt, 'from memory, within the resolution');
+      timed.forgetNarInfo(cache.id, path.hashPart);
+      clock += 31 * 60_000;
+      await read();
+      assert.equal(await recorded(), clock, 'from the database, past the resolution');
+      // Retention 10 minutes: a resolution of one.
+      const short = await stores.db.updateCache(cache.id, { retentionMs: 10 * 60_000 });
+      const before = clock;
+      clock += 50_000;
+      await read(short);
+      assert.equal(await recorded(), before);
+      clock += 20_000;
+      await read(short);
+      assert.equal(await recorded(), clock);
+      assert.ok(clock - pushedAt > 2 * HOUR);
+    } finally {
+      await timed.close();
+    }
+  });
+
   void it('deleted paths and caches, expired uploads and crash leftovers are reclaimed after the grace period', async () => {
     const { paths: kept } = await fill(21, 6, 'keep');
     const { paths: doomed } = await fill(22, 6, 'doomed');

@@ -153,7 +153,8 @@ const PATH_NAME_EXPRESSION = `(substr(p.store_path, strpos(p.store_path, '/' || 
 
 const PATH_WITH_NAR_SELECT = `
   SELECT p.hash_part, p.store_path, p.file_hash, p.nar_hash, p.nar_size, p.refs, p.deriver, p.ca,
-         p.signatures, p.created_at, n.file_size AS n_file_size, n.compression AS n_compression,
+         p.signatures, p.created_at, coalesce(p.last_access_at, p.created_at) AS last_access,
+         n.file_size AS n_file_size, n.compression AS n_compression,
          n.nar_hash AS n_nar_hash, n.nar_size AS n_nar_size, n.blob_key AS n_blob_key
   FROM paths AS p JOIN nars AS n ON n.file_hash = p.file_hash`;
 
@@ -756,8 +757,8 @@ export class PostgresMetadataStore implements MetadataStore {
             // Row locks first, in hash-part order (as addPath takes its FOR SHARE locks): an upload holding
             // a candidate because it references it commits before this goes on, and the reads below, each
             // a new snapshot, then see its references; a later one waits for this transaction.
-            const { rows } = await client.query<PathNarRow<unknown> & { last_access: number }>(
-              `${PATH_WITH_NAR_SELECT.replace('SELECT ', 'SELECT coalesce(p.last_access_at, p.created_at) AS last_access, ')}
+            const { rows } = await client.query<PathNarRow<unknown>>(
+              `${PATH_WITH_NAR_SELECT}
                WHERE p.cache_id = $1 AND p.hash_part = ANY($2::text[])
                ORDER BY p.hash_part FOR UPDATE OF p`,
               [cacheId, hashParts],

@@ -128,7 +128,8 @@ const NAR_COLUMNS = 'file_hash, file_size, compression, nar_hash, nar_size, blob
 /** The narinfo lookup, the hottest query in the server: one primary-key probe on paths, one on nars. */
 const PATH_WITH_NAR_SELECT = `
   SELECT p.hash_part, p.store_path, p.file_hash, p.nar_hash, p.nar_size, p.refs, p.deriver, p.ca,
-         p.signatures, p.created_at, n.file_size AS n_file_size, n.compression AS n_compression,
+         p.signatures, p.created_at, coalesce(p.last_access_at, p.created_at) AS last_access,
+         n.file_size AS n_file_size, n.compression AS n_compression,
          n.nar_hash AS n_nar_hash, n.nar_size AS n_nar_size, n.blob_key AS n_blob_key
   FROM paths AS p JOIN nars AS n ON n.file_hash = p.file_hash`;
 

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 
+import { accessResolutionMs, MAX_ACCESS_RESOLUTION_MS } from '../../../src/cache/access-resolution.js';
 import { AccessTracker } from '../../../src/cache/access-tracker.js';
 import type { AccessRecord, MetadataStore } from '../../../src/db/metadata-store.js';
 import { DatabaseError } from '../../../src/errors.js';
@@ -27,7 +28,50 @@ function fakeStore(failures: number): { store: MetadataStore; written: AccessRec
   return { store, written };
 }
 
+void describe('accessResolutionMs', () => {
+  void it('is a tenth of the retention, at most an hour, and an hour without retention', () => {
+    assert.equal(accessResolutionMs(10_000), 1000);
+    assert.equal(accessResolutionMs(30 * 86_400_000), MAX_ACCESS_RESOLUTION_MS);
+    assert.equal(accessResolutionMs(undefined), MAX_ACCESS_RESOLUTION_MS);
+    assert.equal(MAX_ACCESS_RESOLUTION_MS, 3_600_000);
+  });
+});
+
 void describe('AccessTracker', () => {
+  void it('skips an access whose known time is within the resolution, and says which time holds', async () => {
+    const { store, written } = fakeStore(0);
+    let now = 100_000;
+    const tracker = new AccessTracker({
+      db: store,
+      logger: pino({ level: 'silent' }),
+      flushIntervalMs: 0,
+      now: () => now,
+    });
+    // Retention 10 s: resolution 1 s.
+    assert.equal(tracker.touchPath(1, HASH, { at: 99_500, retentionMs: 10_000 }), 99_500);
+    await tracker.flush();
+    assert.deepEqual(written, []);
+    assert.equal(tracker.touchPath(1, HASH, { at: 99_000, retentionMs: 10_000 }), 100_000);
+    now = 100_500;
+    // Without retention the resolution is an hour.
+    assert.equal(
+      tracker.touchPath(2, HASH, { at: 100_500 - 3_599_999, retentionMs: undefined }),
+      100_500 - 3_599_999,
+    );
+    assert.equal(tracker.touchPath(3, HASH, { at: 100_500 - 3_600_000, retentionMs: undefined }), 100_500);
+    // Without a known time, always.
+    assert.equal(tracker.touchPath(4, HASH), 100_500);
+    await tracker.flush();
+    assert.deepEqual(written, [
+      [
+        { cacheId: 1, hashPart: HASH, at: 100_000 },
+        { cacheId: 3, hashPart: HASH, at: 100_500 },
+        { cacheId: 4, hashPart: HASH, at: 100_500 },
+      ],
+    ]);
+    await tracker.close();
+  });
+
   void it('writes the latest access of each path and NAR file once per flush', async () => {
     const { store, written } = fakeStore(0);
     let now = 1000;

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { accessResolutionMs } from '../../../src/cache/access-resolution.js';
 import { planCacheGc, QUOTA_LOW_WATER, type GcGraph } from '../../../src/cache/gc-plan.js';
 
 /** A small deterministic generator (mulberry32). */
@@ -116,7 +117,10 @@ void describe('planCacheGc', () => {
       });
       const recent = dag.references
         .map((_refs, index) => index)
-        .filter((index) => (dag.graph.access[index] ?? 0) >= now - retentionMs);
+        // Access times are recorded at a resolution: a path goes once retention and resolution have passed.
+        .filter(
+          (index) => (dag.graph.access[index] ?? 0) >= now - retentionMs - accessResolutionMs(retentionMs),
+        );
       const kept = closure(dag, [...recent, ...dag.pinned]);
       const expected = dag.references.map((_refs, index) => index).filter((index) => !kept.has(index));
       assert.deepEqual(

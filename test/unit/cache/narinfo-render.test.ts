@@ -5,7 +5,7 @@ import { renderNarInfo } from '../../../src/cache/narinfo-render.js';
 import type { PathWithNar } from '../../../src/db/metadata-store.js';
 import { formatNarInfo, parseNarInfo } from '../../../src/nix/narinfo.js';
 
-const stored: PathWithNar = {
+const stored: Pick<PathWithNar, 'path' | 'nar'> = {
   path: {
     hashPart: 'zjbl1040pl4yh4178srp8zrfqlzg24ca',
     storePath: '/nix/store/zjbl1040pl4yh4178srp8zrfqlzg24ca-example-tool-1.0',
