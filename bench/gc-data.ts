@@ -26,6 +26,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { NIX32_ALPHABET } from '../src/nix/nix32.js';
 import { planCacheGc, type GcGraph } from '../src/cache/gc-plan.js';
+import { accessResolutionMs } from '../src/cache/access-resolution.js';
 
 export const SPAN_DAYS = 120;
 export const RETENTION_DAYS = 30;
@@ -63,13 +64,15 @@ export interface GcData {
 }
 
 /**
- * No time falls within `GAP_MS` after the retention cutoff of `now`, so that GC, which runs a little after
- * the generation, removes exactly the paths the plan at `now` predicts.
+ * No time falls within `GAP_MS` after the retention cutoff of `now` (the retention plus the access
+ * resolution GC allows for), so that GC, which runs a little after the generation, removes exactly the
+ * paths the plan at `now` predicts.
  */
 const GAP_MS = 6 * 3_600_000;
 
 function outsideGap(time: number, now: number): number {
-  const cutoff = now - RETENTION_DAYS * DAY_MS;
+  const retentionMs = RETENTION_DAYS * DAY_MS;
+  const cutoff = now - retentionMs - accessResolutionMs(retentionMs);
   return time >= cutoff && time < cutoff + GAP_MS ? cutoff + GAP_MS : time;
 }
 
