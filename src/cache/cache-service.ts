@@ -137,6 +137,7 @@ interface CachedNarInfo {
   readonly text: string;
   accessedAt: number;
 }
+
 export class CacheService {
   readonly db: MetadataStore;
   readonly blobs: BlobStore;
