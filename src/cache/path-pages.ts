@@ -3,7 +3,13 @@
 // so a page costs the same on the millionth path as on the first and no request scans the cache.
 import type { CacheRecord, MetadataStore, PathWithNar } from '../db/metadata-store.js';
 import { InvalidInputError } from '../errors.js';
-import { STORE_PATH_HASH_LENGTH, STORE_PATH_NAME_MAX_LENGTH, StorePath } from '../nix/store-path.js';
+import { NIX32_CLASS } from '../nix/nix32.js';
+import {
+  STORE_PATH_HASH_LENGTH,
+  STORE_PATH_NAME_CLASS,
+  STORE_PATH_NAME_MAX_LENGTH,
+  StorePath,
+} from '../nix/store-path.js';
 
 /** The largest page a request may ask for. */
 export const MAX_PATH_PAGE = 1000;
@@ -24,9 +30,8 @@ export interface PathPage {
   readonly next: string | undefined;
 }
 
-const NAME_PREFIX = /^[A-Za-z0-9+\-._?=]*$/;
-/** nix32's alphabet: digits and lower-case letters but e, o, u and t. */
-const HASH_PREFIX = /^[0-9a-df-np-sv-z]*$/;
+const NAME_PREFIX = new RegExp(`^${STORE_PATH_NAME_CLASS}*$`);
+const HASH_PREFIX = new RegExp(`^${NIX32_CLASS}*$`);
 
 export async function pathPage(
   db: MetadataStore,

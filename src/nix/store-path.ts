@@ -13,7 +13,9 @@ export type StorePathHash = string & { readonly __brand: 'StorePathHash' };
 export const STORE_PATH_HASH_LENGTH = 32;
 export const STORE_PATH_NAME_MAX_LENGTH = 211;
 
-const NAME_CHARS = /^[A-Za-z0-9+\-._?=]+$/;
+/** The characters of a store path name as a regular-expression character class. */
+export const STORE_PATH_NAME_CLASS = '[A-Za-z0-9+\\-._?=]';
+const NAME_CHARS = new RegExp(`^${STORE_PATH_NAME_CLASS}+$`);
 
 export function isStorePathHash(text: string): text is StorePathHash {
   return isNix32(text, STORE_PATH_HASH_LENGTH);

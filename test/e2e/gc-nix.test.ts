@@ -1,12 +1,9 @@
 // Garbage collection seen by the real Nix client (2.8 and 2.26): two closures pushed with `nix copy --to`,
-// one used since (a narinfo fetched, once the pushes look two hours old), a path of the other pinned through the API, a retention set through
-// the API; after the collection, exactly the closure of the used path and the pinned one's remain, and
+// one used since (a narinfo fetched, once the pushes look two hours old), a path of the other pinned
+// through the API, a retention set through the API; after the collection, exactly the closure of the used path and the pinned one's remain, and
 // `nix copy --from` of each remaining top-level path (signatures required) brings a whole closure back.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-
-import Database from 'better-sqlite3';
 import { pino } from 'pino';
 
 import { cacheInfoSchema, pinListSchema } from '../../src/api/v1.js';
@@ -14,7 +11,7 @@ import { accessResolutionMs } from '../../src/cache/access-resolution.js';
 import { GarbageCollector } from '../../src/cache/gc.js';
 import { NixCommandError, nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
 import { buildClosure, nixClient, type BuiltClosure, type NixClient } from '../helpers/nix-closure.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { agePaths, startTestServer, type TestServer } from '../helpers/server.js';
 
 const HOUR = 3_600_000;
 
@@ -61,15 +58,7 @@ for (const version of nixVersionsUnderTest())
 
       // Pushed two hours ago as far as the database knows, so a pull now is recorded (accesses within the
       // resolution, here an hour, of the known one are not written), later than every push.
-      await t.server.service.access.flush();
-      const db = new Database(join(t.dataDir, 'niche.sqlite'));
-      try {
-        db.prepare(
-          'UPDATE paths SET created_at = created_at - 7200000, last_access_at = last_access_at - 7200000',
-        ).run();
-      } finally {
-        db.close();
-      }
+      await agePaths(t, 2 * HOUR);
       const accessedAt = Date.now();
       assert.equal((await fetch(`${t.url}/main/${hashOf(used.top)}.narinfo`)).status, 200);
       await t.server.service.access.flush();

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { cacheInfoSchema } from '../../src/api/v1.js';
-import { runMain, startServe, type ServeProcess } from '../helpers/cli-process.js';
+import { accessLines, runMain, startServe, type ServeProcess } from '../helpers/cli-process.js';
 import { nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
 import {
   buildClosure,
@@ -17,21 +17,6 @@ import {
   type NixClient,
 } from '../helpers/nix-closure.js';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
-
-interface AccessLine {
-  readonly pid: number;
-  readonly method: string;
-  readonly url: string;
-  readonly status: number;
-}
-
-function accessLines(server: ServeProcess): AccessLine[] {
-  return server
-    .stdout()
-    .split('\n')
-    .filter((line) => line.includes('"msg":"request"'))
-    .map((line) => JSON.parse(line) as AccessLine);
-}
 
 for (const version of nixVersionsUnderTest())
   void describe(

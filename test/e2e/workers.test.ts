@@ -12,7 +12,14 @@ import { readFile } from 'node:fs/promises';
 import { request, type IncomingMessage } from 'node:http';
 import { createServer, type Socket, connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { freePort, runMain, spawnServe, startServe, type ServeProcess } from '../helpers/cli-process.js';
+import {
+  accessLines,
+  freePort,
+  runMain,
+  spawnServe,
+  startServe,
+  type ServeProcess,
+} from '../helpers/cli-process.js';
 import { basicAuth } from '../helpers/server.js';
 import { fakeBaseName, fixture, narInfoText, type NarFixture } from '../helpers/nar-fixtures.js';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
@@ -51,15 +58,6 @@ function fresh(
     req.on('error', reject);
     req.end(options.body);
   });
-}
-
-/** The access log lines (stdout) so far, parsed. */
-function accessLines(): { pid: number; url: string; status: number; method: string }[] {
-  return server
-    .stdout()
-    .split('\n')
-    .filter((line) => line.includes('"msg":"request"'))
-    .map((line) => JSON.parse(line) as { pid: number; url: string; status: number; method: string });
 }
 
 /** The worker processes: the children of the primary that are node processes. */
@@ -139,7 +137,7 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     const workers = await workerPids();
     assert.equal(workers.length, 2);
     for (let i = 0; i < 12; i++) assert.equal((await fresh('/main/nix-cache-info')).status, 200);
-    const pids = new Set(accessLines().map((line) => line.pid));
+    const pids = new Set(accessLines(server).map((line) => line.pid));
     assert.deepEqual([...pids].sort(), workers, 'the access log names each worker');
     assert.ok(!pids.has(server.child.pid ?? 0), 'the primary serves nothing');
   });
@@ -159,7 +157,7 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     const nar = await fresh(`/main/nar/${first.fx.fileName}`);
     assert.equal(nar.status, 200);
     assert.ok(nar.body.equals(first.fx.file));
-    const uploads = accessLines().filter((line) => line.method === 'PUT');
+    const uploads = accessLines(server).filter((line) => line.method === 'PUT');
     assert.equal(new Set(uploads.map((line) => line.pid)).size, 2, 'uploads went through both workers');
   });
 
@@ -211,7 +209,9 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
       after.map((read) => read.status),
       Array(8).fill(401),
     );
-    const revokedLines = accessLines().filter((line) => line.url === '/api/v1/whoami' && line.status === 401);
+    const revokedLines = accessLines(server).filter(
+      (line) => line.url === '/api/v1/whoami' && line.status === 401,
+    );
     assert.equal(new Set(revokedLines.map((line) => line.pid)).size, 2, 'both workers refused it');
   });
 
@@ -279,10 +279,10 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
       timeoutMs: 30_000,
     });
     assert.match(server.stdout(), /worker exited unexpectedly; starting another/);
-    const seen = accessLines().length;
+    const seen = accessLines(server).length;
     for (let i = 0; i < 8; i++) assert.equal((await fresh('/main/nix-cache-info')).status, 200);
     const pids = new Set(
-      accessLines()
+      accessLines(server)
         .slice(seen)
         .map((line) => line.pid),
     );

@@ -278,3 +278,20 @@ export async function startServe(options: ServeOptions): Promise<ServeProcess> {
   }
   return server;
 }
+
+/** A line of a server's access log (src/http/access-log.ts) as it writes it to stdout. */
+export interface AccessLine {
+  readonly pid: number;
+  readonly method: string;
+  readonly url: string;
+  readonly status: number;
+}
+
+/** The access log lines `server` wrote to its stdout so far, parsed. */
+export function accessLines(server: ServeProcess): AccessLine[] {
+  return server
+    .stdout()
+    .split('\n')
+    .filter((line) => line.includes('"msg":"request"'))
+    .map((line) => JSON.parse(line) as AccessLine);
+}

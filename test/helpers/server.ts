@@ -2,6 +2,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import Database from 'better-sqlite3';
+
 import { startServer, type RunningServer, type StartOptions } from '../../src/app/server.js';
 import { generateToken, hashToken } from '../../src/cache/tokens.js';
 import { loadServeConfig, type ServeFlags } from '../../src/config.js';
@@ -54,4 +57,21 @@ export async function startTestServer(
 
 export function basicAuth(token: string): string {
   return `Basic ${Buffer.from(`niche:${token}`).toString('base64')}`;
+}
+
+/**
+ * Makes every path of the test server's SQLite database look pushed and last accessed `ms` earlier, after
+ * writing the accesses it still holds in memory: a hit is recorded only past the access resolution
+ * (src/cache/access-resolution.ts), which a test cannot wait for.
+ */
+export async function agePaths(t: TestServer, ms: number): Promise<void> {
+  await t.server.service.access.flush();
+  const db = new Database(join(t.dataDir, 'niche.sqlite'));
+  try {
+    db.prepare('UPDATE paths SET created_at = created_at - @ms, last_access_at = last_access_at - @ms').run({
+      ms,
+    });
+  } finally {
+    db.close();
+  }
 }

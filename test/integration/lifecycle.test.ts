@@ -7,12 +7,10 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import Database from 'better-sqlite3';
-
 import { cacheInfoSchema, pinInfoSchema } from '../../src/api/v1.js';
 import { runMain } from '../helpers/cli-process.js';
 import { fakeBaseName, fixture, narInfoText, type NarFixture } from '../helpers/nar-fixtures.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { agePaths, startTestServer, type TestServer } from '../helpers/server.js';
 
 interface Pushed {
   readonly baseName: string;
@@ -74,15 +72,7 @@ void describe('lifecycle through the server and the CLI', () => {
     assert.ok(leaf && top);
     const flush = () => t.server.service.access.flush();
     // Pushed two hours ago, as far as the database knows: past the resolution of an hour (no retention).
-    await flush();
-    const db = new Database(join(t.dataDir, 'niche.sqlite'));
-    try {
-      db.prepare(
-        'UPDATE paths SET created_at = created_at - 7200000, last_access_at = last_access_at - 7200000',
-      ).run();
-    } finally {
-      db.close();
-    }
+    await agePaths(t, 7_200_000);
     const created = await lastAccess(top.hashPart);
     assert.equal((await fetch(`${t.url}/main/${top.hashPart}.narinfo`)).status, 200);
     await flush();
