@@ -8,8 +8,9 @@
 //   narinfo hits: GC wall time, the GC process's peak RSS (/usr/bin/time), wrk's p99 during GC against
 //   the p99 of idle runs on the same server just before;
 // - `serve`: the GC `niche serve` runs on its schedule (NICHE_GC_INTERVAL), in the process that answers
-//   wrk: GC wall time (from its lease appearing to its disappearing), the server's peak RSS before and
-//   after, wrk's p99 during GC against idle runs before it;
+//   wrk, which runs it in a child process: GC wall time (from its lease appearing to its disappearing),
+//   the child's peak RSS (it logs it), the server's before and after, wrk's p99 during GC against idle
+//   runs before it;
 // - `tracking` (SQLite only): narinfo hit throughput with access tracking as implemented against the same
 //   server with tracking switched off (its touchPath/touchFile replaced by no-ops on that instance), two
 //   servers in one process (see bench/metrics-overhead.ts for why), pinned to CPU 0 with wrk on CPU 1,
@@ -99,10 +100,12 @@ interface GcRun {
   readonly backend: Backend;
   readonly mode: 'cli' | 'serve';
   readonly gcSeconds: number;
-  /** Peak RSS of the collecting process (cli: the gc process; serve: the server, after GC). */
+  /** Peak RSS of the collecting process (cli: the gc process; serve: the server's GC child, from its log). */
   readonly gcPeakRssMiB: number;
   /** serve: the server's peak RSS just before GC started. */
   readonly serverPeakBeforeMiB: number | undefined;
+  /** serve: the server's peak RSS after GC (the collection ran in its child). */
+  readonly serverPeakAfterMiB: number | undefined;
   readonly pathsDeleted: number;
   readonly report: string;
   readonly idle: WrkSummary[];
@@ -221,7 +224,14 @@ function longWrk(server: RunningServer, pathsFile: string) {
 function finish(
   base: Pick<
     GcRun,
-    'backend' | 'mode' | 'gcSeconds' | 'gcPeakRssMiB' | 'serverPeakBeforeMiB' | 'pathsDeleted' | 'report'
+    | 'backend'
+    | 'mode'
+    | 'gcSeconds'
+    | 'gcPeakRssMiB'
+    | 'serverPeakBeforeMiB'
+    | 'serverPeakAfterMiB'
+    | 'pathsDeleted'
+    | 'report'
   >,
   idle: WrkSummary[],
   during: WrkSummary,
@@ -278,6 +288,7 @@ async function gcByCli(prepared: SyntheticCache, main: string, pathsFile: string
         gcSeconds,
         gcPeakRssMiB: (Number(rss?.[1] ?? 0) * 1024) / MiB,
         serverPeakBeforeMiB: undefined,
+        serverPeakAfterMiB: undefined,
         pathsDeleted: Number(deleted?.[1] ?? -1),
         report: gc.stdout.trim(),
       },
@@ -318,12 +329,14 @@ async function gcInServer(prepared: SyntheticCache, main: string, pathsFile: str
     });
     const gcSeconds = (performance.now() - started) / 1000;
     const during = await wrk.stop();
-    const gcPeakRssMiB = memoryOf(server.pid).hwm / MiB;
-    const line = readFileSync(logFile, 'utf8')
-      .split('\n')
-      .find((l) => l.includes('"garbage collection done"'));
+    const serverPeakAfterMiB = memoryOf(server.pid).hwm / MiB;
+    const lines = readFileSync(logFile, 'utf8').split('\n');
+    const line = lines.find((l) => l.includes('"garbage collection done"'));
     const report =
       line === undefined ? undefined : (JSON.parse(line) as { gc: { caches: { paths: number }[] } }).gc;
+    // The child that collected logs its own peak as it ends.
+    const ended = lines.find((l) => l.includes('"garbage collection process ended"'));
+    const gcPeakRssMiB = ended === undefined ? NaN : (JSON.parse(ended) as { peakRssMiB: number }).peakRssMiB;
     return finish(
       {
         backend: prepared.backend,
@@ -331,6 +344,7 @@ async function gcInServer(prepared: SyntheticCache, main: string, pathsFile: str
         gcSeconds,
         gcPeakRssMiB,
         serverPeakBeforeMiB,
+        serverPeakAfterMiB,
         pathsDeleted: report?.caches[0]?.paths ?? -1,
         report: JSON.stringify(report),
       },
@@ -483,7 +497,7 @@ function describeRun(run: GcRun): string {
   const idle = run.idle.map((r) => r.p99Ms.toFixed(2)).join('/');
   return (
     `${run.backend} ${run.mode}: GC ${run.gcSeconds.toFixed(1)} s, ${run.pathsDeleted} paths deleted, peak RSS ` +
-    `${run.gcPeakRssMiB.toFixed(0)} MiB${run.serverPeakBeforeMiB === undefined ? '' : ` (server before GC: ${run.serverPeakBeforeMiB.toFixed(0)} MiB)`}; ` +
+    `${run.gcPeakRssMiB.toFixed(0)} MiB${run.serverPeakBeforeMiB === undefined ? '' : ` (server before GC: ${run.serverPeakBeforeMiB.toFixed(0)} MiB, after: ${(run.serverPeakAfterMiB ?? NaN).toFixed(0)} MiB)`}; ` +
     `narinfo p99 idle ${run.idleP99Ms.toFixed(2)} ms (${idle}), during GC ${run.during.p99Ms.toFixed(2)} ms ` +
     `(x${run.p99Ratio.toFixed(2)}, max ${run.during.maxMs.toFixed(0)} ms), throughput x${run.throughputRatio.toFixed(2)}, ` +
     `${run.during.timeouts} requests over 10 s, other processes ${run.during.otherCores.toFixed(2)} cores`

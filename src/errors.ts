@@ -332,10 +332,10 @@ export class OverloadedError extends NicheError {
 export class WorkerError extends NicheError {}
 
 /**
- * Garbage collection on its thread (src/app/gc-thread.ts) failed: with the kind and code of the error it
- * raised there, or `GC_OUT_OF_MEMORY` when the thread needed more heap than it may use.
+ * Garbage collection in its process or thread (src/app/isolated-gc.ts) failed: with the kind and code of the
+ * error it raised there, or `GC_OUT_OF_MEMORY` when it needed more heap than it may use.
  */
-export class GcThreadError extends NicheError {}
+export class IsolatedGcError extends NicheError {}
 
 export function isNicheError(error: unknown): error is NicheError {
   return error instanceof NicheError;

@@ -13,7 +13,7 @@
 //   eight); Nix keeps its connections open for many requests, so an unlucky placement lasts. Round robin
 //   costs the primary one accept and one descriptor passed per connection, not per request. Node 20 has
 //   no `reusePort`, which would let the kernel balance by hash instead.
-// - Garbage collection runs here, on a thread (src/app/gc-thread.ts), as it does in a single process: the
+// - Garbage collection is started here, in a child process (src/app/isolated-gc.ts), as in a single process: the
 //   primary lives as long as the server, while a worker may be killed and restarted at any time (and a
 //   worker's collection would stop with it). Each removed batch is sent to every worker, which drops those
 //   narinfos from memory. The GC lease still keeps other collectors (`niche gc`, replicas) out.

@@ -19,7 +19,7 @@ import type { RunningSshServer } from '../ssh/ssh-server.js';
 import { bootstrap, type BootstrapResult } from './bootstrap.js';
 import { LogDestination, PIPE_ATOMIC_BYTES } from '../util/log-destination.js';
 import { openStores, type Stores } from './data-dir.js';
-import { ThreadedGarbageCollector, type RemovedPaths } from './gc-thread.js';
+import { IsolatedGarbageCollector, type RemovedPaths } from './isolated-gc.js';
 import { AccessLog } from '../http/access-log.js';
 import { listenedUrl, listenFailed, listenHttp, reloadTls } from './http-listeners.js';
 import { loadTlsMaterial } from './tls-files.js';
@@ -75,8 +75,8 @@ export interface WorkerRole {
 }
 
 /**
- * The scheduled garbage collection of `niche serve` (none with `gc.interval = off`), on a thread
- * (src/app/gc-thread.ts), counted in `metrics`; `removed` is told of the paths each batch removed.
+ * The scheduled garbage collection of `niche serve` (none with `gc.interval = off`), in a child process
+ * (src/app/isolated-gc.ts), counted in `metrics`; `removed` is told of the paths each batch removed.
  */
 export function scheduleServerGc(
   config: ServeConfig,
@@ -85,7 +85,7 @@ export function scheduleServerGc(
   metrics: ServerMetrics | undefined,
 ): GcSchedule | undefined {
   if (config.gc.intervalMs === undefined) return undefined;
-  return scheduleGc(new ThreadedGarbageCollector(config, removed, logger), {
+  return scheduleGc(new IsolatedGarbageCollector({ ...config, isolation: 'process' }, removed, logger), {
     intervalMs: config.gc.intervalMs,
     graceMs: config.gc.graceMs,
     logger,

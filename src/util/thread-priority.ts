@@ -1,6 +1,6 @@
 // Lowers the CPU priority of the calling thread only, for background work that shares a process (or a
-// machine) with work that answers requests: garbage collection runs on a thread of `niche serve` and of
-// `niche gc` (src/app/gc-thread.ts). On Linux the nice value belongs to each thread, and setpriority(2)
+// machine) with work that answers requests: garbage collection, in a child process of `niche serve` or on
+// a thread of `niche gc` (src/app/isolated-gc.ts). On Linux the nice value belongs to each thread, and setpriority(2)
 // accepts a thread's id where it takes a process id; /proc/thread-self names the caller's. Elsewhere, or
 // if the kernel refuses, nothing changes. A lower priority only matters when the cores are busy: then the
 // server's threads win, and the background thread gets a small share instead of an equal one.

@@ -7,11 +7,13 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 
 import { openStores } from '../../src/app/data-dir.js';
 import { CacheService } from '../../src/cache/cache-service.js';
+import { GC_LEASE } from '../../src/cache/gc.js';
 import { loadServeConfig } from '../../src/config.js';
 import { REPO_ROOT, runCli, startServe } from '../helpers/cli-process.js';
 import {
@@ -81,6 +83,35 @@ async function until(reached: () => boolean, exited: () => boolean): Promise<boo
   for (let waited = 0; waited < 60_000 && !exited(); waited += 5) {
     if (reached()) return true;
     await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return false;
+}
+
+/** The process id in the GC lease's holder (`<host> <pid> <id>`), if the lease is held. */
+function leaseHolderPid(world: World): number | undefined {
+  const db = new Database(join(world.dir.path, 'niche.sqlite'), { readonly: true });
+  try {
+    const holder = db.prepare('SELECT holder FROM leases WHERE name = ?').pluck().get(GC_LEASE);
+    return typeof holder === 'string' ? Number(holder.split(' ')[1]) : undefined;
+  } finally {
+    db.close();
+  }
+}
+
+/** Whether process `pid` exits within 10 s (a zombie has: its parent was killed, nobody reaped it yet). */
+async function gone(pid: number): Promise<boolean> {
+  for (let waited = 0; waited < 10_000; waited += 20) {
+    let state: string;
+    try {
+      // "<pid> (<comm>) <state> …"
+      state = readFileSync(`/proc/${pid}/stat`, 'utf8')
+        .replace(/^.*\) /s, '')
+        .slice(0, 1);
+    } catch {
+      return true;
+    }
+    if (state === 'Z') return true;
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
   return false;
 }
@@ -171,8 +202,15 @@ void describe('GC killed with SIGKILL', () => {
     for (const reached of [() => rows(world, 'paths') < COUNT, () => rows(world, 'nars') < nars]) {
       const server = await startServe({ dataDir: world.dir.path, env });
       const got = await until(reached, () => server.child.exitCode !== null);
+      const collector = leaseHolderPid(world);
       await server.stop();
       assert.ok(got, 'the server finished collecting before it was killed');
+      // The collection ran in a child process, which does not outlive the server.
+      assert.ok(
+        collector !== undefined && collector !== server.child.pid,
+        `lease holder ${String(collector)}`,
+      );
+      assert.ok(await gone(collector), `the collecting process ${collector} outlived the server`);
       await check(world);
     }
     const server = await startServe({ dataDir: world.dir.path, env });

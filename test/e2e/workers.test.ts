@@ -244,7 +244,7 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     assert.ok(sample(text, 'process_cpu_seconds_total') > 0);
   });
 
-  it('collects garbage in the primary alone, never contending for the lease', async () => {
+  it('collects garbage from the primary alone, never contending for the lease', async () => {
     const text = await waitFor(
       async () => {
         const metrics = await scrape();
@@ -254,13 +254,17 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     );
     assert.equal(sample(text, 'niche_gc_runs_total', { result: 'skipped' }), 0);
     assert.equal(sample(text, 'niche_gc_runs_total', { result: 'failed' }), 0);
+    // Each collection ran in a child process of the primary, never in a worker.
     const done = server
       .stdout()
       .split('\n')
       .filter((line) => line.includes('"msg":"garbage collection done"'))
-      .map((line) => (JSON.parse(line) as { pid: number }).pid);
+      .map((line) => JSON.parse(line) as { pid: number; ppid: number });
     assert.ok(done.length >= 2);
-    assert.deepEqual(new Set(done), new Set([server.child.pid]));
+    assert.deepEqual(new Set(done.map((line) => line.ppid)), new Set([server.child.pid]));
+    const workers = await workerPids();
+    for (const { pid } of done)
+      assert.ok(pid !== server.child.pid && !workers.includes(pid), `collector ${pid}`);
   });
 
   it('replaces a worker killed with -9 and keeps serving', async () => {

@@ -2,14 +2,15 @@
 // backends as `niche serve` (which also runs it on a schedule, `gc.interval`). Safe beside a running
 // server and other replicas: one collector at a time (a lease in the metadata store), and every removal
 // is checked again atomically against concurrent uploads (src/cache/gc.ts). The collection runs on a
-// thread with a bounded heap, exactly as the server's scheduled one does (src/app/gc-thread.ts).
+// thread with a bounded heap; the server's scheduled one runs the same in a child process
+// (src/app/isolated-gc.ts).
 import type { Command } from 'commander';
 import { pino } from 'pino';
 
 import type { GcReport } from '../../cache/gc.js';
 import { parseDuration, loadServeConfig } from '../../config.js';
 import { InvalidInputError } from '../../errors.js';
-import { ThreadedGarbageCollector } from '../../app/gc-thread.js';
+import { IsolatedGarbageCollector } from '../../app/isolated-gc.js';
 import { CONFIG_OPTION_HELP, DATA_OPTION_HELP } from '../backends.js';
 import { print, type CliIo } from '../io.js';
 
@@ -42,8 +43,15 @@ export function registerGc(
         const config = loadServeConfig({ data: options.data, config: options.config }, io.env);
         const logger = pino({ level: 'warn' }, io.stderr);
         // Nothing here holds rendered narinfos: there is nothing to forget when paths go.
-        const collector = new ThreadedGarbageCollector(
-          { storage: config.storage, database: config.database, logLevel: 'warn', logFd: 2 },
+        // A process of its own already: the collection runs on a thread of it.
+        const collector = new IsolatedGarbageCollector(
+          {
+            storage: config.storage,
+            database: config.database,
+            logLevel: 'warn',
+            logFd: 2,
+            isolation: 'thread',
+          },
           { forgetPaths: () => undefined },
           logger,
         );
