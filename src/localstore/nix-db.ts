@@ -9,6 +9,7 @@ import { ConfigError, DatabaseError, NicheError } from '../errors.js';
 import { Hash } from '../nix/hash.js';
 import type { ValidPathInfo } from '../nix/path-info.js';
 import { StorePath, type StorePathHash } from '../nix/store-path.js';
+import { ReadBatch } from '../util/sqlite-read-batch.js';
 
 interface ValidPathRow {
   readonly id: number;
@@ -42,9 +43,12 @@ export class NixDatabase {
     // The path and its references in one read transaction: a path Nix deletes between the two reads must
     // not come out with no references (its signature would then cover an incomplete closure).
     this.lookup = db.transaction((hash: StorePathHash) => this.queryNow(hash));
+    // Lookups asked for in one turn of the event loop share a read transaction (each its own savepoint).
+    this.reads = new ReadBatch(db, (error) => (error instanceof Error ? error : new Error(String(error))));
   }
 
   private readonly lookup: (hash: StorePathHash) => ValidPathInfo | undefined;
+  private readonly reads: ReadBatch;
 
   /** Opens `file` read-only. Throws ConfigError if it is missing or is not a Nix database. */
   static open(file: string, storeDir: string): NixDatabase {
@@ -80,7 +84,7 @@ export class NixDatabase {
 
   /** The valid path with this hash part, or undefined (not valid: absent, deleted, or still being built). */
   async queryPathInfo(hash: StorePathHash): Promise<ValidPathInfo | undefined> {
-    return this.withBusyRetry(() => this.lookup(hash));
+    return this.withBusyRetry(() => this.reads.read(() => this.lookup(hash)));
   }
 
   close(): void {
@@ -129,10 +133,10 @@ export class NixDatabase {
     }
   }
 
-  private async withBusyRetry<T>(query: () => T): Promise<T> {
+  private async withBusyRetry<T>(query: () => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return query();
+        return await query();
       } catch (error) {
         const delay = BUSY_RETRY_DELAYS_MS[attempt];
         if (!isBusy(error)) {

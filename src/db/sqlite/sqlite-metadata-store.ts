@@ -38,6 +38,7 @@ import {
   type TokenRecord,
   type TokenScope,
 } from '../metadata-store.js';
+import { ReadBatch } from '../../util/sqlite-read-batch.js';
 import { WalSync, type SyncFile } from './wal-sync.js';
 import {
   BUILD_LOG_COLUMNS,
@@ -511,12 +512,15 @@ export class SqliteMetadataStore implements MetadataStore {
   readonly #life: LifecycleStatements;
   /** Makes commits durable; undefined for an in-memory database. */
   readonly #wal: WalSync | undefined;
+  /** The per-request lookups (narinfos, NARs), batched per turn of the event loop. */
+  readonly #reads: ReadBatch;
 
   private constructor(db: Database.Database, statements: Statements, wal: WalSync | undefined) {
     this.#db = db;
     this.#sql = statements;
     this.#life = prepareLifecycleStatements(db);
     this.#wal = wal;
+    this.#reads = new ReadBatch(db, (error) => failure('read transaction', error));
   }
 
   /**
@@ -956,7 +960,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   getNar(cacheId: number, fileHash: string): Promise<CacheNar | undefined> {
-    return this.#run('getNar', () => this.#cacheNar(cacheId, fileHash));
+    return this.#read('getNar', () => this.#cacheNar(cacheId, fileHash));
   }
 
   #cacheNar(cacheId: number, fileHash: string): CacheNar | undefined {
@@ -973,7 +977,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   getPath(cacheId: number, hashPart: string): Promise<PathWithNar | undefined> {
-    return this.#run('getPath', () => {
+    return this.#read('getPath', () => {
       const row = this.#sql.pathWithNar.get({ cacheId, hashPart });
       return row === undefined ? undefined : toPathWithNar(row, parseStrings);
     });
@@ -1215,12 +1219,20 @@ export class SqliteMetadataStore implements MetadataStore {
       if (!this.#db.open) throw new DatabaseError('the metadata store is closed');
       return Promise.resolve(work());
     } catch (error) {
-      return Promise.reject(
-        isNicheError(error)
-          ? error
-          : new DatabaseError(`${operation} failed: ${describe(error)}`, { cause: error }),
-      );
+      return Promise.reject(failure(operation, error));
     }
+  }
+
+  /** Like #run, for the lookups every request makes: in this turn's read transaction (read-batch.ts). */
+  #read<T>(operation: string, work: () => T): Promise<T> {
+    return this.#reads.read(() => {
+      if (!this.#db.open) throw new DatabaseError('the metadata store is closed');
+      try {
+        return work();
+      } catch (error) {
+        throw failure(operation, error);
+      }
+    });
   }
 }
 
@@ -1333,6 +1345,13 @@ function constraint(error: unknown): string | undefined {
 
 function noSuchCache(cacheId: number): NotFoundError {
   return new NotFoundError('CACHE_NOT_FOUND', `no cache with id ${cacheId}`);
+}
+
+/** What a failed statement rejects with: our own errors as they are, the driver's as DatabaseErrors. */
+function failure(operation: string, error: unknown): Error {
+  return isNicheError(error)
+    ? error
+    : new DatabaseError(`${operation} failed: ${describe(error)}`, { cause: error });
 }
 
 function describe(error: unknown): string {
