@@ -45,6 +45,7 @@ import { Realisations } from './realisations.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
 import { permissionsFor } from './tokens.js';
+import type { BufferPool } from '../util/buffer-pool.js';
 import { createDecompressor } from '../util/compression.js';
 
 export interface CacheLimits {
@@ -391,11 +392,20 @@ export class CacheService {
 
   /**
    * Opens a NAR found by `findNar` for download; undefined if its blob is gone. The blob is opened before
-   * anything is sent, so a missing blob is still a clean 404.
+   * anything is sent, so a missing blob is still a clean 404. With `pool`, a small NAR read into memory is
+   * in a buffer from it (`data`), the caller's to give back.
    */
-  async openNar(cache: CacheRecord, nar: NarRecord, range?: BlobRange): Promise<NarDownload | undefined> {
+  async openNar(
+    cache: CacheRecord,
+    nar: NarRecord,
+    range?: BlobRange,
+    pool?: BufferPool,
+  ): Promise<NarDownload | undefined> {
     this.access.touchFile(cache.id, nar.fileHash);
-    const opened = await this.blobs.get(nar.blobKey, range === undefined ? {} : { range });
+    const opened = await this.blobs.get(nar.blobKey, {
+      ...(range === undefined ? {} : { range }),
+      ...(pool === undefined ? {} : { pool }),
+    });
     if (opened === undefined) {
       this.#logger.error(
         { cache: cache.name, blobKey: nar.blobKey },

@@ -191,7 +191,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       return;
     }
     const range = parseRange(request.headers.range, nar.fileSize);
-    const opened = await service.openNar(cache, nar, range);
+    const opened = await service.openNar(cache, nar, range, pool);
     if (opened === undefined) {
       sendRawNotFound(request, response, `no such NAR in cache ${cache.name}`);
       return;
@@ -201,10 +201,13 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
 
   async function sendBlob(opened: BlobReadResult, headers: Headers, response: ServerResponse): Promise<void> {
     const status = setLength(headers, opened.size, opened.range);
-    if (opened.data !== undefined) {
-      opened.stream.destroy();
+    const { data } = opened;
+    if (data !== undefined) {
       response.writeHead(status, headers);
-      response.end(opened.data);
+      // A buffer of the pool (openNar was given it) goes back once the kernel has the bytes.
+      response.end(data, () => {
+        pool.give(data);
+      });
       return;
     }
     if (opened.chunks === undefined) {

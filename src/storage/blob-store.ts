@@ -34,7 +34,8 @@ export interface BlobReadResult {
   readonly range?: BlobRange;
   /**
    * The same bytes as `stream`, when the backend read them into memory anyway (small blobs): callers may
-   * send this instead of consuming the stream.
+   * send this instead of consuming the stream (which is then never made). If `GetOptions.pool` was given,
+   * a view of a buffer taken from it, the caller's to give back once written.
    */
   readonly data?: Buffer;
   /**
@@ -44,6 +45,16 @@ export interface BlobReadResult {
    * releases the blob as consuming `stream` does; use one or the other.
    */
   readonly chunks?: (pool: BufferPool) => AsyncIterable<Buffer>;
+}
+
+export interface GetOptions {
+  readonly range?: BlobRange;
+  /**
+   * Where a backend that reads small blobs into memory (`data`) takes the buffer from, instead of
+   * allocating one per read: thousands of small NAR downloads a second otherwise allocate megabytes of
+   * buffers a second, and the garbage collector's share of the CPU grows with them.
+   */
+  readonly pool?: BufferPool;
 }
 
 export interface BlobStat {
@@ -64,7 +75,7 @@ export interface BlobStore {
    * Opens the blob for reading. Resolves to undefined if it does not exist, so callers can answer 404
    * before sending any header. The range must lie within the blob (callers check against `head`).
    */
-  get(key: string, options?: { readonly range?: BlobRange }): Promise<BlobReadResult | undefined>;
+  get(key: string, options?: GetOptions): Promise<BlobReadResult | undefined>;
   head(key: string): Promise<BlobStat | undefined>;
   /** Deletes the blob. A blob that is already gone is success. */
   delete(key: string): Promise<void>;

@@ -12,6 +12,7 @@ import { describe, it } from 'node:test';
 
 import { ConfigError } from '../../src/errors.js';
 import { FsBlobStore } from '../../src/storage/fs/fs-blob-store.js';
+import { BufferPool } from '../../src/util/buffer-pool.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import {
   blobStoreConformance,
@@ -225,6 +226,30 @@ void describe('FsBlobStore', () => {
       const listed: string[] = [];
       for await (const key of store.list('')) listed.push(key);
       assert.deepEqual(listed, ['nar/done']);
+    });
+  });
+
+  void it('reads a small blob into a buffer of the pool it is given, and makes a stream only if asked', async () => {
+    await withStore(async (store) => {
+      const key = narKey();
+      const data = randomBytes(20_000);
+      await store.put(key, chunked(data));
+      const pool = new BufferPool(64 * 1024, 4);
+      const pooled = await store.get(key, { pool, range: { start: 100, end: 19_999 } });
+      assert.ok(pooled?.data !== undefined);
+      assert.deepEqual(pooled.data, data.subarray(100));
+      assert.equal(pooled.data.buffer.byteLength, pool.size, 'a view of a pool buffer');
+      pool.give(pooled.data);
+      assert.equal(pool.free, 1);
+      // The buffer is reused; the stream, made on request, has the bytes of its own read.
+      const again = await store.get(key, { pool });
+      assert.equal(pool.free, 0);
+      assert.deepEqual(await readAll(again?.stream ?? chunked(Buffer.alloc(0))), data);
+      // A blob larger than the pool's buffers is read into a buffer of its own.
+      const small = new BufferPool(1024, 4);
+      const unpooled = await store.get(key, { pool: small });
+      assert.deepEqual(unpooled?.data, data);
+      assert.notEqual(unpooled.data.buffer.byteLength, small.size);
     });
   });
 

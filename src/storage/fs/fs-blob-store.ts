@@ -27,6 +27,7 @@ import {
   type BlobReadResult,
   type BlobStat,
   type BlobStore,
+  type GetOptions,
   type PutOptions,
   type PutResult,
 } from '../blob-store.js';
@@ -152,10 +153,10 @@ export class FsBlobStore implements BlobStore {
     this.#durableDirs.add(dir);
   }
 
-  async get(key: string, options: { readonly range?: BlobRange } = {}): Promise<BlobReadResult | undefined> {
+  async get(key: string, options: GetOptions = {}): Promise<BlobReadResult | undefined> {
     this.#assertOpen();
     assertValidBlobKey(key);
-    const small = readSmall(this.#path(key), key, options.range);
+    const small = readSmall(this.#path(key), key, options.range, options.pool);
     if (small !== 'large') return small;
     // A numeric descriptor, not a FileHandle: ReadStream reads a FileHandle through promises, which
     // costs a good share of throughput on large NARs.
@@ -408,15 +409,35 @@ async function* fileChunks(
   }
 }
 
+/** A small blob read into memory; its stream is only made for a caller that asks for it. */
+class SmallBlob implements BlobReadResult {
+  readonly size: number;
+  readonly range: BlobRange | undefined;
+  readonly data: Buffer;
+  #stream: Readable | undefined;
+
+  constructor(data: Buffer, size: number, range: BlobRange | undefined) {
+    this.data = data;
+    this.size = size;
+    this.range = range;
+  }
+
+  get stream(): Readable {
+    return (this.#stream ??= Readable.from([this.data], { objectMode: false }));
+  }
+}
+
 /**
  * Small blobs (most NARs) are read whole, synchronously: four thread-pool round trips (open, fstat, read,
  * close) cost far more than the read of a file that is almost always in the page cache. Like nginx's
  * blocking reads, a cold small file briefly holds the event loop. Returns 'large' for blobs to stream.
+ * With a pool whose buffers hold the blob, it is read into one of them.
  */
 function readSmall(
   path: string,
   key: string,
   range: BlobRange | undefined,
+  pool: BufferPool | undefined,
 ): BlobReadResult | undefined | 'large' {
   let fd: number;
   try {
@@ -432,15 +453,21 @@ function readSmall(
     const length = (range?.end ?? info.size - 1) - start + 1;
     if (length > SMALL_READ_BYTES) return 'large';
     checkRange(key, range, info.size);
-    const data = Buffer.allocUnsafe(Math.max(length, 0));
-    let done = 0;
-    while (done < length) {
-      const read = readSync(fd, data, done, length - done, start + done);
-      if (read === 0) throw new StorageError(`blob ${key} shrank while being read`);
-      done += read;
+    const size = Math.max(length, 0);
+    const buffer = pool !== undefined && pool.size >= size ? pool.take() : undefined;
+    const data = buffer?.subarray(0, size) ?? Buffer.allocUnsafe(size);
+    try {
+      let done = 0;
+      while (done < length) {
+        const read = readSync(fd, data, done, length - done, start + done);
+        if (read === 0) throw new StorageError(`blob ${key} shrank while being read`);
+        done += read;
+      }
+    } catch (error) {
+      if (buffer !== undefined) pool?.give(buffer);
+      throw error;
     }
-    const stream = Readable.from([data], { objectMode: false });
-    return range === undefined ? { stream, size: info.size, data } : { stream, size: info.size, range, data };
+    return new SmallBlob(data, info.size, range);
   } catch (error) {
     if (isNicheError(error)) throw error;
     throw new StorageError(`cannot read blob ${key}: ${describe(error)}`, { cause: error });

@@ -40,6 +40,7 @@ import {
   type BlobReadResult,
   type BlobStat,
   type BlobStore,
+  type GetOptions,
   type PutOptions,
   type PutResult,
 } from '../blob-store.js';
@@ -303,7 +304,7 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async get(key: string, options: { readonly range?: BlobRange } = {}): Promise<BlobReadResult | undefined> {
+  async get(key: string, options: GetOptions = {}): Promise<BlobReadResult | undefined> {
     this.#assertOpen();
     assertValidBlobKey(key);
     const { range } = options;
