@@ -413,7 +413,8 @@ export class CacheService {
       );
       return undefined;
     }
-    return { ...opened, nar };
+    // Not a spread: a backend's result may make its stream on demand (a getter, not an own property).
+    return Object.assign(opened, { nar });
   }
 
   /**
