@@ -27,7 +27,7 @@ interface Runner {
 const abort = new AbortController();
 let finished = false;
 
-async function threadRunner(): Promise<Runner | undefined> {
+function threadRunner(): Runner | undefined {
   const port = parentPort;
   if (port === null) return undefined;
   port.on('message', (command: IsolatedGcCommand) => {
@@ -35,13 +35,13 @@ async function threadRunner(): Promise<Runner | undefined> {
   });
   // The thread lives as long as the collection, not as long as the port.
   port.unref();
-  return Promise.resolve({
+  return {
     data: workerData as IsolatedGcData,
     send: (message) => {
       port.postMessage(message);
       return Promise.resolve();
     },
-  });
+  };
 }
 
 async function processRunner(): Promise<Runner | undefined> {
@@ -71,7 +71,7 @@ async function processRunner(): Promise<Runner | undefined> {
   };
 }
 
-const runner = (await threadRunner()) ?? (await processRunner());
+const runner = threadRunner() ?? (await processRunner());
 if (runner === undefined) throw new Error('isolated-gc-entry.ts runs as a worker thread or a child process');
 const { data } = runner;
 // A child's lines name the server it collects for.

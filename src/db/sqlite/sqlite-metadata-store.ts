@@ -1215,24 +1215,24 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   #run<T>(operation: string, work: () => T): Promise<T> {
-    try {
-      if (!this.#db.open) throw new DatabaseError('the metadata store is closed');
-      return Promise.resolve(work());
-    } catch (error) {
-      return Promise.reject(failure(operation, error));
-    }
+    return new Promise<T>((resolve) => {
+      resolve(this.#attempt(operation, work));
+    });
   }
 
-  /** Like #run, for the lookups every request makes: in this turn's read transaction (read-batch.ts). */
+  /** Like #run, for the lookups every request makes: in this turn's read transaction (sqlite-read-batch.ts). */
   #read<T>(operation: string, work: () => T): Promise<T> {
-    return this.#reads.read(() => {
+    return this.#reads.read(() => this.#attempt(operation, work));
+  }
+
+  /** Runs `work` on the open connection; what it throws comes out as failure() maps it. */
+  #attempt<T>(operation: string, work: () => T): T {
+    try {
       if (!this.#db.open) throw new DatabaseError('the metadata store is closed');
-      try {
-        return work();
-      } catch (error) {
-        throw failure(operation, error);
-      }
-    });
+      return work();
+    } catch (error) {
+      throw failure(operation, error);
+    }
   }
 }
 
