@@ -38,7 +38,10 @@ export type RawHandler = (request: IncomingMessage, response: ServerResponse) =>
 
 export interface ReadPathOptions {
   readonly logger: FastifyBaseLogger;
+  /** Buffers for streamed downloads (chunks of large NARs, on-the-fly NARs). */
   readonly pool: BufferPool;
+  /** Buffers that small NARs are read into whole. */
+  readonly smallPool: BufferPool;
   readonly localStore?: LocalStoreMount | undefined;
   /** Rewrites root-mount URLs to the local store's prefix (routes/local-store.ts). */
   readonly rewriteUrl?: ((request: IncomingMessage) => string) | undefined;
@@ -93,7 +96,7 @@ function ignore(): void {}
 
 export function createReadPath(context: HttpContext, options: ReadPathOptions): RawHandler {
   const { service, authenticator, metrics } = context;
-  const { logger, pool, localStore } = options;
+  const { logger, pool, smallPool, localStore } = options;
   const localPrefix = `${localStore?.mountPath ?? ''}/`;
 
   const fail = (request: IncomingMessage, response: ServerResponse) => (error: unknown) => {
@@ -191,7 +194,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       return;
     }
     const range = parseRange(request.headers.range, nar.fileSize);
-    const opened = await service.openNar(cache, nar, range, pool);
+    const opened = await service.openNar(cache, nar, range, smallPool);
     if (opened === undefined) {
       sendRawNotFound(request, response, `no such NAR in cache ${cache.name}`);
       return;
@@ -204,9 +207,9 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     const { data } = opened;
     if (data !== undefined) {
       response.writeHead(status, headers);
-      // A buffer of the pool (openNar was given it) goes back once the kernel has the bytes.
+      // A buffer of the small-read pool (openNar was given it) goes back once the kernel has the bytes.
       response.end(data, () => {
-        pool.give(data);
+        smallPool.give(data);
       });
       return;
     }

@@ -36,7 +36,7 @@ import { registerNarRoutes } from './routes/nar.js';
 import { registerNarInfoRoutes } from './routes/narinfo.js';
 import { registerRealisationRoutes } from './routes/realisation.js';
 import { registerUnsupportedRoutes } from './routes/unsupported.js';
-import { chunkPool } from '../util/buffer-pool.js';
+import { chunkPool, smallReadPool } from '../util/buffer-pool.js';
 
 export interface HttpServerOptions {
   readonly logger: Logger;
@@ -129,6 +129,7 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
   const readPath = createReadPath(context, {
     logger: loggerInstance,
     pool: chunkPool,
+    smallPool: smallReadPool,
     localStore: options.localStore,
     rewriteUrl,
     closing: () => closing,

@@ -51,3 +51,12 @@ export const CHUNK_SIZE = 1 << 20;
 // 16 free buffers serve about five downloads at once without allocating (each has up to three chunks
 // out: two being written, one being read); the pool never holds more than 16 MiB while idle.
 export const chunkPool = new BufferPool(CHUNK_SIZE, 16, { shared: true });
+
+/**
+ * The pool of buffers that small NARs are read into whole (src/storage/fs/fs-blob-store.ts), each held
+ * until the kernel has taken the answer. Most NARs are a few KiB to tens of KiB: taken from `chunkPool`,
+ * every stalled small download would pin 1 MiB instead of its own size. A NAR larger than these buffers
+ * gets one of its own. At most 64 free buffers (4 MiB) wait while idle.
+ */
+export const SMALL_READ_SIZE = 64 << 10;
+export const smallReadPool = new BufferPool(SMALL_READ_SIZE, 64);

@@ -2,12 +2,15 @@
 // each answered with a 4xx and a reason while the store stays exactly as it was.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { PENDING_UPLOAD_TTL_MS } from '../../src/cache/cache-service.js';
 import { parseNarInfo, narInfoFingerprint } from '../../src/nix/narinfo.js';
 import { PublicKey } from '../../src/nix/signing.js';
 import { FS_BLOB_TMP_DIR } from '../../src/storage/fs/fs-blob-store.js';
+import { chunkPool, SMALL_READ_SIZE, smallReadPool } from '../../src/util/buffer-pool.js';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
 import {
   compress,
@@ -40,6 +43,14 @@ async function snapshot(): Promise<string> {
   const tmp = await readdir(join(t.dataDir, 'blobs', FS_BLOB_TMP_DIR), { recursive: true });
   const paths = await db.listPaths(cache.id, { limit: 100_000 });
   return JSON.stringify({ blobs: blobs.sort(), tmp, paths });
+}
+
+/** Polls `condition` until it holds, failing after two seconds. */
+async function waitFor(condition: () => boolean): Promise<void> {
+  for (const deadline = Date.now() + 2_000; !condition();) {
+    assert.ok(Date.now() < deadline, 'condition not met within 2 s');
+    await sleep(5);
+  }
 }
 
 async function expectRefused(response: Response, status: number, code: string): Promise<void> {
@@ -112,6 +123,33 @@ describe('upload', () => {
 
     // Re-uploading the identical path is harmless.
     assert.equal((await put(`/main/${hash}.narinfo`, narInfoText(base, fx))).status, 200);
+  });
+
+  it('reads a small NAR into a buffer of the small-read pool, given back once sent', async () => {
+    // Random bytes do not compress: the NAR files are about as large as their contents.
+    const small = await fixture(randomBytes(20_000), 'none');
+    const middling = await fixture(randomBytes(SMALL_READ_SIZE + 10_000), 'none');
+    for (const fx of [small, middling]) {
+      const base = fakeBaseName(`pooled-${fx.file.length}`);
+      assert.equal((await put(`/main/nar/${fx.fileName}`, fx.file)).status, 201);
+      assert.equal((await put(`/main/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx))).status, 201);
+    }
+    const chunksFree = chunkPool.free;
+    for (let round = 0; round < 3; round++) {
+      const before = smallReadPool.free;
+      const nar = await fetch(`${t.url}/main/nar/${small.fileName}`);
+      assert.deepEqual(Buffer.from(await nar.arrayBuffer()), small.file);
+      // Taken from the pool (or made, when none was free) and back in it: never a 1 MiB download chunk.
+      await waitFor(() => smallReadPool.free === Math.max(before, 1));
+      const ranged = await fetch(`${t.url}/main/nar/${small.fileName}`, { headers: { range: 'bytes=100-' } });
+      assert.deepEqual(Buffer.from(await ranged.arrayBuffer()), small.file.subarray(100));
+      await waitFor(() => smallReadPool.free === Math.max(before, 1));
+      // Larger than the pool's buffers: read into one of its own, which the pool does not keep.
+      const larger = await fetch(`${t.url}/main/nar/${middling.fileName}`);
+      assert.deepEqual(Buffer.from(await larger.arrayBuffer()), middling.file);
+      assert.equal(smallReadPool.free, Math.max(before, 1));
+    }
+    assert.equal(chunkPool.free, chunksFree);
   });
 
   it('accepts every compression Nix can send', async () => {
