@@ -26,6 +26,7 @@ import pino, { type Logger } from 'pino';
 import type { Principal } from '../cache/auth.js';
 import { ROUTE_KINDS } from '../metrics/server-metrics.js';
 import { classifyRoute } from './request-metrics.js';
+import { setRequestId } from './response-head.js';
 
 /** An incoming `X-Request-Id` is kept when it looks like one (a proxy's, a client's): bounded, plain. */
 const INCOMING_ID = /^[A-Za-z0-9._:+=/-]{1,128}$/;
@@ -98,7 +99,8 @@ export class AccessLog {
       typeof incoming === 'string' && INCOMING_ID.test(incoming)
         ? incoming
         : this.#prefix + (this.#counter++).toString(36);
-    response.setHeader('x-request-id', id);
+    // Sent with the head (src/http/response-head.ts): setHeader costs the read path dearly.
+    setRequestId(response, id);
     if (this.#sampleRate < 1 && Math.random() >= this.#sampleRate) return undefined;
     const socket = request.httpVersionMajor === 2 ? undefined : request.socket;
     return {

@@ -12,6 +12,7 @@ import {
   StorageError,
   type ErrorKind,
 } from '../errors.js';
+import { requestIdOf, writeHead } from './response-head.js';
 
 /** Retry-After of a 503 that names no better time (a backend down, shutting down). */
 const DEFAULT_RETRY_AFTER_SECONDS = 5;
@@ -172,7 +173,7 @@ export function sendRawError(
     response.destroy(error instanceof Error ? error : undefined);
     return;
   }
-  const mapped = errorResponse(error, method, url, log, response.getHeader('x-request-id'));
+  const mapped = errorResponse(error, method, url, log, requestIdOf(response));
   sendRaw(response, mapped.status, mapped.headers, mapped.contentType, mapped.body);
 }
 
@@ -182,10 +183,16 @@ export function sendRawError(
  */
 export function sendRawNotFound(request: IncomingMessage, response: ServerResponse, message: string): void {
   const { contentType, body } = errorBody(request.url ?? '/', 'NOT_FOUND', message);
-  sendRaw(response, 404, NOT_FOUND_HEADERS, contentType, body);
+  writeHead(response, 404, [
+    'cache-control',
+    'no-store',
+    'content-type',
+    contentType,
+    'content-length',
+    String(Buffer.byteLength(body)),
+  ]);
+  response.end(body);
 }
-
-const NOT_FOUND_HEADERS: Record<string, string> = { 'cache-control': 'no-store' };
 
 function sendRaw(
   response: ServerResponse,
@@ -194,11 +201,9 @@ function sendRaw(
   contentType: string,
   body: string,
 ): void {
-  response.writeHead(status, {
-    ...headers,
-    'content-type': contentType,
-    'content-length': Buffer.byteLength(body),
-  });
+  const list = ['content-type', contentType, 'content-length', String(Buffer.byteLength(body))];
+  for (const [name, value] of Object.entries(headers)) list.push(name, value);
+  writeHead(response, status, list);
   response.end(body);
 }
 

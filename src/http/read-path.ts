@@ -32,6 +32,7 @@ import { acceptsEncoding } from './accept-encoding.js';
 import { parseRange } from './range.js';
 import type { LocalStoreMount } from './routes/local-store.js';
 import { writeChunks } from './write-chunks.js';
+import { writeHead } from './response-head.js';
 
 /** Answers the request and returns true, or returns false to leave it to fastify. */
 export type RawHandler = (request: IncomingMessage, response: ServerResponse) => boolean;
@@ -60,7 +61,8 @@ const LOCAL_NAR_URL = /^\/nar\/([^/]+)$/;
 const NARINFO_TYPE = 'text/x-nix-narinfo';
 const NAR_TYPE = 'application/x-nix-nar';
 
-type Headers = Record<string, string | number>;
+/** Header names and values in turn (src/http/response-head.ts). */
+type Headers = string[];
 
 const PUBLIC_NARINFO = 'public, max-age=3600';
 const PRIVATE_NARINFO = 'private, max-age=3600';
@@ -69,11 +71,15 @@ const LOCAL_NARINFO = 'public, max-age=300';
 /** Sets Content-Length (and Content-Range for a range) for `size` bytes; returns the status, 200 or 206. */
 function setLength(headers: Headers, size: number, range: BlobRange | undefined): number {
   if (range === undefined) {
-    headers['content-length'] = size;
+    headers.push('content-length', String(size));
     return 200;
   }
-  headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`;
-  headers['content-length'] = range.end - range.start + 1;
+  headers.push(
+    'content-range',
+    `bytes ${range.start}-${range.end}/${size}`,
+    'content-length',
+    String(range.end - range.start + 1),
+  );
   return 206;
 }
 
@@ -83,11 +89,14 @@ function sendNarInfo(
   request: IncomingMessage,
   response: ServerResponse,
 ): void {
-  response.writeHead(200, {
-    'content-type': NARINFO_TYPE,
-    'cache-control': cacheControl,
-    'content-length': Buffer.byteLength(text),
-  });
+  writeHead(response, 200, [
+    'content-type',
+    NARINFO_TYPE,
+    'cache-control',
+    cacheControl,
+    'content-length',
+    String(Buffer.byteLength(text)),
+  ]);
   response.end(request.method === 'HEAD' ? undefined : text);
 }
 
@@ -176,20 +185,24 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       return;
     }
     const { nar } = found;
-    const headers: Headers = {
-      'content-type': NAR_TYPE,
-      'accept-ranges': 'bytes',
-      etag: `"${nar.fileHash}"`,
+    const headers: Headers = [
+      'content-type',
+      NAR_TYPE,
+      'accept-ranges',
+      'bytes',
+      'etag',
+      `"${nar.fileHash}"`,
       // A pending upload, shown to a pusher only, must not be kept by any shared cache on the way.
-      'cache-control': !found.published
+      'cache-control',
+      !found.published
         ? 'private, no-store'
         : cache.isPublic
           ? 'public, max-age=31536000, immutable'
           : 'private, max-age=31536000, immutable',
-    };
+    ];
     if (request.method === 'HEAD') {
-      headers['content-length'] = nar.fileSize;
-      response.writeHead(200, headers);
+      headers.push('content-length', String(nar.fileSize));
+      writeHead(response, 200, headers);
       response.end();
       return;
     }
@@ -206,7 +219,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     const status = setLength(headers, opened.size, opened.range);
     const { data } = opened;
     if (data !== undefined) {
-      response.writeHead(status, headers);
+      writeHead(response, status, headers);
       // A buffer of the small-read pool (openNar was given it) goes back once the kernel has the bytes.
       response.end(data, () => {
         smallPool.give(data);
@@ -214,12 +227,12 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       return;
     }
     if (opened.chunks === undefined) {
-      response.writeHead(status, headers);
+      writeHead(response, status, headers);
       await pipeline(opened.stream, response);
       return;
     }
     const chunks = opened.chunks(pool);
-    response.writeHead(status, headers);
+    writeHead(response, status, headers);
     await writeChunks(chunks, response, pool);
     response.end();
   }
@@ -258,17 +271,21 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     const info = await store.findNar(target);
     const rangeHeader = request.headers.range;
     const zstd = rangeHeader === undefined && acceptsEncoding(request.headers['accept-encoding'], 'zstd');
-    const headers: Headers = {
-      'content-type': NAR_TYPE,
-      'accept-ranges': 'bytes',
-      vary: 'accept-encoding',
+    const headers: Headers = [
+      'content-type',
+      NAR_TYPE,
+      'accept-ranges',
+      'bytes',
+      'vary',
+      'accept-encoding',
       // A URL with the NAR hash in it always means the same bytes; the legacy form does not.
-      'cache-control': target.narHash === undefined ? 'no-cache' : 'public, max-age=31536000, immutable',
-    };
-    if (zstd) headers['content-encoding'] = 'zstd';
+      'cache-control',
+      target.narHash === undefined ? 'no-cache' : 'public, max-age=31536000, immutable',
+    ];
+    if (zstd) headers.push('content-encoding', 'zstd');
     if (request.method === 'HEAD') {
-      if (!zstd) headers['content-length'] = info.narSize;
-      response.writeHead(200, headers);
+      if (!zstd) headers.push('content-length', String(info.narSize));
+      writeHead(response, 200, headers);
       response.end();
       return;
     }
@@ -279,7 +296,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       : { chunks: await store.openNarChunks(info, range, pool) };
     // A zstd stream's length is not known in advance (and zstd is never used for ranges).
     const status = zstd ? 200 : setLength(headers, info.narSize, range);
-    response.writeHead(status, headers);
+    writeHead(response, status, headers);
     try {
       if (opened.stream !== undefined) {
         await pipeline(opened.stream, createCompressor('zstd'), response);

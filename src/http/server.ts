@@ -37,6 +37,7 @@ import { registerNarInfoRoutes } from './routes/narinfo.js';
 import { registerRealisationRoutes } from './routes/realisation.js';
 import { registerUnsupportedRoutes } from './routes/unsupported.js';
 import { chunkPool, smallReadPool } from '../util/buffer-pool.js';
+import { requestIdOf } from './response-head.js';
 
 export interface HttpServerOptions {
   readonly logger: Logger;
@@ -151,6 +152,9 @@ export function buildHttpServer(context: HttpContext, options: HttpServerOptions
         request.on('error', ignoreError);
         lingerAfterEarlyAnswer(request, response);
         if (!readPath(request, response)) {
+          // fastify merges the head from setHeader's map anyway; the read path sends the id with its head.
+          const id = requestIdOf(response);
+          if (id !== undefined) response.setHeader('x-request-id', id);
           watchRequest?.(request, response);
           handler(request, response);
         }

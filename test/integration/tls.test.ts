@@ -138,6 +138,11 @@ describe('HTTPS served by niche (HTTP/1.1 and HTTP/2)', { timeout: 120_000 }, ()
       assert.match(head, new RegExp(`content-length: ${nar.size}`, 'i'));
       // The read path's answers and fastify's, each with a request id.
       assert.match(head, /x-request-id: [0-9a-f]{12}-/i);
+      const miss = (await curl([version, '-i', `${t.url}/main/${'0'.repeat(32)}.narinfo`])).toString();
+      assert.match(miss, new RegExp(`^HTTP/${proto.replace('.', '\\.')} 404`));
+      assert.match(miss, /cache-control: no-store/i);
+      assert.match(miss, /x-request-id: [0-9a-f]{12}-/i);
+      assert.match(miss, /error NOT_FOUND: 0{32} is not in cache main\n$/);
       const api = await curl([version, '-w', ' %{http_code}', `${t.url}/api/v1/caches/main`]);
       assert.match(api.toString(), /"url":"https:\/\/127\.0\.0\.1:\d+\/main".* 200$/);
     });
