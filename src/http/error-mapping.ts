@@ -174,7 +174,7 @@ export function sendRawError(
     return;
   }
   const mapped = errorResponse(error, method, url, log, requestIdOf(response));
-  sendRaw(response, mapped.status, mapped.headers, mapped.contentType, mapped.body);
+  sendRaw(response, mapped.status, Object.entries(mapped.headers).flat(), mapped.contentType, mapped.body);
 }
 
 /**
@@ -183,27 +183,26 @@ export function sendRawError(
  */
 export function sendRawNotFound(request: IncomingMessage, response: ServerResponse, message: string): void {
   const { contentType, body } = errorBody(request.url ?? '/', 'NOT_FOUND', message);
-  writeHead(response, 404, [
-    'cache-control',
-    'no-store',
+  sendRaw(response, 404, NOT_FOUND_HEADERS, contentType, body);
+}
+
+const NOT_FOUND_HEADERS: readonly string[] = ['cache-control', 'no-store'];
+
+/** Sends `body` with its type and length and `headers` (names and values in turn). */
+function sendRaw(
+  response: ServerResponse,
+  status: number,
+  headers: readonly string[],
+  contentType: string,
+  body: string,
+): void {
+  writeHead(response, status, [
     'content-type',
     contentType,
     'content-length',
     String(Buffer.byteLength(body)),
+    ...headers,
   ]);
-  response.end(body);
-}
-
-function sendRaw(
-  response: ServerResponse,
-  status: number,
-  headers: Record<string, string>,
-  contentType: string,
-  body: string,
-): void {
-  const list = ['content-type', contentType, 'content-length', String(Buffer.byteLength(body))];
-  for (const [name, value] of Object.entries(headers)) list.push(name, value);
-  writeHead(response, status, list);
   response.end(body);
 }
 

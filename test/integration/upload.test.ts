@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { PENDING_UPLOAD_TTL_MS } from '../../src/cache/cache-service.js';
 import { parseNarInfo, narInfoFingerprint } from '../../src/nix/narinfo.js';
@@ -12,6 +11,7 @@ import { PublicKey } from '../../src/nix/signing.js';
 import { FS_BLOB_TMP_DIR } from '../../src/storage/fs/fs-blob-store.js';
 import { chunkPool, SMALL_READ_SIZE, smallReadPool } from '../../src/util/buffer-pool.js';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 import {
   compress,
   fakeBaseName,
@@ -43,14 +43,6 @@ async function snapshot(): Promise<string> {
   const tmp = await readdir(join(t.dataDir, 'blobs', FS_BLOB_TMP_DIR), { recursive: true });
   const paths = await db.listPaths(cache.id, { limit: 100_000 });
   return JSON.stringify({ blobs: blobs.sort(), tmp, paths });
-}
-
-/** Polls `condition` until it holds, failing after two seconds. */
-async function waitFor(condition: () => boolean): Promise<void> {
-  for (const deadline = Date.now() + 2_000; !condition();) {
-    assert.ok(Date.now() < deadline, 'condition not met within 2 s');
-    await sleep(5);
-  }
 }
 
 async function expectRefused(response: Response, status: number, code: string): Promise<void> {
@@ -140,10 +132,18 @@ describe('upload', () => {
       const nar = await fetch(`${t.url}/main/nar/${small.fileName}`);
       assert.deepEqual(Buffer.from(await nar.arrayBuffer()), small.file);
       // Taken from the pool (or made, when none was free) and back in it: never a 1 MiB download chunk.
-      await waitFor(() => smallReadPool.free === Math.max(before, 1));
+      await waitFor(() => smallReadPool.free === Math.max(before, 1), {
+        what: 'the buffer back in the small-read pool',
+        timeoutMs: 2_000,
+        intervalMs: 5,
+      });
       const ranged = await fetch(`${t.url}/main/nar/${small.fileName}`, { headers: { range: 'bytes=100-' } });
       assert.deepEqual(Buffer.from(await ranged.arrayBuffer()), small.file.subarray(100));
-      await waitFor(() => smallReadPool.free === Math.max(before, 1));
+      await waitFor(() => smallReadPool.free === Math.max(before, 1), {
+        what: 'the buffer back in the small-read pool',
+        timeoutMs: 2_000,
+        intervalMs: 5,
+      });
       // Larger than the pool's buffers: read into one of its own, which the pool does not keep.
       const larger = await fetch(`${t.url}/main/nar/${middling.fileName}`);
       assert.deepEqual(Buffer.from(await larger.arrayBuffer()), middling.file);
