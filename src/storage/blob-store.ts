@@ -72,6 +72,11 @@ export interface BlobStore {
    */
   put(key: string, source: Readable, options?: PutOptions): Promise<PutResult>;
   /**
+   * `put` for bytes already in memory (small uploads): the same promise, checks and atomicity. A backend
+   * may check the bytes before writing anything and write them in fewer steps than a stream needs.
+   */
+  putBuffer(key: string, data: Uint8Array, options?: PutOptions): Promise<PutResult>;
+  /**
    * Opens the blob for reading. Resolves to undefined if it does not exist, so callers can answer 404
    * before sending any header. The range must lie within the blob (callers check against `head`).
    */

@@ -5,16 +5,64 @@
 //   encoding: xz  lzma-native   zstd  zstd-napi   br  node:zlib   (niche never writes bzip2)
 // Decoders see hostile input (uploads, imports): whatever it is, their memory stays bounded, they decode
 // only as fast as their consumer reads, and no step blocks the event loop for long.
-import { PassThrough, type Duplex, type Transform } from 'node:stream';
+import { PassThrough, Readable, Writable, type Duplex, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import lzma from 'lzma-native';
 import { CompressStream } from 'zstd-napi';
 import type { Compression } from '../nix/compression.js';
 import { createDecoderCodec } from './decoder-codecs.js';
-import { PullDecoder, STEP_OUTPUT } from './pull-decoder.js';
+import { smallReadPool } from './buffer-pool.js';
+import { decodeBuffer, PullDecoder, STEP_OUTPUT } from './pull-decoder.js';
 
 /** Large enough to be efficient, small enough that a stream's buffered output stays bounded. */
 const CHUNK = 1 << 20;
+
+/**
+ * Decodes a whole compressed file already in memory (a small upload), handing each piece of output to
+ * `sink`, which must be done with it when it returns. xz, zstd and bzip2 run their codec's steps directly
+ * (decodeBuffer) into one 64 KiB buffer of smallReadPool; `none` hands over the input itself; br goes
+ * through its stream. Bounded as the streams are: `sink` throwing (a size limit) stops the decoding.
+ */
+export async function decompressBuffer(
+  compression: Compression,
+  input: Buffer,
+  sink: (chunk: Buffer) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  switch (compression) {
+    case 'none':
+      if (input.length > 0) sink(input);
+      return;
+    case 'xz':
+    case 'zstd':
+    case 'bzip2': {
+      const output = smallReadPool.take();
+      try {
+        await decodeBuffer(createDecoderCodec(compression), input, output, sink, signal);
+      } finally {
+        smallReadPool.give(output);
+      }
+      return;
+    }
+    case 'br':
+      await pipeline(
+        Readable.from([input], { objectMode: false }),
+        createDecompressor(compression),
+        new Writable({
+          write(chunk: Buffer, _encoding, callback): void {
+            try {
+              sink(chunk);
+              callback();
+            } catch (error) {
+              callback(error as Error);
+            }
+          },
+        }),
+        ...(signal === undefined ? [] : [{ signal }]),
+      );
+  }
+}
 
 export function createDecompressor(compression: Compression): Duplex {
   switch (compression) {

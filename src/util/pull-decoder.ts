@@ -193,3 +193,37 @@ export class PullDecoder extends Duplex {
     this.destroy(error instanceof Error ? error : new Error(String(error)));
   }
 }
+
+/**
+ * Decodes the whole of `input`, already in memory, handing each step's output to `sink` (which must be
+ * done with it when it returns: the same buffer receives the next step's output). The steps are the
+ * stream's (at most STEP_INPUT in, at most `output.length` out, on the thread pool), without its
+ * buffering: for a small upload the stream's hand-overs cost more than the decoding. `sink` bounds the
+ * work by throwing (a size limit); so do `signal` and a codec that makes no progress. Frees the codec.
+ */
+export async function decodeBuffer(
+  codec: DecoderCodec,
+  input: Buffer,
+  output: Buffer,
+  sink: (chunk: Buffer) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  try {
+    let offset = 0;
+    let idleSteps = 0;
+    for (;;) {
+      signal?.throwIfAborted();
+      // As the stream does: steps with input until it is used up, then finishing steps (with no input).
+      const finish = offset === input.length;
+      const slice = finish ? EMPTY : input.subarray(offset, offset + STEP_INPUT);
+      const { consumed, produced, ended } = await codec.step(slice, output, finish);
+      offset += consumed;
+      idleSteps = consumed === 0 && produced === 0 && !ended ? idleSteps + 1 : 0;
+      if (idleSteps >= MAX_IDLE_STEPS) throw new Error('the decoder made no progress');
+      if (produced > 0) sink(output.subarray(0, produced));
+      if (ended) return;
+    }
+  } finally {
+    codec.close();
+  }
+}

@@ -385,6 +385,74 @@ export function blobStoreConformance(name: string, factory: () => Promise<BlobSt
       });
     });
 
+    void describe('putBuffer', () => {
+      void it('stores bytes from memory as put does, and replaces a blob with the same content', async () => {
+        const key = narKey();
+        for (const data of [randomBytes(5000), Buffer.alloc(0)]) {
+          const result = await store().putBuffer(key, data, {
+            expectedSha256: sha256(data),
+            expectedSize: data.length,
+            maxSize: data.length,
+          });
+          assert.equal(result.size, data.length);
+          assert.ok(result.sha256.equals(sha256(data)));
+        }
+        const data = randomBytes(70_000);
+        // A view into a larger buffer: only its own bytes are stored.
+        const view = Buffer.concat([Buffer.alloc(10, 1), data, Buffer.alloc(10, 2)]).subarray(
+          10,
+          10 + data.length,
+        );
+        await store().putBuffer(key, view);
+        await store().putBuffer(key, new Uint8Array(data));
+        const got = await store().get(key);
+        assert.ok(got !== undefined);
+        assert.ok((await readAll(got.stream)).equals(data));
+        assert.deepEqual(sizeOf(await store().head(key)), { size: data.length });
+        assertRecentlyModified(await store().head(key));
+      });
+
+      void it('checks the bytes before storing anything', async () => {
+        const key = narKey();
+        const data = randomBytes(1000);
+        await assertCheckFails(
+          store().putBuffer(key, data, { expectedSha256: sha256(Buffer.from('x')) }),
+          'sha256',
+        );
+        await assertCheckFails(store().putBuffer(key, data, { expectedSize: 999 }), 'size');
+        await assertCheckFails(store().putBuffer(key, data, { expectedSize: 1001 }), 'size');
+        await assertCheckFails(store().putBuffer(key, data, { maxSize: 999 }), 'max-size');
+        await assertAbsent(key);
+      });
+
+      void it('keeps the earlier blob when a replacing put fails, and refuses when aborted', async () => {
+        const key = narKey();
+        const data = randomBytes(1000);
+        await store().putBuffer(key, data);
+        await assertCheckFails(
+          store().putBuffer(key, randomBytes(1000), { expectedSha256: sha256(data) }),
+          'sha256',
+        );
+        const aborted = new AbortController();
+        aborted.abort(new Error('gone'));
+        await assert.rejects(store().putBuffer(narKey(), data, { signal: aborted.signal }), /gone/);
+        const got = await store().get(key);
+        assert.ok(got !== undefined);
+        assert.ok((await readAll(got.stream)).equals(data));
+        assert.deepEqual(await collect(store().list('')), [key]);
+      });
+
+      void it('keeps concurrent puts of different keys apart', async () => {
+        const blobs = Array.from({ length: 16 }, () => ({ key: narKey(), data: randomBytes(2000) }));
+        await Promise.all(blobs.map(({ key, data }) => store().putBuffer(key, data)));
+        for (const { key, data } of blobs) {
+          const got = await store().get(key);
+          assert.ok(got !== undefined);
+          assert.ok((await readAll(got.stream)).equals(data));
+        }
+      });
+    });
+
     void describe('readers', () => {
       void it('lets a consumer destroy a read stream early', async () => {
         const key = narKey();

@@ -166,6 +166,9 @@ void describe('FsBlobStore', () => {
         store.put(narKey(), chunked(data), { maxSize: 1024 }),
         store.put(narKey(), failingAfter(data, new Error('broken source'))),
         store.put(narKey(), chunked(data), { signal: AbortSignal.abort() }),
+        store.putBuffer(narKey(), data, { expectedSha256: Buffer.alloc(32) }),
+        store.putBuffer(narKey(), data, { maxSize: 1024 }),
+        store.putBuffer(narKey(), data, { signal: AbortSignal.abort() }),
       ];
       const controller = new AbortController();
       const stalled = new PassThrough();
@@ -180,6 +183,7 @@ void describe('FsBlobStore', () => {
         failures.map(() => 'rejected'),
       );
       await store.put(narKey(), chunked(data));
+      await store.putBuffer(narKey(), data);
       const staged = await readdir(join(root, '.tmp'), { recursive: true });
       assert.deepEqual(
         staged.filter((name) => name.includes('/')),
@@ -188,7 +192,7 @@ void describe('FsBlobStore', () => {
       );
       const listed: string[] = [];
       for await (const key of store.list('')) listed.push(key);
-      assert.equal(listed.length, 1);
+      assert.equal(listed.length, 2);
     });
   });
 

@@ -16,6 +16,7 @@ import { runInNewContext } from 'node:vm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { UPLOAD_CONTENT_TYPE } from '../../src/api/v1.js';
+import { SMALL_UPLOAD_BYTES } from '../../src/cache/nar-upload.js';
 import { FS_BLOB_TMP_DIR } from '../../src/storage/fs/fs-blob-store.js';
 import { fakeBaseName, fixture, narInfoText, type NarFixture } from '../helpers/nar-fixtures.js';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.js';
@@ -210,9 +211,17 @@ describe('connection progress deadlines', () => {
     client.destroy();
   });
 
-  for (const api of [false, true]) {
-    it(`cuts an upload that stops, and removes its temp file (${api ? 'JSON API' : 'NAR PUT'})`, async () => {
-      const upload = await fixture(randomBytes(96 * KiB), 'none');
+  // A NAR PUT of at most SMALL_UPLOAD_BYTES is read into memory before anything is written: it has no temp
+  // file to remove, only a buffer to let go of. A larger one streams into a temp file as it arrives.
+  const stalled = [
+    { api: false, size: 96 * KiB, label: 'NAR PUT, read into memory' },
+    { api: false, size: SMALL_UPLOAD_BYTES + 64 * KiB, label: 'NAR PUT, streamed' },
+    { api: true, size: 96 * KiB, label: 'JSON API' },
+  ];
+  for (const { api, size, label } of stalled) {
+    const streamed = api || size > SMALL_UPLOAD_BYTES;
+    it(`cuts an upload that stops${streamed ? ', and removes its temp file' : ''} (${label})`, async () => {
+      const upload = await fixture(randomBytes(size), 'none');
       const base = fakeBaseName(api ? 'stalled-api' : 'stalled');
       const meta = {
         storePath: `/nix/store/${base}`,
@@ -232,7 +241,8 @@ describe('connection progress deadlines', () => {
       const connection = await open();
       connection.client.write(head);
       connection.client.write(body.subarray(0, prefix.length + 10));
-      await waitFor(async () => (await tempFiles()) > 0, { what: 'the temp file of the upload' });
+      if (streamed)
+        await waitFor(async () => (await tempFiles()) > 0, { what: 'the temp file of the upload' });
       const closed = await serverClosed(connection, IDLE_MS + SLACK_MS);
       assert.ok(closed !== undefined, 'the stalled upload is still open');
       await waitFor(async () => (await tempFiles()) === 0, { what: 'the temp file to go', timeoutMs: 2000 });
