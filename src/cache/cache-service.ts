@@ -695,7 +695,7 @@ export class CacheService {
         blobKey,
         expectedFileHash: undefined,
         expectedNar: { hash: claim.narHash, size: claim.narSize },
-        contentLength: undefined,
+        contentLength: options.contentLength,
         maxFileSize: this.limits.maxNarFileSize,
         maxNarSize: this.limits.maxNarSize,
         ...(options.signal === undefined ? {} : { signal: options.signal }),

@@ -91,13 +91,13 @@ export function contentLengthOf(header: string | undefined): number | undefined 
 
 /**
  * Splits a body of the form `<one line>\n<stream…>`: reads (at most `limit` bytes) up to the first newline
- * and returns the line and a view of everything after it (nothing else buffered), which the caller
- * destroys when done (that never destroys `stream`).
+ * and returns the line, how many bytes of the body it took (newline included), and a view of everything
+ * after it (nothing else buffered), which the caller destroys when done (that never destroys `stream`).
  */
 export async function readHeaderLine(
   stream: Readable,
   limit: number,
-): Promise<{ line: string; rest: Readable }> {
+): Promise<{ line: string; consumed: number; rest: Readable }> {
   const parts: Buffer[] = [];
   let size = 0;
   for (;;) {
@@ -114,6 +114,6 @@ export async function readHeaderLine(
     }
     parts.push(chunk.subarray(0, newline));
     const rest = new BorrowedReadable(stream, chunk.subarray(newline + 1));
-    return { line: Buffer.concat(parts).toString('utf8'), rest };
+    return { line: Buffer.concat(parts).toString('utf8'), consumed: size + newline + 1, rest };
   }
 }

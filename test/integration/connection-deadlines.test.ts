@@ -211,15 +211,14 @@ describe('connection progress deadlines', () => {
     client.destroy();
   });
 
-  // A NAR PUT of at most SMALL_UPLOAD_BYTES is read into memory before anything is written: it has no temp
+  // An upload of at most SMALL_UPLOAD_BYTES is read into memory before anything is written: it has no temp
   // file to remove, only a buffer to let go of. A larger one streams into a temp file as it arrives.
-  const stalled = [
-    { api: false, size: 96 * KiB, label: 'NAR PUT, read into memory' },
-    { api: false, size: SMALL_UPLOAD_BYTES + 64 * KiB, label: 'NAR PUT, streamed' },
-    { api: true, size: 96 * KiB, label: 'JSON API' },
-  ];
-  for (const { api, size, label } of stalled) {
-    const streamed = api || size > SMALL_UPLOAD_BYTES;
+  const stalled = [false, true].flatMap((api) =>
+    [96 * KiB, SMALL_UPLOAD_BYTES + 64 * KiB].map((size) => ({ api, size })),
+  );
+  for (const { api, size } of stalled) {
+    const streamed = size > SMALL_UPLOAD_BYTES;
+    const label = `${api ? 'JSON API' : 'NAR PUT'}, ${streamed ? 'streamed' : 'read into memory'}`;
     it(`cuts an upload that stops${streamed ? ', and removes its temp file' : ''} (${label})`, async () => {
       const upload = await fixture(randomBytes(size), 'none');
       const base = fakeBaseName(api ? 'stalled-api' : 'stalled');

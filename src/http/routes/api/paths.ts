@@ -13,7 +13,7 @@ import {
   type PathUploadResult,
 } from '../../../api/v1.js';
 import { InvalidInputError } from '../../../errors.js';
-import { readHeaderLine } from '../../body.js';
+import { contentLengthOf, readHeaderLine } from '../../body.js';
 import { openCache, type HttpContext } from '../../context.js';
 import { pathPage } from '../../../cache/path-pages.js';
 import { pathInfo, readJson, validate } from './json.js';
@@ -44,7 +44,10 @@ export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext
 
   app.put<{ Params: Params }>(PATH_UPLOAD_ROUTE, async (request, reply) => {
     const cache = await openCache(context, request, request.params.name, 'push');
-    const { line, rest } = await readHeaderLine(request.raw, MAX_UPLOAD_HEADER);
+    const { line, consumed, rest } = await readHeaderLine(request.raw, MAX_UPLOAD_HEADER);
+    // The NAR file is the rest of the body: with a Content-Length, its length is known (a small one is
+    // then read into memory and checked there, src/cache/nar-upload.ts).
+    const length = contentLengthOf(request.headers['content-length']);
     const abort = new AbortController();
     const onClose = (): void => {
       if (!request.raw.complete) abort.abort(new Error('client went away'));
@@ -62,7 +65,7 @@ export function registerPathApiRoutes(app: FastifyInstance, context: HttpContext
       }
       const upload = validate(pathUploadSchema, metadata, 'path metadata');
       const result = await context.service.uploadPath(cache, request.params.hash, upload, rest, {
-        contentLength: undefined,
+        contentLength: length === undefined ? undefined : length - consumed,
         signal: abort.signal,
       });
       const body: PathUploadResult = { status: result.status, storePath: upload.storePath };
