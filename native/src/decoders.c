@@ -229,10 +229,12 @@ static void bz_step(decoder *d) {
   }
 }
 
+// A finishing step may carry the last input (a whole small file in one step): it is decoded first, and
+// the end is judged only once all of it is used.
 static void zstd_step(decoder *d) {
   d->consumed = 0;
   d->produced = 0;
-  if (d->finish && d->zstd_state != ZSTD_IN_FRAME) {
+  if (d->finish && d->in_len == 0 && d->zstd_state != ZSTD_IN_FRAME) {
     if (d->zstd_state == ZSTD_AT_START) {
       fail(d, "TRUNCATED", "empty input");
     } else {
@@ -267,7 +269,7 @@ static void zstd_step(decoder *d) {
   }
   // 0: a frame is complete and flushed; otherwise more input (or room to flush) is needed.
   if (d->consumed > 0 || d->produced > 0) d->zstd_state = ret == 0 ? ZSTD_BETWEEN_FRAMES : ZSTD_IN_FRAME;
-  if (d->finish) {
+  if (d->finish && d->consumed == d->in_len) {
     if (d->produced == 0 && d->zstd_state == ZSTD_IN_FRAME) {
       fail(d, "TRUNCATED", "truncated");
     } else {

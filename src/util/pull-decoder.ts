@@ -44,8 +44,8 @@ export class DecodeError extends Error {
 export interface DecoderCodec {
   /**
    * Decodes from `input` into `output` until `output` is full, `input` is used up, or the data ends.
-   * `finish` (always with an empty `input`) says no more input follows. Neither buffer may be touched
-   * until the step is over.
+   * `finish` says no input follows this step's (the stream finishes with an empty `input`, decodeBuffer
+   * with the last of it). Neither buffer may be touched until the step is over.
    */
   step(input: Buffer, output: Buffer, finish: boolean): Promise<StepResult>;
   /** Frees the codec's memory; called once, never during a step. */
@@ -196,10 +196,11 @@ export class PullDecoder extends Duplex {
 
 /**
  * Decodes the whole of `input`, already in memory, handing each step's output to `sink` (which must be
- * done with it when it returns: the same buffer receives the next step's output). The steps are the
- * stream's (at most STEP_INPUT in, at most `output.length` out, on the thread pool), without its
- * buffering: for a small upload the stream's hand-overs cost more than the decoding. `sink` bounds the
- * work by throwing (a size limit); so do `signal` and a codec that makes no progress. Frees the codec.
+ * done with it when it returns: the same buffer receives the next step's output). The steps are bounded
+ * as the stream's (at most STEP_INPUT in, at most `output.length` out, on the thread pool), without its
+ * buffering: for a small upload the stream's hand-overs cost more than the decoding, and a file of at
+ * most STEP_INPUT whose output fits `output` takes one step. `sink` bounds the work by throwing (a size
+ * limit); so do `signal` and a codec that makes no progress. Frees the codec.
  */
 export async function decodeBuffer(
   codec: DecoderCodec,
@@ -213,9 +214,11 @@ export async function decodeBuffer(
     let idleSteps = 0;
     for (;;) {
       signal?.throwIfAborted();
-      // As the stream does: steps with input until it is used up, then finishing steps (with no input).
-      const finish = offset === input.length;
-      const slice = finish ? EMPTY : input.subarray(offset, offset + STEP_INPUT);
+      // The step that hands over the last input also finishes: a small file is decoded in one step where
+      // the stream takes two (its input and its end arrive separately). Each trip to the thread pool
+      // wakes a pool thread and then the event loop again.
+      const slice = input.subarray(offset, offset + STEP_INPUT);
+      const finish = offset + slice.length === input.length;
       const { consumed, produced, ended } = await codec.step(slice, output, finish);
       offset += consumed;
       idleSteps = consumed === 0 && produced === 0 && !ended ? idleSteps + 1 : 0;
