@@ -52,6 +52,8 @@ export interface RequestOptions {
 export interface StreamRequestOptions extends RequestOptions {
   /** Abandon the request after this long without progress. */
   readonly idleTimeoutMs?: number;
+  /** The body's length, if known: sent as Content-Length instead of chunked encoding. */
+  readonly contentLength?: number;
 }
 
 // Codes the server may send that this client knows; anything else keeps a generic code and is named in
@@ -282,6 +284,7 @@ export class ApiClient {
       'content-type': contentType,
     };
     if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    if (options.contentLength !== undefined) headers['content-length'] = String(options.contentLength);
     const send = url.startsWith('https:') ? httpsRequest : httpRequest;
     const request = send(url, { method, headers });
     const source = body[Symbol.asyncIterator]();

@@ -2,7 +2,7 @@
 // header line, then the NAR, serialised from the local store by niche itself (byte-identical to
 // `nix-store --dump`) and compressed on the fly. Nothing is buffered beyond stream high-water marks, so
 // memory per upload stays around a few MiB whatever the path's size.
-import { Transform, type TransformCallback, pipeline } from 'node:stream';
+import { Readable, Transform, type TransformCallback, pipeline } from 'node:stream';
 import {
   type PathUpload,
   type PathUploadResult,
@@ -103,6 +103,13 @@ class NarCounter extends Transform {
   }
 }
 
+/**
+ * Paths whose NAR is at most this large are compressed in memory before they are sent (at most `jobs`
+ * of them at once). Compressed, a NAR this size stays under the server's SMALL_UPLOAD_BYTES (256 KiB)
+ * even if it does not compress at all.
+ */
+export const BUFFERED_NAR_BYTES = 192 * 1024;
+
 export async function uploadPath(
   client: ApiClient,
   cache: string,
@@ -116,8 +123,7 @@ export async function uploadPath(
   let narBytes = 0;
   let compressedBytes = 0;
   const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
-  async function* body(): AsyncGenerator<Uint8Array> {
-    yield header;
+  async function* compressedNar(): AsyncGenerator<Buffer> {
     const counter = new NarCounter(info, options.onNarBytes);
     const compressed = pipeline(
       narFromPath(info.storePath.toString(storeDir)),
@@ -132,13 +138,31 @@ export async function uploadPath(
     }
     narBytes = counter.bytes;
   }
+  // A small path is compressed in memory first and sent with its length, which lets the server read it
+  // whole and check it there (src/cache/nar-upload.ts): fewer trips between its threads. A larger one
+  // streams, chunked, as it is compressed.
+  let body: AsyncIterable<Uint8Array>;
+  let contentLength: number | undefined;
+  if (info.narSize <= BUFFERED_NAR_BYTES) {
+    const parts: Buffer[] = [header];
+    for await (const chunk of compressedNar()) parts.push(chunk);
+    const whole = Buffer.concat(parts);
+    body = Readable.from([whole], { objectMode: false });
+    contentLength = whole.length;
+  } else {
+    body = (async function* () {
+      yield header;
+      yield* compressedNar();
+    })();
+  }
   const result = await client.putStream(
     `/caches/${encodeURIComponent(cache)}/paths/${info.storePath.hash}`,
-    body(),
+    body,
     UPLOAD_CONTENT_TYPE,
     pathUploadResultSchema,
     {
       ...(options.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.idleTimeoutMs }),
+      ...(contentLength === undefined ? {} : { contentLength }),
       signal: options.signal,
     },
   );

@@ -18,6 +18,9 @@ export interface RecordedUpload {
   readonly header: PathUpload;
   readonly authorization: string | undefined;
   readonly contentType: string | undefined;
+  /** The Content-Length header (undefined: sent chunked), and the length of the body that came. */
+  readonly contentLength: string | undefined;
+  readonly bodyLength: number;
 }
 
 export interface FakeNiche {
@@ -136,6 +139,8 @@ export async function startFakeNiche(
           header,
           authorization: request.headers.authorization,
           contentType: request.headers['content-type'],
+          contentLength: request.headers['content-length'],
+          bodyLength: body.length,
         });
         if (failure !== undefined) {
           apiError(

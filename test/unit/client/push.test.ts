@@ -7,13 +7,13 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { ApiClient } from '../../../src/client/http.js';
 import type { PushReporter } from '../../../src/client/progress.js';
 import { type PushContext, pushClosures, retryPolicy } from '../../../src/client/push.js';
-import type { UploadCompression } from '../../../src/client/upload.js';
+import { BUFFERED_NAR_BYTES, type UploadCompression } from '../../../src/client/upload.js';
 import { parseCacheName } from '../../../src/cache/cache-name.js';
 import { narInfoFingerprint } from '../../../src/nix/narinfo.js';
 import { parsePathInfoJson } from '../../../src/client/path-info.js';
 import { SecretKey } from '../../../src/nix/signing.js';
 import { makeTempDir, type TempDir } from '../../helpers/tmp.js';
-import { FakeStore, startFakeNiche, type FakeNiche } from './fake-niche.js';
+import { FakeStore, startFakeNiche, type FakeNiche, type RecordedUpload } from './fake-niche.js';
 
 const TOKEN = 'nch_test';
 
@@ -126,6 +126,21 @@ describe('pushClosures', () => {
     assert.ok(
       !fake.uploads.some((upload) => upload.header.storePath === base || upload.header.storePath === leaf),
     );
+  });
+
+  it('sends a small path with its length, and streams a large one chunked', async () => {
+    const small = await store.add('small', [], 100_000);
+    const large = await store.add('large', [], BUFFERED_NAR_BYTES + 1000);
+    const summary = await pushClosures(context(new RecordingReporter(), { compression: 'none' }), [
+      small,
+      large,
+    ]);
+    assert.equal(summary.pushed, 2);
+    const sent = (path: string): RecordedUpload | undefined =>
+      fake.uploads.find((upload) => upload.header.storePath === path);
+    assert.equal(sent(small)?.contentLength, String(sent(small)?.bodyLength));
+    assert.equal(sent(large)?.contentLength, undefined);
+    assert.ok((sent(large)?.bodyLength ?? 0) > BUFFERED_NAR_BYTES);
   });
 
   for (const compression of ['xz', 'none'] as UploadCompression[]) {
