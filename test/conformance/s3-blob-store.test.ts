@@ -161,6 +161,35 @@ void describe('S3BlobStore', () => {
     });
   });
 
+  void it('stores bytes from memory with one PUT to their key, and leaves nothing when it is refused', async () => {
+    await withRig({}, async (rig) => {
+      const key = narKey();
+      const data = randomBytes(5000);
+      await rig.store.putBuffer(key, data);
+      const writes = rig.proxy.requests.filter(
+        (r) => !(r.method === 'GET' || r.method === 'HEAD') && !r.path.includes('/.staging/probe-'),
+      );
+      assert.deepEqual(
+        writes.map((r) => `${r.method} ${r.path}`),
+        [`PUT /${rig.bucket}/${PREFIX}${key}`],
+        'checked before it is sent, so no staging object and no copy',
+      );
+      const got = await rig.store.get(key);
+      assert.ok(got !== undefined && (await readAll(got.stream)).equals(data));
+
+      const refused = narKey();
+      rig.proxy.failWhen = (r) => r.method === 'PUT' && r.path.endsWith(refused);
+      await assert.rejects(rig.store.putBuffer(refused, data), (error: unknown) => {
+        assert.ok(error instanceof StorageError, String(error));
+        assert.match(error.message, /AccessDenied|refused/);
+        return true;
+      });
+      rig.proxy.failWhen = undefined;
+      assert.equal(await rig.store.head(refused), undefined);
+      assert.deepEqual(await rig.server.listAll(rig.bucket), [`${PREFIX}${key}`]);
+    });
+  });
+
   void it('round-trips a 20 MB blob through a multipart upload with 5 MiB parts', async () => {
     await withRig({ queueSize: 2 }, async (rig) => {
       const key = narKey();

@@ -163,11 +163,36 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
-   * As `put`, through the staging key. (With the bytes checked before anything is sent, one PutObject to
-   * the final key could replace the staged upload and its copy; not done yet.)
+   * The bytes are checked before anything is sent, so they need no staging key: one PutObject to the
+   * blob's own key (which S3 makes visible whole or not at all) instead of a staged upload, its copy and
+   * its deletion. A PUT in flight when the signal aborts is let finish, as `put` lets its last request
+   * finish: a blob that landed is reported stored, one that did not leaves nothing behind.
    */
   putBuffer(key: string, data: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
-    return this.put(key, Readable.from([data]), options);
+    return this.#puts.track(this.#putBuffer(key, data, options));
+  }
+
+  async #putBuffer(key: string, data: Uint8Array, options: PutOptions): Promise<PutResult> {
+    this.#assertOpen();
+    assertValidBlobKey(key);
+    options.signal?.throwIfAborted();
+    const checks = new PutChecks(options);
+    checks.add(data);
+    const sha256 = checks.finish();
+    try {
+      await this.#client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.#objectKey(key),
+          Body: data,
+          ContentLength: data.length,
+        }),
+      );
+    } catch (error) {
+      options.signal?.throwIfAborted();
+      throw new StorageError(`cannot store blob ${key} in S3: ${describe(error)}`, { cause: error });
+    }
+    return { size: checks.size, sha256 };
   }
 
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
