@@ -56,8 +56,9 @@ static int fail(write_job *job, int step) {
 // Runs on a pool thread; touches no JavaScript value.
 static int write_file(write_job *job) {
   int fd;
+  // 0666 less the umask, as node:fs creates the files of a streamed put.
   do {
-    fd = open(job->temp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd = open(job->temp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) return fail(job, STEP_CREATE);
   size_t written = 0;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { describe, it } from 'node:test';
@@ -59,6 +59,19 @@ void describe('FsBlobStore', () => {
       const key = narKey();
       await store.put(key, chunked(Buffer.from('contents')));
       assert.equal(await readFile(join(root, key), 'utf8'), 'contents');
+      // Written from memory (one native job) or streamed (node:fs): the same file, with the same mode (a
+      // umask that leaves group write shows a difference the usual 022 would hide).
+      const umask = process.umask(0o002);
+      try {
+        const [streamed, fromMemory] = [narKey(), narKey()];
+        await store.put(streamed, chunked(Buffer.from('contents')));
+        await store.putBuffer(fromMemory, Buffer.from('contents'));
+        assert.equal(await readFile(join(root, fromMemory), 'utf8'), 'contents');
+        assert.equal((await stat(join(root, fromMemory))).mode & 0o777, 0o664);
+        assert.equal((await stat(join(root, streamed))).mode & 0o777, 0o664);
+      } finally {
+        process.umask(umask);
+      }
     });
   });
 
