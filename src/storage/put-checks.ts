@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlobCheckError } from './blob-check-error.js';
-import type { PutOptions } from './blob-store.js';
+import { assertValidBlobKey, type PutOptions, type PutResult } from './blob-store.js';
 
 export class PutChecks {
   readonly #hash = createHash('sha256');
@@ -42,6 +42,19 @@ export class PutChecks {
     }
     return digest;
   }
+}
+
+/**
+ * What every backend's `putBuffer` checks before it writes anything: a valid key, a signal not yet
+ * aborted, and the bytes against the options. Returns what the put reports.
+ */
+export function checkBuffer(key: string, data: Uint8Array, options: PutOptions): PutResult {
+  assertValidBlobKey(key);
+  options.signal?.throwIfAborted();
+  const checks = new PutChecks(options);
+  checks.add(data);
+  const sha256 = checks.finish();
+  return { size: checks.size, sha256 };
 }
 
 function asBuffer(chunk: unknown): Buffer {

@@ -32,7 +32,7 @@ import {
   type PutResult,
 } from '../blob-store.js';
 import type { BufferPool } from '../../util/buffer-pool.js';
-import { failSourceOnAbort, PutChecks } from '../put-checks.js';
+import { checkBuffer, failSourceOnAbort, PutChecks } from '../put-checks.js';
 import { InFlight } from '../in-flight.js';
 import { writeDurably } from './write-durably.js';
 
@@ -153,11 +153,7 @@ export class FsBlobStore implements BlobStore {
 
   async #putBuffer(key: string, data: Uint8Array, options: PutOptions): Promise<PutResult> {
     this.#assertOpen();
-    assertValidBlobKey(key);
-    options.signal?.throwIfAborted();
-    const checks = new PutChecks(options);
-    checks.add(data);
-    const sha256 = checks.finish();
+    const result = checkBuffer(key, data, options);
     const target = this.#path(key);
     await this.#ensureDir(dirname(target));
     options.signal?.throwIfAborted();
@@ -168,7 +164,7 @@ export class FsBlobStore implements BlobStore {
       // rename, and after it (a failed directory fsync) the blob stays, as it does there.
       throw new StorageError(describe(error), { cause: error });
     }
-    return { size: checks.size, sha256 };
+    return result;
   }
 
   /** Creates `dir` if needed and makes its entry durable in every new ancestor, once per process. */

@@ -31,7 +31,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
-import { failSourceOnAbort, PutChecks } from '../put-checks.js';
+import { checkBuffer, failSourceOnAbort, PutChecks } from '../put-checks.js';
 import { createS3Client } from './s3-client.js';
 import { InFlight } from '../in-flight.js';
 import {
@@ -174,11 +174,7 @@ export class S3BlobStore implements BlobStore {
 
   async #putBuffer(key: string, data: Uint8Array, options: PutOptions): Promise<PutResult> {
     this.#assertOpen();
-    assertValidBlobKey(key);
-    options.signal?.throwIfAborted();
-    const checks = new PutChecks(options);
-    checks.add(data);
-    const sha256 = checks.finish();
+    const result = checkBuffer(key, data, options);
     try {
       await this.#client.send(
         new PutObjectCommand({
@@ -192,7 +188,7 @@ export class S3BlobStore implements BlobStore {
       options.signal?.throwIfAborted();
       throw new StorageError(`cannot store blob ${key} in S3: ${describe(error)}`, { cause: error });
     }
-    return { size: checks.size, sha256 };
+    return result;
   }
 
   async #put(key: string, source: Readable, options: PutOptions): Promise<PutResult> {
