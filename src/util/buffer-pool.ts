@@ -56,7 +56,8 @@ export const chunkPool = new BufferPool(CHUNK_SIZE, 16, { shared: true });
  * The pool of buffers that small NARs are read into whole (src/storage/fs/fs-blob-store.ts), each held
  * until the kernel has taken the answer. Most NARs are a few KiB to tens of KiB: taken from `chunkPool`,
  * every stalled small download would pin 1 MiB instead of its own size. A NAR larger than these buffers
- * gets one of its own. At most 64 free buffers (4 MiB) wait while idle.
+ * gets one of its own. Small uploads decode into one of these too (decompressBuffer in
+ * src/util/compression.ts), held for the decoding only. At most 64 free buffers (4 MiB) wait while idle.
  */
 export const SMALL_READ_SIZE = 64 << 10;
 export const smallReadPool = new BufferPool(SMALL_READ_SIZE, 64);
