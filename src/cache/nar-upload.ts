@@ -2,9 +2,11 @@
 // every chunk goes to the blob store (which hashes it and checks the FileHash named by the URL) and to a
 // decompressor feeding the NarHash/NarSize hasher and the NAR validator. The blob store only sees the end
 // of its input after the NAR has been fully validated, so an invalid NAR is never committed.
-// Memory is bounded by the stream high-water marks, whatever the NAR size.
+// Memory is bounded by the stream high-water marks, whatever the NAR size. A small upload whose length is
+// known (SMALL_UPLOAD_BYTES) is read into memory instead and proved there before it is written
+// (receiveSmallNar), with the same checks.
 import { createHash } from 'node:crypto';
-import { PassThrough, Writable, type Readable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InvalidInputError, NicheError, TooLargeError } from '../errors.js';
 import type { Compression } from '../nix/compression.js';
@@ -15,6 +17,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { BlobCheckError } from '../storage/blob-check-error.js';
 import { createDecompressor, decompressBuffer } from '../util/compression.js';
 import { readChunk } from '../util/read-chunk.js';
+import { sinkWritable } from '../util/sink-writable.js';
 
 const CHUNK = 1 << 20;
 /**
@@ -48,10 +51,11 @@ export interface ReceivedNar {
 }
 
 /**
- * Hashes, counts and validates the decompressed NAR bytes. It refuses the NAR as soon as it passes the
- * size limit or the size the client declared, so a compression bomb is decoded no further than that.
+ * Hashes, counts and validates the decompressed NAR bytes, as they come. It refuses the NAR as soon as it
+ * passes the size limit or the size the client declared, so a compression bomb is decoded no further than
+ * that. Fed from a stream (sinkWritable) or from a whole file decoded in memory.
  */
-class NarVerifier extends Writable {
+class NarVerifier {
   readonly #hash = createHash('sha256');
   readonly #parser = new NarParser();
   readonly #maxSize: number;
@@ -60,30 +64,11 @@ class NarVerifier extends Writable {
   digest: Buffer | undefined;
 
   constructor(maxSize: number, declaredSize: number | undefined) {
-    super({ highWaterMark: CHUNK });
     this.#maxSize = maxSize;
     this.#declaredSize = declaredSize;
   }
 
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    try {
-      this.add(chunk);
-      callback();
-    } catch (error) {
-      callback(error as Error);
-    }
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    try {
-      this.finish();
-      callback();
-    } catch (error) {
-      callback(error as Error);
-    }
-  }
-
-  /** `write` without the stream: the chunk is hashed and parsed before this returns. */
+  /** Hashes and parses `chunk` before it returns (its memory may then be reused). */
   add(chunk: Buffer): void {
     this.size += chunk.length;
     if (this.size > this.#maxSize)
@@ -98,7 +83,7 @@ class NarVerifier extends Writable {
     this.#parser.update(chunk);
   }
 
-  /** `end` without the stream. */
+  /** At the end of the NAR. */
   finish(): void {
     this.#parser.end();
     this.digest = this.#hash.digest();
@@ -238,9 +223,22 @@ export async function receiveNar(options: ReceiveNarOptions): Promise<ReceivedNa
   // one with an error after its promise settled must not turn into an unhandled 'error' event.
   for (const stream of [blobInput, narInput]) stream.on('error', () => undefined);
 
-  const narDone = pipeline(narInput, createDecompressor(compression), verifier, {
-    signal: abort.signal,
-  });
+  const narDone = pipeline(
+    narInput,
+    createDecompressor(compression),
+    sinkWritable(
+      (chunk) => {
+        verifier.add(chunk);
+      },
+      {
+        final: () => {
+          verifier.finish();
+        },
+        highWaterMark: CHUNK,
+      },
+    ),
+    { signal: abort.signal },
+  );
   const blobDone = options.blobs.put(options.blobKey, blobInput, {
     signal: abort.signal,
     ...(options.expectedFileHash === undefined ? {} : { expectedSha256: options.expectedFileHash.bytes }),

@@ -1,7 +1,8 @@
 // Uploads one store path in one request (`PUT /api/v1/caches/<cache>/paths/<hash>`, src/api/v1.ts): a JSON
 // header line, then the NAR, serialised from the local store by niche itself (byte-identical to
 // `nix-store --dump`) and compressed on the fly. Nothing is buffered beyond stream high-water marks, so
-// memory per upload stays around a few MiB whatever the path's size.
+// memory per upload stays around a few MiB whatever the path's size; a small path (BUFFERED_NAR_BYTES) is
+// compressed into memory whole, to be sent with its length.
 import { Readable, Transform, type TransformCallback, pipeline } from 'node:stream';
 import {
   type PathUpload,

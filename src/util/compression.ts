@@ -5,7 +5,7 @@
 //   encoding: xz  lzma-native   zstd  zstd-napi   br  node:zlib   (niche never writes bzip2)
 // Decoders see hostile input (uploads, imports): whatever it is, their memory stays bounded, they decode
 // only as fast as their consumer reads, and no step blocks the event loop for long.
-import { PassThrough, Readable, Writable, type Duplex, type Transform } from 'node:stream';
+import { PassThrough, Readable, type Duplex, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import lzma from 'lzma-native';
@@ -14,6 +14,7 @@ import type { Compression } from '../nix/compression.js';
 import { createDecoderCodec } from './decoder-codecs.js';
 import { smallReadPool } from './buffer-pool.js';
 import { decodeBuffer, PullDecoder, STEP_OUTPUT } from './pull-decoder.js';
+import { sinkWritable } from './sink-writable.js';
 
 /** Large enough to be efficient, small enough that a stream's buffered output stays bounded. */
 const CHUNK = 1 << 20;
@@ -49,16 +50,7 @@ export async function decompressBuffer(
       await pipeline(
         Readable.from([input], { objectMode: false }),
         createDecompressor(compression),
-        new Writable({
-          write(chunk: Buffer, _encoding, callback): void {
-            try {
-              sink(chunk);
-              callback();
-            } catch (error) {
-              callback(error as Error);
-            }
-          },
-        }),
+        sinkWritable(sink),
         ...(signal === undefined ? [] : [{ signal }]),
       );
   }
