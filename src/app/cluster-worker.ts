@@ -12,6 +12,7 @@ import type { MemoryChange } from '../cache/cache-service.js';
 import type { ServeConfig } from '../config.js';
 import { isNicheError } from '../errors.js';
 import { isToWorker, type FromWorker } from './cluster-messages.js';
+import { boundHeapGrowth } from './heap-growth.js';
 import { startServer, type RunningServer } from './server.js';
 
 /** How long a worker waits for its configuration, and for the whole server's metrics. */
@@ -113,6 +114,7 @@ async function run(): Promise<void> {
       else server.service.applyMemoryChange(message.change);
     }
   });
+  boundHeapGrowth();
   try {
     server = await startServer(config, {
       worker: {

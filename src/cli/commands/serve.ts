@@ -349,7 +349,11 @@ export function registerServe(
         const config = loadServeConfig(flags, io.env);
         if (config.workers > 1) return serveCluster(config, flags, io);
         // Loaded here so that client commands do not pay for the whole server at start-up.
-        const { startServer } = await import('../../app/server.js');
+        const [{ startServer }, { boundHeapGrowth }] = await Promise.all([
+          import('../../app/server.js'),
+          import('../../app/heap-growth.js'),
+        ]);
+        boundHeapGrowth();
         const server = await startServer(config);
         const boot = server.bootstrapped;
         const local = server.localStore;
