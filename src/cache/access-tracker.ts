@@ -1,7 +1,8 @@
 // When each path was last downloaded or pushed, for retention and quotas (src/cache/gc.ts). Recording it
 // must cost the read path next to nothing, so an access only sets a map entry in memory (the later time
-// wins); the entries are written in one batch every `flushIntervalMs`, and at close. On PostgreSQL every
-// replica writes its own batches into the same rows, which only ever move forward in time.
+// wins); the entries are written every `flushIntervalMs`, and at close, in slices sized to hold the event
+// loop for a few milliseconds at a time. On PostgreSQL every replica writes its own into the same rows,
+// which only ever move forward in time.
 //
 // Bounded: at most `maxEntries` distinct paths and NAR files are held; when full, a flush starts at once,
 // and accesses arriving while that flush is still running and the map is full again are dropped (counted
@@ -23,12 +24,23 @@ export interface KnownAccess {
 }
 const DEFAULT_MAX_ENTRIES = 100_000;
 /**
- * Accesses written per call of the store (one transaction, one statement per kind on PostgreSQL). On
- * SQLite a call runs on the event loop; the flush lets requests through between calls. With a million
- * paths, 2000 random row updates (and the WAL checkpoint they set off) held it for up to a second each,
- * back to back: narinfo p99 1.7 s (docs/bench-scale.md).
+ * Accesses are written in slices, one call of the store each (one transaction, one statement per kind on
+ * PostgreSQL), with a turn of the event loop between slices. On SQLite a call runs on the event loop, so a
+ * slice is sized to take about FLUSH_SLICE_MS: with a million paths a random row update took 150-240 µs
+ * here (page reads and WAL frames for rows scattered over a 1.6 GB file), and fixed slices of 250 held
+ * the loop for 35-60 ms each, back to back for seconds: narinfo p99 0.4-0.7 s at c=64 during a flush
+ * (docs/bench-scale.md, run 6). On a small cache a row costs a few µs, and slices grow to the maximum.
  */
-const FLUSH_BATCH = 250;
+const FLUSH_SLICE_MS = 4;
+const MIN_SLICE = 16;
+const MAX_SLICE = 1000;
+const FIRST_SLICE = 250;
+
+/** The next slice's size after `written` accesses took `ms`: aiming at FLUSH_SLICE_MS, moving at most 4× a step. */
+export function nextSliceSize(written: number, ms: number): number {
+  const aimed = ms > 0 ? Math.round((written * FLUSH_SLICE_MS) / ms) : MAX_SLICE;
+  return Math.min(MAX_SLICE, Math.max(MIN_SLICE, Math.min(aimed, written * 4), Math.floor(written / 4)));
+}
 
 export interface AccessTrackerOptions {
   readonly db: MetadataStore;
@@ -38,6 +50,8 @@ export interface AccessTrackerOptions {
   readonly now?: () => number;
   /** False: accesses are not recorded at all (tools that read the cache without being its users). */
   readonly enabled?: boolean;
+  /** A monotonic clock in ms, timing the slices of a flush. */
+  readonly clock?: () => number;
 }
 
 export class AccessTracker {
@@ -45,6 +59,9 @@ export class AccessTracker {
   readonly #logger: Logger;
   readonly #maxEntries: number;
   readonly #now: () => number;
+  readonly #clock: () => number;
+  /** Accesses written per call of the store, adapted to the time calls take. */
+  #slice = FIRST_SLICE;
   /** `<cacheId> <hashPart>` and `<cacheId> <fileHash>` (a hash part is 32 characters, a file hash 52). */
   #pending = new Map<string, number>();
   #flushing: Promise<void> | undefined;
@@ -59,6 +76,7 @@ export class AccessTracker {
     this.#logger = options.logger;
     this.#maxEntries = options.maxEntries ?? DEFAULT_MAX_ENTRIES;
     this.#now = options.now ?? Date.now;
+    this.#clock = options.clock ?? (() => performance.now());
     this.#closed = options.enabled === false;
     const interval = options.flushIntervalMs ?? DEFAULT_ACCESS_FLUSH_MS;
     if (interval > 0 && !this.#closed) {
@@ -133,14 +151,14 @@ export class AccessTracker {
         const cacheId = Number(key.slice(0, space));
         const hash = key.slice(space + 1);
         records.push(hash.length === 32 ? { cacheId, hashPart: hash, at } : { cacheId, fileHash: hash, at });
-        if (records.length >= FLUSH_BATCH) {
-          await this.#db.recordAccesses(records);
+        if (records.length >= this.#slice) {
+          await this.#writeSlice(records);
           written += records.length;
           records = [];
           await yieldToEventLoop();
         }
       }
-      if (records.length > 0) await this.#db.recordAccesses(records);
+      if (records.length > 0) await this.#writeSlice(records);
       this.#failures = 0;
     } catch (error) {
       // Kept for the next flush (the store may be busy: SQLite does not wait for its write lock here),
@@ -157,6 +175,13 @@ export class AccessTracker {
       if (this.#failures >= 5) this.#logger.warn(log, 'access tracking: cannot record accesses');
       else this.#logger.debug(log, 'access tracking: store busy, accesses kept for the next flush');
     }
+  }
+
+  async #writeSlice(records: readonly AccessRecord[]): Promise<void> {
+    const started = this.#clock();
+    await this.#db.recordAccesses(records);
+    // Only a full slice says what a full slice costs: a flush's last one is usually shorter.
+    if (records.length >= this.#slice) this.#slice = nextSliceSize(records.length, this.#clock() - started);
   }
 
   /** Stops the timer and writes what is pending. */

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 
 import { accessResolutionMs, MAX_ACCESS_RESOLUTION_MS } from '../../../src/cache/access-resolution.js';
-import { AccessTracker } from '../../../src/cache/access-tracker.js';
+import { AccessTracker, nextSliceSize } from '../../../src/cache/access-tracker.js';
 import type { AccessRecord, MetadataStore } from '../../../src/db/metadata-store.js';
 import { DatabaseError } from '../../../src/errors.js';
 
@@ -159,5 +159,58 @@ void describe('AccessTracker', () => {
     tracker.touchPath(1, HASH);
     await tracker.close();
     assert.deepEqual(written, []);
+  });
+
+  void it('sizes the slices of a flush to take a few milliseconds each', async () => {
+    // A store whose writes cost 0.2 ms an access (a million-path SQLite cache), timed by a fake clock.
+    let clock = 0;
+    let costMs = 0.2;
+    const slices: number[] = [];
+    const store = {
+      recordAccesses(accesses: readonly AccessRecord[]): Promise<void> {
+        slices.push(accesses.length);
+        clock += accesses.length * costMs;
+        return Promise.resolve();
+      },
+    } as unknown as MetadataStore;
+    const tracker = new AccessTracker({
+      db: store,
+      logger: pino({ level: 'silent' }),
+      flushIntervalMs: 0,
+      clock: () => clock,
+    });
+    const hash = (n: number): string => String(n).padStart(32, '0');
+    for (let i = 0; i < 2000; i++) tracker.touchPath(1, hash(i));
+    await tracker.flush();
+    assert.equal(
+      slices.reduce((sum, n) => sum + n, 0),
+      2000,
+      'every access is written once',
+    );
+    assert.deepEqual(slices.slice(0, 2), [250, 62], 'the default size first, then down by 4× at most');
+    assert.ok(
+      slices.slice(2, -1).every((n) => n === 20),
+      `then 4 ms / 0.2 ms = 20 accesses a slice: ${slices.join(' ')}`,
+    );
+    // Cheap writes: the slices grow, at most 4× a step, up to 1000.
+    costMs = 0.001;
+    slices.length = 0;
+    for (let i = 0; i < 3000; i++) tracker.touchPath(1, hash(10_000 + i));
+    await tracker.flush();
+    assert.deepEqual(slices.slice(0, 3), [20, 80, 320]);
+    assert.ok(
+      slices.slice(3, -1).every((n) => n === 1000),
+      slices.join(' '),
+    );
+    await tracker.close();
+  });
+
+  void it('moves a slice size at most 4× a step, within 16 and 1000', () => {
+    assert.equal(nextSliceSize(250, 50), 62, 'down by 4× at most');
+    assert.equal(nextSliceSize(250, 4), 250);
+    assert.equal(nextSliceSize(100, 8), 50);
+    assert.equal(nextSliceSize(20, 100), 16, 'at least 16');
+    assert.equal(nextSliceSize(250, 0.1), 1000, 'up by 4× at most, at most 1000');
+    assert.equal(nextSliceSize(100, 0), 400);
   });
 });
