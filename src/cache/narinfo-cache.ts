@@ -9,10 +9,10 @@
 // remembered (a doorkeeper, as in TinyLFU). Remembering an offer costs one 32-bit slot of a fixed table
 // (four slots per entry, so about as many recent offers as the cache could hold entries four times over),
 // not an entry. Without it, a cache much larger than its hot set (a million paths read at random) put
-// every narinfo read from the database into memory and pushed out an entry for it; each lived long
-// enough to reach V8's old generation and died there, and the heap grew to four times its live size
-// between collections (docs/bench-scale.md, run 6: peak RSS 264-291 MiB, 149 MiB without the entries).
-// A path asked for again and again is kept from its second read on.
+// every narinfo read from the database into memory, pushing out one that was never read again: a scan
+// emptied the cache of its hot set, and the entries lived just long enough to die in V8's old generation
+// (a scratch round promoted 165 MB with entries churning, 34 MB with none kept: docs/bench-scale.md,
+// run 6). A path asked for again and again is kept from its second read on.
 export class NarInfoCache<T = string> {
   readonly #entries = new Map<string, { readonly value: T; readonly expires: number }>();
   readonly #maxEntries: number;
