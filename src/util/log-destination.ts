@@ -5,9 +5,12 @@
 // hook retries the failed write forever, so the process could neither answer nor stop.
 //
 // Lines queue up to a byte bound and are written in batches by one asynchronous write at a time (on
-// libuv's thread pool, so a descriptor that blocks holds one pool thread, never the event loop). A failed
-// batch is dropped and writing pauses for a moment; the first write that succeeds afterwards says how
-// many lines were lost and why.
+// libuv's thread pool, so a descriptor that blocks holds one pool thread, never the event loop). A batch
+// smaller than the largest write waits a few milliseconds (LINGER_MS) for more lines first: requests
+// answered one at a time (a client fetching a closure) otherwise each paid a write and a thread-pool
+// hand-off for their access log line, a seventh of the server's CPU per small NAR download (profiled;
+// docs/design.md, "Access logs"). A failed batch is dropped and writing pauses for a moment; the first
+// write that succeeds afterwards says how many lines were lost and why.
 import { write as fsWrite } from 'node:fs';
 
 export interface LogDestinationOptions {
@@ -22,6 +25,8 @@ export interface LogDestinationOptions {
    * written alone, and a pipe may split it).
    */
   readonly maxBatchBytes?: number;
+  /** How long a line that finds the destination idle waits for others to batch with (default LINGER_MS). */
+  readonly lingerMs?: number;
 }
 
 /** Bytes a pipe writes atomically (PIPE_BUF on Linux). */
@@ -29,6 +34,11 @@ export const PIPE_ATOMIC_BYTES = 4096;
 
 /** Largest single write. */
 const MAX_BATCH_BYTES = 64 * 1024;
+/**
+ * How long a line may wait to be written with others. A crash (kill -9) loses at most the lines of this
+ * long; an orderly stop flushes them (flush()).
+ */
+export const LINGER_MS = 10;
 /** EAGAIN (a non-blocking pipe is full) is not a failure: the batch is written again after this long. */
 const BUSY_RETRY_MS = 10;
 
@@ -37,6 +47,7 @@ export class LogDestination {
   readonly #maxQueuedBytes: number;
   readonly #retryAfterMs: number;
   readonly #maxBatchBytes: number;
+  readonly #lingerMs: number;
   #queue: string[] = [];
   #queuedBytes = 0;
   /** The batch being written (what is left of it after partial writes). */
@@ -46,6 +57,8 @@ export class LogDestination {
   #batchReported = 0;
   #writing = false;
   #paused: NodeJS.Timeout | undefined;
+  /** Set while the queue waits for more lines before its batch is written. */
+  #lingering: NodeJS.Timeout | undefined;
   #dropped = 0;
   #droppedTotal = 0;
   #lastError: string | undefined;
@@ -56,6 +69,7 @@ export class LogDestination {
     this.#maxQueuedBytes = options.maxQueuedBytes ?? 4 * 1024 * 1024;
     this.#retryAfterMs = options.retryAfterMs ?? 1_000;
     this.#maxBatchBytes = options.maxBatchBytes ?? MAX_BATCH_BYTES;
+    this.#lingerMs = options.lingerMs ?? LINGER_MS;
   }
 
   /** Lines dropped since the start. */
@@ -71,9 +85,14 @@ export class LogDestination {
     }
     this.#queue.push(line);
     this.#queuedBytes += line.length;
-    this.#next();
+    if (this.#lingering === undefined || this.#queuedBytes >= this.#maxBatchBytes) this.#next();
     return true;
   }
+
+  readonly #endLinger = (): void => {
+    this.#lingering = undefined;
+    this.#next(true);
+  };
 
   /** Resolves once every queued line was written or dropped, or after `timeoutMs`, whichever is first. */
   flush(timeoutMs: number): Promise<void> {
@@ -89,6 +108,8 @@ export class LogDestination {
       }, timeoutMs);
       // Referenced: whoever flushes waits for it (a write paused after a failure does not hold the loop).
       this.#idle.push(done);
+      // Nothing lingers while someone waits.
+      this.#next(true);
     });
   }
 
@@ -102,7 +123,8 @@ export class LogDestination {
     this.#lastError = reason;
   }
 
-  #next(): void {
+  /** Starts the next write, unless one is under way or writing is paused; `now`: without lingering. */
+  #next(now = false): void {
     if (this.#writing || this.#paused !== undefined) return;
     if (this.#batch === undefined) {
       if (this.#queue.length === 0) {
@@ -111,6 +133,15 @@ export class LogDestination {
         for (const waiter of waiters) waiter();
         return;
       }
+      const linger =
+        !now && this.#lingerMs > 0 && this.#idle.length === 0 && this.#queuedBytes < this.#maxBatchBytes;
+      if (linger) {
+        // Referenced: a process that would otherwise exit now still writes the lines first.
+        this.#lingering ??= setTimeout(this.#endLinger, this.#lingerMs);
+        return;
+      }
+      clearTimeout(this.#lingering);
+      this.#lingering = undefined;
       this.#batch = this.#takeBatch();
     }
     const batch = this.#batch;

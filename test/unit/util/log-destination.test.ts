@@ -43,6 +43,35 @@ describe('LogDestination', () => {
     }
   });
 
+  it('holds a line that finds it idle for the linger time, or until a batch is full or it is flushed', async () => {
+    const file = join(tmp.path, 'linger');
+    const fd = openSync(file, 'w');
+    try {
+      const destination = new LogDestination(fd, { lingerMs: 60_000, maxBatchBytes: 1000 });
+      destination.write(line(1));
+      destination.write(line(2));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(readFileSync(file, 'utf8'), '');
+      await destination.flush(10_000);
+      assert.equal(readFileSync(file, 'utf8'), line(1) + line(2));
+
+      // A full batch does not wait.
+      const full: string[] = [];
+      for (let n = 3; n < 30; n++) full.push(line(n, 40));
+      for (const text of full) destination.write(text);
+      await waitFor(() => readFileSync(file, 'utf8').length >= 1000, { what: 'a full batch to be written' });
+      await destination.flush(10_000);
+      assert.equal(readFileSync(file, 'utf8'), line(1) + line(2) + full.join(''));
+
+      // Without flush, a lone line goes out once its linger time is up.
+      const quick = new LogDestination(fd, { lingerMs: 5 });
+      quick.write(line(99));
+      await waitFor(() => readFileSync(file, 'utf8').endsWith(line(99)), { what: 'the lone line' });
+    } finally {
+      closeSync(fd);
+    }
+  });
+
   it('on a full disk, never throws, drops lines, and flush gives up at its deadline', async () => {
     const fd = openSync('/dev/full', 'w');
     try {
