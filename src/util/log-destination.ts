@@ -184,14 +184,17 @@ export class LogDestination {
       );
       this.#dropped = 0;
     }
-    while (this.#queue.length > 0) {
-      const line = this.#queue[0] ?? '';
-      if (lines.length > 0 && bytes + Buffer.byteLength(line) > this.#maxBatchBytes) break;
-      this.#queue.shift();
+    const queue = this.#queue;
+    let taken = 0;
+    for (; taken < queue.length; taken++) {
+      const line = queue[taken] ?? '';
+      const size = Buffer.byteLength(line);
+      if (lines.length > 0 && bytes + size > this.#maxBatchBytes) break;
       this.#queuedBytes -= line.length;
       lines.push(line);
-      bytes += Buffer.byteLength(line);
+      bytes += size;
     }
+    queue.splice(0, taken);
     this.#batchLines = lines.length;
     return Buffer.from(lines.join(''));
   }
