@@ -137,7 +137,14 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     const workers = await workerPids();
     assert.equal(workers.length, 2);
     for (let i = 0; i < 12; i++) assert.equal((await fresh('/main/nix-cache-info')).status, 200);
-    const pids = new Set(accessLines(server).map((line) => line.pid));
+    // Log lines reach stdout in batches, within about 10 ms (src/util/log-destination.ts).
+    const pids = await waitFor(
+      () => {
+        const seen = new Set(accessLines(server).map((line) => line.pid));
+        return seen.size >= workers.length && seen;
+      },
+      { what: 'an access log line from each worker' },
+    );
     assert.deepEqual([...pids].sort(), workers, 'the access log names each worker');
     assert.ok(!pids.has(server.child.pid ?? 0), 'the primary serves nothing');
   });
