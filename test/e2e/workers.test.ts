@@ -164,8 +164,14 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     const nar = await fresh(`/main/nar/${first.fx.fileName}`);
     assert.equal(nar.status, 200);
     assert.ok(nar.body.equals(first.fx.file));
-    const uploads = accessLines(server).filter((line) => line.method === 'PUT');
-    assert.equal(new Set(uploads.map((line) => line.pid)).size, 2, 'uploads went through both workers');
+    const uploaders = await waitFor(
+      () => {
+        const uploads = accessLines(server).filter((line) => line.method === 'PUT');
+        return uploads.length >= 32 && new Set(uploads.map((line) => line.pid));
+      },
+      { what: 'the access log lines of the 32 uploads' },
+    );
+    assert.equal(uploaders.size, 2, 'uploads went through both workers');
   });
 
   it('refuses a revoked token, a deleted path and a deleted cache on every worker at once', async () => {
@@ -216,10 +222,16 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
       after.map((read) => read.status),
       Array(8).fill(401),
     );
-    const revokedLines = accessLines(server).filter(
-      (line) => line.url === '/api/v1/whoami' && line.status === 401,
+    const refusers = await waitFor(
+      () => {
+        const revoked = accessLines(server).filter(
+          (line) => line.url === '/api/v1/whoami' && line.status === 401,
+        );
+        return revoked.length >= 8 && new Set(revoked.map((line) => line.pid));
+      },
+      { what: 'the access log lines of the 8 refused requests' },
     );
-    assert.equal(new Set(revokedLines.map((line) => line.pid)).size, 2, 'both workers refused it');
+    assert.equal(refusers.size, 2, 'both workers refused it');
   });
 
   it('sums every process in a scrape, on --metrics-listen and on /metrics', async () => {
@@ -292,10 +304,12 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     assert.match(server.stdout(), /worker exited unexpectedly; starting another/);
     const seen = accessLines(server).length;
     for (let i = 0; i < 8; i++) assert.equal((await fresh('/main/nix-cache-info')).status, 200);
-    const pids = new Set(
-      accessLines(server)
-        .slice(seen)
-        .map((line) => line.pid),
+    const pids = await waitFor(
+      () => {
+        const lines = accessLines(server).slice(seen);
+        return lines.length >= 8 && new Set(lines.map((line) => line.pid));
+      },
+      { what: 'the access log lines of the 8 requests' },
     );
     assert.deepEqual([...pids].sort(), replaced);
   });
