@@ -7,7 +7,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import { cacheInfoSchema } from '../../src/api/v1.js';
-import { accessLines, runMain, startServe, type ServeProcess } from '../helpers/cli-process.js';
+import {
+  accessLines,
+  runMain,
+  startServe,
+  waitForAccessLines,
+  type ServeProcess,
+} from '../helpers/cli-process.js';
 import { nixTestOptions, nixVersionsUnderTest } from '../helpers/nix.js';
 import {
   buildClosure,
@@ -17,7 +23,6 @@ import {
   type NixClient,
 } from '../helpers/nix-closure.js';
 import { makeTempDir, type TempDir } from '../helpers/tmp.js';
-import { waitFor } from '../helpers/wait.js';
 
 for (const version of nixVersionsUnderTest())
   void describe(
@@ -61,25 +66,18 @@ for (const version of nixVersionsUnderTest())
         await substitute(client, `${server.url}/main`, [closure.top], key);
         for (const path of closure.paths) assert.ok(client.hasPath(path), `${path} was substituted`);
 
-        // Log lines reach stdout in batches, within about 10 ms (src/util/log-destination.ts).
-        const isDownload = (line: { method?: unknown; url?: unknown }): boolean =>
-          line.method === 'GET' && typeof line.url === 'string' && line.url.includes('/nar/');
-        const running = server;
-        const expected = closure.paths.length;
-        const lines = await waitFor(
-          () => {
-            const all = accessLines(running);
-            return all.filter(isDownload).length >= expected && all;
-          },
-          { what: 'an access log line for every download' },
+        const downloads = await waitForAccessLines(
+          server,
+          closure.paths.length,
+          (line) => line.method === 'GET' && line.url.includes('/nar/'),
         );
+        const lines = accessLines(server);
         const uploads = lines.filter((line) => line.method === 'PUT');
         assert.ok(uploads.length >= 2 * closure.paths.length, 'a NAR and a narinfo per path');
         assert.ok(
           uploads.every((line) => line.status < 300),
           JSON.stringify(uploads),
         );
-        const downloads = lines.filter(isDownload);
         assert.equal(downloads.length, closure.paths.length);
         assert.equal(new Set(lines.map((line) => line.pid)).size, 2, 'both workers answered Nix');
       });

@@ -18,6 +18,7 @@ import {
   runMain,
   spawnServe,
   startServe,
+  waitForAccessLines,
   type ServeProcess,
 } from '../helpers/cli-process.js';
 import { basicAuth } from '../helpers/server.js';
@@ -137,14 +138,8 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     const workers = await workerPids();
     assert.equal(workers.length, 2);
     for (let i = 0; i < 12; i++) assert.equal((await fresh('/main/nix-cache-info')).status, 200);
-    // Log lines reach stdout in batches, within about 10 ms (src/util/log-destination.ts).
-    const pids = await waitFor(
-      () => {
-        const seen = new Set(accessLines(server).map((line) => line.pid));
-        return seen.size >= workers.length && seen;
-      },
-      { what: 'an access log line from each worker' },
-    );
+    await waitForAccessLines(server, 12, (line) => line.url === '/main/nix-cache-info');
+    const pids = new Set(accessLines(server).map((line) => line.pid));
     assert.deepEqual([...pids].sort(), workers, 'the access log names each worker');
     assert.ok(!pids.has(server.child.pid ?? 0), 'the primary serves nothing');
   });
@@ -164,14 +159,8 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     const nar = await fresh(`/main/nar/${first.fx.fileName}`);
     assert.equal(nar.status, 200);
     assert.ok(nar.body.equals(first.fx.file));
-    const uploaders = await waitFor(
-      () => {
-        const uploads = accessLines(server).filter((line) => line.method === 'PUT');
-        return uploads.length >= 32 && new Set(uploads.map((line) => line.pid));
-      },
-      { what: 'the access log lines of the 32 uploads' },
-    );
-    assert.equal(uploaders.size, 2, 'uploads went through both workers');
+    const uploads = await waitForAccessLines(server, 32, (line) => line.method === 'PUT');
+    assert.equal(new Set(uploads.map((line) => line.pid)).size, 2, 'uploads went through both workers');
   });
 
   it('refuses a revoked token, a deleted path and a deleted cache on every worker at once', async () => {
@@ -222,16 +211,12 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
       after.map((read) => read.status),
       Array(8).fill(401),
     );
-    const refusers = await waitFor(
-      () => {
-        const revoked = accessLines(server).filter(
-          (line) => line.url === '/api/v1/whoami' && line.status === 401,
-        );
-        return revoked.length >= 8 && new Set(revoked.map((line) => line.pid));
-      },
-      { what: 'the access log lines of the 8 refused requests' },
+    const revoked = await waitForAccessLines(
+      server,
+      8,
+      (line) => line.url === '/api/v1/whoami' && line.status === 401,
     );
-    assert.equal(refusers.size, 2, 'both workers refused it');
+    assert.equal(new Set(revoked.map((line) => line.pid)).size, 2, 'both workers refused it');
   });
 
   it('sums every process in a scrape, on --metrics-listen and on /metrics', async () => {
@@ -304,13 +289,8 @@ describe('niche serve --workers 2', { timeout: 120_000 }, () => {
     assert.match(server.stdout(), /worker exited unexpectedly; starting another/);
     const seen = accessLines(server).length;
     for (let i = 0; i < 8; i++) assert.equal((await fresh('/main/nix-cache-info')).status, 200);
-    const pids = await waitFor(
-      () => {
-        const lines = accessLines(server).slice(seen);
-        return lines.length >= 8 && new Set(lines.map((line) => line.pid));
-      },
-      { what: 'the access log lines of the 8 requests' },
-    );
+    const lines = await waitForAccessLines(server, 8, () => true, seen);
+    const pids = new Set(lines.map((line) => line.pid));
     assert.deepEqual([...pids].sort(), replaced);
   });
 

@@ -295,3 +295,23 @@ export function accessLines(server: ServeProcess): AccessLine[] {
     .filter((line) => line.includes('"msg":"request"'))
     .map((line) => JSON.parse(line) as AccessLine);
 }
+
+/**
+ * The access log lines `server` wrote after its first `skip` that `which` accepts, once there are at least
+ * `count` of them: lines reach stdout in batches, within about 10 ms of their request
+ * (src/util/log-destination.ts), so a test that counts them right after its requests must wait.
+ */
+export function waitForAccessLines(
+  server: ServeProcess,
+  count: number,
+  which: (line: AccessLine) => boolean = () => true,
+  skip = 0,
+): Promise<AccessLine[]> {
+  return waitFor(
+    () => {
+      const lines = accessLines(server).slice(skip).filter(which);
+      return lines.length >= count && lines;
+    },
+    { what: `${count} access log lines` },
+  );
+}
