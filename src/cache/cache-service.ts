@@ -189,9 +189,10 @@ export class CacheService {
       ...(options.accessFlushMs === undefined ? {} : { flushIntervalMs: options.accessFlushMs }),
       enabled: options.trackAccesses !== false,
     });
-    this.#narinfos = new NarInfoCache(
+    this.#narinfos = new NarInfoCache<CachedNarInfo>(
       options.narInfoCacheEntries ?? 10_000,
       options.narInfoCacheTtlMs ?? 10_000,
+      (held, offered) => held.text === offered.text,
     );
   }
 
@@ -309,8 +310,10 @@ export class CacheService {
       retentionMs: cache.retentionMs,
     });
     const text = renderNarInfo(found);
-    this.#narinfos.set(cache.id, hashPart, { text, accessedAt });
-    return text;
+    // An expired entry found unchanged is renewed (the held copy stays): it only needs the new access.
+    const held = this.#narinfos.set(cache.id, hashPart, { text, accessedAt });
+    if (held !== undefined && held.accessedAt < accessedAt) held.accessedAt = accessedAt;
+    return held?.text ?? text;
   }
 
   /** Records an access of a narinfo served from memory, unless its last one is recent enough. */

@@ -13,43 +13,61 @@
 // emptied the cache of its hot set, and the entries lived just long enough to die in V8's old generation
 // (a scratch round promoted 165 MB with entries churning, 34 MB with none kept: docs/bench-scale.md,
 // run 6). A path asked for again and again is kept from its second read on.
+//
+// Expiry: an expired entry is not served, but it stays (within the bound) until it is read again, so that
+// a re-read that finds the narinfo unchanged (almost always: a published narinfo changes only when a
+// signature is added) renews the entry in place rather than replacing it. Replacing every hot entry once
+// per TTL put a fresh copy of the hot set into the old generation every TTL, and the major collections
+// that followed showed in the c=1 latency tail (docs/bench-tail.md, run 4).
 export class NarInfoCache<T = string> {
-  readonly #entries = new Map<string, { readonly value: T; readonly expires: number }>();
+  readonly #entries = new Map<string, { readonly value: T; expires: number }>();
   readonly #maxEntries: number;
   readonly #ttlMs: number;
+  readonly #same: (held: T, offered: T) => boolean;
   /** Fingerprints of recent offers, by slot; 0 is an empty slot. */
   readonly #offered: Uint32Array;
 
-  constructor(maxEntries = 10_000, ttlMs = 10_000) {
+  /** `same` tells an offered value that may renew the held one in place (default: `Object.is`). */
+  constructor(maxEntries = 10_000, ttlMs = 10_000, same: (held: T, offered: T) => boolean = Object.is) {
     this.#maxEntries = maxEntries;
     this.#ttlMs = ttlMs;
+    this.#same = same;
     this.#offered = new Uint32Array(maxEntries === 0 ? 0 : doorkeeperSlots(maxEntries));
   }
 
+  /** The value, unless it is not held or has expired. */
   get(cacheId: number, hashPart: string, now: number = Date.now()): T | undefined {
-    const key = `${cacheId}:${hashPart}`;
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return undefined;
-    if (entry.expires > now) return entry.value;
-    this.#entries.delete(key);
-    return undefined;
+    const entry = this.#entries.get(`${cacheId}:${hashPart}`);
+    return entry !== undefined && entry.expires > now ? entry.value : undefined;
+  }
+
+  /** The held value whose time is up (to be checked against the source and then offered again). */
+  expired(cacheId: number, hashPart: string, now: number = Date.now()): T | undefined {
+    const entry = this.#entries.get(`${cacheId}:${hashPart}`);
+    return entry !== undefined && entry.expires <= now ? entry.value : undefined;
   }
 
   /**
-   * Offers the narinfo of a path just read: kept if this path was offered recently (or is held already,
-   * and then replaced), else only remembered as offered. Returns whether it is kept.
+   * Offers the narinfo of a path just read: kept if this path was offered recently (or is held already),
+   * else only remembered as offered. A held value that is the same as the offered one (`same`) is kept
+   * and given a new TTL; a different one is replaced. Returns the value now held, or undefined if none is.
    */
-  set(cacheId: number, hashPart: string, value: T, now: number = Date.now()): boolean {
-    if (this.#maxEntries === 0) return false;
+  set(cacheId: number, hashPart: string, value: T, now: number = Date.now()): T | undefined {
+    if (this.#maxEntries === 0) return undefined;
     const key = `${cacheId}:${hashPart}`;
-    const held = this.#entries.delete(key);
-    if (!held && !this.#admit(cacheId, hashPart)) return false;
+    const entry = this.#entries.get(key);
+    if (entry !== undefined && this.#same(entry.value, value)) {
+      entry.expires = now + this.#ttlMs;
+      return entry.value;
+    }
+    const held = entry !== undefined && this.#entries.delete(key);
+    if (!held && !this.#admit(cacheId, hashPart)) return undefined;
     if (this.#entries.size >= this.#maxEntries) {
       const oldest = this.#entries.keys().next();
       if (oldest.done !== true) this.#entries.delete(oldest.value);
     }
     this.#entries.set(key, { value, expires: now + this.#ttlMs });
-    return true;
+    return value;
   }
 
   /** Whether the path's previous offer is still remembered; remembers this one either way. */

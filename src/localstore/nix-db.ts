@@ -87,6 +87,14 @@ export class NixDatabase {
     return this.withBusyRetry(() => this.reads.read(() => this.lookup(hash)));
   }
 
+  /**
+   * `queryPathInfo` at once, synchronously, in a read transaction of its own: for a caller that falls
+   * back to `queryPathInfo` on any error (a busy database is not retried here).
+   */
+  queryPathInfoNow(hash: StorePathHash): ValidPathInfo | undefined {
+    return this.lookup(hash);
+  }
+
   close(): void {
     this.db.close();
   }

@@ -363,6 +363,26 @@ describe('local store: nix-cache-info and narinfo', () => {
     const nar = Buffer.from(await (await fetch(narUrl(text))).arrayBuffer());
     assert.ok(nar.equals(late.nar));
   });
+
+  it('keeps serving a narinfo held in memory past its TTL, and sees a change or a deletion after it', async () => {
+    const held = await store.add('held', file('held in memory\n'));
+    const text = await narInfoOf(held);
+    assert.equal(await narInfoOf(held), text, 'the second read puts it in memory');
+    // Past the 2-second TTL, the held narinfo is checked against the database and renewed.
+    const until = Date.now() + 2500;
+    while (Date.now() < until) assert.equal(await narInfoOf(held), text);
+    const added = SecretKey.generate('added-1').sign('a signature added later');
+    store.db.prepare('UPDATE ValidPaths SET sigs = ? WHERE path = ?').run(added, held.path);
+    await waitFor(async () => (await narInfoOf(held)).includes(added), {
+      what: 'the added signature in the narinfo',
+      timeoutMs: 5000,
+    });
+    store.db.prepare('DELETE FROM ValidPaths WHERE path = ?').run(held.path);
+    await waitFor(async () => (await fetch(`${local}/${held.hash}.narinfo`)).status === 404, {
+      what: 'a 404 for the deleted path',
+      timeoutMs: 5000,
+    });
+  });
 });
 
 describe('local store: NARs', () => {

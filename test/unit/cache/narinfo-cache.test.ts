@@ -1,5 +1,5 @@
-// The in-memory narinfo cache: bounded, expiring, admitting paths asked for again, and forgetting what this
-// process changed.
+// The in-memory narinfo cache: bounded, expiring (an unchanged narinfo renewed in place), admitting paths
+// asked for again, and forgetting what this process changed.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { NarInfoCache } from '../../../src/cache/narinfo-cache.js';
@@ -19,7 +19,7 @@ function hashPart(n: number): string {
 /** Offers the narinfo twice, so that it is kept. */
 function put(cache: NarInfoCache, cacheId: number, key: string, text: string, now: number): void {
   cache.set(cacheId, key, text, now);
-  assert.equal(cache.set(cacheId, key, text, now), true, 'the second offer is kept');
+  assert.equal(cache.set(cacheId, key, text, now), text, 'the second offer is kept');
 }
 
 describe('NarInfoCache', () => {
@@ -29,9 +29,32 @@ describe('NarInfoCache', () => {
     assert.equal(cache.get(1, 'a', 999), 'text-a');
     assert.equal(cache.get(2, 'a', 0), undefined);
     assert.equal(cache.get(1, 'a', 1000), undefined);
-    assert.equal(cache.size, 0, 'an expired entry is dropped when seen');
-    assert.equal(cache.set(1, 'a', 'text-a2', 1000), true, 'an expired path offered again is kept at once');
+    assert.equal(cache.expired(1, 'a', 1000), 'text-a', 'an expired entry is held, not served');
+    assert.equal(cache.expired(1, 'a', 999), undefined, 'a fresh one is not expired');
+    assert.equal(
+      cache.set(1, 'a', 'text-a2', 1000),
+      'text-a2',
+      'an expired path offered again is kept at once',
+    );
     assert.equal(cache.get(1, 'a', 1000), 'text-a2');
+    assert.equal(cache.expired(1, 'a', 1000), undefined);
+    assert.equal(cache.size, 1);
+  });
+
+  it('renews an expired entry offered unchanged, keeping the held value', () => {
+    const cache = new NarInfoCache<{ text: string }>(10, 1000, (held, offered) => held.text === offered.text);
+    const first = { text: 'a' };
+    cache.set(1, 'a', first, 0);
+    assert.equal(cache.set(1, 'a', first, 0), first);
+    assert.equal(cache.get(1, 'a', 1000), undefined);
+    const again = { text: 'a' };
+    assert.equal(cache.set(1, 'a', again, 1000), first, 'the held value stays');
+    assert.equal(cache.get(1, 'a', 1999), first, 'with a new TTL from the offer');
+    assert.equal(cache.get(1, 'a', 2000), undefined);
+    const changed = { text: 'b' };
+    assert.equal(cache.set(1, 'a', changed, 2000), changed, 'a changed value replaces it');
+    assert.equal(cache.get(1, 'a', 2000), changed);
+    assert.equal(cache.size, 1);
   });
 
   it('keeps at most maxEntries, dropping the oldest first', () => {
@@ -46,19 +69,19 @@ describe('NarInfoCache', () => {
     assert.equal(cache.size, 0);
     const disabled = new NarInfoCache(0, 1000);
     disabled.set(1, 'a', 'a', 0);
-    assert.equal(disabled.set(1, 'a', 'a', 0), false);
+    assert.equal(disabled.set(1, 'a', 'a', 0), undefined);
     assert.equal(disabled.get(1, 'a', 0), undefined);
   });
 
   it('keeps a path from its second offer, and one offered once only while remembered', () => {
     const cache = new NarInfoCache(100, 1000);
-    assert.equal(cache.set(1, hashPart(1), 'one', 0), false, 'a first offer is only remembered');
+    assert.equal(cache.set(1, hashPart(1), 'one', 0), undefined, 'a first offer is only remembered');
     assert.equal(cache.get(1, hashPart(1), 0), undefined);
     assert.equal(cache.size, 0);
-    assert.equal(cache.set(2, hashPart(1), 'other cache', 0), false, 'per cache');
-    assert.equal(cache.set(1, hashPart(1), 'one', 0), true);
+    assert.equal(cache.set(2, hashPart(1), 'other cache', 0), undefined, 'per cache');
+    assert.equal(cache.set(1, hashPart(1), 'one', 0), 'one');
     assert.equal(cache.get(1, hashPart(1), 0), 'one');
-    assert.equal(cache.set(1, hashPart(1), 'one again', 0), true, 'a held path is replaced');
+    assert.equal(cache.set(1, hashPart(1), 'one again', 0), 'one again', 'a held path is replaced');
     assert.equal(cache.get(1, hashPart(1), 0), 'one again');
   });
 
