@@ -66,6 +66,9 @@ export interface CacheLimits {
 /** How long a client refused for overload is asked to wait, in seconds. */
 export const OVERLOAD_RETRY_AFTER_SECONDS = 2;
 
+/** Background re-reads of narinfos held in memory (refresh ahead) at once, at most. */
+const MAX_NARINFO_REFRESHES = 16;
+
 /**
  * How long a NAR uploaded without its narinfo stays pending: publishable by a narinfo, and visible to those
  * who may push (Nix 2.8 asks for it with HEAD to skip re-uploading it). Nix sends the narinfo right after
@@ -149,6 +152,7 @@ export class CacheService {
   readonly #recordTtlMs: number;
   readonly #records = new Map<string, { record: CacheRecord | undefined; expires: number }>();
   readonly #narinfos: NarInfoCache<CachedNarInfo>;
+  #narInfoRefreshes = 0;
   readonly #pendingUploadTtlMs: number;
   readonly #listings: NarListings;
   /** The caches' build logs. */
@@ -189,11 +193,12 @@ export class CacheService {
       ...(options.accessFlushMs === undefined ? {} : { flushIntervalMs: options.accessFlushMs }),
       enabled: options.trackAccesses !== false,
     });
-    this.#narinfos = new NarInfoCache<CachedNarInfo>(
-      options.narInfoCacheEntries ?? 10_000,
-      options.narInfoCacheTtlMs ?? 10_000,
-      (held, offered) => held.text === offered.text,
-    );
+    this.#narinfos = new NarInfoCache<CachedNarInfo>({
+      maxEntries: options.narInfoCacheEntries ?? 10_000,
+      ttlMs: options.narInfoCacheTtlMs ?? 10_000,
+      same: (held, offered) => held.text === offered.text,
+      refresh: (cacheId, hashPart) => this.#refreshNarInfo(cacheId, hashPart),
+    });
   }
 
   /**
@@ -314,6 +319,34 @@ export class CacheService {
     const held = this.#narinfos.set(cache.id, hashPart, { text, accessedAt });
     if (held !== undefined && held.accessedAt < accessedAt) held.accessedAt = accessedAt;
     return held?.text ?? text;
+  }
+
+  /**
+   * Re-reads a held narinfo near its expiry, in the background (NarInfoCache's refresh ahead); at most
+   * MAX_NARINFO_REFRESHES at a time. A failed read leaves the entry to expire.
+   */
+  #refreshNarInfo(cacheId: number, hashPart: string): boolean {
+    if (this.#narInfoRefreshes >= MAX_NARINFO_REFRESHES) return false;
+    this.#narInfoRefreshes += 1;
+    void this.#rereadNarInfo(cacheId, hashPart);
+    return true;
+  }
+
+  async #rereadNarInfo(cacheId: number, hashPart: string): Promise<void> {
+    try {
+      const found = await this.db.getPath(cacheId, hashPart);
+      if (found === undefined) {
+        this.#narinfos.forget(cacheId, hashPart);
+        return;
+      }
+      const accessedAt = found.lastAccessAt.getTime();
+      const held = this.#narinfos.refreshed(cacheId, hashPart, { text: renderNarInfo(found), accessedAt });
+      if (held !== undefined && held.accessedAt < accessedAt) held.accessedAt = accessedAt;
+    } catch (error) {
+      this.#logger.debug({ err: error, cacheId, hashPart }, 'refreshing a narinfo in memory failed');
+    } finally {
+      this.#narInfoRefreshes -= 1;
+    }
   }
 
   /** Records an access of a narinfo served from memory, unless its last one is recent enough. */

@@ -20,26 +20,60 @@
 // per TTL made a new copy of the hot set each TTL, living long enough to be promoted to V8's old
 // generation; renewing instead took the local store's c=1 narinfo p99 from about 1.05 to 0.65 ms
 // (docs/bench-tail.md, run 4).
+//
+// Refresh ahead: with an owner's `refresh`, an entry read in the last quarter of its TTL is re-read from
+// the source in the background (once), and `refreshed` renews or replaces it. A path read all the time then
+// never expires on a request's way; the staleness bound is the same, since an entry is still never served
+// more than a TTL after the source last confirmed it.
+interface Entry<T> {
+  readonly value: T;
+  expires: number;
+  /** A background re-read has been asked for since the entry was last renewed. */
+  refreshing: boolean;
+}
+
+export interface NarInfoCacheOptions<T> {
+  readonly maxEntries?: number;
+  readonly ttlMs?: number;
+  /** Whether an offered value may renew the held one in place (default: `Object.is`). */
+  readonly same?: (held: T, offered: T) => boolean;
+  /**
+   * Starts a background re-read of an entry near its expiry, which ends in `refreshed` or `forget`;
+   * returns false if it cannot now (the entry then expires as usual unless asked again).
+   */
+  readonly refresh?: (cacheId: number, hashPart: string) => boolean;
+}
+
 export class NarInfoCache<T = string> {
-  readonly #entries = new Map<string, { readonly value: T; expires: number }>();
+  readonly #entries = new Map<string, Entry<T>>();
   readonly #maxEntries: number;
   readonly #ttlMs: number;
   readonly #same: (held: T, offered: T) => boolean;
+  readonly #refresh: ((cacheId: number, hashPart: string) => boolean) | undefined;
   /** Fingerprints of recent offers, by slot; 0 is an empty slot. */
   readonly #offered: Uint32Array;
 
-  /** `same` tells an offered value that may renew the held one in place (default: `Object.is`). */
-  constructor(maxEntries = 10_000, ttlMs = 10_000, same: (held: T, offered: T) => boolean = Object.is) {
-    this.#maxEntries = maxEntries;
-    this.#ttlMs = ttlMs;
-    this.#same = same;
-    this.#offered = new Uint32Array(maxEntries === 0 ? 0 : doorkeeperSlots(maxEntries));
+  constructor(options: NarInfoCacheOptions<T> = {}) {
+    this.#maxEntries = options.maxEntries ?? 10_000;
+    this.#ttlMs = options.ttlMs ?? 10_000;
+    this.#same = options.same ?? Object.is;
+    this.#refresh = options.refresh;
+    this.#offered = new Uint32Array(this.#maxEntries === 0 ? 0 : doorkeeperSlots(this.#maxEntries));
   }
 
-  /** The value, unless it is not held or has expired. */
+  /** The value, unless it is not held or has expired. Near expiry, asks for a refresh (see above). */
   get(cacheId: number, hashPart: string, now: number = Date.now()): T | undefined {
     const entry = this.#entries.get(`${cacheId}:${hashPart}`);
-    return entry !== undefined && entry.expires > now ? entry.value : undefined;
+    if (entry === undefined || entry.expires <= now) return undefined;
+    if (
+      this.#refresh !== undefined &&
+      !entry.refreshing &&
+      (entry.expires - now) * 4 < this.#ttlMs &&
+      this.#refresh(cacheId, hashPart)
+    ) {
+      entry.refreshing = true;
+    }
+    return entry.value;
   }
 
   /** The held value whose time is up (to be checked against the source and then offered again). */
@@ -59,6 +93,7 @@ export class NarInfoCache<T = string> {
     const entry = this.#entries.get(key);
     if (entry !== undefined && this.#same(entry.value, value)) {
       entry.expires = now + this.#ttlMs;
+      entry.refreshing = false;
       return entry.value;
     }
     const held = entry !== undefined && this.#entries.delete(key);
@@ -67,8 +102,16 @@ export class NarInfoCache<T = string> {
       const oldest = this.#entries.keys().next();
       if (oldest.done !== true) this.#entries.delete(oldest.value);
     }
-    this.#entries.set(key, { value, expires: now + this.#ttlMs });
+    this.#entries.set(key, { value, expires: now + this.#ttlMs, refreshing: false });
     return value;
+  }
+
+  /**
+   * The outcome of a background re-read: `set`, but only for a path still held (one forgotten meanwhile,
+   * because this process deleted it, stays forgotten). Returns the value now held, if any.
+   */
+  refreshed(cacheId: number, hashPart: string, value: T, now: number = Date.now()): T | undefined {
+    return this.#entries.has(`${cacheId}:${hashPart}`) ? this.set(cacheId, hashPart, value, now) : undefined;
   }
 
   /** Whether the path's previous offer is still remembered; remembers this one either way. */

@@ -7,7 +7,7 @@ import { NicheError, NixFormatError, NotFoundError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
 import type { SecretKey } from '../nix/signing.js';
 import type { ValidPathInfo } from '../nix/path-info.js';
-import type { StorePathHash } from '../nix/store-path.js';
+import { isStorePathHash, type StorePathHash } from '../nix/store-path.js';
 import { openBuildLog, type OpenedLog } from './build-log.js';
 import type { LocalStoreConfig } from './local-store-config.js';
 import { NarInfoCache } from '../cache/narinfo-cache.js';
@@ -22,6 +22,9 @@ import { openVerifiedNar, openVerifiedNarChunks, type ByteWindow, type Primed } 
 
 /** nix-serve's and harmonia's priority: tried before cache.nixos.org (40). */
 export const LOCAL_STORE_PRIORITY = 30;
+
+/** Background re-reads of narinfos held in memory (refresh ahead) at once, at most. */
+const MAX_REFRESHES = 16;
 
 export interface OpenLocalStoreOptions {
   readonly dataDir: string;
@@ -54,9 +57,15 @@ export class LocalStore {
   /**
    * Rendered narinfos, briefly: a valid path never changes, and one that Nix deletes meanwhile is seen
    * as gone within the TTL (its NAR request already checks validity, so a stale narinfo costs a 404).
-   * An expired one is checked against the database synchronously when asked for (`cachedNarInfo`).
+   * One read near its expiry is re-read in the background (refresh ahead), and an expired one is checked
+   * against the database synchronously when asked for (`cachedNarInfo`).
    */
-  private readonly narinfos = new NarInfoCache(10_000, 2_000);
+  private readonly narinfos = new NarInfoCache({
+    maxEntries: 10_000,
+    ttlMs: 2_000,
+    refresh: (_cacheId, hash) => isStorePathHash(hash) && this.#refresh(hash),
+  });
+  #refreshes = 0;
 
   private constructor(
     readonly config: LocalStoreConfig,
@@ -120,6 +129,26 @@ export class LocalStore {
     if (cached !== undefined) return cached;
     const info = await this.db.queryPathInfo(hash);
     return info === undefined ? undefined : this.#offer(hash, info, Date.now());
+  }
+
+  /** A background re-read of a held narinfo (at most MAX_REFRESHES at a time); a failed one is dropped. */
+  #refresh(hash: StorePathHash): boolean {
+    if (this.#refreshes >= MAX_REFRESHES) return false;
+    this.#refreshes += 1;
+    void this.#reread(hash);
+    return true;
+  }
+
+  async #reread(hash: StorePathHash): Promise<void> {
+    try {
+      const info = await this.db.queryPathInfo(hash);
+      if (info === undefined) this.narinfos.forget(0, hash);
+      else this.narinfos.refreshed(0, hash, renderLocalNarInfo(info, this.signer, this.storeDir));
+    } catch {
+      // The entry expires as usual; the request that next asks for it reports what is wrong.
+    } finally {
+      this.#refreshes -= 1;
+    }
   }
 
   /** Renders the narinfo of `info` and offers it to memory; the held copy if it is the same text. */

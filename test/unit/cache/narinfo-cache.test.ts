@@ -24,7 +24,7 @@ function put(cache: NarInfoCache, cacheId: number, key: string, text: string, no
 
 describe('NarInfoCache', () => {
   it('serves entries until they expire, per cache', () => {
-    const cache = new NarInfoCache(10, 1000);
+    const cache = new NarInfoCache({ maxEntries: 10, ttlMs: 1000 });
     put(cache, 1, 'a', 'text-a', 0);
     assert.equal(cache.get(1, 'a', 999), 'text-a');
     assert.equal(cache.get(2, 'a', 0), undefined);
@@ -42,7 +42,11 @@ describe('NarInfoCache', () => {
   });
 
   it('renews an expired entry offered unchanged, keeping the held value', () => {
-    const cache = new NarInfoCache<{ text: string }>(10, 1000, (held, offered) => held.text === offered.text);
+    const cache = new NarInfoCache<{ text: string }>({
+      maxEntries: 10,
+      ttlMs: 1000,
+      same: (held, offered) => held.text === offered.text,
+    });
     const first = { text: 'a' };
     cache.set(1, 'a', first, 0);
     assert.equal(cache.set(1, 'a', first, 0), first);
@@ -58,7 +62,7 @@ describe('NarInfoCache', () => {
   });
 
   it('keeps at most maxEntries, dropping the oldest first', () => {
-    const cache = new NarInfoCache(3, 1000);
+    const cache = new NarInfoCache({ maxEntries: 3, ttlMs: 1000 });
     for (const key of ['a', 'b', 'c', 'd']) put(cache, 1, key, key, 0);
     assert.equal(cache.size, 3);
     assert.equal(cache.get(1, 'a', 0), undefined);
@@ -67,14 +71,14 @@ describe('NarInfoCache', () => {
     assert.equal(cache.get(1, 'd', 0), undefined);
     cache.clear();
     assert.equal(cache.size, 0);
-    const disabled = new NarInfoCache(0, 1000);
+    const disabled = new NarInfoCache({ maxEntries: 0, ttlMs: 1000 });
     disabled.set(1, 'a', 'a', 0);
     assert.equal(disabled.set(1, 'a', 'a', 0), undefined);
     assert.equal(disabled.get(1, 'a', 0), undefined);
   });
 
   it('keeps a path from its second offer, and one offered once only while remembered', () => {
-    const cache = new NarInfoCache(100, 1000);
+    const cache = new NarInfoCache({ maxEntries: 100, ttlMs: 1000 });
     assert.equal(cache.set(1, hashPart(1), 'one', 0), undefined, 'a first offer is only remembered');
     assert.equal(cache.get(1, hashPart(1), 0), undefined);
     assert.equal(cache.size, 0);
@@ -85,8 +89,39 @@ describe('NarInfoCache', () => {
     assert.equal(cache.get(1, hashPart(1), 0), 'one again');
   });
 
+  it('asks once for a refresh of an entry read in the last quarter of its TTL, and takes its outcome', () => {
+    const asked: string[] = [];
+    let accept = false;
+    const cache = new NarInfoCache({
+      maxEntries: 10,
+      ttlMs: 1000,
+      refresh: (cacheId, key) => {
+        asked.push(`${cacheId}:${key}`);
+        return accept;
+      },
+    });
+    put(cache, 1, 'a', 'text-a', 0);
+    assert.equal(cache.get(1, 'a', 750), 'text-a');
+    assert.deepEqual(asked, [], 'not before the last quarter');
+    assert.equal(cache.get(1, 'a', 751), 'text-a');
+    assert.deepEqual(asked, ['1:a'], 'asked, and refused');
+    accept = true;
+    assert.equal(cache.get(1, 'a', 800), 'text-a');
+    assert.equal(cache.get(1, 'a', 900), 'text-a');
+    assert.deepEqual(asked, ['1:a', '1:a'], 'asked again after a refusal, then not while it runs');
+    assert.equal(cache.refreshed(1, 'a', 'text-a', 950), 'text-a', 'unchanged: renewed');
+    assert.equal(cache.get(1, 'a', 1949), 'text-a', 'a TTL from the refresh');
+    assert.deepEqual(asked, ['1:a', '1:a', '1:a'], 'and asked again near the new expiry');
+    assert.equal(cache.refreshed(1, 'a', 'text-a2', 1900), 'text-a2', 'changed: replaced');
+    assert.equal(cache.get(1, 'a', 2000), 'text-a2');
+    cache.forget(1, 'a');
+    assert.equal(cache.refreshed(1, 'a', 'text-a3', 2000), undefined, 'a forgotten path stays forgotten');
+    assert.equal(cache.get(1, 'a', 2000), undefined);
+    assert.equal(cache.expired(1, 'a', 5000), undefined);
+  });
+
   it('holds nothing for a scan of paths each read once', () => {
-    const cache = new NarInfoCache(1000, 60_000);
+    const cache = new NarInfoCache({ maxEntries: 1000, ttlMs: 60_000 });
     for (let i = 0; i < 100_000; i++) cache.set(1, hashPart(i), `text ${i}`, 0);
     assert.equal(cache.size, 0);
     // A hot set read over and over among them is kept.
