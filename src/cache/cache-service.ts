@@ -66,9 +66,6 @@ export interface CacheLimits {
 /** How long a client refused for overload is asked to wait, in seconds. */
 export const OVERLOAD_RETRY_AFTER_SECONDS = 2;
 
-/** Background re-reads of narinfos held in memory (refresh ahead) at once, at most. */
-const MAX_NARINFO_REFRESHES = 16;
-
 /**
  * How long a NAR uploaded without its narinfo stays pending: publishable by a narinfo, and visible to those
  * who may push (Nix 2.8 asks for it with HEAD to skip re-uploading it). Nix sends the narinfo right after
@@ -152,7 +149,6 @@ export class CacheService {
   readonly #recordTtlMs: number;
   readonly #records = new Map<string, { record: CacheRecord | undefined; expires: number }>();
   readonly #narinfos: NarInfoCache<CachedNarInfo>;
-  #narInfoRefreshes = 0;
   readonly #pendingUploadTtlMs: number;
   readonly #listings: NarListings;
   /** The caches' build logs. */
@@ -322,17 +318,10 @@ export class CacheService {
   }
 
   /**
-   * Re-reads a held narinfo near its expiry, in the background (NarInfoCache's refresh ahead); at most
-   * MAX_NARINFO_REFRESHES at a time. A failed read leaves the entry to expire.
+   * Re-reads a held narinfo near its expiry, in the background (NarInfoCache's refresh ahead, which bounds
+   * how many run at once). A failed read leaves the entry to expire.
    */
-  #refreshNarInfo(cacheId: number, hashPart: string): boolean {
-    if (this.#narInfoRefreshes >= MAX_NARINFO_REFRESHES) return false;
-    this.#narInfoRefreshes += 1;
-    void this.#rereadNarInfo(cacheId, hashPart);
-    return true;
-  }
-
-  async #rereadNarInfo(cacheId: number, hashPart: string): Promise<void> {
+  async #refreshNarInfo(cacheId: number, hashPart: string): Promise<void> {
     try {
       const found = await this.db.getPath(cacheId, hashPart);
       if (found === undefined) {
@@ -344,8 +333,6 @@ export class CacheService {
       if (held !== undefined && held.accessedAt < accessedAt) held.accessedAt = accessedAt;
     } catch (error) {
       this.#logger.debug({ err: error, cacheId, hashPart }, 'refreshing a narinfo in memory failed');
-    } finally {
-      this.#narInfoRefreshes -= 1;
     }
   }
 

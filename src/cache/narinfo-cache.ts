@@ -22,9 +22,10 @@
 // (docs/bench-tail.md, run 4).
 //
 // Refresh ahead: with an owner's `refresh`, an entry read in the last quarter of its TTL is re-read from
-// the source in the background (once), and `refreshed` renews or replaces it. A path read all the time then
-// never expires on a request's way; the staleness bound is the same, since an entry is still never served
-// more than a TTL after the source last confirmed it.
+// the source in the background (once, and at most `maxRefreshes` re-reads at a time), and `refreshed`
+// renews or replaces it. A path read all the time then never expires on a request's way; the staleness
+// bound is the same, since an entry is still never served more than a TTL after the source last
+// confirmed it.
 interface Entry<T> {
   readonly value: T;
   expires: number;
@@ -38,10 +39,12 @@ export interface NarInfoCacheOptions<T> {
   /** Whether an offered value may renew the held one in place (default: `Object.is`). */
   readonly same?: (held: T, offered: T) => boolean;
   /**
-   * Starts a background re-read of an entry near its expiry, which ends in `refreshed` or `forget`;
-   * returns false if it cannot now (the entry then expires as usual unless asked again).
+   * Re-reads an entry near its expiry, in the background, ending in `refreshed` or `forget`. A rejection
+   * is dropped: the entry then expires as usual (the owner logs what it needs to).
    */
-  readonly refresh?: (cacheId: number, hashPart: string) => boolean;
+  readonly refresh?: (cacheId: number, hashPart: string) => Promise<void>;
+  /** Re-reads running at once, at most (default 16); beyond, an entry waits for a later read to ask. */
+  readonly maxRefreshes?: number;
 }
 
 export class NarInfoCache<T = string> {
@@ -49,7 +52,9 @@ export class NarInfoCache<T = string> {
   readonly #maxEntries: number;
   readonly #ttlMs: number;
   readonly #same: (held: T, offered: T) => boolean;
-  readonly #refresh: ((cacheId: number, hashPart: string) => boolean) | undefined;
+  readonly #refresh: ((cacheId: number, hashPart: string) => Promise<void>) | undefined;
+  readonly #maxRefreshes: number;
+  #refreshes = 0;
   /** Fingerprints of recent offers, by slot; 0 is an empty slot. */
   readonly #offered: Uint32Array;
 
@@ -58,6 +63,7 @@ export class NarInfoCache<T = string> {
     this.#ttlMs = options.ttlMs ?? 10_000;
     this.#same = options.same ?? Object.is;
     this.#refresh = options.refresh;
+    this.#maxRefreshes = options.maxRefreshes ?? 16;
     this.#offered = new Uint32Array(this.#maxEntries === 0 ? 0 : doorkeeperSlots(this.#maxEntries));
   }
 
@@ -69,12 +75,18 @@ export class NarInfoCache<T = string> {
       this.#refresh !== undefined &&
       !entry.refreshing &&
       (entry.expires - now) * 4 < this.#ttlMs &&
-      this.#refresh(cacheId, hashPart)
+      this.#refreshes < this.#maxRefreshes
     ) {
       entry.refreshing = true;
+      this.#refreshes += 1;
+      void this.#refresh(cacheId, hashPart).then(this.#refreshDone, this.#refreshDone);
     }
     return entry.value;
   }
+
+  readonly #refreshDone = (): void => {
+    this.#refreshes -= 1;
+  };
 
   /** The held value whose time is up (to be checked against the source and then offered again). */
   expired(cacheId: number, hashPart: string, now: number = Date.now()): T | undefined {

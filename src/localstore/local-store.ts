@@ -23,9 +23,6 @@ import { openVerifiedNar, openVerifiedNarChunks, type ByteWindow, type Primed } 
 /** nix-serve's and harmonia's priority: tried before cache.nixos.org (40). */
 export const LOCAL_STORE_PRIORITY = 30;
 
-/** Background re-reads of narinfos held in memory (refresh ahead) at once, at most. */
-const MAX_REFRESHES = 16;
-
 export interface OpenLocalStoreOptions {
   readonly dataDir: string;
   /** The name of a key generated when no key file is configured. */
@@ -63,9 +60,8 @@ export class LocalStore {
   private readonly narinfos = new NarInfoCache({
     maxEntries: 10_000,
     ttlMs: 2_000,
-    refresh: (_cacheId, hash) => isStorePathHash(hash) && this.#refresh(hash),
+    refresh: (_cacheId, hash) => (isStorePathHash(hash) ? this.#refresh(hash) : Promise.resolve()),
   });
-  #refreshes = 0;
 
   private constructor(
     readonly config: LocalStoreConfig,
@@ -131,24 +127,14 @@ export class LocalStore {
     return info === undefined ? undefined : this.#offer(hash, info, Date.now());
   }
 
-  /** A background re-read of a held narinfo (at most MAX_REFRESHES at a time); a failed one is dropped. */
-  #refresh(hash: StorePathHash): boolean {
-    if (this.#refreshes >= MAX_REFRESHES) return false;
-    this.#refreshes += 1;
-    void this.#reread(hash);
-    return true;
-  }
-
-  async #reread(hash: StorePathHash): Promise<void> {
-    try {
-      const info = await this.db.queryPathInfo(hash);
-      if (info === undefined) this.narinfos.forget(0, hash);
-      else this.narinfos.refreshed(0, hash, renderLocalNarInfo(info, this.signer, this.storeDir));
-    } catch {
-      // The entry expires as usual; the request that next asks for it reports what is wrong.
-    } finally {
-      this.#refreshes -= 1;
-    }
+  /**
+   * A background re-read of a held narinfo (NarInfoCache's refresh ahead). One that fails is dropped there:
+   * the entry expires as usual, and the request that next asks for it reports what is wrong.
+   */
+  async #refresh(hash: StorePathHash): Promise<void> {
+    const info = await this.db.queryPathInfo(hash);
+    if (info === undefined) this.narinfos.forget(0, hash);
+    else this.narinfos.refreshed(0, hash, renderLocalNarInfo(info, this.signer, this.storeDir));
   }
 
   /** Renders the narinfo of `info` and offers it to memory; the held copy if it is the same text. */

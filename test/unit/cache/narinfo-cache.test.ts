@@ -89,29 +89,45 @@ describe('NarInfoCache', () => {
     assert.equal(cache.get(1, hashPart(1), 0), 'one again');
   });
 
-  it('asks once for a refresh of an entry read in the last quarter of its TTL, and takes its outcome', () => {
+  it('asks once for a refresh of an entry read in the last quarter of its TTL, and takes its outcome', async () => {
     const asked: string[] = [];
-    let accept = false;
+    const running: { resolve: () => void; reject: (error: Error) => void }[] = [];
     const cache = new NarInfoCache({
       maxEntries: 10,
       ttlMs: 1000,
+      maxRefreshes: 1,
       refresh: (cacheId, key) => {
         asked.push(`${cacheId}:${key}`);
-        return accept;
+        return new Promise<void>((resolve, reject) => running.push({ resolve, reject }));
       },
     });
+    /** Settles the oldest refresh still running, and lets its callbacks run. */
+    const settle = async (outcome: 'resolve' | 'reject'): Promise<void> => {
+      const next = running.shift();
+      assert.ok(next !== undefined);
+      if (outcome === 'resolve') next.resolve();
+      else next.reject(new Error('the source failed'));
+      await new Promise((resolve) => setImmediate(resolve));
+    };
     put(cache, 1, 'a', 'text-a', 0);
+    put(cache, 1, 'b', 'text-b', 0);
     assert.equal(cache.get(1, 'a', 750), 'text-a');
     assert.deepEqual(asked, [], 'not before the last quarter');
+    assert.equal(cache.get(1, 'b', 751), 'text-b');
     assert.equal(cache.get(1, 'a', 751), 'text-a');
-    assert.deepEqual(asked, ['1:a'], 'asked, and refused');
-    accept = true;
+    assert.deepEqual(asked, ['1:b'], 'a is not asked while b holds the only slot');
+    await settle('reject');
     assert.equal(cache.get(1, 'a', 800), 'text-a');
     assert.equal(cache.get(1, 'a', 900), 'text-a');
-    assert.deepEqual(asked, ['1:a', '1:a'], 'asked again after a refusal, then not while it runs');
+    assert.deepEqual(
+      asked,
+      ['1:b', '1:a'],
+      'asked once a failed refresh freed the slot, then not while it runs',
+    );
     assert.equal(cache.refreshed(1, 'a', 'text-a', 950), 'text-a', 'unchanged: renewed');
+    await settle('resolve');
     assert.equal(cache.get(1, 'a', 1949), 'text-a', 'a TTL from the refresh');
-    assert.deepEqual(asked, ['1:a', '1:a', '1:a'], 'and asked again near the new expiry');
+    assert.deepEqual(asked, ['1:b', '1:a', '1:a'], 'and asked again near the new expiry');
     assert.equal(cache.refreshed(1, 'a', 'text-a2', 1900), 'text-a2', 'changed: replaced');
     assert.equal(cache.get(1, 'a', 2000), 'text-a2');
     cache.forget(1, 'a');
