@@ -3,7 +3,7 @@
 // against what was measured and against the cache's contents) before anything becomes visible, and sign
 // what they accept with the cache's keys.
 import { randomUUID } from 'node:crypto';
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type {
@@ -34,6 +34,7 @@ import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
 import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
 import { AccessTracker } from './access-tracker.js';
+import { BlobMemory } from './blob-memory.js';
 import { ANONYMOUS, authorize, type Principal } from './auth.js';
 import type { CacheObserver, UploadKind } from './cache-observer.js';
 import { parseCacheName } from './cache-name.js';
@@ -45,7 +46,7 @@ import { Realisations } from './realisations.js';
 import { receiveNar } from './nar-upload.js';
 import { renderNarInfo } from './narinfo-render.js';
 import { permissionsFor } from './tokens.js';
-import type { BufferPool } from '../util/buffer-pool.js';
+import { SMALL_READ_SIZE, type BufferPool } from '../util/buffer-pool.js';
 import { createDecompressor } from '../util/compression.js';
 
 export interface CacheLimits {
@@ -94,6 +95,8 @@ export interface CacheServiceOptions {
   /** Rendered narinfos kept in memory (0 disables), and for how long changes elsewhere may go unseen. */
   readonly narInfoCacheEntries?: number;
   readonly narInfoCacheTtlMs?: number;
+  /** Bytes of small NARs kept in memory for downloads (src/cache/blob-memory.ts; 0 disables). */
+  readonly narMemoryBytes?: number;
   /** See PENDING_UPLOAD_TTL_MS. */
   readonly pendingUploadTtlMs?: number;
   /** Told of uploads accepted and refused (the server's metrics). */
@@ -129,6 +132,18 @@ export interface FoundNar {
   readonly published: boolean;
 }
 
+/**
+ * A published NAR kept in memory (by cache and file hash), with the count of removals (`#removals`) when
+ * its lookup began: one begun before a removal is not served.
+ */
+interface HeldNar extends FoundNar {
+  readonly published: true;
+  readonly removals: number;
+}
+
+/** Bytes of small NARs kept in memory, by default (src/cache/blob-memory.ts). */
+const NAR_MEMORY_BYTES = 32 << 20;
+
 export interface PutNarInfoResult {
   readonly status: 'added' | 'unchanged';
 }
@@ -149,6 +164,15 @@ export class CacheService {
   readonly #recordTtlMs: number;
   readonly #records = new Map<string, { record: CacheRecord | undefined; expires: number }>();
   readonly #narinfos: NarInfoCache<CachedNarInfo>;
+  /** Published NARs by file hash: a download then needs no database read (see findNar). */
+  readonly #nars: NarInfoCache<HeldNar>;
+  /**
+   * How many times paths have left this service's memory (removed or re-signed here, or elsewhere and
+   * heard of: applyMemoryChange). A NAR lookup kept before the last removal is not served, since it may
+   * have been that path's; counting saves knowing which NARs the removed paths had.
+   */
+  #removals = 0;
+  readonly #narBytes: BlobMemory;
   readonly #pendingUploadTtlMs: number;
   readonly #listings: NarListings;
   /** The caches' build logs. */
@@ -194,6 +218,16 @@ export class CacheService {
       ttlMs: options.narInfoCacheTtlMs ?? 10_000,
       same: (held, offered) => held.text === offered.text,
       refresh: (cacheId, hashPart) => this.#refreshNarInfo(cacheId, hashPart),
+    });
+    this.#nars = new NarInfoCache<HeldNar>({
+      maxEntries: options.narInfoCacheEntries ?? 10_000,
+      ttlMs: options.narInfoCacheTtlMs ?? 10_000,
+      same: (held, offered) => held.removals === offered.removals && held.nar.blobKey === offered.nar.blobKey,
+      refresh: (cacheId, fileHash) => this.#refreshNar(cacheId, fileHash),
+    });
+    this.#narBytes = new BlobMemory({
+      maxBytes: options.narMemoryBytes ?? NAR_MEMORY_BYTES,
+      maxBlobBytes: SMALL_READ_SIZE,
     });
   }
 
@@ -270,9 +304,12 @@ export class CacheService {
     switch (change.kind) {
       case 'narinfos':
         for (const hashPart of change.hashParts) this.#narinfos.forget(change.cacheId, hashPart);
+        this.#removals += 1;
         return;
       case 'all-narinfos':
         this.#narinfos.clear();
+        this.#nars.clear();
+        this.#removals += 1;
         return;
       case 'cache-record':
         this.#records.delete(change.name);
@@ -388,13 +425,67 @@ export class CacheService {
   ): Promise<FoundNar | undefined> {
     const parsed = parseNarFileName(fileName);
     if (parsed === undefined) return undefined;
+    const held = this.#heldNar(cache.id, parsed.fileHash);
+    if (held !== undefined) return held.nar.compression === parsed.compression ? held : undefined;
+    const removals = this.#removals;
     const found = await this.db.getNar(cache.id, parsed.fileHash);
     if (found === undefined || found.nar.compression !== parsed.compression) return undefined;
-    if (found.published) return { nar: found.nar, published: true };
+    if (found.published) {
+      const offered: HeldNar = { nar: found.nar, published: true, removals };
+      return this.#nars.set(cache.id, parsed.fileHash, offered) ?? offered;
+    }
     if (!this.#pendingUploadUsable(found)) return undefined;
     const who = await principal();
     const mayPush = who.kind === 'token' && permissionsFor(who.token.scopes, cache.name).has('push');
     return mayPush ? { nar: found.nar, published: false } : undefined;
+  }
+
+  /** The published NAR held in memory, if its lookup may still be served (see HeldNar). */
+  #heldNar(cacheId: number, fileHash: string): HeldNar | undefined {
+    const held = this.#nars.get(cacheId, fileHash);
+    return held?.removals === this.#removals ? held : undefined;
+  }
+
+  /**
+   * A NAR of the public cache `name` if its lookup and its bytes are both in memory, without a promise: the
+   * read path answers most downloads of small NARs this way (as cachedPublicNarInfo for narinfos).
+   * Undefined means "ask `open`, `findNar` and `openNar`". `data` is in a buffer of `pool`, the caller's.
+   */
+  heldPublicNar(
+    name: string,
+    fileName: string,
+    pool: BufferPool,
+  ): { cache: CacheRecord; nar: NarRecord; data: Buffer } | undefined {
+    const cache = this.#remembered(name, Date.now())?.record;
+    if (cache === undefined || !cache.isPublic) return undefined;
+    const parsed = parseNarFileName(fileName);
+    if (parsed === undefined) return undefined;
+    const held = this.#heldNar(cache.id, parsed.fileHash);
+    if (held === undefined || held.nar.compression !== parsed.compression) return undefined;
+    const bytes = this.#heldBytes(cache, held.nar);
+    return bytes === undefined ? undefined : { cache, nar: held.nar, data: copyHeld(bytes, pool) };
+  }
+
+  /** The NAR's bytes held in memory (src/cache/blob-memory.ts), if they are; then counted as an access. */
+  #heldBytes(cache: CacheRecord, nar: NarRecord): Buffer | undefined {
+    const bytes = this.#narBytes.get(nar.blobKey);
+    if (bytes !== undefined) this.access.touchFile(cache.id, nar.fileHash);
+    return bytes;
+  }
+
+  /** Re-reads a published NAR held in memory near its expiry, in the background (as #refreshNarInfo). */
+  async #refreshNar(cacheId: number, fileHash: string): Promise<void> {
+    const removals = this.#removals;
+    try {
+      const found = await this.db.getNar(cacheId, fileHash);
+      if (found?.published !== true) {
+        this.#nars.forget(cacheId, fileHash);
+        return;
+      }
+      this.#nars.refreshed(cacheId, fileHash, { nar: found.nar, published: true, removals });
+    } catch (error) {
+      this.#logger.debug({ err: error, cacheId, fileHash }, 'refreshing a NAR lookup in memory failed');
+    }
   }
 
   /** Uploads recorded before this moment have expired. */
@@ -416,7 +507,8 @@ export class CacheService {
   /**
    * Opens a NAR found by `findNar` for download; undefined if its blob is gone. The blob is opened before
    * anything is sent, so a missing blob is still a clean 404. With `pool`, a small NAR read into memory is
-   * in a buffer from it (`data`), the caller's to give back.
+   * in a buffer from it (`data`), the caller's to give back. Small NARs downloaded again and again are
+   * answered from memory (src/cache/blob-memory.ts).
    */
   async openNar(
     cache: CacheRecord,
@@ -424,6 +516,8 @@ export class CacheService {
     range?: BlobRange,
     pool?: BufferPool,
   ): Promise<NarDownload | undefined> {
+    const held = range === undefined ? this.#heldBytes(cache, nar) : undefined;
+    if (held !== undefined) return new HeldNarDownload(copyHeld(held, pool), nar);
     this.access.touchFile(cache.id, nar.fileHash);
     const opened = await this.blobs.get(nar.blobKey, {
       ...(range === undefined ? {} : { range }),
@@ -436,6 +530,7 @@ export class CacheService {
       );
       return undefined;
     }
+    if (range === undefined && opened.data !== undefined) this.#narBytes.offer(nar.blobKey, opened.data);
     // Not a spread: a backend's result may make its stream on demand (a getter, not an own property).
     return Object.assign(opened, { nar });
   }
@@ -1148,6 +1243,36 @@ function checkCa(text: string): string {
 
 function compareBytes(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/**
+ * A copy of bytes held in memory (in a buffer of `pool` if given) for a download: the caller owns what it
+ * is handed and gives it back to the pool once sent; the held bytes themselves must never get there (a
+ * pool reuses what it is given).
+ */
+function copyHeld(held: Buffer, pool: BufferPool | undefined): Buffer {
+  const buffer = pool !== undefined && pool.size >= held.length ? pool.take() : undefined;
+  const data = buffer?.subarray(0, held.length) ?? Buffer.allocUnsafe(held.length);
+  data.set(held);
+  return data;
+}
+
+/** A small NAR answered from memory (a copy of the held bytes: copyHeld). */
+class HeldNarDownload implements NarDownload {
+  readonly nar: NarRecord;
+  readonly data: Buffer;
+  readonly size: number;
+  #stream: Readable | undefined;
+
+  constructor(data: Buffer, nar: NarRecord) {
+    this.data = data;
+    this.size = data.length;
+    this.nar = nar;
+  }
+
+  get stream(): Readable {
+    return (this.#stream ??= Readable.from([this.data], { objectMode: false }));
+  }
 }
 
 /**

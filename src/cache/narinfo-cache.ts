@@ -6,13 +6,14 @@
 // object holding it with what else the owner keeps per path (CacheService: the last recorded access).
 //
 // Admission: a narinfo is kept only when it is offered a second time while the first offer is still
-// remembered (a doorkeeper, as in TinyLFU). Remembering an offer costs one 32-bit slot of a fixed table
-// (four slots per entry, so about as many recent offers as the cache could hold entries four times over),
-// not an entry. Without it, a cache much larger than its hot set (a million paths read at random) put
-// every narinfo read from the database into memory, pushing out one that was never read again: a scan
-// emptied the cache of its hot set, and the entries lived just long enough to die in V8's old generation
-// (a scratch round promoted 165 MB with entries churning, 34 MB with none kept: docs/bench-scale.md,
-// run 6). A path asked for again and again is kept from its second read on.
+// remembered (src/cache/doorkeeper.ts). Without it, a cache much larger than its hot set (a million paths
+// read at random) put every narinfo read from the database into memory, pushing out one that was never
+// read again: a scan emptied the cache of its hot set, and the entries lived just long enough to die in
+// V8's old generation (a scratch round promoted 165 MB with entries churning, 34 MB with none kept:
+// docs/bench-scale.md, run 6). A path asked for again and again is kept from its second read on.
+//
+// The keys are a cache id and a string, a path's hash part for narinfos; CacheService also keeps its NAR
+// lookups here, by file hash.
 //
 // Expiry: an expired entry is not served, but it stays (within the bound) until it is read again, so that
 // a re-read that finds the narinfo unchanged (almost always: a published narinfo changes only when a
@@ -26,6 +27,8 @@
 // renews or replaces it. A path read all the time then never expires on a request's way; the staleness
 // bound is the same, since an entry is still never served more than a TTL after the source last
 // confirmed it.
+import { Doorkeeper } from './doorkeeper.js';
+
 interface Entry<T> {
   readonly value: T;
   expires: number;
@@ -55,8 +58,7 @@ export class NarInfoCache<T = string> {
   readonly #refresh: ((cacheId: number, hashPart: string) => Promise<void>) | undefined;
   readonly #maxRefreshes: number;
   #refreshes = 0;
-  /** Fingerprints of recent offers, by slot; 0 is an empty slot. */
-  readonly #offered: Uint32Array;
+  readonly #doorkeeper: Doorkeeper;
 
   constructor(options: NarInfoCacheOptions<T> = {}) {
     this.#maxEntries = options.maxEntries ?? 10_000;
@@ -64,7 +66,7 @@ export class NarInfoCache<T = string> {
     this.#same = options.same ?? Object.is;
     this.#refresh = options.refresh;
     this.#maxRefreshes = options.maxRefreshes ?? 16;
-    this.#offered = new Uint32Array(this.#maxEntries === 0 ? 0 : doorkeeperSlots(this.#maxEntries));
+    this.#doorkeeper = new Doorkeeper(this.#maxEntries);
   }
 
   /** The value, unless it is not held or has expired. Near expiry, asks for a refresh (see above). */
@@ -109,7 +111,7 @@ export class NarInfoCache<T = string> {
       return entry.value;
     }
     const held = entry !== undefined && this.#entries.delete(key);
-    if (!held && !this.#admit(cacheId, hashPart)) return undefined;
+    if (!held && !this.#doorkeeper.admit(cacheId, hashPart)) return undefined;
     if (this.#entries.size >= this.#maxEntries) {
       const oldest = this.#entries.keys().next();
       if (oldest.done !== true) this.#entries.delete(oldest.value);
@@ -126,19 +128,6 @@ export class NarInfoCache<T = string> {
     return this.#entries.has(`${cacheId}:${hashPart}`) ? this.set(cacheId, hashPart, value, now) : undefined;
   }
 
-  /** Whether the path's previous offer is still remembered; remembers this one either way. */
-  #admit(cacheId: number, hashPart: string): boolean {
-    // FNV-1a over the cache id and the hash part (nix32, 32 characters, already uniformly distributed):
-    // the low bits pick the slot, the whole hash (never 0) is the fingerprint.
-    let hash = Math.imul(2166136261 ^ cacheId, 16777619);
-    for (let i = 0; i < hashPart.length; i++) hash = Math.imul(hash ^ hashPart.charCodeAt(i), 16777619);
-    const fingerprint = hash >>> 0 || 1;
-    const slot = fingerprint & (this.#offered.length - 1);
-    if (this.#offered[slot] === fingerprint) return true;
-    this.#offered[slot] = fingerprint;
-    return false;
-  }
-
   forget(cacheId: number, hashPart: string): void {
     this.#entries.delete(`${cacheId}:${hashPart}`);
   }
@@ -150,9 +139,4 @@ export class NarInfoCache<T = string> {
   get size(): number {
     return this.#entries.size;
   }
-}
-
-/** A power of two of at least four slots per entry (at 10,000 entries: 65,536 slots, 256 KiB). */
-function doorkeeperSlots(maxEntries: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(maxEntries * 4, 64)));
 }

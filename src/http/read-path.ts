@@ -16,7 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import type { FastifyBaseLogger } from 'fastify';
 import { RouteKind, type RouteKindIndex } from '../metrics/server-metrics.js';
 import type { Principal } from '../cache/auth.js';
-import type { CacheRecord } from '../db/metadata-store.js';
+import type { CacheRecord, NarRecord } from '../db/metadata-store.js';
 import { NotFoundError } from '../errors.js';
 import type { LocalStore } from '../localstore/local-store.js';
 import { parseLocalNarUrl } from '../localstore/nar-url.js';
@@ -98,6 +98,25 @@ function sendNarInfo(
     String(Buffer.byteLength(text)),
   ]);
   response.end(request.method === 'HEAD' ? undefined : text);
+}
+
+/** The headers of a NAR download, less its length. */
+function narHeaders(nar: NarRecord, published: boolean, isPublic: boolean): Headers {
+  return [
+    'content-type',
+    NAR_TYPE,
+    'accept-ranges',
+    'bytes',
+    'etag',
+    `"${nar.fileHash}"`,
+    // A pending upload, shown to a pusher only, must not be kept by any shared cache on the way.
+    'cache-control',
+    !published
+      ? 'private, no-store'
+      : isPublic
+        ? 'public, max-age=31536000, immutable'
+        : 'private, max-age=31536000, immutable',
+  ];
 }
 
 /** Swallows a rejection already handled. */
@@ -185,21 +204,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       return;
     }
     const { nar } = found;
-    const headers: Headers = [
-      'content-type',
-      NAR_TYPE,
-      'accept-ranges',
-      'bytes',
-      'etag',
-      `"${nar.fileHash}"`,
-      // A pending upload, shown to a pusher only, must not be kept by any shared cache on the way.
-      'cache-control',
-      !found.published
-        ? 'private, no-store'
-        : cache.isPublic
-          ? 'public, max-age=31536000, immutable'
-          : 'private, max-age=31536000, immutable',
-    ];
+    const headers = narHeaders(nar, found.published, cache.isPublic);
     if (request.method === 'HEAD') {
       headers.push('content-length', String(nar.fileSize));
       writeHead(response, 200, headers);
@@ -215,17 +220,27 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     await sendBlob(opened, headers, response);
   }
 
+  /** Sends a blob (or the range of it) read whole into a buffer of the small-read pool. */
+  function sendSmall(
+    data: Buffer,
+    headers: Headers,
+    size: number,
+    range: BlobRange | undefined,
+    response: ServerResponse,
+  ): void {
+    writeHead(response, setLength(headers, size, range), headers);
+    // The buffer goes back to the pool once the kernel has the bytes.
+    response.end(data, () => {
+      smallPool.give(data);
+    });
+  }
+
   async function sendBlob(opened: BlobReadResult, headers: Headers, response: ServerResponse): Promise<void> {
-    const status = setLength(headers, opened.size, opened.range);
-    const { data } = opened;
-    if (data !== undefined) {
-      writeHead(response, status, headers);
-      // A buffer of the small-read pool (openNar was given it) goes back once the kernel has the bytes.
-      response.end(data, () => {
-        smallPool.give(data);
-      });
+    if (opened.data !== undefined) {
+      sendSmall(opened.data, headers, opened.size, opened.range, response);
       return;
     }
+    const status = setLength(headers, opened.size, opened.range);
     if (opened.chunks === undefined) {
       writeHead(response, status, headers);
       await pipeline(opened.stream, response);
@@ -361,6 +376,16 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
     }
     const [, narCache, file] = NAR_URL.exec(path) ?? [];
     if (narCache !== undefined && file !== undefined) {
+      // A whole small NAR held in memory, with its lookup, is sent at once (no promise, no file).
+      const held =
+        method === 'GET' && request.headers.range === undefined
+          ? service.heldPublicNar(narCache, file, smallPool)
+          : undefined;
+      if (held !== undefined) {
+        sendSmall(held.data, narHeaders(held.nar, true, true), held.data.length, undefined, response);
+        metrics?.narFromMemory(metrics.forCache(held.cache.name, true));
+        return true;
+      }
       const work = (): Promise<void> => cacheNar(narCache, file, request, response);
       answer(work, request, response, narCache, RouteKind.nar);
       return true;

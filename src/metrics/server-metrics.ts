@@ -189,9 +189,18 @@ export class ServerMetrics implements CacheObserver {
    */
   narinfoFromMemory(counters: CacheCounters): void {
     counters.narinfoHits++;
-    const at = RouteKind.narinfo * STATUS_CLASSES.length + 2;
+    this.#okFromMemory(counters, RouteKind.narinfo);
+  }
+
+  /** A NAR answered 200 from memory in the turn its request arrived: as narinfoFromMemory. */
+  narFromMemory(counters: CacheCounters): void {
+    this.#okFromMemory(counters, RouteKind.nar);
+  }
+
+  #okFromMemory(counters: CacheCounters, kind: RouteKindIndex): void {
+    const at = kind * STATUS_CLASSES.length + 2;
     counters.requests[at] = (counters.requests[at] ?? 0) + 1;
-    this.#durations[RouteKind.narinfo]?.countFastest();
+    this.#durations[kind]?.countFastest();
   }
 
   /** A narinfo found (answered 200 by the caller). */

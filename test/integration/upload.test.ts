@@ -3,8 +3,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createCacheWithKey } from '../../src/cache/admin-service.js';
 import { PENDING_UPLOAD_TTL_MS } from '../../src/cache/cache-service.js';
 import { parseNarInfo, narInfoFingerprint } from '../../src/nix/narinfo.js';
 import { PublicKey } from '../../src/nix/signing.js';
@@ -150,6 +151,53 @@ describe('upload', () => {
       assert.equal(smallReadPool.free, Math.max(before, 1));
     }
     assert.equal(chunkPool.free, chunksFree);
+  });
+
+  it('answers a small NAR asked for again from memory, byte for byte, and a private one only to its readers', async () => {
+    const cases = [
+      { cache: 'main', token: null, fx: await fixture(randomBytes(3000), 'none') },
+      {
+        cache: 'hidden',
+        token: await t.token(['hidden'], ['pull', 'push']),
+        fx: await fixture('private\n', 'xz'),
+      },
+    ];
+    await createCacheWithKey(t.server.stores.db, { name: 'hidden', isPublic: false, priority: 40 });
+    for (const { cache, token, fx } of cases) {
+      const base = fakeBaseName(`memory-${cache}`);
+      const auth = { authorization: basicAuth(token ?? push) };
+      assert.equal((await put(`/${cache}/nar/${fx.fileName}`, fx.file, token ?? push)).status, 201);
+      assert.equal(
+        (await put(`/${cache}/${base.slice(0, 32)}.narinfo`, narInfoText(base, fx), token ?? push)).status,
+        201,
+      );
+      const url = `${t.url}/${cache}/nar/${fx.fileName}`;
+      const answers: string[] = [];
+      for (let round = 0; round < 4; round++) {
+        const nar = await fetch(url, { headers: auth });
+        assert.equal(nar.status, 200);
+        assert.deepEqual(Buffer.from(await nar.arrayBuffer()), fx.file, `${cache}, round ${round}`);
+        answers.push(
+          JSON.stringify([...nar.headers].filter(([name]) => name !== 'date' && name !== 'x-request-id')),
+        );
+      }
+      assert.equal(new Set(answers).size, 1, `${cache}: the same headers from disk and from memory`);
+      if (token !== null) {
+        const anonymous = await fetch(url);
+        assert.equal(anonymous.status, 401, 'held in memory, still not shown to whoever may not pull');
+        await anonymous.arrayBuffer();
+      }
+      // With the file gone from disk, only a download from memory still has the bytes.
+      const [blobKey] = (await t.server.stores.db
+        .getNar((await t.server.stores.db.getCache(cache))?.id ?? -1, fx.fileHash)
+        .then((found) => [found?.nar.blobKey])) as [string];
+      await rm(join(t.dataDir, 'blobs', blobKey));
+      const held = await fetch(url, { headers: auth });
+      assert.deepEqual(Buffer.from(await held.arrayBuffer()), fx.file, `${cache}: from memory`);
+      const ranged = await fetch(url, { headers: { ...auth, range: 'bytes=1-' } });
+      assert.equal(ranged.status, 404, `${cache}: a range is read from disk`);
+      await ranged.arrayBuffer();
+    }
   });
 
   it('accepts every compression Nix can send', async () => {
