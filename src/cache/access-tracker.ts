@@ -100,15 +100,22 @@ export class AccessTracker {
    * older than the resolution. Returns the access time now known: `known.at` when skipped, else now.
    */
   touchPath(cacheId: number, hashPart: string, known?: KnownAccess): number {
-    const now = this.#now();
-    if (known !== undefined && now - known.at < accessResolutionMs(known.retentionMs)) return known.at;
-    this.#touch(`${cacheId} ${hashPart}`, now);
-    return now;
+    return this.#touchUnlessKnown(cacheId, hashPart, known);
   }
 
-  /** A NAR file was downloaded: every path of the cache using it was accessed. */
-  touchFile(cacheId: number, fileHash: string): void {
-    this.#touch(`${cacheId} ${fileHash}`, this.#now());
+  /**
+   * A NAR file was downloaded: every path of the cache using it was accessed. With `known`, as touchPath.
+   * Returns the access time now known.
+   */
+  touchFile(cacheId: number, fileHash: string, known?: KnownAccess): number {
+    return this.#touchUnlessKnown(cacheId, fileHash, known);
+  }
+
+  #touchUnlessKnown(cacheId: number, hash: string, known: KnownAccess | undefined): number {
+    const now = this.#now();
+    if (known !== undefined && now - known.at < accessResolutionMs(known.retentionMs)) return known.at;
+    this.#touch(`${cacheId} ${hash}`, now);
+    return now;
   }
 
   #touch(key: string, now: number): void {

@@ -10,8 +10,9 @@
 // elsewhere is only asked for again if the metadata still names it. Nothing needs to be told about deletions: a deleted
 // blob's bytes age out like any others.
 //
-// Bounded by bytes (`maxBytes`, of blobs of at most `maxBlobBytes` each); the least recently read go
-// first. Admission as for narinfos (src/cache/doorkeeper.ts): a blob is kept from its second read on, so a
+// Bounded by bytes (`maxBytes`, of blobs of at most `maxBlobBytes` each); what has not been read lately
+// goes first (CLOCK, second chance: a read only marks its entry, the entries are reordered on eviction,
+// which is rare once the hot set is held). Admission as for narinfos (src/cache/doorkeeper.ts): a blob is kept from its second read on, so a
 // stream of NARs fetched once (a new closure, a mirror's sweep) does not push out the hot set.
 import { Doorkeeper } from './doorkeeper.js';
 
@@ -22,9 +23,15 @@ export interface BlobMemoryOptions {
   readonly maxBlobBytes: number;
 }
 
+interface Held {
+  readonly data: Buffer;
+  /** Read since it was put at the end of the queue. */
+  read: boolean;
+}
+
 export class BlobMemory {
-  /** By key, least recently read first (a read moves an entry to the end). */
-  readonly #held = new Map<string, Buffer>();
+  /** By key, in the order of the eviction queue (first out first). */
+  readonly #held = new Map<string, Held>();
   readonly #maxBytes: number;
   readonly #maxBlobBytes: number;
   readonly #doorkeeper: Doorkeeper;
@@ -33,7 +40,7 @@ export class BlobMemory {
   constructor(options: BlobMemoryOptions) {
     this.#maxBytes = options.maxBytes;
     this.#maxBlobBytes = Math.min(options.maxBlobBytes, options.maxBytes);
-    // As many remembered offers as there are entries of a quarter of the largest size (four slots each).
+    // Sized as for entries of a quarter of the largest size (it remembers four offers an entry).
     this.#doorkeeper = new Doorkeeper(
       this.#maxBlobBytes <= 0 ? 0 : Math.ceil(this.#maxBytes / Math.max(1, this.#maxBlobBytes >> 2)),
     );
@@ -41,11 +48,10 @@ export class BlobMemory {
 
   /** The held bytes of `key` (not to be modified or given to a pool), or undefined. */
   get(key: string): Buffer | undefined {
-    const data = this.#held.get(key);
-    if (data === undefined) return undefined;
-    this.#held.delete(key);
-    this.#held.set(key, data);
-    return data;
+    const held = this.#held.get(key);
+    if (held === undefined) return undefined;
+    held.read = true;
+    return held.data;
   }
 
   /**
@@ -58,12 +64,19 @@ export class BlobMemory {
     // A backing store of its own: a view of a pooled or slab buffer would pin all of it, and be reused.
     const copy = Buffer.allocUnsafeSlow(data.length);
     copy.set(data);
-    this.#held.set(key, copy);
+    this.#held.set(key, { data: copy, read: false });
     this.#bytes += copy.length;
+    // Entries read since they were queued go to the back, unmarked; the first one unread goes out. Ends:
+    // each entry is moved at most once before it comes up again unmarked.
     for (const [oldKey, old] of this.#held) {
       if (this.#bytes <= this.#maxBytes) break;
       this.#held.delete(oldKey);
-      this.#bytes -= old.length;
+      if (old.read) {
+        old.read = false;
+        this.#held.set(oldKey, old);
+      } else {
+        this.#bytes -= old.data.length;
+      }
     }
   }
 

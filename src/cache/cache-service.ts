@@ -139,6 +139,8 @@ export interface FoundNar {
 interface HeldNar extends FoundNar {
   readonly published: true;
   readonly removals: number;
+  /** The last access recorded for a download answered from memory (0: none yet). */
+  accessedAt: number;
 }
 
 /** Bytes of small NARs kept in memory, by default (src/cache/blob-memory.ts). */
@@ -431,7 +433,7 @@ export class CacheService {
     const found = await this.db.getNar(cache.id, parsed.fileHash);
     if (found === undefined || found.nar.compression !== parsed.compression) return undefined;
     if (found.published) {
-      const offered: HeldNar = { nar: found.nar, published: true, removals };
+      const offered: HeldNar = { nar: found.nar, published: true, removals, accessedAt: 0 };
       return this.#nars.set(cache.id, parsed.fileHash, offered) ?? offered;
     }
     if (!this.#pendingUploadUsable(found)) return undefined;
@@ -449,12 +451,12 @@ export class CacheService {
   /**
    * A NAR of the public cache `name` if its lookup and its bytes are both in memory, without a promise: the
    * read path answers most downloads of small NARs this way (as cachedPublicNarInfo for narinfos).
-   * Undefined means "ask `open`, `findNar` and `openNar`". `data` is in a buffer of `pool`, the caller's.
+   * Undefined means "ask `open`, `findNar` and `openNar`". `data` is the bytes held, to be sent as they
+   * are: never modified, never given to a pool (which would reuse it).
    */
   heldPublicNar(
     name: string,
     fileName: string,
-    pool: BufferPool,
   ): { cache: CacheRecord; nar: NarRecord; data: Buffer } | undefined {
     const cache = this.#remembered(name, Date.now())?.record;
     if (cache === undefined || !cache.isPublic) return undefined;
@@ -462,15 +464,14 @@ export class CacheService {
     if (parsed === undefined) return undefined;
     const held = this.#heldNar(cache.id, parsed.fileHash);
     if (held === undefined || held.nar.compression !== parsed.compression) return undefined;
-    const bytes = this.#heldBytes(cache, held.nar);
-    return bytes === undefined ? undefined : { cache, nar: held.nar, data: copyHeld(bytes, pool) };
-  }
-
-  /** The NAR's bytes held in memory (src/cache/blob-memory.ts), if they are; then counted as an access. */
-  #heldBytes(cache: CacheRecord, nar: NarRecord): Buffer | undefined {
-    const bytes = this.#narBytes.get(nar.blobKey);
-    if (bytes !== undefined) this.access.touchFile(cache.id, nar.fileHash);
-    return bytes;
+    const data = this.#narBytes.get(held.nar.blobKey);
+    if (data === undefined) return undefined;
+    // As for narinfos from memory: recorded unless the last access recorded is recent enough.
+    held.accessedAt = this.access.touchFile(cache.id, held.nar.fileHash, {
+      at: held.accessedAt,
+      retentionMs: cache.retentionMs,
+    });
+    return { cache, nar: held.nar, data };
   }
 
   /** Re-reads a published NAR held in memory near its expiry, in the background (as #refreshNarInfo). */
@@ -482,7 +483,7 @@ export class CacheService {
         this.#nars.forget(cacheId, fileHash);
         return;
       }
-      this.#nars.refreshed(cacheId, fileHash, { nar: found.nar, published: true, removals });
+      this.#nars.refreshed(cacheId, fileHash, { nar: found.nar, published: true, removals, accessedAt: 0 });
     } catch (error) {
       this.#logger.debug({ err: error, cacheId, fileHash }, 'refreshing a NAR lookup in memory failed');
     }
@@ -516,9 +517,9 @@ export class CacheService {
     range?: BlobRange,
     pool?: BufferPool,
   ): Promise<NarDownload | undefined> {
-    const held = range === undefined ? this.#heldBytes(cache, nar) : undefined;
-    if (held !== undefined) return new HeldNarDownload(copyHeld(held, pool), nar);
     this.access.touchFile(cache.id, nar.fileHash);
+    const held = range === undefined ? this.#narBytes.get(nar.blobKey) : undefined;
+    if (held !== undefined) return new HeldNarDownload(copyHeld(held, pool), nar);
     const opened = await this.blobs.get(nar.blobKey, {
       ...(range === undefined ? {} : { range }),
       ...(pool === undefined ? {} : { pool }),

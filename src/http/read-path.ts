@@ -379,10 +379,14 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
       // A whole small NAR held in memory, with its lookup, is sent at once (no promise, no file).
       const held =
         method === 'GET' && request.headers.range === undefined
-          ? service.heldPublicNar(narCache, file, smallPool)
+          ? service.heldPublicNar(narCache, file)
           : undefined;
       if (held !== undefined) {
-        sendSmall(held.data, narHeaders(held.nar, true, true), held.data.length, undefined, response);
+        const headers = narHeaders(held.nar, true, true);
+        headers.push('content-length', String(held.data.length));
+        writeHead(response, 200, headers);
+        // The held bytes themselves: sent, never given to the pool.
+        response.end(held.data);
         metrics?.narFromMemory(metrics.forCache(held.cache.name, true));
         return true;
       }
