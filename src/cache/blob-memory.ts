@@ -7,13 +7,14 @@
 //
 // Blobs are immutable and their keys are never reused (every upload writes a blob of its own:
 // freshNarBlobKey in src/cache/cache-service.ts), so what is held can never be stale; a key deleted
-// elsewhere is only asked for again if the metadata still names it. Nothing needs to be told about deletions: a deleted
-// blob's bytes age out like any others.
+// elsewhere is only asked for again if the metadata still names it. Nothing needs to be told about
+// deletions: a deleted blob's bytes age out like any others.
 //
 // Bounded by bytes (`maxBytes`, of blobs of at most `maxBlobBytes` each); what has not been read lately
 // goes first (CLOCK, second chance: a read only marks its entry, the entries are reordered on eviction,
-// which is rare once the hot set is held). Admission as for narinfos (src/cache/doorkeeper.ts): a blob is kept from its second read on, so a
-// stream of NARs fetched once (a new closure, a mirror's sweep) does not push out the hot set.
+// which is rare once the hot set is held). Admission as for narinfos (src/cache/doorkeeper.ts): a blob is
+// kept from its second read on, so a stream of NARs fetched once (a new closure, a mirror's sweep) does
+// not push out the hot set.
 import { Doorkeeper } from './doorkeeper.js';
 
 export interface BlobMemoryOptions {

@@ -3,7 +3,7 @@
 // against what was measured and against the cache's contents) before anything becomes visible, and sign
 // what they accept with the cache's keys.
 import { randomUUID } from 'node:crypto';
-import { pipeline, Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type {
@@ -25,14 +25,14 @@ import {
 } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
 import { formatContentAddress, parseContentAddress } from '../nix/content-address.js';
-import { isCompression, parseNarFileName, type Compression } from '../nix/compression.js';
+import { isCompression, parseNarFileName, type Compression, type NarFileName } from '../nix/compression.js';
 import { Hash } from '../nix/hash.js';
 import type { NarListing } from '../nix/nar-listing.js';
 import { listingDifference, parseUploadedListing } from '../nix/nar-listing-check.js';
 import { narInfoFingerprint, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { parseSignature, PublicKey } from '../nix/signing.js';
 import { isStorePathHash, StorePath, type StorePathHash } from '../nix/store-path.js';
-import type { BlobRange, BlobReadResult, BlobStore } from '../storage/blob-store.js';
+import { BufferedBlob, type BlobRange, type BlobReadResult, type BlobStore } from '../storage/blob-store.js';
 import { AccessTracker } from './access-tracker.js';
 import { BlobMemory } from './blob-memory.js';
 import { ANONYMOUS, authorize, type Principal } from './auth.js';
@@ -427,8 +427,8 @@ export class CacheService {
   ): Promise<FoundNar | undefined> {
     const parsed = parseNarFileName(fileName);
     if (parsed === undefined) return undefined;
-    const held = this.#heldNar(cache.id, parsed.fileHash);
-    if (held !== undefined) return held.nar.compression === parsed.compression ? held : undefined;
+    const held = this.#heldNar(cache.id, parsed);
+    if (held !== undefined) return held;
     const removals = this.#removals;
     const found = await this.db.getNar(cache.id, parsed.fileHash);
     if (found === undefined || found.nar.compression !== parsed.compression) return undefined;
@@ -442,10 +442,10 @@ export class CacheService {
     return mayPush ? { nar: found.nar, published: false } : undefined;
   }
 
-  /** The published NAR held in memory, if its lookup may still be served (see HeldNar). */
-  #heldNar(cacheId: number, fileHash: string): HeldNar | undefined {
-    const held = this.#nars.get(cacheId, fileHash);
-    return held?.removals === this.#removals ? held : undefined;
+  /** The published NAR held in memory for this file name, if its lookup may still be served (HeldNar). */
+  #heldNar(cacheId: number, file: NarFileName): HeldNar | undefined {
+    const held = this.#nars.get(cacheId, file.fileHash);
+    return held?.removals === this.#removals && held.nar.compression === file.compression ? held : undefined;
   }
 
   /**
@@ -462,8 +462,8 @@ export class CacheService {
     if (cache === undefined || !cache.isPublic) return undefined;
     const parsed = parseNarFileName(fileName);
     if (parsed === undefined) return undefined;
-    const held = this.#heldNar(cache.id, parsed.fileHash);
-    if (held === undefined || held.nar.compression !== parsed.compression) return undefined;
+    const held = this.#heldNar(cache.id, parsed);
+    if (held === undefined) return undefined;
     const data = this.#narBytes.get(held.nar.blobKey);
     if (data === undefined) return undefined;
     // As for narinfos from memory: recorded unless the last access recorded is recent enough.
@@ -519,7 +519,10 @@ export class CacheService {
   ): Promise<NarDownload | undefined> {
     this.access.touchFile(cache.id, nar.fileHash);
     const held = range === undefined ? this.#narBytes.get(nar.blobKey) : undefined;
-    if (held !== undefined) return new HeldNarDownload(copyHeld(held, pool), nar);
+    if (held !== undefined) {
+      const copy = copyHeld(held, pool);
+      return Object.assign(new BufferedBlob(copy, copy.length, undefined), { nar });
+    }
     const opened = await this.blobs.get(nar.blobKey, {
       ...(range === undefined ? {} : { range }),
       ...(pool === undefined ? {} : { pool }),
@@ -1256,24 +1259,6 @@ function copyHeld(held: Buffer, pool: BufferPool | undefined): Buffer {
   const data = buffer?.subarray(0, held.length) ?? Buffer.allocUnsafe(held.length);
   data.set(held);
   return data;
-}
-
-/** A small NAR answered from memory (a copy of the held bytes: copyHeld). */
-class HeldNarDownload implements NarDownload {
-  readonly nar: NarRecord;
-  readonly data: Buffer;
-  readonly size: number;
-  #stream: Readable | undefined;
-
-  constructor(data: Buffer, nar: NarRecord) {
-    this.data = data;
-    this.size = data.length;
-    this.nar = nar;
-  }
-
-  get stream(): Readable {
-    return (this.#stream ??= Readable.from([this.data], { objectMode: false }));
-  }
 }
 
 /**

@@ -6,11 +6,11 @@
 // run 6).
 //
 // A Bloom filter errs the harmless way: a key never offered may be taken for one that was (under 2% of
-// first offers are admitted at once, when the filter is fullest). A table of one fingerprint per slot, as this was first, errs the
-// other way: two keys sharing a slot and read in turn overwrite each other's offer forever, and about a
-// fifth of 2000 small NARs read round-robin were never admitted. The filter is emptied once it has
-// remembered its capacity of offers, so it never fills up; offers made before are forgotten, and their
-// keys need two more.
+// first offers are admitted at once, when the filter is fullest). A table of one fingerprint per slot, as
+// this was first, errs the other way: two keys sharing a slot and read in turn overwrite each other's
+// offer forever, and about a fifth of 2000 small NARs read round-robin were never admitted. The filter is
+// emptied once it has remembered its capacity of offers, so it never fills up; offers made before are
+// forgotten, and their keys need two more.
 export class Doorkeeper {
   readonly #bits: Uint32Array;
   readonly #mask: number;

@@ -383,8 +383,7 @@ export function createReadPath(context: HttpContext, options: ReadPathOptions): 
           : undefined;
       if (held !== undefined) {
         const headers = narHeaders(held.nar, true, true);
-        headers.push('content-length', String(held.data.length));
-        writeHead(response, 200, headers);
+        writeHead(response, setLength(headers, held.data.length, undefined), headers);
         // The held bytes themselves: sent, never given to the pool.
         response.end(held.data);
         metrics?.narFromMemory(metrics.forCache(held.cache.name, true));

@@ -44,10 +44,14 @@ export function narFileName(fileHashNix32: string, compression: Compression): st
 const NAR_FILE_NAME = /^([0-9a-z]{52})\.nar(|\.xz|\.zst|\.bz2|\.br)$/;
 const BY_EXTENSION = new Map<string, Compression>(COMPRESSIONS.map((c) => [EXTENSIONS[c], c]));
 
+/** A NAR file's name, `<52 nix32>.nar[.xz|.zst|.bz2|.br]`, split. */
+export interface NarFileName {
+  readonly fileHash: string;
+  readonly compression: Compression;
+}
+
 /** Splits `<52 nix32>.nar[.xz|.zst|.bz2|.br]`; undefined for any other name. */
-export function parseNarFileName(
-  fileName: string,
-): { fileHash: string; compression: Compression } | undefined {
+export function parseNarFileName(fileName: string): NarFileName | undefined {
   const match = NAR_FILE_NAME.exec(fileName);
   const fileHash = match?.[1];
   const compression = BY_EXTENSION.get(match?.[2] ?? '-');

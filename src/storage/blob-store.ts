@@ -1,6 +1,6 @@
 // The interface every blob backend (local filesystem now, S3 later) implements. Blobs are immutable byte
 // strings addressed by a key such as `nar/<nix32 file hash>`; niche never rewrites one in place.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { BufferPool } from '../util/buffer-pool.js';
 
 /** An inclusive byte range, as in HTTP `Range: bytes=start-end`. */
@@ -45,6 +45,27 @@ export interface BlobReadResult {
    * releases the blob as consuming `stream` does; use one or the other.
    */
   readonly chunks?: (pool: BufferPool) => AsyncIterable<Buffer>;
+}
+
+/**
+ * A blob (or the range of it) already in memory, as a read result: its stream is only made for a caller
+ * that asks for it. For backends that read small blobs whole, and for bytes held elsewhere.
+ */
+export class BufferedBlob implements BlobReadResult {
+  readonly size: number;
+  readonly range: BlobRange | undefined;
+  readonly data: Buffer;
+  #stream: Readable | undefined;
+
+  constructor(data: Buffer, size: number, range: BlobRange | undefined) {
+    this.data = data;
+    this.size = size;
+    this.range = range;
+  }
+
+  get stream(): Readable {
+    return (this.#stream ??= Readable.from([this.data], { objectMode: false }));
+  }
 }
 
 export interface GetOptions {

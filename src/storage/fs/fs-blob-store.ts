@@ -23,6 +23,7 @@ import { Readable } from 'node:stream';
 import { ConfigError, isNicheError, RangeNotSatisfiableError, StorageError } from '../../errors.js';
 import {
   assertValidBlobKey,
+  BufferedBlob,
   type BlobRange,
   type BlobReadResult,
   type BlobStat,
@@ -434,24 +435,6 @@ async function* fileChunks(
   }
 }
 
-/** A small blob read into memory; its stream is only made for a caller that asks for it. */
-class SmallBlob implements BlobReadResult {
-  readonly size: number;
-  readonly range: BlobRange | undefined;
-  readonly data: Buffer;
-  #stream: Readable | undefined;
-
-  constructor(data: Buffer, size: number, range: BlobRange | undefined) {
-    this.data = data;
-    this.size = size;
-    this.range = range;
-  }
-
-  get stream(): Readable {
-    return (this.#stream ??= Readable.from([this.data], { objectMode: false }));
-  }
-}
-
 /**
  * Small blobs (most NARs) are read whole, synchronously: four thread-pool round trips (open, fstat, read,
  * close) cost far more than the read of a file that is almost always in the page cache. Like nginx's
@@ -492,7 +475,7 @@ function readSmall(
       if (buffer !== undefined) pool?.give(buffer);
       throw error;
     }
-    return new SmallBlob(data, info.size, range);
+    return new BufferedBlob(data, info.size, range);
   } catch (error) {
     if (isNicheError(error)) throw error;
     throw new StorageError(`cannot read blob ${key}: ${describe(error)}`, { cause: error });
